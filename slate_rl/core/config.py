@@ -1,0 +1,198 @@
+"""The one config system: typed dataclasses, built from plain dicts with clear errors.
+
+Components declare their settings as ``@dataclass`` classes whose fields each carry a type
+and a one-line docstring (the string literal right below the field). ``from_dict`` builds
+one from a mapping (YAML, JSON, Snakemake's ``config``) and rejects unknown keys and wrong
+types with a message naming the key. ``add_arguments``/``from_namespace`` expose the same
+fields as command-line options, so ``slate-rl <stage> --help`` documents every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import json
+import textwrap
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from slate_rl.core.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Map field name -> the docstring written under it in the class body."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):
+            continue
+        body = ast.parse(source).body[0]
+        assert isinstance(body, ast.ClassDef)
+        stmts = body.body
+        for prev, nxt in zip(stmts, stmts[1:], strict=False):
+            if (
+                isinstance(prev, ast.AnnAssign)
+                and isinstance(prev.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                docs[prev.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    """Return ``value`` converted to ``tp`` where lossless, else raise ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"config key {where!r}: invalid value {value!r}")
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"config key {where!r}: {value!r} is not one of {', '.join(map(repr, choices))}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"config key {where!r}: expected a list, got {value!r}")
+        (inner, *_) = typing.get_args(tp) or (Any,)
+        return [_check_type(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key {where!r}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {where!r}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {where!r}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"config key {where!r}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {where!r}: expected a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return from_dict(tp, value, prefix=where)
+    return value
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``; unknown keys and bad types raise ConfigError."""
+    data = dict(data or {})
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key {prefix or '<root>'!r}: expected a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"unknown config key {where!r}; valid keys here: {', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in data.items():
+        where = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _check_type(value, hints[name], where)
+    try:
+        obj = cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config {prefix or cls.__name__}: {exc}") from exc
+    return obj
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Dataclass -> plain JSON-able dict (recursively)."""
+    return dataclasses.asdict(obj)
+
+
+def replace(obj: T, **changes: Any) -> T:
+    """``dataclasses.replace`` that validates the changed fields like :func:`from_dict`."""
+    return from_dict(type(obj), {**to_dict(obj), **changes})
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with a clear error for a missing file or a syntax error."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} not found")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping at the top level")
+    return data
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """Add one ``--field-name`` option per dataclass field, documented from the field docstring.
+
+    Options default to ``None`` (meaning: keep the dataclass default), so ``from_namespace``
+    can tell which options the user actually gave.
+    """
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        tp = hints[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = f"{docs.get(f.name, '')} (default: {default})"
+        flag = "--" + f.name.replace("_", "-")
+        origin = typing.get_origin(tp)
+        if tp is bool:
+            parser.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=help_text)
+        elif origin is typing.Literal:
+            parser.add_argument(flag, dest=f.name, default=None, choices=typing.get_args(tp), help=help_text)
+        elif origin in (list, dict) or (dataclasses.is_dataclass(tp)):
+            parser.add_argument(flag, dest=f.name, default=None, type=json.loads, help=help_text + " [JSON]")
+        else:
+            conv: Any = str
+            base = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+            if base[0] is int:
+                conv = int
+            elif base[0] is float:
+                conv = float
+            parser.add_argument(flag, dest=f.name, default=None, type=conv, help=help_text)
+
+
+def from_namespace(cls: type[T], ns: argparse.Namespace, base: Mapping[str, Any] | None = None) -> T:
+    """Build ``cls`` from ``base`` overridden by the options given on the command line."""
+    data = dict(base or {})
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        value = getattr(ns, f.name, None)
+        if value is not None:
+            data[f.name] = value
+    return from_dict(cls, data)

@@ -1,0 +1,85 @@
+"""Atomic artifact IO and content hashes.
+
+Every artifact is written to a temporary file in the destination directory and renamed at
+the end, so a killed stage never leaves an output that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slate_rl.core.errors import ArtifactError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
+
+    The temporary name keeps the final suffix (``.npz``, ``.json``), so writers that append a
+    suffix when it is missing (``np.savez``) write exactly where they are told.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{final.suffix}", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: str | os.PathLike[str], obj: Mapping[str, Any]) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def save_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], compress: bool = True) -> None:
+    """Save arrays to an ``.npz`` file atomically (compressed by default)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        (np.savez_compressed if compress else np.savez)(fh, **arrays)
+
+
+def load_npz(path: str | os.PathLike[str], required: Mapping[str, tuple[int, ...] | None]) -> dict[str, np.ndarray]:
+    """Load an ``.npz`` without pickle and check that the required keys are present.
+
+    ``required`` maps key -> expected number of dimensions as a tuple of ``ndim`` values or
+    ``None`` to skip the check.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ArtifactError(f"{p}: file not found; build it first (e.g. with snakemake {p})")
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except Exception as exc:  # zipfile/format errors: one message, not a traceback
+        raise ArtifactError(f"{p}: not a readable .npz file ({exc}); delete it and rebuild it") from exc
+    for key, ndims in required.items():
+        if key not in arrays:
+            raise ArtifactError(f"{p}: missing array {key!r}; the file is corrupted or from another version, rebuild it")
+        if ndims is not None and arrays[key].ndim not in ndims:
+            raise ArtifactError(
+                f"{p}: array {key!r} has {arrays[key].ndim} dimensions, expected {' or '.join(map(str, ndims))}"
+            )
+    return arrays
+
+
+def file_sha256(path: str | os.PathLike[str], length: int = 16) -> str:
+    """Hex SHA-256 of a file's bytes (first ``length`` characters), used to tie results to inputs."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:length]

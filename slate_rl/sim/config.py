@@ -1,0 +1,122 @@
+"""TopicRec parameters and the six environment presets of the GeMS paper.
+
+Defaults are the values the paper's experiments ran with (``../shared/spec/topicrec.md``),
+not the published argparse defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from slate_rl.core.config import from_dict, to_dict
+from slate_rl.core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TopicRecConfig:
+    """Dynamics of one TopicRec environment."""
+
+    embeddings: Literal["focused", "diffuse"] = "focused"
+    """Which item-embedding table the environment uses."""
+    click_model: Literal["topdown", "mix"] = "topdown"
+    """Examination model: tdPBM (0.85^r) or mixPBM (average of top-down and bottom-up)."""
+    diversity_penalty: float = 1.0
+    """Attractiveness divisor for slates with >= diversity_threshold items of one main topic."""
+    num_items: int = 1000
+    """Catalogue size."""
+    slate_size: int = 10
+    """Items per recommendation (k)."""
+    num_topics: int = 10
+    """Number of topics."""
+    topic_size: int = 2
+    """Embedding dimensions per topic (embeddings are num_topics * topic_size wide)."""
+    episode_length: int = 100
+    """Rewarded steps per session (H); the episode is truncated when t reaches it."""
+    offset: float = 0.28
+    """Score at which relevance is 0.5."""
+    slope: float = 100.0
+    """Steepness of the relevance sigmoid."""
+    omega: float = 0.9
+    """Preference drift factor: u <- omega * u + (1 - omega) * e_clicked."""
+    boredom_threshold: int = 5
+    """Clicks on one topic in the recent window that make the user bored of it."""
+    boredom_window: int = 5
+    """Steps a click stays in the recent-click window (clicks of steps t-5..t remain after step t)."""
+    recent_clicks_maxlen: int = 10
+    """At most this many recent clicks are remembered."""
+    boredom_duration: int = 5
+    """Steps a bored topic stays bored."""
+    short_term_boost: float = 1.0
+    """Multiplier of the short-term topic's block in the effective user vector."""
+    diversity_threshold: int = 4
+    """A slate with at least this many items of one main topic is penalised."""
+    position_decay: float = 0.85
+    """Base of the examination probability per rank."""
+
+    def __post_init__(self) -> None:
+        positive = (
+            "num_items", "slate_size", "num_topics", "topic_size", "episode_length",
+            "boredom_threshold", "boredom_window", "recent_clicks_maxlen", "boredom_duration",
+            "diversity_threshold",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"TopicRec parameter {name!r} must be >= 1, got {getattr(self, name)}")
+        if self.slate_size > self.num_items:
+            raise ConfigError(f"slate_size ({self.slate_size}) cannot exceed num_items ({self.num_items})")
+        if self.diversity_penalty <= 0:
+            raise ConfigError(f"diversity_penalty must be > 0, got {self.diversity_penalty}")
+        if not 0.0 <= self.omega <= 1.0:
+            raise ConfigError(f"omega must be in [0, 1], got {self.omega}")
+        if not 0.0 < self.position_decay <= 1.0:
+            raise ConfigError(f"position_decay must be in (0, 1], got {self.position_decay}")
+        if self.num_items > 32767:
+            raise ConfigError(f"num_items ({self.num_items}) must fit the int16 item ids of the logs (<= 32767)")
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.num_topics * self.topic_size
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "focused_topdown": {"embeddings": "focused", "click_model": "topdown", "diversity_penalty": 1.0},
+    "focused_mix": {"embeddings": "focused", "click_model": "mix", "diversity_penalty": 1.0},
+    "focused_divpen": {"embeddings": "focused", "click_model": "mix", "diversity_penalty": 3.0},
+    "diffuse_topdown": {"embeddings": "diffuse", "click_model": "topdown", "diversity_penalty": 1.0},
+    "diffuse_mix": {"embeddings": "diffuse", "click_model": "mix", "diversity_penalty": 1.0},
+    "diffuse_divpen": {"embeddings": "diffuse", "click_model": "mix", "diversity_penalty": 3.0},
+}
+
+
+def make_env_config(
+    name: str, user_defined: Mapping[str, Mapping[str, Any]] | None = None, **overrides: Any
+) -> TopicRecConfig:
+    """Resolve an environment name to its config.
+
+    ``name`` is a preset or a key of ``user_defined`` (the ``environments`` section of
+    config.yaml). A user-defined entry may name a preset under ``base`` and override any
+    :class:`TopicRecConfig` field.
+    """
+    user_defined = user_defined or {}
+    if name in user_defined:
+        spec = dict(user_defined[name])
+        base_name = spec.pop("base", None)
+        if base_name is not None and base_name not in PRESETS:
+            raise ConfigError(
+                f"environment {name!r}: base {base_name!r} is not a preset; choose one of {', '.join(PRESETS)}"
+            )
+        params = {**(PRESETS[base_name] if base_name else {}), **spec}
+    elif name in PRESETS:
+        params = dict(PRESETS[name])
+    else:
+        known = list(PRESETS) + list(user_defined)
+        raise ConfigError(f"unknown environment {name!r}; choose one of {', '.join(known)} or define it in config.yaml")
+    params.update(overrides)
+    return from_dict(TopicRecConfig, params, prefix=f"environments.{name}")
+
+
+def env_config_dict(cfg: TopicRecConfig) -> dict[str, Any]:
+    """JSON-able view of an environment config (stored in artifact metadata)."""
+    return to_dict(cfg)

@@ -1,0 +1,287 @@
+"""Batched TopicRec core: one call advances B users with tensor operations on any device.
+
+The state of B users is a :class:`SimState` of tensors; :meth:`TopicRec.reset` builds the
+state of new users from their keys, :meth:`TopicRec.step` advances every user by one slate.
+All randomness comes from :mod:`slate_rl.core.rng`, keyed per user, so a user's session
+depends only on its key and the slates it is shown, never on the batch it shares.
+
+Choices where the spec is silent (documented here and tested):
+
+* Reset clicks use the raw user vector (no topic is bored yet and the short-term topic is
+  only defined by those clicks, so there is no boost to apply).
+* Ties in the oracle's top-k are broken by ``torch.topk``; with continuous scores ties have
+  probability zero.
+* ``short_term_boost == 1`` and ``diversity_penalty == 1`` skip their multiplications, which
+  are then identities (bit-for-bit the same result).
+* The recent-click list is kept as (topic, order key) pairs where the order key is
+  ``step * slate_size + rank``: appending the new clicks in rank order, keeping the
+  ``recent_clicks_maxlen`` most recent, then forgetting clicks older than ``t - boredom_window``
+  is a top-k over order keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+
+from slate_rl.core import rng
+from slate_rl.core.errors import SlateRLError
+from slate_rl.sim.config import TopicRecConfig
+from slate_rl.sim.embeddings import main_topics, validate_item_embeddings
+
+# Random streams of the simulator (policies use their own keys, see slate_rl.sim.policies).
+STREAM_USER_NORMAL = 1
+STREAM_USER_MIX = 2
+STREAM_SHORT_TERM = 3
+STREAM_CLICKS = 4
+
+
+@dataclass
+class SimState:
+    """State of B users (all tensors have leading dimension B)."""
+
+    key: Tensor
+    """(B,) int64 user keys: the user's whole randomness."""
+    t: Tensor
+    """(B,) int64 current step (0 after reset)."""
+    user: Tensor
+    """(B, D) float32 user preference vector u."""
+    bored: Tensor
+    """(B, T) bool bored flags per topic."""
+    timer: Tensor
+    """(B, T) int64 boredom timers."""
+    recent_topic: Tensor
+    """(B, L) int64 main topics of the remembered recent clicks (0 where unused)."""
+    recent_order: Tensor
+    """(B, L) int64 order key step * slate_size + rank of each recent click, -1 where unused."""
+    short_term: Tensor
+    """(B,) int64 short-term topic."""
+
+    def where(self, mask: Tensor, other: SimState) -> SimState:
+        """Per user: this state where ``mask`` else ``other``."""
+        out = {}
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            m = mask.reshape(-1, *([1] * (a.ndim - 1)))
+            out[f.name] = torch.where(m, a, b)
+        return SimState(**out)
+
+    def index(self, idx: Tensor | slice) -> SimState:
+        """The users selected by ``idx``."""
+        return SimState(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
+
+@dataclass
+class StepResult:
+    """What one reset or step returns."""
+
+    slate: Tensor
+    """(B, k) int64 slate shown (oracle slots filled in)."""
+    clicks: Tensor
+    """(B, k) bool clicks."""
+    reward: Tensor
+    """(B,) float32 number of clicks (0 at reset)."""
+    truncated: Tensor
+    """(B,) bool True when the session reached its last step."""
+    user_effective: Tensor
+    """(B, D) float32 u~ used for this step's relevances (privileged)."""
+    relevance: Tensor
+    """(B, k) float32 relevance of each slate item (privileged)."""
+
+
+class TopicRec:
+    """The TopicRec simulator for batches of users.
+
+    Args:
+        config: dynamics (see :class:`TopicRecConfig`).
+        item_embeddings: ``(num_items, D)`` table (NumPy array or tensor).
+        device: where every tensor lives.
+    """
+
+    def __init__(self, config: TopicRecConfig, item_embeddings: Tensor, device: torch.device | str = "cpu") -> None:
+        self.config = config
+        self.device = torch.device(device)
+        table = torch.as_tensor(item_embeddings)
+        validate_item_embeddings(table.cpu().numpy(), config.num_items, config.embedding_dim, "item_embeddings")
+        self.items = table.to(device=self.device, dtype=torch.float32).contiguous()
+        self.item_topic = main_topics(self.items, config.num_topics, config.topic_size)
+        self.max_norm = float(self.items.norm(dim=1).max())
+        k = config.slate_size
+        ranks = torch.arange(k, dtype=torch.float32, device=self.device)
+        decay = torch.tensor(config.position_decay, device=self.device)
+        if config.click_model == "topdown":
+            self.examination = decay**ranks
+        else:
+            self.examination = 0.5 * decay**ranks + 0.5 * decay ** (k - 1 - ranks)
+        # Initial slate: for each topic the item with the largest block norm in that topic.
+        blocks = self.items.reshape(config.num_items, config.num_topics, config.topic_size).norm(dim=-1)
+        initial = blocks.argmax(dim=0)
+        if k <= config.num_topics:
+            initial = initial[:k]
+        else:
+            raise SlateRLError("slate_size larger than num_topics is not supported by the reset slate")
+        self.initial_slate = initial
+        self._rank_order = torch.arange(k, dtype=torch.int64, device=self.device)
+
+    # ------------------------------------------------------------------ helpers
+    def _block_norm_sum(self, u: Tensor) -> Tensor:
+        c = self.config
+        return u.reshape(*u.shape[:-1], c.num_topics, c.topic_size).norm(dim=-1).sum(dim=-1, keepdim=True)
+
+    def _topic_mask(self, topics_flags: Tensor) -> Tensor:
+        """(B, T) -> (B, D) by repeating each topic flag over its block."""
+        return topics_flags.repeat_interleave(self.config.topic_size, dim=1)
+
+    def effective_user(self, state: SimState) -> Tensor:
+        """u~: bored blocks zeroed, short-term block boosted."""
+        c = self.config
+        u = state.user * self._topic_mask(~state.bored)
+        if c.short_term_boost != 1.0:
+            boost = torch.ones_like(state.bored, dtype=u.dtype)
+            boost.scatter_(1, state.short_term[:, None], c.short_term_boost)
+            u = u * self._topic_mask(boost)
+        return u
+
+    def oracle_slate(self, user_effective: Tensor) -> Tensor:
+        """Short-term oracle: the top-k items by e_i . u~, best first."""
+        scores = user_effective @ self.items.T
+        return scores.topk(self.config.slate_size, dim=1).indices
+
+    def check_slate(self, slate: Tensor) -> None:
+        """Raise a clear error for slates of the wrong shape or with ids outside [-1, num_items)."""
+        c = self.config
+        if slate.ndim != 2 or slate.shape[1] != c.slate_size:
+            raise SlateRLError(f"slate has shape {tuple(slate.shape)}, expected (batch, {c.slate_size})")
+        if slate.dtype.is_floating_point or slate.dtype == torch.bool:
+            raise SlateRLError(f"slate ids must be integers, got dtype {slate.dtype}")
+        lo, hi = int(slate.min()), int(slate.max())
+        if lo < -1 or hi >= c.num_items:
+            bad = lo if lo < -1 else hi
+            raise SlateRLError(
+                f"slate contains item id {bad}; valid ids are 0..{c.num_items - 1}, or -1 for an oracle slot"
+            )
+
+    def _clicks(self, key: Tensor, t: Tensor, slate: Tensor, u_eff: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Relevance, attractiveness and sampled clicks of a slate (steps 5-7 of the spec)."""
+        c = self.config
+        emb = self.items[slate]  # (B, k, D)
+        score = torch.bmm(emb, u_eff.unsqueeze(2)).squeeze(2)
+        if self.max_norm != 1.0:
+            score = score / self.max_norm
+        rel = torch.sigmoid(c.slope * (score - c.offset))
+        attract = rel
+        if c.diversity_penalty != 1.0:
+            topics = self.item_topic[slate]
+            same = (topics.unsqueeze(2) == topics.unsqueeze(1)).sum(dim=2)  # (B, k) count of own topic
+            penalised = same.max(dim=1).values >= c.diversity_threshold
+            attract = torch.where(penalised[:, None], rel / c.diversity_penalty, rel)
+        u = rng.uniform(key, STREAM_CLICKS, t, c.slate_size)
+        clicks = u < attract * self.examination
+        return rel, emb, clicks
+
+    def _remember(self, state_topic: Tensor, state_order: Tensor, t: Tensor, slate: Tensor, clicks: Tensor):
+        """Append this step's clicks to the recent list, cap it, forget old clicks (step 9)."""
+        c = self.config
+        k = c.slate_size
+        new_order = torch.where(clicks, t[:, None] * k + self._rank_order, torch.full_like(slate, -1))
+        order = torch.cat([state_order, new_order], dim=1)
+        topic = torch.cat([state_topic, self.item_topic[slate]], dim=1)
+        oldest_kept = (t - c.boredom_window) * k
+        order = torch.where(order >= oldest_kept[:, None], order, torch.full_like(order, -1))
+        keep = order.topk(c.recent_clicks_maxlen, dim=1).indices
+        return topic.gather(1, keep), order.gather(1, keep)
+
+    # ------------------------------------------------------------------ API
+    def sample_users(self, key: Tensor) -> Tensor:
+        """Preference vectors of the users with these keys."""
+        c = self.config
+        b = key.shape[0]
+        p = rng.uniform(key, STREAM_USER_MIX, 0, c.num_topics) ** 3
+        p = p / p.sum(dim=1, keepdim=True)
+        g = rng.normal(key, STREAM_USER_NORMAL, 0, c.embedding_dim).reshape(b, c.num_topics, c.topic_size)
+        u = ((0.4 * g).clamp(-1.0, 1.0).abs() * p[:, :, None]).reshape(b, c.embedding_dim)
+        return u / self._block_norm_sum(u)
+
+    def reset(self, key: Tensor) -> tuple[SimState, StepResult]:
+        """New users with keys ``key`` (B,): show the initial slate and simulate its clicks."""
+        c = self.config
+        key = key.to(self.device, torch.int64)
+        b = key.shape[0]
+        t = torch.zeros(b, dtype=torch.int64, device=self.device)
+        user = self.sample_users(key)
+        slate = self.initial_slate.expand(b, -1)
+        rel, _, clicks = self._clicks(key, t, slate, user)
+        empty_topic = torch.zeros(b, c.recent_clicks_maxlen, dtype=torch.int64, device=self.device)
+        empty_order = torch.full_like(empty_topic, -1)
+        recent_topic, recent_order = self._remember(empty_topic, empty_order, t, slate, clicks)
+        random_topic = rng.randint(key, STREAM_SHORT_TERM, 0, 1, c.num_topics)[:, 0]
+        short_term = torch.where(clicks.any(dim=1), self._last_clicked_topic(slate, clicks), random_topic)
+        state = SimState(
+            key=key,
+            t=t,
+            user=user,
+            bored=torch.zeros(b, c.num_topics, dtype=torch.bool, device=self.device),
+            timer=torch.full((b, c.num_topics), c.boredom_duration, dtype=torch.int64, device=self.device),
+            recent_topic=recent_topic,
+            recent_order=recent_order,
+            short_term=short_term,
+        )
+        zeros = torch.zeros(b, dtype=torch.float32, device=self.device)
+        result = StepResult(
+            slate=slate.clone(), clicks=clicks, reward=zeros, truncated=torch.zeros_like(clicks[:, 0]),
+            user_effective=user, relevance=rel,
+        )
+        return state, result
+
+    def _last_clicked_topic(self, slate: Tensor, clicks: Tensor) -> Tensor:
+        last_rank = (clicks * (self._rank_order + 1)).argmax(dim=1)
+        return self.item_topic[slate.gather(1, last_rank[:, None]).squeeze(1)]
+
+    def step(self, state: SimState, slate: Tensor, validate: bool = True) -> tuple[SimState, StepResult]:
+        """Show ``slate`` (B, k) to every user (-1 marks an oracle slot); return the new state."""
+        c = self.config
+        slate = slate.to(self.device)
+        if validate:
+            self.check_slate(slate)
+        slate = slate.to(torch.int64)
+        t = state.t + 1
+        # 1. Boredom timers.
+        timer = torch.where(state.bored, state.timer - 1, state.timer)
+        bored = state.bored & (timer > 0)
+        timer = torch.where(bored, timer, torch.full_like(timer, c.boredom_duration))
+        # 2. Topics clicked >= threshold times in the recent window become bored.
+        counts = torch.zeros_like(timer).scatter_add_(1, state.recent_topic, (state.recent_order >= 0).long())
+        bored = bored | (counts >= c.boredom_threshold)
+        # 3. Effective user vector.
+        user_state = SimState(state.key, t, state.user, bored, timer, state.recent_topic, state.recent_order,
+                              state.short_term)
+        u_eff = self.effective_user(user_state)
+        # 4. Oracle slots.
+        oracle = slate < 0
+        if bool(oracle.any()):
+            slate = torch.where(oracle, self.oracle_slate(u_eff), slate)
+        # 5-7. Relevance, attractiveness, clicks.
+        rel, emb, clicks = self._clicks(state.key, t, slate, u_eff)
+        # 8. Drift, one clicked item at a time in rank order.
+        user = state.user
+        clicked_any = clicks.any(dim=0).tolist()
+        for r in range(c.slate_size):
+            if not clicked_any[r]:
+                continue
+            drifted = c.omega * user + (1.0 - c.omega) * emb[:, r]
+            drifted = drifted / self._block_norm_sum(drifted)
+            user = torch.where(clicks[:, r : r + 1], drifted, user)
+        # 9. Recent clicks and short-term topic.
+        recent_topic, recent_order = self._remember(state.recent_topic, state.recent_order, t, slate, clicks)
+        any_click = clicks.any(dim=1)
+        short_bored = bored.gather(1, state.short_term[:, None]).squeeze(1)
+        short_term = torch.where(short_bored & any_click, self._last_clicked_topic(slate, clicks), state.short_term)
+        # 10. Reward and time limit.
+        new_state = SimState(state.key, t, user, bored, timer, recent_topic, recent_order, short_term)
+        result = StepResult(
+            slate=slate, clicks=clicks, reward=clicks.sum(dim=1, dtype=torch.float32).to(torch.float32),
+            truncated=t >= c.episode_length, user_effective=u_eff, relevance=rel,
+        )
+        return new_state, result
