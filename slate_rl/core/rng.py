@@ -53,10 +53,16 @@ def mix64_int(x: int) -> int:
     return _signed(z ^ (z >> 31))
 
 
-def derive_key(seed: int, index: Tensor | int, device: torch.device | str = "cpu") -> Tensor:
-    """Key of item ``index`` (a user, a session) under ``seed``: ``mix(mix(seed) ^ index)``."""
-    base = mix64_int(_signed(seed))
+def derive_key(seed: int | Tensor, index: Tensor | int, device: torch.device | str = "cpu") -> Tensor:
+    """Key of item ``index`` (a user, a session) under ``seed``: ``mix(mix(seed) ^ index)``.
+
+    ``seed`` and ``index`` broadcast (scalars or int64 tensors).
+    """
     idx = torch.as_tensor(index, dtype=torch.int64, device=device)
+    if isinstance(seed, int):
+        base: Tensor | int = mix64_int(_signed(seed))
+    else:
+        base = mix64(seed.to(device=idx.device, dtype=torch.int64))
     return mix64(idx ^ base)
 
 

@@ -22,6 +22,7 @@ Choices where the spec is silent (documented here and tested):
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -36,6 +37,18 @@ STREAM_USER_NORMAL = 1
 STREAM_USER_MIX = 2
 STREAM_SHORT_TERM = 3
 STREAM_CLICKS = 4
+
+
+_D = TypeVar("_D")
+
+
+def select(mask: Tensor, a: _D, b: _D) -> _D:
+    """Per user, fields of dataclass-of-tensors ``a`` where ``mask`` (B,) else those of ``b``."""
+    out = {}
+    for f in fields(a):  # type: ignore[arg-type]
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        out[f.name] = torch.where(mask.reshape(-1, *([1] * (x.ndim - 1))), x, y)
+    return type(a)(**out)
 
 
 @dataclass
@@ -61,12 +74,7 @@ class SimState:
 
     def where(self, mask: Tensor, other: SimState) -> SimState:
         """Per user: this state where ``mask`` else ``other``."""
-        out = {}
-        for f in fields(self):
-            a, b = getattr(self, f.name), getattr(other, f.name)
-            m = mask.reshape(-1, *([1] * (a.ndim - 1)))
-            out[f.name] = torch.where(m, a, b)
-        return SimState(**out)
+        return select(mask, self, other)
 
     def index(self, idx: Tensor | slice) -> SimState:
         """The users selected by ``idx``."""

@@ -17,6 +17,9 @@ import torch
 
 from slate_rl.core.errors import ArtifactError
 
+DEFAULT_EMBEDDINGS_SEED = 2023
+"""Seed of the item tables that environments use when no table is given (config.yaml's default)."""
+
 FOCUSED_POWER = 1.5
 """Exponent of the focused recipe (the paper's text says "square"; the spec uses 1.5)."""
 

@@ -1,0 +1,1 @@
+"""On-demand benchmarks (``slate-rl bench ...``); never part of the test run."""

@@ -1,0 +1,49 @@
+"""``slate-rl``: every stage as a subcommand, with the options its Snakemake rule uses.
+
+User errors (``SlateRLError``) print one line, ``error: ...``, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+STAGES = (
+    "slate_rl.stages.make_embeddings",
+    "slate_rl.stages.generate_logs",
+    "slate_rl.stages.evaluate_policy",
+    "slate_rl.bench.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slate-rl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
+    for module_name in STAGES:
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(module.NAME, help=module.HELP, description=module.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from slate_rl.core.errors import SlateRLError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args._run(args)
+    except SlateRLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data formats: logged sessions (and, later, the replay buffer and D4RL datasets)."""

@@ -1,0 +1,85 @@
+"""Options shared by several stages (environment, embeddings, device)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import torch
+
+from slate_rl.core.device import resolve_device
+from slate_rl.core.errors import ConfigError
+from slate_rl.core.io import file_sha256
+from slate_rl.sim.config import PRESETS, TopicRecConfig, make_env_config
+from slate_rl.sim.core import TopicRec
+from slate_rl.sim.embeddings import DEFAULT_EMBEDDINGS_SEED, generate_item_embeddings, load_item_embeddings
+
+
+def add_env_arguments(parser: argparse.ArgumentParser, embeddings_required: bool = False) -> None:
+    parser.add_argument(
+        "--env", required=True,
+        help=f"environment: one of {', '.join(PRESETS)}, or a name defined with --env-spec",
+    )
+    parser.add_argument(
+        "--env-spec", type=_json_object, default=None,
+        help='JSON definition of a user-defined environment, e.g. \'{"base": "focused_mix", "diversity_penalty": 2.0}\' '
+        "(the entry of config.yaml's environments section)",
+    )
+    parser.add_argument(
+        "--embeddings-file", required=embeddings_required, default=None,
+        help="item-embedding table (.npy array or .pt tensor, num_items x 20), e.g. data/embeddings/focused.npy "
+        "or the paper's tables; when omitted the table is generated from --embeddings-seed",
+    )
+    if not embeddings_required:
+        parser.add_argument(
+            "--embeddings-seed", type=int, default=DEFAULT_EMBEDDINGS_SEED,
+            help=f"seed of the generated item table when no --embeddings-file is given (default: {DEFAULT_EMBEDDINGS_SEED})",
+        )
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N] (default: auto)")
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
+def env_config_from_args(args: argparse.Namespace) -> TopicRecConfig:
+    user_defined = {args.env: args.env_spec} if args.env_spec else None
+    return make_env_config(args.env, user_defined)
+
+
+def simulator_from_args(args: argparse.Namespace) -> tuple[TopicRec, dict[str, Any]]:
+    """Build the simulator the options describe; also return a description of its item table."""
+    cfg = env_config_from_args(args)
+    device: torch.device = resolve_device(args.device)
+    if args.embeddings_file:
+        table = load_item_embeddings(args.embeddings_file, cfg.num_items, cfg.embedding_dim)
+        source = {"file": str(args.embeddings_file), "sha256": file_sha256(args.embeddings_file)}
+    else:
+        seed = getattr(args, "embeddings_seed", DEFAULT_EMBEDDINGS_SEED)
+        table = generate_item_embeddings(cfg.embeddings, seed, cfg.num_items, cfg.num_topics, cfg.topic_size)
+        source = {"generated": cfg.embeddings, "seed": seed}
+    return TopicRec(cfg, table, device), source
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts that must be >= 1."""
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def check_fraction(name: str, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"--{name} must be in [0, 1], got {value}")
+    return value

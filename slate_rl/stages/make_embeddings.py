@@ -1,0 +1,38 @@
+"""Stage ``make-embeddings``: the item table ``data/embeddings/{kind}.npy``.
+
+Generated from a seed with the spec's recipe, or taken from a file (such as the paper's own
+tables) after validation, so every later stage reads one ``.npy`` per kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from slate_rl.core.io import atomic_path
+from slate_rl.sim.embeddings import DEFAULT_EMBEDDINGS_SEED, generate_item_embeddings, load_item_embeddings
+
+NAME = "make-embeddings"
+HELP = "write the focused or diffuse item-embedding table (data/embeddings/{kind}.npy)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kind", required=True, choices=("focused", "diffuse"), help="which table")
+    parser.add_argument("--seed", type=int, default=DEFAULT_EMBEDDINGS_SEED, help="generation seed")
+    parser.add_argument(
+        "--from-file", default=None,
+        help="copy this .npy/.pt table (validated: 1000 x 20, finite, non-negative) instead of generating one",
+    )
+    parser.add_argument("--num-items", type=int, default=1000, help="catalogue size (default: 1000)")
+    parser.add_argument("--output", required=True, help="destination .npy")
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.from_file:
+        table = load_item_embeddings(args.from_file, args.num_items, 20)
+    else:
+        table = generate_item_embeddings(args.kind, args.seed, num_items=args.num_items)
+    with atomic_path(args.output) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, table, allow_pickle=False)
+    print(f"wrote {args.output} ({table.shape[0]} x {table.shape[1]})")
