@@ -196,3 +196,32 @@ def from_namespace(cls: type[T], ns: argparse.Namespace, base: Mapping[str, Any]
         if value is not None:
             data[f.name] = value
     return from_dict(cls, data)
+
+
+def _key_path(parts: Any) -> str:
+    return ".".join(str(p) for p in parts) or "<root>"
+
+
+def validate_schema(config: Mapping[str, Any], schema: Mapping[str, Any], source: str = "config") -> None:
+    """Validate ``config`` against a JSON schema; raise one ConfigError naming the key.
+
+    Among all violations the most relevant one (``jsonschema.exceptions.best_match``) is
+    reported, phrased as ``<source> key 'a.b': <problem>``.
+    """
+    import jsonschema
+    from jsonschema.exceptions import best_match
+
+    validator = jsonschema.Draft202012Validator(schema)
+    error = best_match(validator.iter_errors(config))
+    if error is None:
+        return
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
+        key = _key_path([*path, extra[0]]) if extra else _key_path(path)
+        hint = f"; valid keys here: {', '.join(allowed)}" if allowed else ""
+        raise ConfigError(f"{source}: unknown key {key!r}{hint}")
+    if error.validator == "required":
+        raise ConfigError(f"{source}: key {_key_path(path)!r}: {error.message}")
+    raise ConfigError(f"{source}: key {_key_path(path)!r}: {error.message}")

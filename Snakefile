@@ -1,0 +1,18 @@
+# slate_rl pipeline: TopicRec logs -> embeddings and GeMS -> online agents -> offline datasets
+# -> offline RL -> report. Every artifact is a rule output; see README.md for the table.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/simulator.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,57 @@
+"""Helpers for the Snakemake workflow: config validation and per-rule parameters.
+
+This module sits at the top of the layers (beside ``stages``): the Snakefile imports it to
+validate ``config`` once at parse time and to turn config entries into rule parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from slate_rl.core.config import validate_schema
+from slate_rl.core.errors import ConfigError
+from slate_rl.sim.config import PRESETS, TopicRecConfig, make_env_config
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) -> None:
+    """Schema validation plus the checks a schema cannot express; raises one ConfigError."""
+    validate_schema(config, load_schema(schema_path))
+    defined = config.get("environments", {})
+    clash = sorted(set(defined) & set(PRESETS))
+    if clash:
+        raise ConfigError(f"config: key 'environments.{clash[0]}' redefines a preset; give it another name")
+    for i, name in enumerate(config["envs"]):
+        if name not in PRESETS and name not in defined:
+            raise ConfigError(
+                f"config: key 'envs[{i}]': unknown environment {name!r}; use a preset "
+                f"({', '.join(PRESETS)}) or define it under 'environments'"
+            )
+    for name in defined:
+        make_env_config(name, defined)  # type checks of every user-defined environment
+
+
+def env_config(config: dict[str, Any], env: str) -> TopicRecConfig:
+    return make_env_config(env, config.get("environments", {}))
+
+
+def env_spec_arg(config: dict[str, Any], env: str) -> str:
+    """``--env-spec '<json>'`` for a user-defined environment, '' for a preset."""
+    spec = config.get("environments", {}).get(env)
+    return f"--env-spec {shlex.quote(json.dumps(spec))}" if spec else ""
+
+
+def embeddings_source_arg(config: dict[str, Any], kind: str) -> str:
+    """``--from-file PATH`` when config names a file for this table kind, else ''."""
+    path = config["embeddings"]["files"].get(kind)
+    return f"--from-file {shlex.quote(str(path))}" if path else ""
