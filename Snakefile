@@ -1,11 +1,14 @@
 # slate_rl pipeline: TopicRec logs -> embeddings and GeMS -> online agents -> offline datasets
 # -> offline RL -> report. Every artifact is a rule output; see README.md for the table.
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The defaults live beside this Snakefile, so `--directory` can point elsewhere.
+configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "workflow/rules/common.smk"

@@ -14,7 +14,7 @@ STAGES = (
     "slate_rl.stages.make_embeddings",
     "slate_rl.stages.generate_logs",
     "slate_rl.stages.evaluate_policy",
-    "slate_rl.bench.cli",
+    "slate_rl.stages.bench",
 )
 
 

@@ -24,9 +24,40 @@ def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     return yaml.safe_load(Path(path).read_text())
 
 
-def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) -> None:
-    """Schema validation plus the checks a schema cannot express; raises one ConfigError."""
-    validate_schema(config, load_schema(schema_path))
+def _coerce(value: Any, schema: dict[str, Any], root: dict[str, Any]) -> Any:
+    """Turn strings into numbers/booleans where the schema wants them.
+
+    ``snakemake --config 'logs={"sessions": 10}'`` hands nested values over as strings; they
+    are parsed as YAML scalars so that the override means what the user typed.
+    """
+    if "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
+    kind = schema.get("type")
+    if isinstance(value, str) and kind in ("integer", "number", "boolean"):
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        return {
+            k: _coerce(v, props[k] if k in props else extra if isinstance(extra, dict) else {}, root)
+            for k, v in value.items()
+        }
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_coerce(v, schema["items"], root) for v in value]
+    return value
+
+
+def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    """Schema validation plus the checks a schema cannot express; raises one ConfigError.
+
+    Returns the config with command-line strings coerced to the types the schema asks for.
+    """
+    schema = load_schema(schema_path)
+    config = _coerce(config, schema, schema)
+    validate_schema(config, schema)
     defined = config.get("environments", {})
     clash = sorted(set(defined) & set(PRESETS))
     if clash:
@@ -39,6 +70,7 @@ def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PAT
             )
     for name in defined:
         make_env_config(name, defined)  # type checks of every user-defined environment
+    return config
 
 
 def env_config(config: dict[str, Any], env: str) -> TopicRecConfig:

@@ -223,5 +223,6 @@ def validate_schema(config: Mapping[str, Any], schema: Mapping[str, Any], source
         hint = f"; valid keys here: {', '.join(allowed)}" if allowed else ""
         raise ConfigError(f"{source}: unknown key {key!r}{hint}")
     if error.validator == "required":
-        raise ConfigError(f"{source}: key {_key_path(path)!r}: {error.message}")
+        missing = [k for k in error.validator_value if k not in error.instance]
+        raise ConfigError(f"{source}: missing key {_key_path([*path, missing[0]])!r}; add it (see config.yaml)")
     raise ConfigError(f"{source}: key {_key_path(path)!r}: {error.message}")

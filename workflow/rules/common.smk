@@ -5,7 +5,7 @@ from slate_rl.core.errors import ConfigError
 from slate_rl.pipeline import embeddings_source_arg, env_config, env_spec_arg, validate_config
 
 try:
-    validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+    config.update(validate_config(config, workflow.source_path("../schemas/config.schema.yaml")))
 except ConfigError as exc:
     sys.exit(f"Invalid configuration: {exc}")
 

@@ -12,6 +12,8 @@ rule item_embeddings:
     benchmark:
         "benchmarks/embeddings/{kind}.tsv"
     threads: 1
+    conda:
+        "../../envs/slate_rl.yaml"
     resources:
         mem_mb=1000,
         runtime=10,
@@ -37,6 +39,8 @@ rule logged_sessions:
     benchmark:
         "benchmarks/logs/{env}.tsv"
     threads: 2
+    conda:
+        "../../envs/slate_rl.yaml"
     resources:
         mem_mb=8000,
         runtime=60,
@@ -62,6 +66,8 @@ rule reference_policy:
     benchmark:
         "benchmarks/reference/{env}/{policy}.tsv"
     threads: 1
+    conda:
+        "../../envs/slate_rl.yaml"
     resources:
         mem_mb=2000,
         runtime=10,

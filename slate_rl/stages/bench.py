@@ -1,4 +1,4 @@
-"""``slate-rl bench sim``: simulator throughput for several batch sizes (see slate_rl.bench.sim)."""
+"""Stage ``bench``: ``slate-rl bench sim``, simulator throughput for several batch sizes (see slate_rl.bench.sim)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import platform
 import torch
 
 from slate_rl.core.io import write_json
+from slate_rl.bench.sim import run_benchmark
 from slate_rl.stages.common import add_env_arguments, simulator_from_args
 
 NAME = "bench"
@@ -30,7 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from slate_rl.bench.sim import run_benchmark
 
     if args.threads:
         torch.set_num_threads(args.threads)

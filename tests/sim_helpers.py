@@ -1,0 +1,122 @@
+"""Helpers and fixtures of the simulator tests: simulator construction, hand-made user states,
+the item tables (generated, and the paper's own)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from slate_rl.core.rng import derive_key
+from slate_rl.sim.config import TopicRecConfig, make_env_config
+from slate_rl.sim.core import SimState, TopicRec
+from slate_rl.sim.embeddings import DEFAULT_EMBEDDINGS_SEED, generate_item_embeddings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PAPER_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gems_paper"
+
+
+def make_sim(table: np.ndarray, env: str = "focused_topdown", **overrides) -> TopicRec:
+    return TopicRec(make_env_config(env, **overrides), table, "cpu")
+
+
+def keys(n: int, seed: int = 0) -> torch.Tensor:
+    """Keys of users 0..n-1 under ``seed``."""
+    return derive_key(seed, torch.arange(n, dtype=torch.int64))
+
+
+def make_state(
+    sim: TopicRec,
+    n: int,
+    *,
+    t: int = 0,
+    user: torch.Tensor | None = None,
+    bored: Sequence[int] = (),
+    timer: dict[int, int] | None = None,
+    recent: Sequence[tuple[int, int, int]] = (),
+    short_term: int = 0,
+    seed: int = 0,
+) -> SimState:
+    """``n`` users (keys 0..n-1 under ``seed``) in a hand-made situation.
+
+    ``user``: (D,) vector shared by every user (default: each user's own sampled vector);
+    ``bored``: bored topics; ``timer``: topic -> timer (others at boredom_duration);
+    ``recent``: the recent-click list as (topic, step, rank) triples; ``short_term``: the
+    short-term topic of every user.
+    """
+    c: TopicRecConfig = sim.config
+    k = keys(n, seed)
+    u = sim.sample_users(k) if user is None else user.to(torch.float32).reshape(1, -1).repeat(n, 1)
+    bored_t = torch.zeros(n, c.num_topics, dtype=torch.bool)
+    for b in bored:
+        bored_t[:, b] = True
+    timer_t = torch.full((n, c.num_topics), c.boredom_duration, dtype=torch.int64)
+    for topic, value in (timer or {}).items():
+        timer_t[:, topic] = value
+    assert len(recent) <= c.recent_clicks_maxlen
+    rt = torch.zeros(n, c.recent_clicks_maxlen, dtype=torch.int64)
+    ro = torch.full((n, c.recent_clicks_maxlen), -1, dtype=torch.int64)
+    for j, (topic, step, rank) in enumerate(recent):
+        rt[:, j] = topic
+        ro[:, j] = step * c.slate_size + rank
+    return SimState(
+        key=k,
+        t=torch.full((n,), t, dtype=torch.int64),
+        user=u,
+        bored=bored_t,
+        timer=timer_t,
+        recent_topic=rt,
+        recent_order=ro,
+        short_term=torch.full((n,), short_term, dtype=torch.int64),
+    )
+
+
+def block_norms(x: torch.Tensor, num_topics: int = 10, topic_size: int = 2) -> torch.Tensor:
+    """(..., D) -> (..., T) norms of the topic blocks."""
+    return x.reshape(*x.shape[:-1], num_topics, topic_size).norm(dim=-1)
+
+
+def recent_clicks(state: SimState, i: int) -> list[tuple[int, int]]:
+    """User ``i``'s recent-click list as sorted (order key, topic) pairs."""
+    order = state.recent_order[i].tolist()
+    topic = state.recent_topic[i].tolist()
+    return sorted((o, tp) for o, tp in zip(order, topic, strict=True) if o >= 0)
+
+
+# --------------------------------------------------------------------------- fixtures
+# Test modules import these by name (``from sim_helpers import sim, ...``) so that the
+# simulator tests do not depend on the shared conftest.py.
+
+
+@pytest.fixture(scope="session")
+def focused_table() -> np.ndarray:
+    """The focused table generated from the project's default seed."""
+    return generate_item_embeddings("focused", DEFAULT_EMBEDDINGS_SEED)
+
+
+@pytest.fixture(scope="session")
+def diffuse_table() -> np.ndarray:
+    """The diffuse table generated from the project's default seed."""
+    return generate_item_embeddings("diffuse", DEFAULT_EMBEDDINGS_SEED)
+
+
+@pytest.fixture(scope="session")
+def sim(focused_table: np.ndarray) -> TopicRec:
+    """focused_topdown on the generated focused table, on CPU."""
+    return make_sim(focused_table)
+
+
+@pytest.fixture(scope="session")
+def paper_tables() -> dict[str, np.ndarray]:
+    """The GeMS paper's item tables from ../shared/data/gems_paper (skip when absent)."""
+    files = {kind: PAPER_DATA / f"item_embeddings_{kind}.npy" for kind in ("focused", "diffuse")}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        pytest.skip(
+            f"the paper's item tables are not available: {', '.join(missing)} "
+            "(../shared/data/gems_paper lives outside the repository)"
+        )
+    return {kind: np.load(p, allow_pickle=False) for kind, p in files.items()}
