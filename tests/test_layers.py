@@ -111,7 +111,7 @@ def _module_level_work(path: Path) -> list[str]:
     the Gymnasium registration guard."""
     found = []
     tree = ast.parse(path.read_text())
-    for i, node in enumerate(tree.body):
+    for node in tree.body:
         if isinstance(node, ast.Import | ast.ImportFrom | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             continue
         if isinstance(node, ast.Assign | ast.AnnAssign):

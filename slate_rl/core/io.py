@@ -52,7 +52,10 @@ def write_json(path: str | os.PathLike[str], obj: Mapping[str, Any]) -> None:
 def save_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], compress: bool = True) -> None:
     """Save arrays to an ``.npz`` file atomically (compressed by default)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        (np.savez_compressed if compress else np.savez)(fh, **arrays)
+        if compress:
+            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
+        else:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
 
 
 def load_npz(path: str | os.PathLike[str], required: Mapping[str, tuple[int, ...] | None]) -> dict[str, np.ndarray]:
@@ -71,7 +74,9 @@ def load_npz(path: str | os.PathLike[str], required: Mapping[str, tuple[int, ...
         raise ArtifactError(f"{p}: not a readable .npz file ({exc}); delete it and rebuild it") from exc
     for key, ndims in required.items():
         if key not in arrays:
-            raise ArtifactError(f"{p}: missing array {key!r}; the file is corrupted or from another version, rebuild it")
+            raise ArtifactError(
+                f"{p}: missing array {key!r}; the file is corrupted or from another version, rebuild it"
+            )
         if ndims is not None and arrays[key].ndim not in ndims:
             raise ArtifactError(
                 f"{p}: array {key!r} has {arrays[key].ndim} dimensions, expected {' or '.join(map(str, ndims))}"

@@ -24,6 +24,7 @@ from slate_rl.sim.config import TopicRecConfig, make_env_config
 from slate_rl.sim.core import SimState, StepResult, TopicRec, select
 from slate_rl.sim.embeddings import DEFAULT_EMBEDDINGS_SEED, generate_item_embeddings, load_item_embeddings
 
+
 def build_simulator(
     env: str | TopicRecConfig = "focused_topdown",
     item_embeddings: np.ndarray | str | None = None,
@@ -42,7 +43,7 @@ def build_simulator(
         table = load_item_embeddings(item_embeddings, cfg.num_items, cfg.embedding_dim)
     else:
         table = item_embeddings
-    return TopicRec(cfg, table, resolve_device(device))
+    return TopicRec(cfg, torch.as_tensor(table), resolve_device(device))
 
 
 def _spaces(cfg: TopicRecConfig) -> tuple[spaces.Dict, spaces.MultiDiscrete]:
@@ -118,7 +119,7 @@ class TopicRecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         device: str = "cpu",
     ) -> None:
         self.sim = build_simulator(env, item_embeddings, embeddings_seed, device)
-        self.observation_space, self.action_space = _spaces(self.sim.config)
+        self.observation_space, self.action_space = _spaces(self.sim.config)  # type: ignore[assignment]
         self._seed: int | None = None
         self._episode = -1
         self._state: SimState | None = None

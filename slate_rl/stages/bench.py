@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 
 import torch
 
-from slate_rl.core.io import write_json
 from slate_rl.bench.sim import run_benchmark
+from slate_rl.core.io import write_json
 from slate_rl.stages.common import add_env_arguments, simulator_from_args
 
 NAME = "bench"

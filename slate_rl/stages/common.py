@@ -23,8 +23,8 @@ def add_env_arguments(parser: argparse.ArgumentParser, embeddings_required: bool
     )
     parser.add_argument(
         "--env-spec", type=_json_object, default=None,
-        help='JSON definition of a user-defined environment, e.g. \'{"base": "focused_mix", "diversity_penalty": 2.0}\' '
-        "(the entry of config.yaml's environments section)",
+        help="JSON definition of a user-defined environment (its entry in config.yaml's environments section), "
+        'e.g. \'{"base": "focused_mix", "diversity_penalty": 2.0}\'',
     )
     parser.add_argument(
         "--embeddings-file", required=embeddings_required, default=None,
@@ -34,7 +34,8 @@ def add_env_arguments(parser: argparse.ArgumentParser, embeddings_required: bool
     if not embeddings_required:
         parser.add_argument(
             "--embeddings-seed", type=int, default=DEFAULT_EMBEDDINGS_SEED,
-            help=f"seed of the generated item table when no --embeddings-file is given (default: {DEFAULT_EMBEDDINGS_SEED})",
+            help="seed of the generated item table when no --embeddings-file is given "
+            f"(default: {DEFAULT_EMBEDDINGS_SEED})",
         )
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N] (default: auto)")
 
@@ -60,12 +61,12 @@ def simulator_from_args(args: argparse.Namespace) -> tuple[TopicRec, dict[str, A
     device: torch.device = resolve_device(args.device)
     if args.embeddings_file:
         table = load_item_embeddings(args.embeddings_file, cfg.num_items, cfg.embedding_dim)
-        source = {"file": str(args.embeddings_file), "sha256": file_sha256(args.embeddings_file)}
+        source: dict[str, Any] = {"file": str(args.embeddings_file), "sha256": file_sha256(args.embeddings_file)}
     else:
         seed = getattr(args, "embeddings_seed", DEFAULT_EMBEDDINGS_SEED)
         table = generate_item_embeddings(cfg.embeddings, seed, cfg.num_items, cfg.num_topics, cfg.topic_size)
         source = {"generated": cfg.embeddings, "seed": seed}
-    return TopicRec(cfg, table, device), source
+    return TopicRec(cfg, torch.from_numpy(table), device), source
 
 
 def positive_int(text: str) -> int:
