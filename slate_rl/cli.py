@@ -14,6 +14,8 @@ STAGES = (
     "slate_rl.stages.make_embeddings",
     "slate_rl.stages.generate_logs",
     "slate_rl.stages.evaluate_policy",
+    "slate_rl.stages.train_mf",
+    "slate_rl.stages.pretrain_gems",
     "slate_rl.stages.bench",
 )
 

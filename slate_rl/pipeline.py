@@ -13,8 +13,9 @@ from typing import Any
 
 import yaml
 
-from slate_rl.core.config import validate_schema
+from slate_rl.core.config import from_dict, to_dict, validate_schema
 from slate_rl.core.errors import ConfigError
+from slate_rl.models.gems import GeMSConfig, gems_config_from_tag
 from slate_rl.sim.config import PRESETS, TopicRecConfig, make_env_config
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
@@ -87,3 +88,28 @@ def embeddings_source_arg(config: dict[str, Any], kind: str) -> str:
     """``--from-file PATH`` when config names a file for this table kind, else ''."""
     path = config["embeddings"]["files"].get(kind)
     return f"--from-file {shlex.quote(str(path))}" if path else ""
+
+
+def gems_config(config: dict[str, Any], tag: str | None = None) -> GeMSConfig:
+    """The GeMS config of ``config`` (or of the variant named by ``tag``, other fields from config)."""
+    base = from_dict(GeMSConfig, config["gems"], prefix="gems")
+    return gems_config_from_tag(tag, base) if tag else base
+
+
+def gems_tag(config: dict[str, Any]) -> str:
+    return gems_config(config).tag
+
+
+def config_args(values: dict[str, Any] | Any, skip: tuple[str, ...] = ()) -> str:
+    """``--key value`` options of a config section or dataclass (what ``slate-rl`` stages parse)."""
+    items = to_dict(values) if not isinstance(values, dict) else values
+    parts = []
+    for key, value in items.items():
+        if key in skip:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else f"--no-{key.replace('_', '-')}")
+        else:
+            parts.append(f"{flag} {shlex.quote(str(value))}")
+    return " ".join(parts)

@@ -11,6 +11,12 @@ Choices where the spec is silent (documented here and tested):
   only defined by those clicks, so there is no boost to apply).
 * Ties in the oracle's top-k are broken by ``torch.topk``; with continuous scores ties have
   probability zero.
+* Scores e_i . u~ and the relevance sigmoid are computed in float64 (relevance is then
+  rounded to float32). In float32, matrix products and vectorised ``sigmoid`` round
+  differently depending on the batch size (a B = 1 matmul takes another kernel than B = 64;
+  a vectorised loop's tail is computed by scalar code), so the oracle's ranking and the
+  relevances, hence a user's clicks, could differ between batch sizes. In float64 those
+  differences (about 1e-16) are far below float32 rounding and the oracle's score gaps.
 * ``short_term_boost == 1`` and ``diversity_penalty == 1`` skip their multiplications, which
   are then identities (bit-for-bit the same result).
 * The recent-click list is kept as (topic, order key) pairs where the order key is
@@ -114,6 +120,8 @@ class TopicRec:
         table = torch.as_tensor(item_embeddings)
         validate_item_embeddings(table.cpu().numpy(), config.num_items, config.embedding_dim, "item_embeddings")
         self.items = table.to(device=self.device, dtype=torch.float32).contiguous()
+        # Scores e_i . u~ are computed in float64 (see _clicks and oracle_slate).
+        self._items64 = self.items.to(torch.float64)
         self.item_topic = main_topics(self.items, config.num_topics, config.topic_size)
         self.max_norm = float(self.items.norm(dim=1).max())
         k = config.slate_size
@@ -154,7 +162,7 @@ class TopicRec:
 
     def oracle_slate(self, user_effective: Tensor) -> Tensor:
         """Short-term oracle: the top-k items by e_i . u~, best first."""
-        scores = user_effective @ self.items.T
+        scores = user_effective.to(torch.float64) @ self._items64.T
         return scores.topk(self.config.slate_size, dim=1).indices
 
     def check_slate(self, slate: Tensor) -> None:
@@ -175,10 +183,10 @@ class TopicRec:
         """Relevance, attractiveness and sampled clicks of a slate (steps 5-7 of the spec)."""
         c = self.config
         emb = self.items[slate]  # (B, k, D)
-        score = torch.bmm(emb, u_eff.unsqueeze(2)).squeeze(2)
+        score = torch.bmm(self._items64[slate], u_eff.to(torch.float64).unsqueeze(2)).squeeze(2)
         if self.max_norm != 1.0:
             score = score / self.max_norm
-        rel = torch.sigmoid(c.slope * (score - c.offset))
+        rel = torch.sigmoid(c.slope * (score - c.offset)).to(torch.float32)
         attract = rel
         if c.diversity_penalty != 1.0:
             topics = self.item_topic[slate]
@@ -253,6 +261,11 @@ class TopicRec:
         slate = slate.to(self.device)
         if validate:
             self.check_slate(slate)
+            if slate.shape[0] != state.key.shape[0]:
+                raise SlateRLError(
+                    f"slate has {slate.shape[0]} rows but the state holds {state.key.shape[0]} users; "
+                    "pass one slate per user"
+                )
         slate = slate.to(torch.int64)
         t = state.t + 1
         # 1. Boredom timers.

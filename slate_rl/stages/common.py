@@ -84,3 +84,18 @@ def check_fraction(name: str, value: float) -> float:
     if not 0.0 <= value <= 1.0:
         raise ConfigError(f"--{name} must be in [0, 1], got {value}")
     return value
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of every training stage: device, logger mode, progress bar."""
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N] (default: auto)")
+    parser.add_argument(
+        "--logger-mode", default=None, choices=("offline", "disabled", "local", "cloud"),
+        help="SwanLab mode (default: offline; $SLATE_RL_LOGGER overrides)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def input_hashes(**paths: str | None) -> dict[str, str]:
+    """name -> sha256 prefix of each given input file (recorded in every result)."""
+    return {name: file_sha256(path) for name, path in paths.items() if path}

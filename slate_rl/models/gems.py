@@ -1,0 +1,225 @@
+"""GeMS: the slate VAE of Deffayet et al. (WSDM 2023) that gives SAC a continuous action space.
+
+Encoder q(z | slate, clicks): concat over the k slots of [item embedding, click] (k * 21 = 210)
+-> 512 -> 256 -> 2d (mean, log-variance). Decoder: z -> 256 -> 512 (ReLU after each), then a
+slate head 512 -> k * 20 whose slot vectors are scored against the item table transposed
+(k x num_items logits; the table gets no gradient through this head) and a click head
+512 -> k logits.
+
+Loss (the normalisation that gives the paper's beta its meaning)::
+
+    L = CE + lambda_click * BCE + beta * KL
+    CE  = cross-entropy averaged over batch and slots
+    BCE = click binary cross-entropy averaged over batch and slots
+    KL  = KL(q(z|s,c) || N(0, I)) averaged over batch AND latent dimensions
+
+Sampling uses the standard reparameterisation z = mu + eps * exp(logvar / 2) (the published
+code used exp(logvar) as the scale; we use the standard deviation, as the spec allows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import lightning.pytorch as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from slate_rl.core.config import replace
+from slate_rl.core.errors import ConfigError
+
+ItemTableMode = Literal["scratch", "mf_fixed", "ideal"]
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    """Linear layers with ReLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class GeMS(nn.Module):
+    """The slate VAE (plain ``nn.Module``; training lives in :class:`GeMSSystem`)."""
+
+    def __init__(
+        self,
+        num_items: int = 1000,
+        item_dim: int = 20,
+        slate_size: int = 10,
+        latent_dim: int = 32,
+        encoder_hidden: tuple[int, ...] = (512, 256),
+        decoder_hidden: tuple[int, ...] = (256, 512),
+        item_table: Tensor | None = None,
+        train_item_table: bool = True,
+    ) -> None:
+        super().__init__()
+        self.num_items, self.item_dim, self.slate_size, self.latent_dim = num_items, item_dim, slate_size, latent_dim
+        self.items = nn.Embedding(num_items, item_dim)
+        if item_table is not None:
+            if tuple(item_table.shape) != (num_items, item_dim):
+                raise ValueError(f"item table has shape {tuple(item_table.shape)}, expected ({num_items}, {item_dim})")
+            self.items.weight.data.copy_(item_table)
+        self.items.weight.requires_grad_(train_item_table)
+        self.encoder = mlp([slate_size * (item_dim + 1), *encoder_hidden, 2 * latent_dim])
+        self.decoder = nn.Sequential(mlp([latent_dim, *decoder_hidden]), nn.ReLU())
+        self.slate_head = nn.Linear(decoder_hidden[-1], slate_size * item_dim)
+        self.click_head = nn.Linear(decoder_hidden[-1], slate_size)
+
+    def encode(self, slates: Tensor, clicks: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance of q(z | slate, clicks) for (B, k) slates and clicks."""
+        emb = self.items(slates.long())
+        x = torch.cat([emb, clicks.to(emb.dtype).unsqueeze(-1)], dim=-1).flatten(1)
+        mu, logvar = self.encoder(x).chunk(2, dim=-1)
+        return mu, logvar
+
+    def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Slate logits (B, k, num_items) and click logits (B, k)."""
+        h = self.decoder(z)
+        slot_vectors = self.slate_head(h).view(-1, self.slate_size, self.item_dim)
+        slate_logits = slot_vectors @ self.items.weight.detach().T
+        return slate_logits, self.click_head(h)
+
+    @torch.no_grad()
+    def rank(self, z: Tensor) -> Tensor:
+        """Argmax decoding per slot (duplicates allowed): (B, d) -> (B, k) item ids."""
+        h = self.decoder(z)
+        slot_vectors = self.slate_head(h).view(-1, self.slate_size, self.item_dim)
+        return (slot_vectors @ self.items.weight.T).argmax(dim=-1)
+
+
+def gems_loss(
+    model: GeMS, slates: Tensor, clicks: Tensor, beta: float, lambda_click: float, sample: bool = True
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The GeMS objective on a batch; returns (loss, metrics)."""
+    mu, logvar = model.encode(slates, clicks)
+    z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
+    slate_logits, click_logits = model.decode(z)
+    target = slates.long()
+    ce = F.cross_entropy(slate_logits.flatten(0, 1), target.flatten())
+    clicks_f = clicks.to(click_logits.dtype)
+    bce = F.binary_cross_entropy_with_logits(click_logits, clicks_f)
+    kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).mean()
+    loss = ce + lambda_click * bce + beta * kl
+    with torch.no_grad():
+        slot_acc = (slate_logits.argmax(-1) == target).float().mean()
+        click_acc = ((click_logits > 0) == clicks.bool()).float().mean()
+    return loss, {"loss": loss.detach(), "ce": ce.detach(), "bce": bce.detach(), "kl": kl.detach(),
+                  "slot_accuracy": slot_acc, "click_accuracy": click_acc}
+
+
+@torch.no_grad()
+def action_bounds(model: GeMS, slates: Tensor, clicks: Tensor, chunk: int = 65536) -> tuple[Tensor, Tensor]:
+    """Per-dimension centre and scale (half range) of [min(mu - sigma), max(mu + sigma)]."""
+    lo = torch.full((model.latent_dim,), float("inf"), device=model.items.weight.device)
+    hi = -lo
+    for i in range(0, slates.shape[0], chunk):
+        s = slates[i : i + chunk].to(lo.device)
+        c = clicks[i : i + chunk].to(lo.device)
+        mu, logvar = model.encode(s, c)
+        sigma = torch.exp(0.5 * logvar)
+        lo = torch.minimum(lo, (mu - sigma).min(dim=0).values)
+        hi = torch.maximum(hi, (mu + sigma).max(dim=0).values)
+    return (hi + lo) / 2, (hi - lo) / 2
+
+
+class GeMSSystem(L.LightningModule):
+    """Lightning system training :class:`GeMS` (thin: the loss is :func:`gems_loss`)."""
+
+    def __init__(
+        self,
+        num_items: int = 1000,
+        item_dim: int = 20,
+        slate_size: int = 10,
+        latent_dim: int = 32,
+        beta: float = 1.0,
+        lambda_click: float = 0.5,
+        lr: float = 1e-3,
+        item_table_mode: ItemTableMode = "scratch",
+        item_table: Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["item_table"])
+        if item_table_mode != "scratch" and item_table is None:
+            raise ValueError(f"item_table_mode {item_table_mode!r} needs an item table")
+        self.model = GeMS(
+            num_items, item_dim, slate_size, latent_dim,
+            item_table=item_table if item_table_mode != "scratch" else None,
+            train_item_table=item_table_mode == "scratch",
+        )
+        self.beta, self.lambda_click, self.lr = beta, lambda_click, lr
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss, metrics = gems_loss(self.model, batch["slates"], batch["clicks"], self.beta, self.lambda_click)
+        self.log_dict({f"train_{k}": v for k, v in metrics.items()}, prog_bar=False, on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        n = batch["slates"].shape[0]
+        _, metrics = gems_loss(self.model, batch["slates"], batch["clicks"], self.beta, self.lambda_click, sample=False)
+        self.log_dict({f"val_{k}": v for k, v in metrics.items()}, prog_bar=True, on_epoch=True, batch_size=n)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=self.lr, fused=True)
+
+
+@dataclass(frozen=True)
+class GeMSConfig:
+    """GeMS pre-training (config.yaml's ``gems`` section); paper values by default."""
+
+    latent_dim: int = 32
+    """Latent (action) dimension d."""
+    beta: float = 1.0
+    """Weight of the KL term (KL averaged over latent dimensions)."""
+    lambda_click: float = 0.5
+    """Weight of the click BCE term."""
+    item_table: ItemTableMode = "scratch"
+    """Item table: learned from scratch, MF embeddings frozen (mf_fixed), or the simulator's (ideal)."""
+    epochs: int = 10
+    """Training epochs over every (slate, clicks) of the logs."""
+    batch_size: int = 256
+    """Examples per gradient step."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    seed: int = 58407201
+    """Seed of initialisation, shuffling and sampling."""
+    val_fraction: float = 0.1
+    """Share of sessions (the first ones) used for validation."""
+    bounds_sessions: int = 1000
+    """Sessions (the first ones) whose encodings define the action bounds."""
+
+    def __post_init__(self) -> None:
+        for name in ("latent_dim", "epochs", "batch_size", "bounds_sessions"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"gems.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"gems.val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.beta < 0 or self.lambda_click < 0 or self.lr <= 0:
+            raise ConfigError("gems.beta and gems.lambda_click must be >= 0 and gems.lr > 0")
+
+    @property
+    def tag(self) -> str:
+        """Deterministic artifact name: latent dim, beta, lambda_click, item table, seed."""
+        return f"d{self.latent_dim}_beta{self.beta:g}_lc{self.lambda_click:g}_{self.item_table}_s{self.seed}"
+
+
+GEMS_TAG_PATTERN = r"d(?P<latent_dim>\d+)_beta(?P<beta>[0-9.e+-]+)_lc(?P<lambda_click>[0-9.e+-]+)_(?P<item_table>scratch|mf_fixed|ideal)_s(?P<seed>\d+)"
+
+
+def gems_config_from_tag(tag: str, base: GeMSConfig | None = None) -> GeMSConfig:
+    """Inverse of :attr:`GeMSConfig.tag`: the tag's fields over ``base`` (for the other fields)."""
+    import re
+
+    m = re.fullmatch(GEMS_TAG_PATTERN, tag)
+    if m is None:
+        raise ConfigError(f"{tag!r} is not a GeMS tag like d32_beta1_lc0.5_scratch_s58407201")
+    g = m.groupdict()
+    base = base or GeMSConfig()
+    return replace(base, latent_dim=int(g["latent_dim"]), beta=float(g["beta"]), lambda_click=float(g["lambda_click"]),
+                   item_table=g["item_table"], seed=int(g["seed"]))
+GEMS_TAG_WILDCARD = r"d\d+_beta[0-9.e+-]+_lc[0-9.e+-]+_(?:scratch|mf_fixed|ideal)_s\d+"
+"""The same pattern without named groups (a Snakemake wildcard constraint)."""

@@ -1,0 +1,54 @@
+# Stage 2: MF item embeddings and the GeMS VAE, pre-trained on the logged sessions.
+
+
+rule mf_embeddings:
+    input:
+        logs="data/logs/{env}.npz",
+    output:
+        table="data/mf/{env}.npy",
+        metrics="data/mf/{env}.json",
+    params:
+        options=lambda wildcards: config_args(config["mf"]),
+        device=config["device"],
+        logger=config["logger"]["mode"],
+    log:
+        "logs/mf/{env}.log",
+    benchmark:
+        "benchmarks/mf/{env}.tsv"
+    threads: 2
+    conda:
+        "../../envs/slate_rl.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    shell:
+        "slate-rl train-mf --logs {input.logs} {params.options} --device {params.device} "
+        "--logger-mode {params.logger} --output {output.table} --metrics {output.metrics} > {log} 2>&1"
+
+
+rule gems:
+    input:
+        logs="data/logs/{env}.npz",
+        item_table=gems_item_table,
+    output:
+        ckpt="data/gems/{env}/{gems_tag}.ckpt",
+        metrics="data/gems/{env}/{gems_tag}.json",
+    params:
+        options=lambda wildcards: config_args(gems_config(config, wildcards.gems_tag)),
+        item_table=lambda wildcards, input: f"--item-embeddings {input.item_table}" if input.item_table else "",
+        device=config["device"],
+        logger=config["logger"]["mode"],
+    log:
+        "logs/gems/{env}/{gems_tag}.log",
+    benchmark:
+        "benchmarks/gems/{env}/{gems_tag}.tsv"
+    threads: 2
+    conda:
+        "../../envs/slate_rl.yaml"
+    resources:
+        mem_mb=16000,
+        runtime=240,
+        gpu=1,
+    shell:
+        "slate-rl pretrain-gems --logs {input.logs} {params.item_table} {params.options} --device {params.device} "
+        "--logger-mode {params.logger} --output {output.ckpt} --metrics {output.metrics} > {log} 2>&1"
