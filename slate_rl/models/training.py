@@ -16,6 +16,7 @@ from typing import Any
 
 import lightning.pytorch as L
 import torch
+from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
 from slate_rl.core.logger import lightning_logger
@@ -60,11 +61,14 @@ def fit(
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=50))
     accelerator, devices = accelerator_for(device)
+    # One process, one device: never let Lightning reconfigure itself from SLURM variables
+    # when the rule runs inside a SLURM job.
+    plugins = [LightningEnvironment()]
     trainer = L.Trainer(
         max_epochs=max_epochs, accelerator=accelerator, devices=devices, callbacks=callbacks,
         logger=lightning_logger(run_name, run_config, logger_mode), enable_progress_bar=progress,
         enable_model_summary=False, num_sanity_val_steps=0, deterministic=False, default_root_dir=str(work),
-        log_every_n_steps=50,
+        log_every_n_steps=50, plugins=plugins,
     )
     last = work / "last.ckpt"
     trainer.fit(system, train_dataloaders=train, val_dataloaders=val,
