@@ -33,7 +33,7 @@ def generate_item_embeddings(
     rng = np.random.default_rng(seed)
     w = rng.uniform(0.0, 1.0, size=(num_items, num_topics))
     w /= w.sum(axis=1, keepdims=True)
-    blocks = (np.clip(0.4 * rng.standard_normal((num_items, num_topics, topic_size)), -1.0, 1.0))
+    blocks = np.abs(np.clip(0.4 * rng.standard_normal((num_items, num_topics, topic_size)), -1.0, 1.0))
     emb = (blocks * w[:, :, None]).reshape(num_items, num_topics * topic_size)
     if kind == "focused":
         emb = emb**FOCUSED_POWER
