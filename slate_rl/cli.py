@@ -16,6 +16,7 @@ STAGES = (
     "slate_rl.stages.evaluate_policy",
     "slate_rl.stages.train_mf",
     "slate_rl.stages.pretrain_gems",
+    "slate_rl.stages.train_agent",
     "slate_rl.stages.bench",
 )
 

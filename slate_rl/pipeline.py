@@ -100,6 +100,11 @@ def gems_tag(config: dict[str, Any]) -> str:
     return gems_config(config).tag
 
 
+def agent_tags(config: dict[str, Any]) -> list[str]:
+    """Agent tags of config.yaml's ``agents.names`` (sac_gems gets the configured GeMS tag)."""
+    return [f"sac_gems_{gems_tag(config)}" if name == "sac_gems" else name for name in config["agents"]["names"]]
+
+
 def config_args(values: dict[str, Any] | Any, skip: tuple[str, ...] = ()) -> str:
     """``--key value`` options of a config section or dataclass (what ``slate-rl`` stages parse)."""
     items = to_dict(values) if not isinstance(values, dict) else values

@@ -29,18 +29,9 @@ from torch import Tensor, nn
 
 from slate_rl.core.config import replace
 from slate_rl.core.errors import ConfigError
+from slate_rl.models.nets import mlp
 
 ItemTableMode = Literal["scratch", "mf_fixed", "ideal"]
-
-
-def mlp(sizes: list[int]) -> nn.Sequential:
-    """Linear layers with ReLU between them (none after the last)."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
 
 
 class GeMS(nn.Module):

@@ -16,7 +16,11 @@ from slate_rl.sim.core import TopicRec
 from slate_rl.sim.embeddings import DEFAULT_EMBEDDINGS_SEED, generate_item_embeddings, load_item_embeddings
 
 
-def add_env_arguments(parser: argparse.ArgumentParser, embeddings_required: bool = False) -> None:
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N] (default: auto)")
+
+
+def add_env_arguments(parser: argparse.ArgumentParser, embeddings_required: bool = False, device: bool = True) -> None:
     parser.add_argument(
         "--env", required=True,
         help=f"environment: one of {', '.join(PRESETS)}, or a name defined with --env-spec",
@@ -37,7 +41,8 @@ def add_env_arguments(parser: argparse.ArgumentParser, embeddings_required: bool
             help="seed of the generated item table when no --embeddings-file is given "
             f"(default: {DEFAULT_EMBEDDINGS_SEED})",
         )
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N] (default: auto)")
+    if device:
+        add_device_argument(parser)
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -88,7 +93,7 @@ def check_fraction(name: str, value: float) -> float:
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of every training stage: device, logger mode, progress bar."""
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N] (default: auto)")
+    add_device_argument(parser)
     parser.add_argument(
         "--logger-mode", default=None, choices=("offline", "disabled", "local", "cloud"),
         help="SwanLab mode (default: offline; $SLATE_RL_LOGGER overrides)",

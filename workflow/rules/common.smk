@@ -2,6 +2,7 @@
 import sys
 
 from slate_rl.models.gems import GEMS_TAG_WILDCARD
+from slate_rl.online.agents import AGENT_TAG_WILDCARD
 
 from slate_rl.core.errors import ConfigError
 from slate_rl.pipeline import (
@@ -11,6 +12,7 @@ from slate_rl.pipeline import (
     env_spec_arg,
     gems_config,
     gems_tag,
+    agent_tags,
     validate_config,
 )
 
@@ -24,6 +26,8 @@ wildcard_constraints:
     env=r"[A-Za-z0-9_]+",
     kind="focused|diffuse",
     gems_tag=GEMS_TAG_WILDCARD,
+    agent_tag=AGENT_TAG_WILDCARD,
+    seed=r"\d+",
     policy="random|oracle|eps-greedy",
 
 
@@ -37,6 +41,9 @@ def all_targets():
         targets.append(f"data/logs/{env}.npz")
         targets.append(f"data/mf/{env}.npy")
         targets.append(f"data/gems/{env}/{gems_tag(config)}.ckpt")
+        for agent in agent_tags(config):
+            for seed in config["agents"]["seeds"]:
+                targets.append(f"results/{env}/online/{agent}/seed{seed}.json")
         for policy in config["evaluation"]["reference_policies"]:
             targets.append(f"results/{env}/reference/{policy}.json")
     return targets
@@ -50,3 +57,16 @@ def gems_item_table(wildcards):
     if mode == "ideal":
         return [embeddings_of(wildcards)]
     return []
+
+
+def agent_inputs(wildcards):
+    """What an agent needs besides the simulator's table: its GeMS checkpoint or MF table."""
+    if wildcards.agent_tag.startswith("sac_gems_"):
+        return {"gems": f"data/gems/{wildcards.env}/{wildcards.agent_tag[len('sac_gems_'):]}.ckpt"}
+    if wildcards.agent_tag == "sac_topk_mf":
+        return {"mf": f"data/mf/{wildcards.env}.npy"}
+    return {}
+
+
+def agent_input_args(wildcards, input):
+    return " ".join(f"--{name} {input[name]}" for name in ("gems", "mf") if name in input.keys())

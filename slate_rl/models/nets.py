@@ -1,0 +1,24 @@
+"""Small network pieces shared by every model: MLPs and Polyak averaging."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def mlp(sizes: list[int] | tuple[int, ...]) -> nn.Sequential:
+    """Linear layers with ReLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """target <- (1 - tau) * target + tau * source, for all parameters, in one fused call."""
+    t = [p for p in target.parameters()]
+    s = [p for p in source.parameters()]
+    torch._foreach_lerp_(t, s, tau)

@@ -1,0 +1,1 @@
+"""Online agents, their collector and the online training loop."""

@@ -1,0 +1,113 @@
+"""Agent names, their rankers, and the agent checkpoint format.
+
+Agent tags (the ``{agent_tag}`` of artifact paths):
+
+=============================  ===========================================================
+``sac_gems_<gems_tag>``        SAC in the latent space of a GeMS checkpoint (the paper's method)
+``sac_topk_ideal``             SAC + TopK over the simulator's item table (privileged)
+``sac_topk_mf``                SAC + TopK over MF item embeddings
+``sac_kargmax``                SAC + kargmax over the simulator's item table (privileged)
+=============================  ===========================================================
+
+Belief encoders start from the ranker's item table (GeMS's learned table, MF or the
+simulator's) and are trained from there. Agent checkpoints hold tensors and JSON metadata
+(``weights_only`` loading) and the ranker's action bounds; loading an agent against a ranker
+with other bounds fails instead of silently losing most of the return.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from slate_rl.core.errors import ArtifactError, ConfigError
+from slate_rl.core.io import atomic_path
+from slate_rl.models.gems import GEMS_TAG_WILDCARD
+from slate_rl.models.rankers import GeMSRanker, KArgmax, Ranker, TopK
+from slate_rl.online.agent import Agent
+from slate_rl.online.sac import SAC, SACConfig
+
+AGENT_TAG_WILDCARD = rf"sac_gems_{GEMS_TAG_WILDCARD}|sac_topk_ideal|sac_topk_mf|sac_kargmax"
+AGENT_CKPT_FORMAT = "slate_rl.agent"
+AGENT_CKPT_VERSION = 1
+
+
+def parse_agent_tag(tag: str) -> tuple[str, str | None]:
+    """``sac_gems_<gems_tag>`` -> ("sac_gems", gems_tag); other tags -> (tag, None)."""
+    if not re.fullmatch(AGENT_TAG_WILDCARD, tag):
+        raise ConfigError(
+            f"unknown agent {tag!r}; choose sac_gems_<gems tag> (e.g. sac_gems_d32_beta1_lc0.5_scratch_s58407201), "
+            "sac_topk_ideal, sac_topk_mf or sac_kargmax"
+        )
+    if tag.startswith("sac_gems_"):
+        return "sac_gems", tag[len("sac_gems_"):]
+    return tag, None
+
+
+def make_ranker(tag: str, sim_items: Tensor, gems: GeMSRanker | None = None, mf_items: Tensor | None = None,
+                slate_size: int = 10) -> tuple[Ranker, Tensor]:
+    """The ranker of an agent tag and the item table its belief encoders start from."""
+    kind, _ = parse_agent_tag(tag)
+    if kind == "sac_gems":
+        if gems is None:
+            raise ConfigError(f"agent {tag} needs a GeMS checkpoint (--gems)")
+        return gems, gems.gems.items.weight.detach().clone()
+    if kind == "sac_topk_mf":
+        if mf_items is None:
+            raise ConfigError(f"agent {tag} needs MF item embeddings (--mf)")
+        return TopK(mf_items, slate_size), mf_items
+    if kind == "sac_topk_ideal":
+        return TopK(sim_items, slate_size), sim_items
+    return KArgmax(sim_items, slate_size), sim_items
+
+
+def make_agent(tag: str, ranker: Ranker, item_table: Tensor, num_items: int, slate_size: int,
+               sac: SACConfig | None = None) -> Agent:
+    parse_agent_tag(tag)
+    return SAC(ranker, num_items, item_table.shape[1], slate_size, sac, item_table)
+
+
+def save_agent(path: str | os.PathLike[str], agent: Agent, tag: str, meta: dict[str, Any]) -> None:
+    ranker: Ranker = agent.ranker  # type: ignore[assignment]
+    payload = {
+        "format": AGENT_CKPT_FORMAT, "version": AGENT_CKPT_VERSION, "agent": tag,
+        "state": agent.state_dict(),
+        "action_center": ranker.action_center.detach().cpu(), "action_scale": ranker.action_scale.detach().cpu(),
+        "meta": json.dumps(meta),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_agent(path: str | os.PathLike[str], agent: Agent, tag: str) -> dict[str, Any]:
+    """Load a checkpoint into ``agent`` (built with the environment's ranker); check it matches."""
+    p = Path(path)
+    if not p.is_file():
+        raise ArtifactError(f"{p}: agent checkpoint not found")
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ArtifactError(f"{p}: not a readable checkpoint ({exc}); delete it and rebuild it") from exc
+    if not isinstance(payload, dict) or payload.get("format") != AGENT_CKPT_FORMAT:
+        raise ArtifactError(f"{p}: field 'format' is not {AGENT_CKPT_FORMAT!r}; this is not an agent checkpoint")
+    if payload.get("agent") != tag:
+        raise ArtifactError(f"{p}: field 'agent' is {payload.get('agent')!r}, expected {tag!r}")
+    ranker: Ranker = agent.ranker  # type: ignore[assignment]
+    for field in ("action_center", "action_scale"):
+        saved, expected = payload[field], getattr(ranker, field).cpu()
+        if saved.shape != expected.shape or not torch.allclose(saved, expected, atol=1e-6):
+            raise ArtifactError(
+                f"{p}: field {field!r} does not match the ranker's bounds (saved {tuple(saved.shape)} values, "
+                f"ranker {tuple(expected.shape)}); the agent was trained with another GeMS/ranker: use that one"
+            )
+    try:
+        agent.load_state_dict(payload["state"])
+    except (RuntimeError, KeyError) as exc:
+        raise ArtifactError(f"{p}: field 'state' does not fit this agent ({exc})") from exc
+    return json.loads(payload["meta"])

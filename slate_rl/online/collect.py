@@ -1,0 +1,53 @@
+"""Run an agent in the batched simulator: B users in parallel, whole sessions.
+
+Used for training (stochastic actions, recorded into the replay buffer), warm-up (uniform
+random actions) and evaluation (deterministic actions on fixed users).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from slate_rl.core import rng
+from slate_rl.sim.core import TopicRec
+from slate_rl.online.agent import Agent
+
+Mode = Literal["train", "eval", "random"]
+
+
+def user_keys(seed: int, start: int, count: int, device: torch.device) -> Tensor:
+    """Keys of users ``start .. start+count-1`` under ``seed`` (as in slate_rl.sim.rollout)."""
+    return rng.derive_key(seed, torch.arange(start, start + count, dtype=torch.int64, device=device), device=device)
+
+
+@torch.no_grad()
+def run_agent_sessions(sim: TopicRec, agent: Agent, keys: Tensor, mode: Mode, record: bool = True
+                       ) -> tuple[Tensor, dict[str, Tensor] | None]:
+    """Full sessions for users ``keys``; returns per-session returns and (if ``record``) episodes
+    in the replay-buffer layout (slates/clicks with the reset observation at index 0)."""
+    c = sim.config
+    b, h, k = keys.shape[0], c.episode_length, c.slate_size
+    state, obs = sim.reset(keys)
+    hidden = None
+    total = torch.zeros(b, device=sim.device)
+    if record:
+        slates = torch.empty(b, h + 1, k, dtype=torch.int64, device=sim.device)
+        clicks = torch.empty(b, h + 1, k, dtype=torch.bool, device=sim.device)
+        actions = torch.empty(b, h, agent.action_dim, dtype=torch.float32, device=sim.device)
+        rewards = torch.empty(b, h, dtype=torch.float32, device=sim.device)
+        slates[:, 0], clicks[:, 0] = obs.slate, obs.clicks
+    for t in range(h):
+        if mode == "random":
+            slate, action, hidden = agent.random_act(obs.slate, obs.clicks, hidden)
+        else:
+            slate, action, hidden = agent.act(obs.slate, obs.clicks, hidden, deterministic=mode == "eval")
+        state, obs = sim.step(state, slate, validate=False)
+        total += obs.reward
+        if record:
+            slates[:, t + 1], clicks[:, t + 1] = obs.slate, obs.clicks
+            actions[:, t], rewards[:, t] = action, obs.reward
+    episodes = {"slates": slates, "clicks": clicks, "actions": actions, "rewards": rewards} if record else None
+    return total, episodes

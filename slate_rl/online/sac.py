@@ -1,0 +1,184 @@
+"""Soft Actor-Critic over a continuous slate action space (GeMS latent, TopK or kargmax).
+
+Haarnoja et al. 2018, with twin Q and clipped double-Q, Polyak targets and automatic entropy
+tuning (target entropy -action_dim). The state is a GRU belief: the actor and the critic each
+own a :class:`~slate_rl.models.belief.BeliefEncoder`. For a batch of episodes with beliefs
+``b_t`` (after observation t) and actions ``a_t``::
+
+    critic:  sum_i (Q_i(b^c_t, a_t) - y_t)^2,
+             y_t = r_t + gamma * (1 - d_t) * (min_i Q'_i(b^c'_{t+1}, a') - alpha * log pi(a' | b^a_{t+1}))
+    actor:   alpha * log pi(a~ | b^a_t) - min_i Q_i(sg(b^c_t), a~),   a~ ~ pi(. | b^a_t)
+    alpha:   -log alpha * (log pi(a~ | b^a_t) + target_entropy)
+
+Actions are tanh-squashed Gaussians scaled into the ranker's bounds: a = c + s * tanh(u).
+``d_t`` is 1 at the last step of a session unless ``bootstrap_timeout`` (the session ends by a
+time limit; the published implementation treats it as terminal, which we follow by default).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from slate_rl.core.errors import ConfigError
+from slate_rl.models.belief import BeliefEncoder
+from slate_rl.models.nets import mlp, soft_update
+from slate_rl.models.rankers import Ranker
+from slate_rl.online.agent import Agent
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    """SAC hyperparameters (the paper's values by default)."""
+
+    gamma: float = 0.8
+    """Discount factor."""
+    tau: float = 0.002
+    """Polyak averaging rate of the target critic."""
+    q_lr: float = 1e-3
+    """Learning rate of the critic (Q networks and critic belief)."""
+    policy_lr: float = 3e-3
+    """Learning rate of the actor (policy network and actor belief)."""
+    alpha_lr: float = 1e-3
+    """Learning rate of the entropy temperature."""
+    hidden: int = 256
+    """Hidden layer width of the policy and Q networks."""
+    belief_dim: int = 20
+    """GRU belief size."""
+    init_alpha: float = 1.0
+    """Initial entropy temperature."""
+    auto_entropy: bool = True
+    """Tune alpha towards the target entropy -action_dim."""
+    bootstrap_timeout: bool = False
+    """Bootstrap the last step of a session (time limit) instead of treating it as terminal."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.gamma < 1.0:
+            raise ConfigError(f"agent.gamma must be in [0, 1), got {self.gamma}")
+        if not 0.0 < self.tau <= 1.0:
+            raise ConfigError(f"agent.tau must be in (0, 1], got {self.tau}")
+
+
+class Critic(nn.Module):
+    """Critic belief encoder and twin Q networks."""
+
+    def __init__(self, belief: BeliefEncoder, action_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.belief = belief
+        self.q1 = mlp([belief.hidden_dim + action_dim, hidden, 1])
+        self.q2 = mlp([belief.hidden_dim + action_dim, hidden, 1])
+
+    def q(self, beliefs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        x = torch.cat([beliefs, actions], dim=-1)
+        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+
+
+class SAC(Agent):
+    """SAC with a ranker turning its continuous action into a slate."""
+
+    name = "sac"
+
+    def __init__(self, ranker: Ranker, num_items: int, item_dim: int = 20, slate_size: int = 10,
+                 config: SACConfig | None = None, item_table: Tensor | None = None) -> None:
+        super().__init__()
+        cfg = config or SACConfig()
+        self.cfg, self.ranker = cfg, ranker.requires_grad_(False)
+        self.action_dim = ranker.action_dim
+        self.actor_belief = BeliefEncoder(num_items, item_dim, slate_size, cfg.belief_dim, item_table)
+        self.actor = mlp([cfg.belief_dim, cfg.hidden, 2 * self.action_dim])
+        self.critic = Critic(BeliefEncoder(num_items, item_dim, slate_size, cfg.belief_dim, item_table),
+                             self.action_dim, cfg.hidden)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.init_alpha)))
+        self.target_entropy = -float(self.action_dim)
+        self.actor_opt = torch.optim.Adam(
+            [*self.actor_belief.parameters(), *self.actor.parameters()], lr=cfg.policy_lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.q_lr)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        self.register_buffer("updates", torch.zeros((), dtype=torch.int64))
+
+    # ------------------------------------------------------------------ acting
+    def policy(self, beliefs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor]:
+        """Scaled action and its log-probability (with the tanh and scale corrections)."""
+        mean, log_std = self.actor(beliefs).chunk(2, dim=-1)
+        log_std = log_std.clamp(-20.0, 2.0)
+        std = log_std.exp()
+        u = mean if deterministic else mean + std * torch.randn_like(mean)
+        a = torch.tanh(u)
+        log_prob = (-0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_prob = log_prob - torch.log1p(-a.pow(2) + 1e-6).sum(-1) - torch.log(self.ranker.action_scale).sum()
+        return self.ranker.action_center + self.ranker.action_scale * a, log_prob
+
+    @torch.no_grad()
+    def act(self, slates: Tensor, clicks: Tensor, hidden: Any, deterministic: bool = False
+            ) -> tuple[Tensor, Tensor, Any]:
+        belief = self.actor_belief.step(slates, clicks, hidden)
+        action, _ = self.policy(belief, deterministic)
+        return self.ranker.rank(action), action, belief
+
+    @torch.no_grad()
+    def random_act(self, slates: Tensor, clicks: Tensor, hidden: Any) -> tuple[Tensor, Tensor, Any]:
+        u = torch.rand(slates.shape[0], self.action_dim, device=slates.device) * 2 - 1
+        action = self.ranker.action_center + self.ranker.action_scale * u
+        return self.ranker.rank(action), action, hidden
+
+    # ------------------------------------------------------------------ learning
+    def losses(self, ep: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+        """Critic, actor and temperature losses on a batch of episodes (no optimisation)."""
+        slates, clicks, actions, rewards = ep["slates"], ep["clicks"], ep["actions"], ep["rewards"]
+        alpha = self.log_alpha.exp().detach()
+        b_actor = self.actor_belief(slates, clicks)  # (B, H+1, belief)
+        b_critic = self.critic.belief(slates, clicks)
+        with torch.no_grad():
+            b_target = self.critic_target.belief(slates, clicks)
+            next_action, next_logp = self.policy(b_actor[:, 1:].detach())
+            tq1, tq2 = self.critic_target.q(b_target[:, 1:], next_action)
+            not_done = torch.ones_like(rewards)
+            if not self.cfg.bootstrap_timeout:
+                not_done[:, -1] = 0.0
+            y = rewards + self.cfg.gamma * not_done * (torch.minimum(tq1, tq2) - alpha * next_logp)
+        q1, q2 = self.critic.q(b_critic[:, :-1], actions)
+        critic_loss = F.mse_loss(q1, y) + F.mse_loss(q2, y)
+        new_action, logp = self.policy(b_actor[:, :-1])
+        self.critic.requires_grad_(False)  # the actor loss must leave critic gradients alone
+        nq1, nq2 = self.critic.q(b_critic[:, :-1].detach(), new_action)
+        self.critic.requires_grad_(True)
+        actor_loss = (alpha * logp - torch.minimum(nq1, nq2)).mean()
+        alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+        metrics = {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
+                   "alpha": alpha, "q_mean": q1.detach().mean(), "entropy": -logp.detach().mean()}
+        return critic_loss, actor_loss, alpha_loss, metrics
+
+    def update(self, episodes: dict[str, Tensor]) -> dict[str, float]:
+        critic_loss, actor_loss, alpha_loss, metrics = self.losses(episodes)
+        opts = [self.critic_opt, self.actor_opt] + ([self.alpha_opt] if self.cfg.auto_entropy else [])
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        # All gradients are taken at the same parameters before any step (the actor's graph
+        # goes through the critic's weights, which a critic step would modify in place).
+        critic_loss.backward()
+        actor_loss.backward()
+        if self.cfg.auto_entropy:
+            alpha_loss.backward()
+        for opt in opts:
+            opt.step()
+        soft_update(self.critic_target, self.critic, self.cfg.tau)
+        self.updates += 1
+        return {k: float(v) for k, v in metrics.items()}
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        return {"modules": super().state_dict(), "actor_opt": self.actor_opt.state_dict(),
+                "critic_opt": self.critic_opt.state_dict(), "alpha_opt": self.alpha_opt.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:  # type: ignore[override]
+        result = super().load_state_dict(state["modules"], strict=strict)
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.alpha_opt.load_state_dict(state["alpha_opt"])
+        return result

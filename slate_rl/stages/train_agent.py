@@ -1,0 +1,92 @@
+"""Stage ``train-agent``: train an online agent in the simulator and test its best checkpoint.
+
+Writes ``<output-dir>/best.ckpt`` (best validation), ``<output-dir>/last.ckpt`` (resume
+state: agent, optimisers, replay buffer, counters) and the results JSON (test return on the
+fixed test users, learning curve, input hashes). A rerun resumes from ``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from slate_rl.core.config import add_arguments as add_config_arguments
+from slate_rl.core.config import from_namespace, to_dict
+from slate_rl.core.io import write_json
+from slate_rl.core.logger import RunLogger
+from slate_rl.core.stats import mean_ci
+from slate_rl.models.rankers import load_gems_ranker
+from slate_rl.online.agents import load_agent, make_agent, make_ranker, parse_agent_tag, save_agent
+from slate_rl.online.loop import LoopState, OnlineConfig, evaluate, train_online
+from slate_rl.online.sac import SACConfig
+from slate_rl.sim.embeddings import load_item_embeddings
+from slate_rl.stages.common import add_env_arguments, add_training_arguments, input_hashes, simulator_from_args
+
+NAME = "train-agent"
+HELP = "train an online agent (SAC+GeMS, SAC+TopK, SAC+kargmax) and test it (data/agents/..., results/...)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_env_arguments(parser, embeddings_required=True, device=False)
+    parser.add_argument("--agent", required=True, help="agent tag, e.g. sac_gems_d32_beta1_lc0.5_scratch_s58407201, "
+                        "sac_topk_ideal, sac_topk_mf, sac_kargmax")
+    parser.add_argument("--gems", default=None, help="GeMS checkpoint (sac_gems_* agents)")
+    parser.add_argument("--mf", default=None, help="MF item embeddings .npy (sac_topk_mf)")
+    parser.add_argument("--seed", type=int, required=True, help="training seed (users, networks, sampling)")
+    parser.add_argument("--test-seed", type=int, default=58517, help="seed of the fixed test users")
+    parser.add_argument("--test-sessions", type=int, default=500, help="test users")
+    add_config_arguments(parser, OnlineConfig)
+    add_config_arguments(parser, SACConfig)
+    add_training_arguments(parser)
+    parser.add_argument("--output-dir", required=True, help="directory of best.ckpt and last.ckpt")
+    parser.add_argument("--results", required=True, help="destination results .json")
+
+
+def run(args: argparse.Namespace) -> None:
+    online = from_namespace(OnlineConfig, args)
+    sac = from_namespace(SACConfig, args)
+    kind, gems_tag = parse_agent_tag(args.agent)
+    sim, table_source = simulator_from_args(args)
+    c = sim.config
+    gems = load_gems_ranker(args.gems, num_items=c.num_items, device=sim.device) if kind == "sac_gems" else None
+    mf = (torch.from_numpy(load_item_embeddings(args.mf, c.num_items, c.embedding_dim)).to(sim.device)
+          if args.mf else None)
+    torch.manual_seed(args.seed)
+    ranker, table = make_ranker(args.agent, sim.items, gems, mf, c.slate_size)
+    agent = make_agent(args.agent, ranker.to(sim.device), table.to(sim.device), c.num_items, c.slate_size, sac)
+    agent.to(sim.device)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    best_work = out / "best.work.ckpt"  # not a Snakemake output, so it survives a failed job
+    meta = {"env": args.env, "env_config": to_dict(c), "agent": args.agent, "seed": args.seed,
+            "online": to_dict(online), "sac": to_dict(sac), "gems_tag": gems_tag,
+            "inputs": input_hashes(embeddings=args.embeddings_file, gems=args.gems, mf=args.mf)}
+
+    def save_best(a: torch.nn.Module, state: LoopState) -> None:
+        save_agent(best_work, a, args.agent, {**meta, "step": state.step, "val_return": state.best_val})
+
+    logger = RunLogger(f"{args.agent}-{args.env}-seed{args.seed}", meta, args.logger_mode, group=args.env)
+    start = time.perf_counter()
+    state = train_online(sim, agent, online, args.seed, save_best, out / "last.ckpt", logger,
+                         progress=not args.no_progress)
+    elapsed = time.perf_counter() - start
+    logger.finish()
+    load_agent(best_work, agent, args.agent)
+    returns = evaluate(sim, agent, args.test_seed, args.test_sessions).cpu().numpy()
+    stats = mean_ci(returns)
+    shutil.copyfile(best_work, out / "best.ckpt.tmp")
+    (out / "best.ckpt.tmp").replace(out / "best.ckpt")
+    write_json(args.results, {
+        **meta,
+        "return_mean": stats["mean"], "return_std": stats["std"], "return_ci95": stats["ci"], "n_sessions": stats["n"],
+        "test_seed": args.test_seed, "best_step": state.best_step, "best_val_return": state.best_val,
+        "learning_curve": state.curve, "train_seconds": elapsed, "device": str(sim.device),
+        "item_embeddings": table_source, "returns": np.round(returns, 3).tolist(),
+    })
+    print(f"wrote {args.results}: test return {stats['mean']:.2f} +- {stats['ci']:.2f} "
+          f"(best validation {state.best_val:.2f} at step {state.best_step}), {elapsed:.0f} s on {sim.device}")
