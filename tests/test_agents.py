@@ -1,0 +1,173 @@
+"""Online agents: one conformance test for all, no off-by-one leakage, checkpoints, resume."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from slate_rl.core.errors import ArtifactError, ConfigError
+from slate_rl.data.buffer import EpisodeBuffer
+from slate_rl.models.gems import GeMS
+from slate_rl.models.rankers import GeMSRanker
+from slate_rl.online.agents import load_agent, make_agent, make_ranker, parse_agent_tag, save_agent
+from slate_rl.online.collect import run_agent_sessions, user_keys
+from slate_rl.online.loop import OnlineConfig, train_online
+from slate_rl.sim.gym_env import build_simulator
+
+AGENTS = ["sac_gems_d8_beta1_lc0.5_scratch_s1", "sac_topk_ideal", "sac_topk_mf", "sac_kargmax"]
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return build_simulator("focused_topdown")
+
+
+def _agent(tag, sim, seed=0):
+    torch.manual_seed(seed)
+    gems = GeMSRanker(GeMS(latent_dim=8), torch.zeros(8), torch.ones(8) * 2)
+    mf = torch.rand(1000, 20)
+    ranker, table = make_ranker(tag, sim.items, gems, mf)
+    return make_agent(tag, ranker, table, 1000, 10)
+
+
+def _episodes(sim, agent, n=6, seed=3):
+    _, eps = run_agent_sessions(sim, agent, user_keys(seed, 0, n, sim.device), "train")
+    return eps
+
+
+@pytest.mark.parametrize("tag", AGENTS)
+def test_conformance(tag, sim, tmp_path):
+    agent = _agent(tag, sim)
+    eps = _episodes(sim, agent)
+    assert eps["slates"].shape == (6, 101, 10) and eps["actions"].shape == (6, 100, agent.action_dim)
+    before = {n: p.detach().clone() for n, p in agent.named_parameters()}
+    ranker_before = copy.deepcopy(agent.ranker.state_dict())
+    target_before = copy.deepcopy(agent.critic_target.state_dict())
+    metrics = agent.update(eps)
+    assert all(isinstance(v, float) for v in metrics.values()) and "critic_loss" in metrics
+    for name, p in agent.named_parameters():
+        if p.requires_grad:
+            assert not torch.equal(p, before[name]), f"{tag}: parameter {name} did not change"
+    for k, v in agent.ranker.state_dict().items():
+        assert torch.equal(v, ranker_before[k]), f"{tag}: ranker {k} changed"
+    assert all(not p.requires_grad for p in agent.critic_target.parameters())
+    assert any(not torch.equal(v, target_before[k]) for k, v in agent.critic_target.state_dict().items())
+    assert int(agent.updates) == 1
+    # save / load round trip, then act on a batch
+    path = tmp_path / "a.ckpt"
+    save_agent(path, agent, tag, {"env": "focused_topdown"})
+    other = _agent(tag, sim, seed=5)
+    other.ranker.load_state_dict(agent.ranker.state_dict())
+    assert load_agent(path, other, tag) == {"env": "focused_topdown"}
+    for (n, p), (_, q) in zip(agent.state_dict()["modules"].items(), other.state_dict()["modules"].items(),
+                              strict=True):
+        assert torch.equal(p, q), n
+    assert other.actor_opt.state_dict()["state"].keys() == agent.actor_opt.state_dict()["state"].keys()
+    s, c = eps["slates"][:, 0], eps["clicks"][:, 0]
+    slate_a, action_a, h_a = agent.act(s, c, None, deterministic=True)
+    slate_b, action_b, h_b = other.act(s, c, None, deterministic=True)
+    assert torch.equal(slate_a, slate_b) and torch.equal(action_a, action_b) and slate_a.shape == (6, 10)
+    low, high = agent.ranker.bounds()
+    assert ((action_a >= low - 1e-5) & (action_a <= high + 1e-5)).all()
+
+
+@pytest.mark.parametrize("tag", ["sac_gems_d8_beta1_lc0.5_scratch_s1", "sac_topk_ideal"])
+def test_gradient_isolation(tag, sim):
+    agent = _agent(tag, sim)
+    eps = _episodes(sim, agent, n=3)
+    critic_loss, actor_loss, alpha_loss, _ = agent.losses(eps)
+    actor_loss.backward(retain_graph=True)
+    assert all(p.grad is None for p in agent.critic.parameters()), "actor loss reached the critic"
+    assert all(p.grad is None for p in agent.critic_target.parameters())
+    assert all(p.grad is not None for p in agent.actor.parameters())
+    agent.zero_grad(set_to_none=True)
+    critic_loss.backward()
+    assert all(p.grad is None for p in [*agent.actor.parameters(), *agent.actor_belief.parameters()]), \
+        "critic loss reached the actor"
+    assert all(p.grad is None for p in agent.critic_target.parameters())
+    assert all(p.grad is not None for p in agent.critic.q1.parameters())
+
+
+class _Recorder(torch.nn.Module):
+    """Wraps an agent and records what it sees when it chooses each slate."""
+
+    def __init__(self, agent):
+        super().__init__()
+        self.agent, self.action_dim, self.seen = agent, agent.action_dim, []
+
+    def act(self, slates, clicks, hidden, deterministic=False):
+        self.seen.append((slates.clone(), clicks.clone()))
+        return self.agent.act(slates, clicks, hidden, deterministic)
+
+
+def test_the_state_at_step_t_never_contains_the_slate_of_t(sim):
+    agent = _agent("sac_topk_ideal", sim)
+    rec = _Recorder(agent)
+    _, eps = run_agent_sessions(sim, rec, user_keys(9, 0, 5, sim.device), "eval")
+    for t, (slates_seen, clicks_seen) in enumerate(rec.seen):
+        # the slate of step t+1 is chosen from observation t only
+        assert torch.equal(slates_seen, eps["slates"][:, t]) and torch.equal(clicks_seen, eps["clicks"][:, t])
+    # and the belief used for action t does not change when the future (observations > t) changes
+    t = 40
+    b = agent.critic.belief(eps["slates"], eps["clicks"])
+    future = eps["slates"].clone()
+    future[:, t + 1 :] = torch.randint(0, 1000, future[:, t + 1 :].shape)
+    clicks = eps["clicks"].clone()
+    clicks[:, t + 1 :] = ~clicks[:, t + 1 :]
+    b2 = agent.critic.belief(future, clicks)
+    assert torch.allclose(b[:, : t + 1], b2[:, : t + 1]) and not torch.allclose(b[:, t + 1], b2[:, t + 1])
+    # the action stored at t is the one that produced observation t+1
+    slate, _, _ = agent.act(eps["slates"][:, 0], eps["clicks"][:, 0], None, deterministic=True)
+    assert torch.equal(slate, eps["slates"][:, 1])
+
+
+def test_unknown_agent_and_mismatched_bounds(sim, tmp_path):
+    with pytest.raises(ConfigError, match="unknown agent 'dqn'"):
+        parse_agent_tag("dqn")
+    agent = _agent("sac_gems_d8_beta1_lc0.5_scratch_s1", sim)
+    path = tmp_path / "a.ckpt"
+    save_agent(path, agent, "sac_gems_d8_beta1_lc0.5_scratch_s1", {})
+    other = _agent("sac_gems_d8_beta1_lc0.5_scratch_s1", sim)
+    other.ranker.action_scale.mul_(3)  # a GeMS with other bounds
+    with pytest.raises(ArtifactError, match="action_scale"):
+        load_agent(path, other, "sac_gems_d8_beta1_lc0.5_scratch_s1")
+    with pytest.raises(ArtifactError, match="field 'agent'"):
+        load_agent(path, other, "sac_topk_ideal")
+
+
+def test_replay_buffer_episodes_and_transitions():
+    buf = EpisodeBuffer(capacity=3, episode_length=4, slate_size=2, action_dim=1)
+    for i in range(5):
+        buf.add({"slates": torch.full((1, 5, 2), i), "clicks": torch.zeros(1, 5, 2, dtype=torch.bool),
+                 "actions": torch.full((1, 4, 1), float(i)), "rewards": torch.arange(4.0).unsqueeze(0)})
+    assert len(buf) == 3 and buf.episodes_added == 5
+    assert buf.episodes()["actions"][:, 0, 0].tolist() == [2.0, 3.0, 4.0]  # oldest overwritten
+    ep = buf.sample_episodes(8, torch.Generator().manual_seed(0))
+    assert ep["slates"].shape == (8, 5, 2) and set(ep["actions"][:, 0, 0].tolist()) <= {2.0, 3.0, 4.0}
+    tr = buf.sample_transitions(16, torch.Generator().manual_seed(0))
+    assert torch.equal(tr["rewards"], tr["timesteps"].float())
+    assert torch.equal(tr["next_slates"], tr["slates"])  # constant per episode here
+    fresh = EpisodeBuffer(capacity=3, episode_length=4, slate_size=2, action_dim=1)
+    fresh.load_state_dict(buf.state_dict())
+    assert all(torch.equal(fresh.data[k], buf.data[k]) for k in buf.data)
+
+
+def test_online_training_resumes_to_the_same_result(sim, tmp_path):
+    cfg = OnlineConfig(total_steps=4, sessions_per_step=2, updates_per_step=1, batch_size=2, warmup_env_steps=200,
+                       val_interval=2, val_sessions=4, checkpoint_interval=2)
+    saved = []
+
+    def run(total, last):
+        agent = _agent("sac_topk_ideal", sim)
+        state = train_online(sim, agent, OnlineConfig(**{**cfg.__dict__, "total_steps": total}), seed=4,
+                             save_best=lambda a, s: saved.append(s.step), last_path=last, progress=False)
+        return agent, state
+
+    straight, s1 = run(4, tmp_path / "a.ckpt")
+    run(2, tmp_path / "b.ckpt")  # "killed" after step 2
+    resumed, s2 = run(4, tmp_path / "b.ckpt")
+    assert s1.curve == s2.curve and s1.step == s2.step == 4 and s1.sessions == s2.sessions == 8
+    for (n, p), (_, q) in zip(straight.named_parameters(), resumed.named_parameters(), strict=True):
+        assert torch.equal(p, q), n
