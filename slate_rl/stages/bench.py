@@ -1,7 +1,8 @@
 """Stage ``bench``: on-demand benchmarks.
 
 ``slate-rl bench sim``: simulator steps/s for several batch sizes (slate_rl.bench.sim);
-``slate-rl bench gems``: GeMS training examples/s and the projected paper epoch (slate_rl.bench.gems).
+``slate-rl bench gems``: GeMS training examples/s and the projected paper epoch (slate_rl.bench.gems);
+``slate-rl bench online``: SAC+GeMS sessions/s and the projected paper budget (slate_rl.bench.online).
 """
 
 from __future__ import annotations
@@ -12,16 +13,17 @@ import platform
 import torch
 
 from slate_rl.bench import gems as gems_bench
+from slate_rl.bench import online as online_bench
 from slate_rl.bench.sim import run_benchmark
 from slate_rl.core.io import write_json
 from slate_rl.stages.common import add_env_arguments, simulator_from_args
 
 NAME = "bench"
-HELP = "run a benchmark: sim (simulator steps/s vs batch size) or gems (GeMS training throughput)"
+HELP = "run a benchmark: sim (simulator steps/s vs batch size), gems (GeMS training), online (SAC+GeMS training)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", choices=("sim", "gems"), help="what to benchmark")
+    parser.add_argument("target", choices=("sim", "gems", "online"), help="what to benchmark")
     add_env_arguments(parser)
     parser.set_defaults(env="focused_topdown")
     for action in parser._actions:
@@ -30,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-sizes", default="1,64,1024,8192", help="comma-separated B values")
     parser.add_argument("--policies", default="random,oracle", help="comma-separated reference policies")
     parser.add_argument("--min-seconds", type=float, default=2.0, help="timed seconds per case (default: 2)")
-    parser.add_argument("--steps", type=int, default=200, help="gems: timed training steps per pipeline")
+    parser.add_argument("--steps", type=int, default=200, help="gems/online: timed training steps per pipeline")
+    parser.add_argument("--parallel", type=int, default=10, help="online: sessions per step of the parallel schedule")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--output", default=None, help="also write the results as JSON")
 
@@ -42,6 +45,9 @@ def run(args: argparse.Namespace) -> None:
     sim, _ = simulator_from_args(args)
     if args.target == "gems":
         _run_gems(args, sim.device)
+        return
+    if args.target == "online":
+        _run_online(args, sim)
         return
     sizes = [int(x) for x in args.batch_sizes.split(",")]
     rows = run_benchmark(sim, args.policies.split(","), sizes, args.min_seconds)
@@ -74,3 +80,15 @@ def _run_gems(args: argparse.Namespace, device: torch.device) -> None:
               f"{r['speedup_vs_baseline']:>11.2f}")
     if args.output:
         write_json(args.output, {"benchmark": "gems", "machine": machine, "rows": rows})
+
+
+def _run_online(args: argparse.Namespace, sim: object) -> None:
+    rows = online_bench.run_benchmark(sim, args.parallel, args.steps)  # type: ignore[arg-type]
+    machine = _machine(sim.device)  # type: ignore[attr-defined]
+    print(f"# SAC+GeMS online training (simulation + updates, batch 20 episodes), {machine}")
+    print(f"{'schedule':<18} {'sessions/s':>11} {'100k budget (h)':>16} {'x paper':>8}")
+    for r in rows:
+        print(f"{r['schedule']:<18} {r['sessions_per_second']:>11.2f} {r['projected_paper_budget_hours']:>16.2f} "
+              f"{r['speedup_vs_paper_schedule']:>8.2f}")
+    if args.output:
+        write_json(args.output, {"benchmark": "online", "machine": machine, "rows": rows})
