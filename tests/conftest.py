@@ -9,6 +9,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Fixtures of the simulator tests (item tables, a default simulator): tests/sim_helpers.py.
+pytest_plugins = ["sim_helpers"]
+
 # SwanLab must never try to log in from the test run.
 os.environ.setdefault("SWANLAB_MODE", "disabled")
 

@@ -15,9 +15,6 @@ from slate_rl.sim.config import TopicRecConfig, make_env_config
 from slate_rl.sim.core import SimState, TopicRec
 from slate_rl.sim.embeddings import DEFAULT_EMBEDDINGS_SEED, generate_item_embeddings
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PAPER_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gems_paper"
-
 
 def make_sim(table: np.ndarray, env: str = "focused_topdown", **overrides) -> TopicRec:
     return TopicRec(make_env_config(env, **overrides), table, "cpu")
@@ -87,8 +84,22 @@ def recent_clicks(state: SimState, i: int) -> list[tuple[int, int]]:
 
 
 # --------------------------------------------------------------------------- fixtures
-# Test modules import these by name (``from sim_helpers import sim, ...``) so that the
-# simulator tests do not depend on the shared conftest.py.
+# Registered for every test by ``pytest_plugins = ["sim_helpers"]`` in conftest.py.
+
+
+@pytest.fixture
+def single_thread():
+    """Run a test with one intra-op thread (restored afterwards).
+
+    The simulator's results do not depend on the thread count (tested), but on a busy 2-core
+    machine two OpenMP threads sharing one free core run many times slower than one thread.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -110,13 +121,9 @@ def sim(focused_table: np.ndarray) -> TopicRec:
 
 
 @pytest.fixture(scope="session")
-def paper_tables() -> dict[str, np.ndarray]:
-    """The GeMS paper's item tables from ../shared/data/gems_paper (skip when absent)."""
-    files = {kind: PAPER_DATA / f"item_embeddings_{kind}.npy" for kind in ("focused", "diffuse")}
-    missing = [str(p) for p in files.values() if not p.is_file()]
-    if missing:
-        pytest.skip(
-            f"the paper's item tables are not available: {', '.join(missing)} "
-            "(../shared/data/gems_paper lives outside the repository)"
-        )
-    return {kind: np.load(p, allow_pickle=False) for kind, p in files.items()}
+def paper_tables(paper_embeddings_dir: Path) -> dict[str, np.ndarray]:
+    """The GeMS paper's item tables (``paper_embeddings_dir`` of conftest.py skips when absent)."""
+    return {
+        kind: np.load(paper_embeddings_dir / f"item_embeddings_{kind}.npy", allow_pickle=False)
+        for kind in ("focused", "diffuse")
+    }

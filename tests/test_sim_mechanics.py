@@ -15,13 +15,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from sim_helpers import (  # noqa: F401  (fixtures)
-    block_norms, diffuse_table, focused_table, keys, make_sim, make_state, recent_clicks, sim,
-)
+from sim_helpers import block_norms, keys, make_sim, make_state, recent_clicks
 
 from slate_rl.sim.core import TopicRec
 from slate_rl.sim.embeddings import generate_item_embeddings
 from slate_rl.sim.policies import EpsilonGreedyOracle, RandomPolicy
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 T, K, D = 10, 10, 20
 SIGMA = 4.5
@@ -105,7 +105,7 @@ def test_user_sampling(sim: TopicRec) -> None:
     assert bool((u >= 0).all())
     torch.testing.assert_close(block_norms(u).sum(1), torch.ones(4096), atol=1e-5, rtol=0)
     # p ~ U(0,1)^10 cubed then normalised makes users concentrated: the largest topic weight
-    # averages well above the 0.1 of a uniform mixture (about 0.4 by simulation of the recipe).
+    # averages well above the 0.1 of a uniform mixture (0.39 here; 0.26 without the cube).
     top = block_norms(u).max(1).values.mean()
     assert 0.3 < float(top) < 0.6
     # Every topic is somebody's favourite (no topic is left out by the sampler).
@@ -163,8 +163,7 @@ def test_boredom_onset(sim: TopicRec) -> None:
     expected = state.user.clone()
     expected[:, 6:8] = 0.0
     assert torch.equal(res.user_effective, expected)
-    # The oracle then never recommends on the user's bored topic with a zero block... its
-    # relevance comes from the other topics only.
+    # Relevances use u~: the bored topic's coordinates no longer count.
     torch.testing.assert_close(res.relevance.double(), relevance(sim, expected, res.slate), atol=1e-5, rtol=0)
 
     four = [(3, s, 0) for s in (5, 6, 7, 8)] + [(1, 9, 2), (2, 9, 3), (2, 8, 4)]
@@ -529,12 +528,14 @@ def _reference_session_check(sim: TopicRec, n: int, seed: int) -> None:
         recent.append([(r, int(item_topic[res.slate[i, r]])) for r in np.flatnonzero(res.clicks[i].numpy())])
 
     expected_clicks = var_clicks = observed_clicks = 0.0
+    bored_steps = recovered = short_changes = 0
     for t in range(1, c.episode_length + 1):
         action = policy(pkeys, state.t, res.slate, res.clicks)
         state, res = sim.step(state, action)
         slate, clicks = res.slate.numpy(), res.clicks.numpy()
         for i in range(n):
             # 1. timers
+            recovered += int((bored[i] & (timer[i] == 1)).sum())
             timer[i] = np.where(bored[i], timer[i] - 1, timer[i])
             bored[i] &= timer[i] > 0
             timer[i] = np.where(bored[i], timer[i], 5)
@@ -568,7 +569,9 @@ def _reference_session_check(sim: TopicRec, n: int, seed: int) -> None:
             added = [(t * K + r, int(item_topic[slate[i, r]])) for r in np.flatnonzero(clicks[i])]
             recent[i] = sorted(x for x in recent[i] + added if x[0] >= (t - 5) * K)[-10:]
             if bored[i, short[i]] and clicks[i].any():
+                short_changes += 1
                 short[i] = item_topic[slate[i, np.flatnonzero(clicks[i])[-1]]]
+            bored_steps += int(bored[i].any())
             # compare
             assert recent_clicks(state, i) == recent[i], (t, i)
         np.testing.assert_array_equal(state.bored.numpy(), bored)
@@ -578,7 +581,10 @@ def _reference_session_check(sim: TopicRec, n: int, seed: int) -> None:
         assert bool((res.truncated == (t == c.episode_length)).all())
         assert np.array_equal(res.reward.numpy(), clicks.sum(1).astype(np.float32))
     assert abs(observed_clicks - expected_clicks) < SIGMA * math.sqrt(var_clicks)
-    assert bored.any() or True
+    # The sessions exercised boredom and its recovery. (A click while the short-term topic is
+    # bored is rare, about 1 in 1000 user-steps: u~ then hides the favourite topic, so the
+    # short-term rule has its own test above.)
+    assert bored_steps > 0 and recovered > 0
 
 
 @pytest.mark.parametrize("env", ["focused_topdown", "diffuse_divpen"])

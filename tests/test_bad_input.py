@@ -1,0 +1,266 @@
+"""Bad input gets one clear error naming the problem (SlateRLError and subclasses, or an
+argparse usage error), and the evaluate-policy stage works end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sim_helpers import keys
+
+from slate_rl.cli import main
+from slate_rl.core.config import from_dict
+from slate_rl.core.errors import ArtifactError, ConfigError, SlateRLError
+from slate_rl.sim.config import PRESETS, TopicRecConfig, make_env_config
+from slate_rl.sim.core import TopicRec
+from slate_rl.sim.embeddings import load_item_embeddings
+from slate_rl.sim.gym_env import TopicRecEnv, build_simulator
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+EVAL = ["evaluate-policy", "--policy", "random", "--device", "cpu"]
+
+
+# --------------------------------------------------------------------------- environments
+
+
+def test_unknown_environment_names_it_and_lists_presets() -> None:
+    with pytest.raises(SlateRLError) as exc:
+        make_env_config("focussed_topdown")
+    msg = str(exc.value)
+    assert "focussed_topdown" in msg
+    assert all(name in msg for name in PRESETS)
+    with pytest.raises(ConfigError, match="focussed_topdown"):
+        build_simulator("focussed_topdown")
+
+
+def test_unknown_environment_via_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main([*EVAL, "--env", "no_such_env", "--sessions", "5"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("error: ") and "no_such_env" in err and "focused_topdown" in err
+    assert "Traceback" not in err
+
+
+def test_user_defined_environment_with_bad_base_or_key() -> None:
+    with pytest.raises(ConfigError, match="not a preset"):
+        make_env_config("mine", {"mine": {"base": "nope"}})
+    with pytest.raises(ConfigError, match="diversity_penalti"):
+        make_env_config("mine", {"mine": {"base": "focused_mix", "diversity_penalti": 2.0}})
+    cfg = make_env_config("mine", {"mine": {"base": "focused_mix", "diversity_penalty": 2.0}})
+    assert cfg.diversity_penalty == 2.0 and cfg.click_model == "mix"
+
+
+# --------------------------------------------------------------------------- embeddings files
+
+
+def test_wrong_embeddings_shape(tmp_path) -> None:
+    path = tmp_path / "bad.npy"
+    np.save(path, np.abs(np.random.default_rng(0).normal(size=(999, 20))).astype(np.float32))
+    with pytest.raises(ArtifactError) as exc:
+        load_item_embeddings(path)
+    msg = str(exc.value)
+    assert "(999, 20)" in msg and "(1000, 20)" in msg and str(path) in msg
+    with pytest.raises(ArtifactError, match=r"\(999, 20\)"):
+        TopicRec(make_env_config("focused_topdown"), np.load(path))
+
+
+def test_wrong_embeddings_shape_via_cli(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.npy"
+    np.save(path, np.ones((999, 20), dtype=np.float32))
+    rc = main([*EVAL, "--env", "focused_topdown", "--sessions", "5", "--embeddings-file", str(path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "(999, 20)" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("table", "fragment"),
+    [
+        (-np.ones((1000, 20), np.float32), "negative"),
+        (np.full((1000, 20), np.nan, np.float32), "NaN"),
+        (np.zeros((1000, 20), np.float32), "zeros"),
+        (np.ones((1000, 20), np.int64), "dtype"),
+        (np.ones((1000, 20, 1), np.float32), "shape"),
+    ],
+)
+def test_invalid_embeddings_values(tmp_path, table: np.ndarray, fragment: str) -> None:
+    path = tmp_path / "t.npy"
+    np.save(path, table)
+    with pytest.raises(ArtifactError, match=fragment):
+        load_item_embeddings(path)
+
+
+def test_embeddings_file_missing_or_unreadable(tmp_path) -> None:
+    with pytest.raises(ArtifactError, match="not found"):
+        load_item_embeddings(tmp_path / "missing.npy")
+    pickled = tmp_path / "obj.npy"
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ArtifactError, match="cannot read"):
+        load_item_embeddings(pickled)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a tensor")
+    with pytest.raises(ArtifactError, match="cannot read"):
+        load_item_embeddings(garbage)
+
+
+def test_pt_tensor_table_loads(tmp_path, focused_table: np.ndarray) -> None:
+    path = tmp_path / "t.pt"
+    torch.save(torch.from_numpy(focused_table), path)
+    np.testing.assert_array_equal(load_item_embeddings(path), focused_table)
+
+
+# --------------------------------------------------------------------------- CLI arguments
+
+
+@pytest.mark.parametrize("value", ["-5", "0", "ten"])
+def test_bad_session_count_via_cli(capsys: pytest.CaptureFixture[str], value: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([*EVAL, "--env", "focused_topdown", "--sessions", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--sessions" in err
+    assert ("must be >= 1" in err) if value != "ten" else ("expected an integer" in err)
+
+
+def test_bad_epsilon_via_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["evaluate-policy", "--policy", "eps-greedy", "--epsilon", "1.5", "--env", "focused_topdown",
+               "--sessions", "5", "--device", "cpu"])
+    assert rc == 2 and "epsilon" in capsys.readouterr().err
+
+
+def test_unknown_policy_via_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate-policy", "--policy", "greedy", "--env", "focused_topdown"])
+    assert exc.value.code == 2 and "greedy" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- slates
+
+
+@pytest.mark.parametrize("bad_id", [1000, -2, 5000, -100])
+def test_slate_id_out_of_range(sim: TopicRec, bad_id: int) -> None:
+    state, _ = sim.reset(keys(3))
+    slate = torch.arange(30).reshape(3, 10)
+    slate[1, 4] = bad_id
+    with pytest.raises(SlateRLError) as exc:
+        sim.step(state, slate)
+    assert str(bad_id) in str(exc.value) and "0..999" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("slate", "fragment"),
+    [
+        (torch.zeros(3, 9, dtype=torch.int64), "shape"),
+        (torch.zeros(3, 11, dtype=torch.int64), "shape"),
+        (torch.zeros(10, dtype=torch.int64), "shape"),
+        (torch.zeros(3, 10, 1, dtype=torch.int64), "shape"),
+        (torch.zeros(3, 10, dtype=torch.float32), "integers"),
+        (torch.zeros(3, 10, dtype=torch.bool), "integers"),
+        (torch.zeros(2, 10, dtype=torch.int64), "3 users"),
+        (torch.zeros(4, 10, dtype=torch.int64), "3 users"),
+    ],
+)
+def test_wrong_slate_shape_or_dtype(sim: TopicRec, slate: torch.Tensor, fragment: str) -> None:
+    state, _ = sim.reset(keys(3))
+    with pytest.raises(SlateRLError, match=fragment):
+        sim.step(state, slate)
+
+
+def test_gym_env_rejects_bad_actions(focused_table: np.ndarray) -> None:
+    env = TopicRecEnv(item_embeddings=focused_table)
+    env.reset(seed=0)
+    with pytest.raises(SlateRLError, match="1000"):
+        env.step(np.full(10, 1000))
+    with pytest.raises(SlateRLError, match="shape"):
+        env.step(np.zeros(9, dtype=np.int64))
+
+
+# --------------------------------------------------------------------------- evaluate-policy end to end
+
+
+@pytest.mark.parametrize("policy", ["random", "oracle", "eps-greedy"])
+def test_evaluate_policy_end_to_end(tmp_path, capsys: pytest.CaptureFixture[str], policy: str) -> None:
+    out = tmp_path / "res.json"
+    rc = main(["evaluate-policy", "--env", "focused_topdown", "--policy", policy, "--sessions", "50",
+               "--seed", "3", "--device", "cpu", "--output", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(printed[-1])
+    assert isinstance(result, dict)
+    for key in ("return_mean", "return_std", "return_ci95", "n_sessions", "steps_per_second"):
+        assert key in result
+    assert result["n_sessions"] == 50
+    assert 0 < result["return_mean"] <= 1000 and result["return_std"] > 0
+    # 95% CI half-width = t(0.975, 49) * std / sqrt(50).
+    assert result["return_ci95"] == pytest.approx(2.009575 * result["return_std"] / 50**0.5, rel=1e-4)
+    assert result["steps_per_second"] > 0
+    assert result["policy"] == policy and result["env"] == "focused_topdown"
+    assert json.loads(out.read_text()) == result
+    if policy == "random":
+        assert 20 < result["return_mean"] < 50
+    elif policy == "oracle":
+        assert result["return_mean"] > 60
+
+
+# --------------------------------------------------------------------------- config parsing (property-based)
+
+_FIELDS = {f.name for f in dataclasses.fields(TopicRecConfig)}
+_HINTS = typing.get_type_hints(TopicRecConfig)
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=5))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    unknown=st.text(min_size=1, max_size=20).filter(lambda k: k not in _FIELDS),
+    valid=st.dictionaries(st.sampled_from(sorted(_FIELDS)), st.just(None), max_size=3),
+    value=_scalars,
+)
+def test_from_dict_unknown_key_raises_naming_it(unknown: str, valid: dict, value) -> None:
+    defaults = TopicRecConfig()
+    data = {name: getattr(defaults, name) for name in valid}
+    data[unknown] = value
+    with pytest.raises(ConfigError) as exc:
+        from_dict(TopicRecConfig, data)
+    assert repr(unknown) in str(exc.value)
+    assert "valid keys" in str(exc.value)
+
+
+def _wrong_value(name: str) -> st.SearchStrategy:
+    tp = _HINTS[name]
+    junk = st.one_of(st.none(), st.text(max_size=5), st.lists(st.integers(), max_size=2),
+                     st.dictionaries(st.text(max_size=2), st.integers(), max_size=1))
+    if tp is int:
+        return st.one_of(junk, st.booleans(), st.floats(allow_nan=False))
+    if tp is float:
+        return st.one_of(junk, st.booleans())
+    choices = typing.get_args(tp)  # Literal
+    return st.one_of(st.none(), st.integers(), st.text(max_size=8).filter(lambda s: s not in choices))
+
+
+@st.composite
+def _field_and_wrong_value(draw):
+    name = draw(st.sampled_from(sorted(_FIELDS)))
+    return name, draw(_wrong_value(name))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_field_and_wrong_value())
+def test_from_dict_wrong_type_raises_naming_the_key(case) -> None:
+    name, value = case
+    with pytest.raises(ConfigError) as exc:
+        from_dict(TopicRecConfig, {name: value})
+    assert repr(name) in str(exc.value)
+
+
+def test_from_dict_accepts_valid_values_and_range_errors_name_the_field() -> None:
+    cfg = from_dict(TopicRecConfig, {"diversity_penalty": 3, "click_model": "mix", "num_items": 500})
+    assert cfg.diversity_penalty == 3.0 and isinstance(cfg.diversity_penalty, float)
+    for name, bad in (("num_items", 0), ("omega", 1.5), ("diversity_penalty", 0.0), ("position_decay", 0.0)):
+        with pytest.raises(ConfigError, match=name):
+            from_dict(TopicRecConfig, {name: bad})
