@@ -116,7 +116,7 @@ def test_gems_training_resumes_from_last_checkpoint(tiny_logs, tmp_path):
 
 def test_mf_ranks_held_out_clicks_above_negatives(tiny_logs, tmp_path):
     train, val = interactions(tiny_logs, 0.1, seed=0)
-    assert len(val["pos"]) > 100 and not set(zip(val["users"].tolist()[:50], val["pos"].tolist()[:50])) <= set()
+    assert len(val["pos"]) > 100
     system = MFSystem(tiny_logs.num_sessions, 1000, 20, lr=1e-2)
     fit(system, TensorBatches(train, 256, seed=0), TensorBatches(val, 8192, shuffle=False), tmp_path / "mf",
         torch.device("cpu"), max_epochs=4, patience=3, logger_mode="disabled", progress=False)

@@ -95,7 +95,7 @@ def baseline_examples_per_second(device: torch.device, steps: int, batch_size: i
 
 
 def run_benchmark(device: torch.device, steps: int) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, fn in (("baseline", baseline_examples_per_second), ("slate_rl", slate_rl_examples_per_second)):
         eps = fn(device, steps)
         rows.append({"pipeline": name, "examples_per_second": eps,

@@ -98,8 +98,8 @@ class EpisodeBuffer:
         return {k: v[order] for k, v in self.data.items()}
 
     def state_dict(self) -> dict[str, object]:
-        return {"data": {k: v[: self.size].cpu() if self.size < self.capacity else v.cpu() for k, v in self.data.items()},
-                "size": self.size, "cursor": self.cursor, "episodes_added": self.episodes_added}
+        data = {k: (v[: self.size] if self.size < self.capacity else v).cpu() for k, v in self.data.items()}
+        return {"data": data, "size": self.size, "cursor": self.cursor, "episodes_added": self.episodes_added}
 
     def load_state_dict(self, state: Mapping[str, object]) -> None:
         data = state["data"]

@@ -198,7 +198,10 @@ class GeMSConfig:
         return f"d{self.latent_dim}_beta{self.beta:g}_lc{self.lambda_click:g}_{self.item_table}_s{self.seed}"
 
 
-GEMS_TAG_PATTERN = r"d(?P<latent_dim>\d+)_beta(?P<beta>[0-9.e+-]+)_lc(?P<lambda_click>[0-9.e+-]+)_(?P<item_table>scratch|mf_fixed|ideal)_s(?P<seed>\d+)"
+GEMS_TAG_PATTERN = (
+    r"d(?P<latent_dim>\d+)_beta(?P<beta>[0-9.e+-]+)_lc(?P<lambda_click>[0-9.e+-]+)"
+    r"_(?P<item_table>scratch|mf_fixed|ideal)_s(?P<seed>\d+)"
+)
 
 
 def gems_config_from_tag(tag: str, base: GeMSConfig | None = None) -> GeMSConfig:

@@ -19,6 +19,6 @@ def mlp(sizes: list[int] | tuple[int, ...]) -> nn.Sequential:
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """target <- (1 - tau) * target + tau * source, for all parameters, in one fused call."""
-    t = [p for p in target.parameters()]
-    s = [p for p in source.parameters()]
+    t: list[torch.Tensor] = list(target.parameters())
+    s: list[torch.Tensor] = list(source.parameters())
     torch._foreach_lerp_(t, s, tau)

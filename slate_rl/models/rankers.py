@@ -34,6 +34,8 @@ class Ranker(nn.Module):
     """Base: bounds as buffers, ``rank`` implemented by subclasses."""
 
     kind = "ranker"
+    action_center: Tensor
+    action_scale: Tensor
 
     def __init__(self, action_center: Tensor, action_scale: Tensor, slate_size: int) -> None:
         super().__init__()
@@ -65,6 +67,7 @@ class TopK(Ranker):
     """Slate = the k items with the highest e_i . a (bounds: the item table's range per dim)."""
 
     kind = "topk"
+    items: Tensor
 
     def __init__(self, items: Tensor, slate_size: int = 10) -> None:
         super().__init__(*_table_bounds(items), slate_size)
@@ -79,6 +82,7 @@ class KArgmax(Ranker):
     """Slot j = argmax_i e_i . a_j with a = (a_1..a_k) (bounds: the table's range, per slot)."""
 
     kind = "kargmax"
+    items: Tensor
 
     def __init__(self, items: Tensor, slate_size: int = 10) -> None:
         super().__init__(*_table_bounds(items, slate_size), slate_size)
@@ -117,7 +121,7 @@ def _architecture(gems: GeMS) -> dict[str, Any]:
         "num_items": gems.num_items, "item_dim": gems.item_dim, "slate_size": gems.slate_size,
         "latent_dim": gems.latent_dim,
         "encoder_hidden": [m.out_features for m in gems.encoder if isinstance(m, nn.Linear)][:-1],
-        "decoder_hidden": [m.out_features for m in gems.decoder[0] if isinstance(m, nn.Linear)],
+        "decoder_hidden": [m.out_features for m in gems.decoder.modules() if isinstance(m, nn.Linear)],
     }
 
 

@@ -63,7 +63,7 @@ def fit(
     accelerator, devices = accelerator_for(device)
     # One process, one device: never let Lightning reconfigure itself from SLURM variables
     # when the rule runs inside a SLURM job.
-    plugins = [LightningEnvironment()]
+    plugins: list[Any] = [LightningEnvironment()]
     trainer = L.Trainer(
         max_epochs=max_epochs, accelerator=accelerator, devices=devices, callbacks=callbacks,
         logger=lightning_logger(run_name, run_config, logger_mode), enable_progress_bar=progress,

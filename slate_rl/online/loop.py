@@ -28,7 +28,7 @@ from slate_rl.core.io import atomic_path
 from slate_rl.core.logger import RunLogger
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.online.agent import Agent
-from slate_rl.online.collect import run_agent_sessions, user_keys
+from slate_rl.online.collect import Mode, run_agent_sessions, user_keys
 from slate_rl.sim.core import TopicRec
 
 
@@ -114,7 +114,7 @@ def train_online(
     metrics: dict[str, float] = {}
     while state.step < cfg.total_steps:
         keys = user_keys(seed, state.sessions, cfg.sessions_per_step, sim.device)
-        mode = "random" if state.env_steps < cfg.warmup_env_steps else "train"
+        mode: Mode = "random" if state.env_steps < cfg.warmup_env_steps else "train"
         returns, episodes = run_agent_sessions(sim, agent, keys, mode)
         assert episodes is not None
         buffer.add(episodes)

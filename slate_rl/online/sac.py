@@ -101,6 +101,7 @@ class SAC(Agent):
             [*self.actor_belief.parameters(), *self.actor.parameters()], lr=cfg.policy_lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.q_lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        self.updates: Tensor
         self.register_buffer("updates", torch.zeros((), dtype=torch.int64))
 
     # ------------------------------------------------------------------ acting
@@ -169,7 +170,7 @@ class SAC(Agent):
         for opt in opts:
             opt.step()
         soft_update(self.critic_target, self.critic, self.cfg.tau)
-        self.updates += 1
+        self.updates.add_(1)
         return {k: float(v) for k, v in metrics.items()}
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]

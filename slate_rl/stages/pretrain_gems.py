@@ -19,8 +19,8 @@ from slate_rl.core.config import from_namespace, to_dict
 from slate_rl.core.device import resolve_device
 from slate_rl.core.errors import ConfigError
 from slate_rl.core.io import write_json
-from slate_rl.data.logs import LoggedSessions, load_logs
 from slate_rl.data.batches import TensorBatches
+from slate_rl.data.logs import LoggedSessions, load_logs
 from slate_rl.models.gems import GeMSConfig, GeMSSystem, action_bounds, gems_loss
 from slate_rl.models.rankers import GeMSRanker, save_gems_ranker
 from slate_rl.models.training import evaluate_batches, fit, remove_work_dir

@@ -21,6 +21,7 @@ from slate_rl.core.io import write_json
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
 from slate_rl.models.rankers import load_gems_ranker
+from slate_rl.online.agent import Agent
 from slate_rl.online.agents import load_agent, make_agent, make_ranker, parse_agent_tag, save_agent
 from slate_rl.online.loop import LoopState, OnlineConfig, evaluate, train_online
 from slate_rl.online.sac import SACConfig
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> None:
             "online": to_dict(online), "sac": to_dict(sac), "gems_tag": gems_tag,
             "inputs": input_hashes(embeddings=args.embeddings_file, gems=args.gems, mf=args.mf)}
 
-    def save_best(a: torch.nn.Module, state: LoopState) -> None:
+    def save_best(a: Agent, state: LoopState) -> None:
         save_agent(best_work, a, args.agent, {**meta, "step": state.step, "val_return": state.best_val})
 
     logger = RunLogger(f"{args.agent}-{args.env}-seed{args.seed}", meta, args.logger_mode, group=args.env)
