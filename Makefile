@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CORES ?= 2
 
-.PHONY: quick test test-all lint bench clean-venv
+.PHONY: quick test test-all lint bench clean-venv slurm-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +16,14 @@ $(STAMP): pyproject.toml
 quick: $(STAMP)
 	snakemake --cores $(CORES) --configfile workflow/presets/quick.yaml
 
-test: $(STAMP)
+# SLURM packages for tests/test_slurm.py (a no-op when installed; the test skips if this fails).
+slurm-deps:
+	bash scripts/install-slurm.sh
+
+test: $(STAMP) slurm-deps
 	pytest -m "not slow"
 
-test-all: $(STAMP)
+test-all: $(STAMP) slurm-deps
 	pytest
 
 lint: $(STAMP)

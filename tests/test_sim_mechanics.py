@@ -15,6 +15,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sim_helpers import block_norms, keys, make_sim, make_state, recent_clicks
 
 from slate_rl.sim.core import TopicRec
@@ -591,3 +593,14 @@ def _reference_session_check(sim: TopicRec, n: int, seed: int) -> None:
 def test_full_sessions_match_reference_model(focused_table: np.ndarray, diffuse_table: np.ndarray, env: str) -> None:
     table = focused_table if env.startswith("focused") else diffuse_table
     _reference_session_check(make_sim(table, env), n=12, seed=50)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(min_value=1, max_value=40), st.integers(min_value=1, max_value=16), st.integers(0, 2**31 - 1))
+def test_oracle_shortlist_equals_topk(rows, n, seed):
+    """The grouped shortlist returns exactly the set torch.topk returns."""
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.rand(rows, 1000, generator=g)
+    got = TopicRec._shortlist(scores, n).sort(dim=1).values
+    want = scores.topk(n, dim=1).indices.sort(dim=1).values
+    assert torch.equal(got, want)

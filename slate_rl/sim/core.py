@@ -11,12 +11,15 @@ Choices where the spec is silent (documented here and tested):
   only defined by those clicks, so there is no boost to apply).
 * Ties in the oracle's top-k are broken by ``torch.topk``; with continuous scores ties have
   probability zero.
-* Scores e_i . u~ and the relevance sigmoid are computed in float64 (relevance is then
-  rounded to float32). In float32, matrix products and vectorised ``sigmoid`` round
-  differently depending on the batch size (a B = 1 matmul takes another kernel than B = 64;
-  a vectorised loop's tail is computed by scalar code), so the oracle's ranking and the
-  relevances, hence a user's clicks, could differ between batch sizes. In float64 those
-  differences (about 1e-16) are far below float32 rounding and the oracle's score gaps.
+* Scores e_i . u~ that decide anything (the relevance of shown items, the oracle's final
+  ranking) are computed row by row (elementwise product, then a sum over the 20 dimensions),
+  and the relevance sigmoid in float64 (then rounded to float32). In float32,
+  matrix products and vectorised ``sigmoid`` round differently depending on the batch size
+  (a B = 1 matmul takes another kernel than B = 64; a vectorised loop's tail is computed by
+  scalar code), so the oracle's ranking and the relevances, hence a user's clicks, could
+  differ between batch sizes. The oracle first shortlists the top ``k + 6`` items with a fast
+  float32 matmul, then ranks the shortlist exactly; the shortlist could only miss a top-k
+  item if seven scores tied to float32 precision.
 * ``short_term_boost == 1`` and ``diversity_penalty == 1`` skip their multiplications, which
   are then identities (bit-for-bit the same result).
 * The recent-click list is kept as (topic, order key) pairs where the order key is
@@ -120,8 +123,6 @@ class TopicRec:
         table = torch.as_tensor(item_embeddings)
         validate_item_embeddings(table.cpu().numpy(), config.num_items, config.embedding_dim, "item_embeddings")
         self.items = table.to(device=self.device, dtype=torch.float32).contiguous()
-        # Scores e_i . u~ are computed in float64 (see _clicks and oracle_slate).
-        self._items64 = self.items.to(torch.float64)
         self.item_topic = main_topics(self.items, config.num_topics, config.topic_size)
         self.max_norm = float(self.items.norm(dim=1).max())
         k = config.slate_size
@@ -160,10 +161,34 @@ class TopicRec:
             u = u * self._topic_mask(boost)
         return u
 
+    @staticmethod
+    def _exact_scores(emb: Tensor, user: Tensor) -> Tensor:
+        """e_i . u for item embeddings (B, n, D) and users (B, D), row by row: the same bits for
+        any batch size (unlike a matmul, whose kernel depends on the shape)."""
+        return (emb * user.unsqueeze(1)).sum(dim=-1)
+
+    @staticmethod
+    def _shortlist(scores: Tensor, n: int, group: int = 8) -> Tensor:
+        """Indices of the n largest scores per row (in no particular order).
+
+        ``torch.topk`` over 1000 columns dominates the oracle's cost on CPU; taking the n best
+        groups of ``group`` consecutive items by their maximum, then the n best items among
+        those n * group candidates, gives the same set (every top-n item lies in a group whose
+        maximum is at least its own score) for half the time.
+        """
+        b, m = scores.shape
+        if m % group or n * group >= m:
+            return scores.topk(n, dim=1).indices
+        best_groups = scores.view(b, m // group, group).amax(dim=-1).topk(n, dim=1).indices
+        candidates = (best_groups.unsqueeze(-1) * group + torch.arange(group, device=scores.device)).flatten(1)
+        return candidates.gather(1, scores.gather(1, candidates).topk(n, dim=1).indices)
+
     def oracle_slate(self, user_effective: Tensor) -> Tensor:
         """Short-term oracle: the top-k items by e_i . u~, best first."""
-        scores = user_effective.to(torch.float64) @ self._items64.T
-        return scores.topk(self.config.slate_size, dim=1).indices
+        k = self.config.slate_size
+        shortlist = self._shortlist(user_effective @ self.items.T, min(k + 6, self.config.num_items))
+        best = self._exact_scores(self.items[shortlist], user_effective).topk(k, dim=1).indices
+        return shortlist.gather(1, best)
 
     def check_slate(self, slate: Tensor) -> None:
         """Raise a clear error for slates of the wrong shape or with ids outside [-1, num_items)."""
@@ -179,31 +204,30 @@ class TopicRec:
                 f"slate contains item id {bad}; valid ids are 0..{c.num_items - 1}, or -1 for an oracle slot"
             )
 
-    def _clicks(self, key: Tensor, t: Tensor, slate: Tensor, u_eff: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Relevance, attractiveness and sampled clicks of a slate (steps 5-7 of the spec)."""
+    def _clicks(self, key: Tensor, t: Tensor, emb: Tensor, topics: Tensor, u_eff: Tensor) -> tuple[Tensor, Tensor]:
+        """Relevance and sampled clicks of a slate with item embeddings ``emb`` (B, k, D) and
+        main topics ``topics`` (B, k) (steps 5-7 of the spec)."""
         c = self.config
-        emb = self.items[slate]  # (B, k, D)
-        score = torch.bmm(self._items64[slate], u_eff.to(torch.float64).unsqueeze(2)).squeeze(2)
+        score = self._exact_scores(emb, u_eff).to(torch.float64)
         if self.max_norm != 1.0:
             score = score / self.max_norm
         rel = torch.sigmoid(c.slope * (score - c.offset)).to(torch.float32)
         attract = rel
         if c.diversity_penalty != 1.0:
-            topics = self.item_topic[slate]
             same = (topics.unsqueeze(2) == topics.unsqueeze(1)).sum(dim=2)  # (B, k) count of own topic
             penalised = same.max(dim=1).values >= c.diversity_threshold
             attract = torch.where(penalised[:, None], rel / c.diversity_penalty, rel)
         u = rng.uniform(key, STREAM_CLICKS, t, c.slate_size)
         clicks = u < attract * self.examination
-        return rel, emb, clicks
+        return rel, clicks
 
-    def _remember(self, state_topic: Tensor, state_order: Tensor, t: Tensor, slate: Tensor, clicks: Tensor):
+    def _remember(self, state_topic: Tensor, state_order: Tensor, t: Tensor, topics: Tensor, clicks: Tensor):
         """Append this step's clicks to the recent list, cap it, forget old clicks (step 9)."""
         c = self.config
         k = c.slate_size
-        new_order = torch.where(clicks, t[:, None] * k + self._rank_order, torch.full_like(slate, -1))
+        new_order = torch.where(clicks, t[:, None] * k + self._rank_order, torch.full_like(topics, -1))
         order = torch.cat([state_order, new_order], dim=1)
-        topic = torch.cat([state_topic, self.item_topic[slate]], dim=1)
+        topic = torch.cat([state_topic, topics], dim=1)
         oldest_kept = (t - c.boredom_window) * k
         order = torch.where(order >= oldest_kept[:, None], order, torch.full_like(order, -1))
         keep = order.topk(c.recent_clicks_maxlen, dim=1).indices
@@ -228,12 +252,13 @@ class TopicRec:
         t = torch.zeros(b, dtype=torch.int64, device=self.device)
         user = self.sample_users(key)
         slate = self.initial_slate.expand(b, -1)
-        rel, _, clicks = self._clicks(key, t, slate, user)
+        topics = self.item_topic[slate]
+        rel, clicks = self._clicks(key, t, self.items[slate], topics, user)
         empty_topic = torch.zeros(b, c.recent_clicks_maxlen, dtype=torch.int64, device=self.device)
         empty_order = torch.full_like(empty_topic, -1)
-        recent_topic, recent_order = self._remember(empty_topic, empty_order, t, slate, clicks)
+        recent_topic, recent_order = self._remember(empty_topic, empty_order, t, topics, clicks)
         random_topic = rng.randint(key, STREAM_SHORT_TERM, 0, 1, c.num_topics)[:, 0]
-        short_term = torch.where(clicks.any(dim=1), self._last_clicked_topic(slate, clicks), random_topic)
+        short_term = torch.where(clicks.any(dim=1), self._last_clicked_topic(topics, clicks), random_topic)
         state = SimState(
             key=key,
             t=t,
@@ -251,9 +276,30 @@ class TopicRec:
         )
         return state, result
 
-    def _last_clicked_topic(self, slate: Tensor, clicks: Tensor) -> Tensor:
+    def _last_clicked_topic(self, topics: Tensor, clicks: Tensor) -> Tensor:
         last_rank = (clicks * (self._rank_order + 1)).argmax(dim=1)
-        return self.item_topic[slate.gather(1, last_rank[:, None]).squeeze(1)]
+        return topics.gather(1, last_rank[:, None]).squeeze(1)
+
+    def _drift(self, user: Tensor, emb: Tensor, clicks: Tensor) -> Tensor:
+        """u <- normalise(omega * u + (1 - omega) * e_i) for each clicked item, in rank order.
+
+        Round j updates only the users with more than j clicks, taking their j-th clicked item,
+        so the work is proportional to the number of clicks, not to B * k.
+        """
+        c = self.config
+        counts = clicks.sum(dim=1)
+        most = int(counts.max()) if counts.numel() else 0
+        if most == 0:
+            return user
+        k = c.slate_size
+        order = torch.where(clicks, self._rank_order, self._rank_order + k).argsort(dim=1)  # clicked ranks first
+        user = user.clone()
+        for j in range(most):
+            idx = (counts > j).nonzero().squeeze(1)
+            e = emb[idx, order[idx, j]]
+            drifted = c.omega * user[idx] + (1.0 - c.omega) * e
+            user[idx] = drifted / self._block_norm_sum(drifted)
+        return user
 
     def step(self, state: SimState, slate: Tensor, validate: bool = True) -> tuple[SimState, StepResult]:
         """Show ``slate`` (B, k) to every user (-1 marks an oracle slot); return the new state."""
@@ -284,21 +330,15 @@ class TopicRec:
         if bool(oracle.any()):
             slate = torch.where(oracle, self.oracle_slate(u_eff), slate)
         # 5-7. Relevance, attractiveness, clicks.
-        rel, emb, clicks = self._clicks(state.key, t, slate, u_eff)
+        emb, topics = self.items[slate], self.item_topic[slate]
+        rel, clicks = self._clicks(state.key, t, emb, topics, u_eff)
         # 8. Drift, one clicked item at a time in rank order.
-        user = state.user
-        clicked_any = clicks.any(dim=0).tolist()
-        for r in range(c.slate_size):
-            if not clicked_any[r]:
-                continue
-            drifted = c.omega * user + (1.0 - c.omega) * emb[:, r]
-            drifted = drifted / self._block_norm_sum(drifted)
-            user = torch.where(clicks[:, r : r + 1], drifted, user)
+        user = self._drift(state.user, emb, clicks)
         # 9. Recent clicks and short-term topic.
-        recent_topic, recent_order = self._remember(state.recent_topic, state.recent_order, t, slate, clicks)
+        recent_topic, recent_order = self._remember(state.recent_topic, state.recent_order, t, topics, clicks)
         any_click = clicks.any(dim=1)
         short_bored = bored.gather(1, state.short_term[:, None]).squeeze(1)
-        short_term = torch.where(short_bored & any_click, self._last_clicked_topic(slate, clicks), state.short_term)
+        short_term = torch.where(short_bored & any_click, self._last_clicked_topic(topics, clicks), state.short_term)
         # 10. Reward and time limit.
         new_state = SimState(state.key, t, user, bored, timer, recent_topic, recent_order, short_term)
         result = StepResult(
