@@ -105,16 +105,17 @@ def agent_tags(config: dict[str, Any]) -> list[str]:
     return [f"sac_gems_{gems_tag(config)}" if name == "sac_gems" else name for name in config["agents"]["names"]]
 
 
-def config_args(values: dict[str, Any] | Any, skip: tuple[str, ...] = ()) -> str:
+def config_args(values: dict[str, Any] | Any, skip: tuple[str, ...] = (), prefix: str = "") -> str:
     """``--key value`` options of a config section or dataclass (what ``slate-rl`` stages parse)."""
     items = to_dict(values) if not isinstance(values, dict) else values
     parts = []
     for key, value in items.items():
         if key in skip:
             continue
-        flag = "--" + key.replace("_", "-")
+        name = (prefix + key).replace("_", "-")
+        flag = "--" + name
         if isinstance(value, bool):
-            parts.append(flag if value else f"--no-{key.replace('_', '-')}")
+            parts.append(flag if value else f"--no-{name}")
         else:
             parts.append(f"{flag} {shlex.quote(str(value))}")
     return " ".join(parts)

@@ -156,11 +156,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (), prefix: str = "") -> None:
     """Add one ``--field-name`` option per dataclass field, documented from the field docstring.
 
     Options default to ``None`` (meaning: keep the dataclass default), so ``from_namespace``
-    can tell which options the user actually gave.
+    can tell which options the user actually gave. ``prefix`` namespaces the options when two
+    dataclasses share field names (``--reinforce-gamma`` beside SAC's ``--gamma``).
     """
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
@@ -170,14 +171,15 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, .
         tp = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else None
         help_text = f"{docs.get(f.name, '')} (default: {default})"
-        flag = "--" + f.name.replace("_", "-")
+        dest = prefix + f.name
+        flag = "--" + dest.replace("_", "-")
         origin = typing.get_origin(tp)
         if tp is bool:
-            parser.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=help_text)
+            parser.add_argument(flag, dest=dest, default=None, action=argparse.BooleanOptionalAction, help=help_text)
         elif origin is typing.Literal:
-            parser.add_argument(flag, dest=f.name, default=None, choices=typing.get_args(tp), help=help_text)
+            parser.add_argument(flag, dest=dest, default=None, choices=typing.get_args(tp), help=help_text)
         elif origin in (list, dict) or (dataclasses.is_dataclass(tp)):
-            parser.add_argument(flag, dest=f.name, default=None, type=json.loads, help=help_text + " [JSON]")
+            parser.add_argument(flag, dest=dest, default=None, type=json.loads, help=help_text + " [JSON]")
         else:
             conv: Any = str
             base = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
@@ -185,14 +187,16 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, .
                 conv = int
             elif base[0] is float:
                 conv = float
-            parser.add_argument(flag, dest=f.name, default=None, type=conv, help=help_text)
+            parser.add_argument(flag, dest=dest, default=None, type=conv, help=help_text)
 
 
-def from_namespace(cls: type[T], ns: argparse.Namespace, base: Mapping[str, Any] | None = None) -> T:
+def from_namespace(
+    cls: type[T], ns: argparse.Namespace, base: Mapping[str, Any] | None = None, prefix: str = ""
+) -> T:
     """Build ``cls`` from ``base`` overridden by the options given on the command line."""
     data = dict(base or {})
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        value = getattr(ns, f.name, None)
+        value = getattr(ns, prefix + f.name, None)
         if value is not None:
             data[f.name] = value
     return from_dict(cls, data)

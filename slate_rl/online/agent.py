@@ -4,22 +4,40 @@
   users from their last observation; ``hidden`` is the agent's recurrent state (``None`` at
   the start of a session); ``action`` is what the replay buffer stores (the latent action).
 * ``random_act(...)``: the same with uniformly random actions (warm-up).
-* ``update(episodes) -> dict[str, float]``: one gradient step on a batch of whole episodes.
-* ``state_dict()`` / ``load_state_dict()``: networks, optimisers and counters.
+* ``update(episodes) -> dict[str, float]``: one gradient step on a batch of whole episodes
+  (sampled from the replay buffer, or the episodes just collected when ``on_policy``).
+* ``state_dict()`` / ``load_state_dict()``: networks, optimisers (``optimizers()``) and
+  counters (buffers).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 
 class Agent(nn.Module):
-    """Base class: subclasses implement ``act``, ``random_act`` and ``update``."""
+    """Base class: subclasses implement ``act``, ``random_act``, ``update`` and ``optimizers``."""
 
     name = "agent"
     action_dim: int
+    on_policy = False
+    """True for agents that learn from the episodes they just collected (no replay)."""
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {}
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        return {"modules": super().state_dict(*args, **kwargs),
+                "optimizers": {name: opt.state_dict() for name, opt in self.optimizers().items()}}
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:  # type: ignore[override]
+        result = super().load_state_dict(state["modules"], strict=strict, assign=assign)
+        for name, opt in self.optimizers().items():
+            opt.load_state_dict(state["optimizers"][name])
+        return result
 
     def act(self, slates: Tensor, clicks: Tensor, hidden: Any, deterministic: bool = False
             ) -> tuple[Tensor, Tensor, Any]:

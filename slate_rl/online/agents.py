@@ -7,10 +7,11 @@ Agent tags (the ``{agent_tag}`` of artifact paths):
 ``sac_topk_ideal``             SAC + TopK over the simulator's item table (privileged)
 ``sac_topk_mf``                SAC + TopK over MF item embeddings
 ``sac_kargmax``                SAC + kargmax over the simulator's item table (privileged)
+``reinforce``                  REINFORCE + softmax over items (slate-level, no ranker)
 =============================  ===========================================================
 
-Belief encoders start from the ranker's item table (GeMS's learned table, MF or the
-simulator's) and are trained from there. Agent checkpoints hold tensors and JSON metadata
+Belief encoders of SAC agents start from the ranker's item table (GeMS's learned table, MF or
+the simulator's) and are trained from there; REINFORCE's starts random. Agent checkpoints hold tensors and JSON metadata
 (``weights_only`` loading) and the ranker's action bounds; loading an agent against a ranker
 with other bounds fails instead of silently losing most of the return.
 """
@@ -31,9 +32,10 @@ from slate_rl.core.io import atomic_path
 from slate_rl.models.gems import GEMS_TAG_WILDCARD
 from slate_rl.models.rankers import GeMSRanker, KArgmax, Ranker, TopK
 from slate_rl.online.agent import Agent
+from slate_rl.online.reinforce import Reinforce, ReinforceConfig
 from slate_rl.online.sac import SAC, SACConfig
 
-AGENT_TAG_WILDCARD = rf"sac_gems_{GEMS_TAG_WILDCARD}|sac_topk_ideal|sac_topk_mf|sac_kargmax"
+AGENT_TAG_WILDCARD = rf"sac_gems_{GEMS_TAG_WILDCARD}|sac_topk_ideal|sac_topk_mf|sac_kargmax|reinforce"
 AGENT_CKPT_FORMAT = "slate_rl.agent"
 AGENT_CKPT_VERSION = 1
 
@@ -43,7 +45,7 @@ def parse_agent_tag(tag: str) -> tuple[str, str | None]:
     if not re.fullmatch(AGENT_TAG_WILDCARD, tag):
         raise ConfigError(
             f"unknown agent {tag!r}; choose sac_gems_<gems tag> (e.g. sac_gems_d32_beta1_lc0.5_scratch_s58407201), "
-            "sac_topk_ideal, sac_topk_mf or sac_kargmax"
+            "sac_topk_ideal, sac_topk_mf, sac_kargmax or reinforce"
         )
     if tag.startswith("sac_gems_"):
         return "sac_gems", tag[len("sac_gems_"):]
@@ -51,9 +53,11 @@ def parse_agent_tag(tag: str) -> tuple[str, str | None]:
 
 
 def make_ranker(tag: str, sim_items: Tensor, gems: GeMSRanker | None = None, mf_items: Tensor | None = None,
-                slate_size: int = 10) -> tuple[Ranker, Tensor]:
+                slate_size: int = 10) -> tuple[Ranker | None, Tensor | None]:
     """The ranker of an agent tag and the item table its belief encoders start from."""
     kind, _ = parse_agent_tag(tag)
+    if kind == "reinforce":
+        return None, None
     if kind == "sac_gems":
         if gems is None:
             raise ConfigError(f"agent {tag} needs a GeMS checkpoint (--gems)")
@@ -67,20 +71,30 @@ def make_ranker(tag: str, sim_items: Tensor, gems: GeMSRanker | None = None, mf_
     return KArgmax(sim_items, slate_size), sim_items
 
 
-def make_agent(tag: str, ranker: Ranker, item_table: Tensor, num_items: int, slate_size: int,
-               sac: SACConfig | None = None) -> Agent:
-    parse_agent_tag(tag)
+def make_agent(tag: str, ranker: Ranker | None, item_table: Tensor | None, num_items: int, slate_size: int,
+               sac: SACConfig | None = None, reinforce: ReinforceConfig | None = None, item_dim: int = 20,
+               episode_length: int = 100) -> Agent:
+    kind, _ = parse_agent_tag(tag)
+    if kind == "reinforce":
+        return Reinforce(num_items, item_dim, slate_size, reinforce, episode_length=episode_length)
+    assert ranker is not None and item_table is not None
     return SAC(ranker, num_items, item_table.shape[1], slate_size, sac, item_table)
 
 
+def _ranker_of(agent: Agent) -> Ranker | None:
+    ranker = getattr(agent, "ranker", None)
+    return ranker if isinstance(ranker, Ranker) else None
+
+
 def save_agent(path: str | os.PathLike[str], agent: Agent, tag: str, meta: dict[str, Any]) -> None:
-    ranker: Ranker = agent.ranker  # type: ignore[assignment]
-    payload = {
+    ranker = _ranker_of(agent)
+    payload: dict[str, Any] = {
         "format": AGENT_CKPT_FORMAT, "version": AGENT_CKPT_VERSION, "agent": tag,
-        "state": agent.state_dict(),
-        "action_center": ranker.action_center.detach().cpu(), "action_scale": ranker.action_scale.detach().cpu(),
-        "meta": json.dumps(meta),
+        "state": agent.state_dict(), "meta": json.dumps(meta),
     }
+    if ranker is not None:
+        payload["action_center"] = ranker.action_center.detach().cpu()
+        payload["action_scale"] = ranker.action_scale.detach().cpu()
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -98,8 +112,10 @@ def load_agent(path: str | os.PathLike[str], agent: Agent, tag: str) -> dict[str
         raise ArtifactError(f"{p}: field 'format' is not {AGENT_CKPT_FORMAT!r}; this is not an agent checkpoint")
     if payload.get("agent") != tag:
         raise ArtifactError(f"{p}: field 'agent' is {payload.get('agent')!r}, expected {tag!r}")
-    ranker: Ranker = agent.ranker  # type: ignore[assignment]
-    for field in ("action_center", "action_scale"):
+    ranker = _ranker_of(agent)
+    for field in ("action_center", "action_scale") if ranker is not None else ():
+        if field not in payload:
+            raise ArtifactError(f"{p}: missing field {field!r} (the ranker's bounds); rebuild the checkpoint")
         saved, expected = payload[field], getattr(ranker, field).cpu()
         if saved.shape != expected.shape or not torch.allclose(saved, expected, atol=1e-6):
             raise ArtifactError(

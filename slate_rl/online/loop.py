@@ -114,13 +114,16 @@ def train_online(
     metrics: dict[str, float] = {}
     while state.step < cfg.total_steps:
         keys = user_keys(seed, state.sessions, cfg.sessions_per_step, sim.device)
-        mode: Mode = "random" if state.env_steps < cfg.warmup_env_steps else "train"
+        warming_up = state.env_steps < cfg.warmup_env_steps and not agent.on_policy
+        mode: Mode = "random" if warming_up else "train"
         returns, episodes = run_agent_sessions(sim, agent, keys, mode)
         assert episodes is not None
         buffer.add(episodes)
         state.sessions += cfg.sessions_per_step
         state.env_steps += cfg.sessions_per_step * c.episode_length
-        if state.env_steps >= cfg.warmup_env_steps and len(buffer) > 0:
+        if agent.on_policy:  # learns from what it just collected (no warm-up, no replay)
+            metrics = agent.update(episodes)
+        elif state.env_steps >= cfg.warmup_env_steps and len(buffer) > 0:
             for _ in range(cfg.updates_per_step):
                 metrics = agent.update(buffer.sample_episodes(cfg.batch_size))
         state.step += 1

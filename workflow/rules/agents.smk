@@ -13,6 +13,7 @@ rule online_agent:
         ranker=agent_input_args,
         online=config_args(config["online"]),
         sac=config_args(config["sac"]),
+        reinforce=config_args(config["reinforce"], prefix="reinforce_"),
         test=f"--test-seed {config['evaluation']['test_seed']} --test-sessions {config['evaluation']['test_sessions']}",
         device=config["device"],
         logger=config["logger"]["mode"],
@@ -30,6 +31,7 @@ rule online_agent:
     shell:
         "slate-rl train-agent --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
         "--agent {wildcards.agent_tag} {params.ranker} --seed {wildcards.seed} {params.online} {params.sac} "
+        "{params.reinforce} "
         "{params.test} --device {params.device} --logger-mode {params.logger} "
         "--output-dir data/agents/{wildcards.env}/{wildcards.agent_tag}/seed{wildcards.seed} "
         "--results {output.results} > {log} 2>&1"

@@ -1,0 +1,139 @@
+"""REINFORCE with a softmax policy over items (Williams 1992), the paper's slate-level baseline.
+
+The actor's GRU belief ``b_t`` scores every item with an MLP; a slate is k items drawn from
+the softmax without replacement (Gumbel-top-k, i.e. Plackett-Luce sampling), and the top-k
+items at evaluation. On a batch of freshly collected episodes (on-policy)::
+
+    loss = -mean_t [ log PL(slate_{t+1} | b_t) * (G_t - v_t) ] - c_H * entropy
+
+with ``G_t = sum_j gamma^j r_{t+j}``, the exact Plackett-Luce log-probability of the shown
+slate, and ``v_t`` a per-timestep baseline: an exponential moving average (rate
+``baseline_rate``) of past returns-to-go, so that the paper's one-session batches still get
+a useful advantage. The stored "action" of a step is the slate itself (item ids as floats).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from slate_rl.core.errors import ConfigError
+from slate_rl.models.belief import BeliefEncoder
+from slate_rl.models.nets import mlp
+from slate_rl.online.agent import Agent
+from slate_rl.sim.policies import random_slates
+
+
+@dataclass(frozen=True)
+class ReinforceConfig:
+    """REINFORCE+SoftMax hyperparameters."""
+
+    gamma: float = 0.8
+    """Discount of the returns-to-go."""
+    lr: float = 1e-3
+    """Adam learning rate of the policy and its belief encoder."""
+    hidden: int = 256
+    """Hidden layer width of the policy network."""
+    belief_dim: int = 20
+    """GRU belief size."""
+    entropy_coef: float = 0.0
+    """Weight of the softmax entropy bonus."""
+    baseline_rate: float = 0.05
+    """Update rate of the moving-average baseline of returns-to-go."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.gamma < 1.0:
+            raise ConfigError(f"reinforce.gamma must be in [0, 1), got {self.gamma}")
+
+
+def returns_to_go(rewards: Tensor, gamma: float) -> Tensor:
+    """(B, H) rewards -> (B, H) discounted returns from each step."""
+    out = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])
+    for t in range(rewards.shape[1] - 1, -1, -1):
+        running = rewards[:, t] + gamma * running
+        out[:, t] = running
+    return out
+
+
+def plackett_luce_log_prob(logits: Tensor, slates: Tensor) -> Tensor:
+    """log P(slate) when items are drawn one by one from the softmax without replacement."""
+    logits = logits.float()
+    total = torch.zeros(slates.shape[:-1], device=logits.device)
+    masked = logits
+    for j in range(slates.shape[-1]):
+        chosen = slates[..., j : j + 1]
+        total = total + masked.gather(-1, chosen).squeeze(-1) - torch.logsumexp(masked, dim=-1)
+        masked = masked.scatter(-1, chosen, float("-inf"))
+    return total
+
+
+class Reinforce(Agent):
+    """REINFORCE+SoftMax over the catalogue (on-policy)."""
+
+    name = "reinforce"
+    on_policy = True
+
+    def __init__(self, num_items: int, item_dim: int = 20, slate_size: int = 10,
+                 config: ReinforceConfig | None = None, item_table: Tensor | None = None,
+                 episode_length: int = 100) -> None:
+        super().__init__()
+        cfg = config or ReinforceConfig()
+        self.cfg, self.num_items, self.slate_size = cfg, num_items, slate_size
+        self.action_dim = slate_size
+        self.belief = BeliefEncoder(num_items, item_dim, slate_size, cfg.belief_dim, item_table)
+        self.policy_net = mlp([cfg.belief_dim, cfg.hidden, num_items])
+        self.opt = torch.optim.Adam(self.parameters(), lr=cfg.lr)
+        self.updates: Tensor
+        self.baseline: Tensor
+        self.baseline_ready: Tensor
+        self.register_buffer("updates", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("baseline", torch.zeros(episode_length))
+        self.register_buffer("baseline_ready", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def act(self, slates: Tensor, clicks: Tensor, hidden: Any, deterministic: bool = False
+            ) -> tuple[Tensor, Tensor, Any]:
+        belief = self.belief.step(slates, clicks, hidden)
+        logits = self.policy_net(belief)
+        if not deterministic:  # Gumbel-top-k = sampling without replacement from the softmax
+            logits = logits - torch.log(-torch.log(torch.rand_like(logits).clamp_min(1e-20)))
+        slate = logits.topk(self.slate_size, dim=1).indices
+        return slate, slate.float(), belief
+
+    @torch.no_grad()
+    def random_act(self, slates: Tensor, clicks: Tensor, hidden: Any) -> tuple[Tensor, Tensor, Any]:
+        keys = torch.randint(-(2**62), 2**62, (slates.shape[0],), device=slates.device)
+        slate = random_slates(keys, 0, self.num_items, self.slate_size)
+        return slate, slate.float(), hidden
+
+    def losses(self, ep: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        beliefs = self.belief(ep["slates"], ep["clicks"])[:, :-1]  # b_t chooses slate t+1
+        logits = self.policy_net(beliefs)
+        shown = ep["actions"].long()  # the slates the policy chose
+        logp = plackett_luce_log_prob(logits, shown)
+        g = returns_to_go(ep["rewards"], self.cfg.gamma)
+        with torch.no_grad():
+            if not bool(self.baseline_ready):  # start from the first batch's returns
+                self.baseline.copy_(g.mean(dim=0))
+                self.baseline_ready.fill_(True)
+            advantage = g - self.baseline
+            self.baseline.lerp_(g.mean(dim=0), self.cfg.baseline_rate)
+        log_soft = torch.log_softmax(logits, dim=-1)
+        entropy = -(log_soft.exp() * log_soft).sum(-1).mean()
+        loss = -(logp * advantage).mean() - self.cfg.entropy_coef * entropy
+        return loss, {"policy_loss": loss.detach(), "entropy": entropy.detach(), "return_to_go": g.mean()}
+
+    def update(self, episodes: dict[str, Tensor]) -> dict[str, float]:
+        loss, metrics = self.losses(episodes)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.updates.add_(1)
+        return {k: float(v) for k, v in metrics.items()}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"policy": self.opt}
