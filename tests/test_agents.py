@@ -16,7 +16,8 @@ from slate_rl.online.collect import run_agent_sessions, user_keys
 from slate_rl.online.loop import OnlineConfig, train_online
 from slate_rl.sim.gym_env import build_simulator
 
-AGENTS = ["sac_gems_d8_beta1_lc0.5_scratch_s1", "sac_topk_ideal", "sac_topk_mf", "sac_kargmax", "reinforce"]
+AGENTS = ["sac_gems_d8_beta1_lc0.5_scratch_s1", "sac_topk_ideal", "sac_topk_mf", "sac_kargmax", "sac_wknn",
+          "reinforce"]
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +193,18 @@ def test_reinforce_log_probability_and_returns():
     assert torch.allclose(plackett_luce_log_prob(logits, torch.tensor([[2, 0]])), want.unsqueeze(0))
     g = returns_to_go(torch.tensor([[1.0, 0.0, 2.0]]), 0.5)
     assert torch.allclose(g, torch.tensor([[1.5, 1.0, 2.0]]))
+
+
+def test_wolpertinger_picks_among_nearest_items_greedily_by_target_q(sim):
+    agent = _agent("sac_wknn", sim)
+    eps = _episodes(sim, agent, n=4)
+    slate, action, (h_actor, h_target) = agent.act(eps["slates"][:, 0], eps["clicks"][:, 0], None, deterministic=True)
+    proto, _ = agent.policy(h_actor, deterministic=True)
+    near = agent._nearest(proto.view(4, 10, 20), agent.neighbours)
+    assert all(slate[b, j] in near[b, j] for b in range(4) for j in range(10))
+    assert torch.equal(action, agent.items[slate].flatten(1))
+    # the first slot's choice maximises the target Q among its candidates
+    trial = proto.view(4, 1, 10, 20).repeat(1, agent.neighbours, 1, 1)
+    trial[:, :, 0] = agent.items[near[:, 0]]
+    q1, q2 = agent.critic_target.q(h_target.unsqueeze(1).expand(-1, agent.neighbours, -1), trial.flatten(2))
+    assert torch.equal(near[torch.arange(4), 0, torch.minimum(q1, q2).argmax(1)], slate[:, 0])

@@ -7,6 +7,7 @@ Agent tags (the ``{agent_tag}`` of artifact paths):
 ``sac_topk_ideal``             SAC + TopK over the simulator's item table (privileged)
 ``sac_topk_mf``                SAC + TopK over MF item embeddings
 ``sac_kargmax``                SAC + kargmax over the simulator's item table (privileged)
+``sac_wknn``                   SAC + Wolpertinger (k-NN refinement greedy by target Q, simulator's table)
 ``reinforce``                  REINFORCE + softmax over items (slate-level, no ranker)
 =============================  ===========================================================
 
@@ -34,8 +35,9 @@ from slate_rl.models.rankers import GeMSRanker, KArgmax, Ranker, TopK
 from slate_rl.online.agent import Agent
 from slate_rl.online.reinforce import Reinforce, ReinforceConfig
 from slate_rl.online.sac import SAC, SACConfig
+from slate_rl.online.wolpertinger import Wolpertinger
 
-AGENT_TAG_WILDCARD = rf"sac_gems_{GEMS_TAG_WILDCARD}|sac_topk_ideal|sac_topk_mf|sac_kargmax|reinforce"
+AGENT_TAG_WILDCARD = rf"sac_gems_{GEMS_TAG_WILDCARD}|sac_topk_ideal|sac_topk_mf|sac_kargmax|sac_wknn|reinforce"
 AGENT_CKPT_FORMAT = "slate_rl.agent"
 AGENT_CKPT_VERSION = 1
 
@@ -45,7 +47,7 @@ def parse_agent_tag(tag: str) -> tuple[str, str | None]:
     if not re.fullmatch(AGENT_TAG_WILDCARD, tag):
         raise ConfigError(
             f"unknown agent {tag!r}; choose sac_gems_<gems tag> (e.g. sac_gems_d32_beta1_lc0.5_scratch_s58407201), "
-            "sac_topk_ideal, sac_topk_mf, sac_kargmax or reinforce"
+            "sac_topk_ideal, sac_topk_mf, sac_kargmax, sac_wknn or reinforce"
         )
     if tag.startswith("sac_gems_"):
         return "sac_gems", tag[len("sac_gems_"):]
@@ -68,7 +70,7 @@ def make_ranker(tag: str, sim_items: Tensor, gems: GeMSRanker | None = None, mf_
         return TopK(mf_items, slate_size), mf_items
     if kind == "sac_topk_ideal":
         return TopK(sim_items, slate_size), sim_items
-    return KArgmax(sim_items, slate_size), sim_items
+    return KArgmax(sim_items, slate_size), sim_items  # sac_kargmax and sac_wknn
 
 
 def make_agent(tag: str, ranker: Ranker | None, item_table: Tensor | None, num_items: int, slate_size: int,
@@ -78,6 +80,9 @@ def make_agent(tag: str, ranker: Ranker | None, item_table: Tensor | None, num_i
     if kind == "reinforce":
         return Reinforce(num_items, item_dim, slate_size, reinforce, episode_length=episode_length)
     assert ranker is not None and item_table is not None
+    if kind == "sac_wknn":
+        assert isinstance(ranker, KArgmax)
+        return Wolpertinger(ranker, num_items, item_table.shape[1], slate_size, sac, item_table)
     return SAC(ranker, num_items, item_table.shape[1], slate_size, sac, item_table)
 
 
