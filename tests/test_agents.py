@@ -11,13 +11,14 @@ from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.models.gems import GeMS
 from slate_rl.models.rankers import GeMSRanker
+from slate_rl.online.agent import Agent
 from slate_rl.online.agents import load_agent, make_agent, make_ranker, parse_agent_tag, save_agent
 from slate_rl.online.collect import run_agent_sessions, user_keys
 from slate_rl.online.loop import OnlineConfig, train_online
 from slate_rl.sim.gym_env import build_simulator
 
 AGENTS = ["sac_gems_d8_beta1_lc0.5_scratch_s1", "sac_topk_ideal", "sac_topk_mf", "sac_kargmax", "sac_wknn",
-          "reinforce"]
+          "reinforce", "slateq"]
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +73,9 @@ def test_conformance(tag, sim, tmp_path):
     for name, opt in agent.optimizers().items():
         assert other.optimizers()[name].state_dict()["state"].keys() == opt.state_dict()["state"].keys()
     s, c = eps["slates"][:, 0], eps["clicks"][:, 0]
-    slate_a, action_a, h_a = agent.act(s, c, None, deterministic=True)
-    slate_b, action_b, h_b = other.act(s, c, None, deterministic=True)
+    privileged = torch.rand(6, 1000) if agent.privileged else None
+    slate_a, action_a, h_a = agent.act(s, c, None, deterministic=True, privileged=privileged)
+    slate_b, action_b, h_b = other.act(s, c, None, deterministic=True, privileged=privileged)
     assert torch.equal(slate_a, slate_b) and torch.equal(action_a, action_b) and slate_a.shape == (6, 10)
     if is_sac:
         low, high = agent.ranker.bounds()
@@ -100,14 +102,14 @@ def test_gradient_isolation(tag, sim):
     assert all(p.grad is not None for p in agent.critic.q1.parameters())
 
 
-class _Recorder(torch.nn.Module):
+class _Recorder(Agent):
     """Wraps an agent and records what it sees when it chooses each slate."""
 
     def __init__(self, agent):
         super().__init__()
         self.agent, self.action_dim, self.seen = agent, agent.action_dim, []
 
-    def act(self, slates, clicks, hidden, deterministic=False):
+    def act(self, slates, clicks, hidden, deterministic=False, privileged=None):
         self.seen.append((slates.clone(), clicks.clone()))
         return self.agent.act(slates, clicks, hidden, deterministic)
 
@@ -208,3 +210,19 @@ def test_wolpertinger_picks_among_nearest_items_greedily_by_target_q(sim):
     trial[:, :, 0] = agent.items[near[:, 0]]
     q1, q2 = agent.critic_target.q(h_target.unsqueeze(1).expand(-1, agent.neighbours, -1), trial.flatten(2))
     assert torch.equal(near[torch.arange(4), 0, torch.minimum(q1, q2).argmax(1)], slate[:, 0])
+
+
+def test_slateq_ranks_by_relevance_times_item_value_and_uses_true_click_probabilities(sim):
+    agent = _agent("slateq", sim)
+    eps = _episodes(sim, agent, n=4)
+    assert eps["click_probs"].shape == (4, 100, 10)
+    # recorded click probabilities are the simulator's: attractiveness x examination
+    assert ((eps["click_probs"] > 0) & (eps["click_probs"] <= 1)).all()
+    rel = torch.rand(4, 1000)
+    slate, _, belief = agent.act(eps["slates"][:, 0], eps["clicks"][:, 0], None, deterministic=True, privileged=rel)
+    want = (rel * agent.q.head(belief)).topk(10, dim=1).indices
+    assert torch.equal(slate, want)
+    # only clicked items get a target
+    eps_no_clicks = {**eps, "clicks": torch.zeros_like(eps["clicks"])}
+    loss, metrics = agent.losses(eps_no_clicks)
+    assert float(loss.detach()) == 0.0 and float(metrics["clicked_items"]) == 0.0

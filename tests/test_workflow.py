@@ -48,7 +48,7 @@ def test_dry_run_of_config_yaml_lists_the_paper_scale_jobs(tmp_path):
     counts = _job_counts(res.stdout)
     assert counts == {
         "item_embeddings": 2, "logged_sessions": 6, "reference_policy": 18, "mf_embeddings": 6, "gems": 6,
-        "online_agent": 360, "all": 1, "total": 399,
+        "online_agent": 420, "all": 1, "total": 459,
     }
 
 

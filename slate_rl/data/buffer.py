@@ -18,7 +18,9 @@ Fields (per episode):
 =================  ================  ===============================================
 
 Observation ``t`` is ``(slates[t], clicks[t])``; the action chosen from it is ``actions[t]``,
-which produces observation ``t+1`` and reward ``rewards[t]``.
+which produces observation ``t+1`` and reward ``rewards[t]``. Agents that need more per step
+(SlateQ: the click probabilities of the shown slots) declare ``extras`` (name -> trailing
+shape, float32, indexed like ``rewards``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class EpisodeBuffer:
     def __init__(
         self, capacity: int, episode_length: int, slate_size: int, action_dim: int,
         device: torch.device | str = "cpu", action_dtype: torch.dtype = torch.float32,
+        extras: Mapping[str, tuple[int, ...]] | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
@@ -46,6 +49,8 @@ class EpisodeBuffer:
             "actions": torch.zeros(capacity, h, action_dim, dtype=action_dtype, device=self.device),
             "rewards": torch.zeros(capacity, h, dtype=torch.float32, device=self.device),
         }
+        for name, shape in (extras or {}).items():
+            self.data[name] = torch.zeros(capacity, h, *shape, dtype=torch.float32, device=self.device)
         self.size = 0
         self.cursor = 0
         self.episodes_added = 0

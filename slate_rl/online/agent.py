@@ -1,8 +1,11 @@
 """The interface every online agent follows (and the offline loop reuses).
 
-* ``act(slates, clicks, hidden, deterministic) -> (slate, action, hidden)``: one step for B
-  users from their last observation; ``hidden`` is the agent's recurrent state (``None`` at
-  the start of a session); ``action`` is what the replay buffer stores (the latent action).
+* ``act(slates, clicks, hidden, deterministic, privileged) -> (slate, action, hidden)``: one
+  step for B users from their last observation; ``hidden`` is the agent's recurrent state
+  (``None`` at the start of a session); ``action`` is what the replay buffer stores (the
+  latent action, or the slate for slate-level agents). ``privileged`` is ``None`` except for
+  agents that declare ``privileged = True`` (SlateQ): then it holds the relevance of every item
+  for the coming step, from the simulator's true click model.
 * ``random_act(...)``: the same with uniformly random actions (warm-up).
 * ``update(episodes) -> dict[str, float]``: one gradient step on a batch of whole episodes
   (sampled from the replay buffer, or the episodes just collected when ``on_policy``).
@@ -25,6 +28,8 @@ class Agent(nn.Module):
     action_dim: int
     on_policy = False
     """True for agents that learn from the episodes they just collected (no replay)."""
+    privileged = False
+    """True for agents that use the simulator's click model (relevances, click probabilities)."""
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {}
@@ -39,12 +44,16 @@ class Agent(nn.Module):
             opt.load_state_dict(state["optimizers"][name])
         return result
 
-    def act(self, slates: Tensor, clicks: Tensor, hidden: Any, deterministic: bool = False
-            ) -> tuple[Tensor, Tensor, Any]:
+    def act(self, slates: Tensor, clicks: Tensor, hidden: Any, deterministic: bool = False,
+            privileged: Tensor | None = None) -> tuple[Tensor, Tensor, Any]:
         raise NotImplementedError
 
     def random_act(self, slates: Tensor, clicks: Tensor, hidden: Any) -> tuple[Tensor, Tensor, Any]:
         raise NotImplementedError
+
+    def buffer_extras(self) -> dict[str, tuple[int, ...]]:
+        """Extra per-step fields this agent needs in the replay buffer (see EpisodeBuffer)."""
+        return {}
 
     def update(self, episodes: dict[str, Tensor]) -> dict[str, float]:
         raise NotImplementedError

@@ -9,11 +9,12 @@ Agent tags (the ``{agent_tag}`` of artifact paths):
 ``sac_kargmax``                SAC + kargmax over the simulator's item table (privileged)
 ``sac_wknn``                   SAC + Wolpertinger (k-NN refinement greedy by target Q, simulator's table)
 ``reinforce``                  REINFORCE + softmax over items (slate-level, no ranker)
+``slateq``                     SlateQ with the simulator's true click model (privileged, no ranker)
 =============================  ===========================================================
 
 Belief encoders of SAC agents start from the ranker's item table (GeMS's learned table, MF or
-the simulator's) and are trained from there; REINFORCE's starts random. Agent checkpoints hold tensors and JSON metadata
-(``weights_only`` loading) and the ranker's action bounds; loading an agent against a ranker
+the simulator's) and are trained from there; REINFORCE's and SlateQ's start random. Agent
+checkpoints hold tensors and JSON metadata (``weights_only`` loading) and the ranker's action bounds; loading an agent against a ranker
 with other bounds fails instead of silently losing most of the return.
 """
 
@@ -35,9 +36,10 @@ from slate_rl.models.rankers import GeMSRanker, KArgmax, Ranker, TopK
 from slate_rl.online.agent import Agent
 from slate_rl.online.reinforce import Reinforce, ReinforceConfig
 from slate_rl.online.sac import SAC, SACConfig
+from slate_rl.online.slateq import SlateQ, SlateQConfig
 from slate_rl.online.wolpertinger import Wolpertinger
 
-AGENT_TAG_WILDCARD = rf"sac_gems_{GEMS_TAG_WILDCARD}|sac_topk_ideal|sac_topk_mf|sac_kargmax|sac_wknn|reinforce"
+AGENT_TAG_WILDCARD = rf"sac_gems_{GEMS_TAG_WILDCARD}|sac_topk_ideal|sac_topk_mf|sac_kargmax|sac_wknn|reinforce|slateq"
 AGENT_CKPT_FORMAT = "slate_rl.agent"
 AGENT_CKPT_VERSION = 1
 
@@ -47,7 +49,7 @@ def parse_agent_tag(tag: str) -> tuple[str, str | None]:
     if not re.fullmatch(AGENT_TAG_WILDCARD, tag):
         raise ConfigError(
             f"unknown agent {tag!r}; choose sac_gems_<gems tag> (e.g. sac_gems_d32_beta1_lc0.5_scratch_s58407201), "
-            "sac_topk_ideal, sac_topk_mf, sac_kargmax, sac_wknn or reinforce"
+            "sac_topk_ideal, sac_topk_mf, sac_kargmax, sac_wknn, reinforce or slateq"
         )
     if tag.startswith("sac_gems_"):
         return "sac_gems", tag[len("sac_gems_"):]
@@ -58,7 +60,7 @@ def make_ranker(tag: str, sim_items: Tensor, gems: GeMSRanker | None = None, mf_
                 slate_size: int = 10) -> tuple[Ranker | None, Tensor | None]:
     """The ranker of an agent tag and the item table its belief encoders start from."""
     kind, _ = parse_agent_tag(tag)
-    if kind == "reinforce":
+    if kind in ("reinforce", "slateq"):
         return None, None
     if kind == "sac_gems":
         if gems is None:
@@ -75,10 +77,12 @@ def make_ranker(tag: str, sim_items: Tensor, gems: GeMSRanker | None = None, mf_
 
 def make_agent(tag: str, ranker: Ranker | None, item_table: Tensor | None, num_items: int, slate_size: int,
                sac: SACConfig | None = None, reinforce: ReinforceConfig | None = None, item_dim: int = 20,
-               episode_length: int = 100) -> Agent:
+               episode_length: int = 100, slateq: SlateQConfig | None = None) -> Agent:
     kind, _ = parse_agent_tag(tag)
     if kind == "reinforce":
         return Reinforce(num_items, item_dim, slate_size, reinforce, episode_length=episode_length)
+    if kind == "slateq":
+        return SlateQ(num_items, item_dim, slate_size, slateq)
     assert ranker is not None and item_table is not None
     if kind == "sac_wknn":
         assert isinstance(ranker, KArgmax)

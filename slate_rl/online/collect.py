@@ -38,16 +38,23 @@ def run_agent_sessions(sim: TopicRec, agent: Agent, keys: Tensor, mode: Mode, re
         clicks = torch.empty(b, h + 1, k, dtype=torch.bool, device=sim.device)
         actions = torch.empty(b, h, agent.action_dim, dtype=torch.float32, device=sim.device)
         rewards = torch.empty(b, h, dtype=torch.float32, device=sim.device)
+        click_probs = torch.empty(b, h, k, dtype=torch.float32, device=sim.device)
         slates[:, 0], clicks[:, 0] = obs.slate, obs.clicks
     for t in range(h):
         if mode == "random":
             slate, action, hidden = agent.random_act(obs.slate, obs.clicks, hidden)
         else:
-            slate, action, hidden = agent.act(obs.slate, obs.clicks, hidden, deterministic=mode == "eval")
+            privileged = sim.next_relevance(state) if agent.privileged else None
+            slate, action, hidden = agent.act(obs.slate, obs.clicks, hidden, mode == "eval", privileged)
         state, obs = sim.step(state, slate, validate=False)
         total += obs.reward
         if record:
             slates[:, t + 1], clicks[:, t + 1] = obs.slate, obs.clicks
             actions[:, t], rewards[:, t] = action, obs.reward
-    episodes = {"slates": slates, "clicks": clicks, "actions": actions, "rewards": rewards} if record else None
+            click_probs[:, t] = obs.click_probability
+    episodes = None
+    if record:
+        episodes = {"slates": slates, "clicks": clicks, "actions": actions, "rewards": rewards}
+        if "click_probs" in agent.buffer_extras():
+            episodes["click_probs"] = click_probs
     return total, episodes

@@ -103,7 +103,8 @@ def train_online(
 ) -> LoopState:
     """Train ``agent`` online; ``save_best`` is called whenever validation improves."""
     c = sim.config
-    buffer = EpisodeBuffer(cfg.buffer_capacity, c.episode_length, c.slate_size, agent.action_dim, sim.device)
+    buffer = EpisodeBuffer(cfg.buffer_capacity, c.episode_length, c.slate_size, agent.action_dim, sim.device,
+                           extras=agent.buffer_extras())
     state = LoopState(curve=[])
     torch.manual_seed(seed)
     last = Path(last_path)

@@ -95,8 +95,8 @@ class Reinforce(Agent):
         self.register_buffer("baseline_ready", torch.zeros((), dtype=torch.bool))
 
     @torch.no_grad()
-    def act(self, slates: Tensor, clicks: Tensor, hidden: Any, deterministic: bool = False
-            ) -> tuple[Tensor, Tensor, Any]:
+    def act(self, slates: Tensor, clicks: Tensor, hidden: Any, deterministic: bool = False,
+            privileged: Tensor | None = None) -> tuple[Tensor, Tensor, Any]:
         belief = self.belief.step(slates, clicks, hidden)
         logits = self.policy_net(belief)
         if not deterministic:  # Gumbel-top-k = sampling without replacement from the softmax

@@ -117,8 +117,8 @@ class SAC(Agent):
         return self.ranker.action_center + self.ranker.action_scale * a, log_prob
 
     @torch.no_grad()
-    def act(self, slates: Tensor, clicks: Tensor, hidden: Any, deterministic: bool = False
-            ) -> tuple[Tensor, Tensor, Any]:
+    def act(self, slates: Tensor, clicks: Tensor, hidden: Any, deterministic: bool = False,
+            privileged: Tensor | None = None) -> tuple[Tensor, Tensor, Any]:
         belief = self.actor_belief.step(slates, clicks, hidden)
         action, _ = self.policy(belief, deterministic)
         return self.ranker.rank(action), action, belief

@@ -57,8 +57,8 @@ class Wolpertinger(SAC):
         return chosen, action.view(b, k * d)
 
     @torch.no_grad()
-    def act(self, slates: Tensor, clicks: Tensor, hidden: Any, deterministic: bool = False
-            ) -> tuple[Tensor, Tensor, Any]:
+    def act(self, slates: Tensor, clicks: Tensor, hidden: Any, deterministic: bool = False,
+            privileged: Tensor | None = None) -> tuple[Tensor, Tensor, Any]:
         h_actor, h_target = hidden if hidden is not None else (None, None)
         h_actor = self.actor_belief.step(slates, clicks, h_actor)
         h_target = self.critic_target.belief.step(slates, clicks, h_target)

@@ -106,6 +106,8 @@ class StepResult:
     """(B, D) float32 u~ used for this step's relevances (privileged)."""
     relevance: Tensor
     """(B, k) float32 relevance of each slate item (privileged)."""
+    click_probability: Tensor
+    """(B, k) float32 click probability of each slot: attractiveness x examination (privileged)."""
 
 
 class TopicRec:
@@ -152,12 +154,15 @@ class TopicRec:
         return topics_flags.repeat_interleave(self.config.topic_size, dim=1)
 
     def effective_user(self, state: SimState) -> Tensor:
-        """u~: bored blocks zeroed, short-term block boosted."""
+        """u~ of a state: bored blocks zeroed, short-term block boosted."""
+        return self._effective(state.user, state.bored, state.short_term)
+
+    def _effective(self, user: Tensor, bored: Tensor, short_term: Tensor) -> Tensor:
         c = self.config
-        u = state.user * self._topic_mask(~state.bored)
+        u = user * self._topic_mask(~bored)
         if c.short_term_boost != 1.0:
-            boost = torch.ones_like(state.bored, dtype=u.dtype)
-            boost.scatter_(1, state.short_term[:, None], c.short_term_boost)
+            boost = torch.ones_like(bored, dtype=u.dtype)
+            boost.scatter_(1, short_term[:, None], c.short_term_boost)
             u = u * self._topic_mask(boost)
         return u
 
@@ -204,8 +209,9 @@ class TopicRec:
                 f"slate contains item id {bad}; valid ids are 0..{c.num_items - 1}, or -1 for an oracle slot"
             )
 
-    def _clicks(self, key: Tensor, t: Tensor, emb: Tensor, topics: Tensor, u_eff: Tensor) -> tuple[Tensor, Tensor]:
-        """Relevance and sampled clicks of a slate with item embeddings ``emb`` (B, k, D) and
+    def _clicks(self, key: Tensor, t: Tensor, emb: Tensor, topics: Tensor, u_eff: Tensor
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        """Relevance, click probabilities and sampled clicks of a slate with item embeddings ``emb`` (B, k, D) and
         main topics ``topics`` (B, k) (steps 5-7 of the spec)."""
         c = self.config
         score = self._exact_scores(emb, u_eff).to(torch.float64)
@@ -218,8 +224,8 @@ class TopicRec:
             penalised = same.max(dim=1).values >= c.diversity_threshold
             attract = torch.where(penalised[:, None], rel / c.diversity_penalty, rel)
         u = rng.uniform(key, STREAM_CLICKS, t, c.slate_size)
-        clicks = u < attract * self.examination
-        return rel, clicks
+        prob = attract * self.examination
+        return rel, prob, u < prob
 
     def _remember(self, state_topic: Tensor, state_order: Tensor, t: Tensor, topics: Tensor, clicks: Tensor):
         """Append this step's clicks to the recent list, cap it, forget old clicks (step 9)."""
@@ -253,7 +259,7 @@ class TopicRec:
         user = self.sample_users(key)
         slate = self.initial_slate.expand(b, -1)
         topics = self.item_topic[slate]
-        rel, clicks = self._clicks(key, t, self.items[slate], topics, user)
+        rel, prob, clicks = self._clicks(key, t, self.items[slate], topics, user)
         empty_topic = torch.zeros(b, c.recent_clicks_maxlen, dtype=torch.int64, device=self.device)
         empty_order = torch.full_like(empty_topic, -1)
         recent_topic, recent_order = self._remember(empty_topic, empty_order, t, topics, clicks)
@@ -272,7 +278,7 @@ class TopicRec:
         zeros = torch.zeros(b, dtype=torch.float32, device=self.device)
         result = StepResult(
             slate=slate.clone(), clicks=clicks, reward=zeros, truncated=torch.zeros_like(clicks[:, 0]),
-            user_effective=user, relevance=rel,
+            user_effective=user, relevance=rel, click_probability=prob,
         )
         return state, result
 
@@ -301,6 +307,29 @@ class TopicRec:
             user[idx] = drifted / self._block_norm_sum(drifted)
         return user
 
+    def _boredom(self, state: SimState) -> tuple[Tensor, Tensor, Tensor]:
+        """Steps 1-3 of the spec: updated bored flags and timers, and the effective user vector."""
+        c = self.config
+        # 1. Boredom timers.
+        timer = torch.where(state.bored, state.timer - 1, state.timer)
+        bored = state.bored & (timer > 0)
+        timer = torch.where(bored, timer, torch.full_like(timer, c.boredom_duration))
+        # 2. Topics clicked >= threshold times in the recent window become bored.
+        counts = torch.zeros_like(timer).scatter_add_(1, state.recent_topic, (state.recent_order >= 0).long())
+        bored = bored | (counts >= c.boredom_threshold)
+        # 3. Effective user vector.
+        return bored, timer, self._effective(state.user, bored, state.short_term)
+
+    def next_relevance(self, state: SimState) -> Tensor:
+        """Privileged: relevance of every item (B, num_items) at the user's next step, i.e. with
+        the effective user vector the next ``step`` will use (for SlateQ and analysis)."""
+        c = self.config
+        _, _, u_eff = self._boredom(state)
+        score = (u_eff @ self.items.T).to(torch.float64)
+        if self.max_norm != 1.0:
+            score = score / self.max_norm
+        return torch.sigmoid(c.slope * (score - c.offset)).to(torch.float32)
+
     def step(self, state: SimState, slate: Tensor, validate: bool = True) -> tuple[SimState, StepResult]:
         """Show ``slate`` (B, k) to every user (-1 marks an oracle slot); return the new state."""
         c = self.config
@@ -314,24 +343,15 @@ class TopicRec:
                 )
         slate = slate.to(torch.int64)
         t = state.t + 1
-        # 1. Boredom timers.
-        timer = torch.where(state.bored, state.timer - 1, state.timer)
-        bored = state.bored & (timer > 0)
-        timer = torch.where(bored, timer, torch.full_like(timer, c.boredom_duration))
-        # 2. Topics clicked >= threshold times in the recent window become bored.
-        counts = torch.zeros_like(timer).scatter_add_(1, state.recent_topic, (state.recent_order >= 0).long())
-        bored = bored | (counts >= c.boredom_threshold)
-        # 3. Effective user vector.
-        user_state = SimState(state.key, t, state.user, bored, timer, state.recent_topic, state.recent_order,
-                              state.short_term)
-        u_eff = self.effective_user(user_state)
+        # 1-3. Boredom timers, new boredom, effective user vector.
+        bored, timer, u_eff = self._boredom(state)
         # 4. Oracle slots.
         oracle = slate < 0
         if bool(oracle.any()):
             slate = torch.where(oracle, self.oracle_slate(u_eff), slate)
         # 5-7. Relevance, attractiveness, clicks.
         emb, topics = self.items[slate], self.item_topic[slate]
-        rel, clicks = self._clicks(state.key, t, emb, topics, u_eff)
+        rel, prob, clicks = self._clicks(state.key, t, emb, topics, u_eff)
         # 8. Drift, one clicked item at a time in rank order.
         user = self._drift(state.user, emb, clicks)
         # 9. Recent clicks and short-term topic.
@@ -343,6 +363,6 @@ class TopicRec:
         new_state = SimState(state.key, t, user, bored, timer, recent_topic, recent_order, short_term)
         result = StepResult(
             slate=slate, clicks=clicks, reward=clicks.sum(dim=1, dtype=torch.float32).to(torch.float32),
-            truncated=t >= c.episode_length, user_effective=u_eff, relevance=rel,
+            truncated=t >= c.episode_length, user_effective=u_eff, relevance=rel, click_probability=prob,
         )
         return new_state, result

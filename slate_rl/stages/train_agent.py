@@ -26,11 +26,12 @@ from slate_rl.online.agents import load_agent, make_agent, make_ranker, parse_ag
 from slate_rl.online.loop import LoopState, OnlineConfig, evaluate, train_online
 from slate_rl.online.reinforce import ReinforceConfig
 from slate_rl.online.sac import SACConfig
+from slate_rl.online.slateq import SlateQConfig
 from slate_rl.sim.embeddings import load_item_embeddings
 from slate_rl.stages.common import add_env_arguments, add_training_arguments, input_hashes, simulator_from_args
 
 NAME = "train-agent"
-HELP = "train an online agent (SAC+GeMS, SAC+TopK, SAC+kargmax, REINFORCE) and test it (data/agents/..., results/...)"
+HELP = "train an online agent (SAC+GeMS/TopK/kargmax/WkNN, REINFORCE, SlateQ) and test it (data/agents, results)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, OnlineConfig)
     add_config_arguments(parser, SACConfig)
     add_config_arguments(parser, ReinforceConfig, prefix="reinforce_")
+    add_config_arguments(parser, SlateQConfig, prefix="slateq_")
     add_training_arguments(parser)
     parser.add_argument("--output-dir", required=True, help="directory of best.ckpt and last.ckpt")
     parser.add_argument("--results", required=True, help="destination results .json")
@@ -54,6 +56,7 @@ def run(args: argparse.Namespace) -> None:
     online = from_namespace(OnlineConfig, args)
     sac = from_namespace(SACConfig, args)
     reinforce = from_namespace(ReinforceConfig, args, prefix="reinforce_")
+    slateq = from_namespace(SlateQConfig, args, prefix="slateq_")
     kind, gems_tag = parse_agent_tag(args.agent)
     sim, table_source = simulator_from_args(args)
     c = sim.config
@@ -63,13 +66,14 @@ def run(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     ranker, table = make_ranker(args.agent, sim.items, gems, mf, c.slate_size)
     agent = make_agent(args.agent, ranker, table, c.num_items, c.slate_size, sac, reinforce, c.embedding_dim,
-                       c.episode_length)
+                       c.episode_length, slateq)
     agent.to(sim.device)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     best_work = out / "best.work.ckpt"  # not a Snakemake output, so it survives a failed job
     meta = {"env": args.env, "env_config": to_dict(c), "agent": args.agent, "seed": args.seed,
-            "online": to_dict(online), "sac": to_dict(sac), "reinforce": to_dict(reinforce), "gems_tag": gems_tag,
+            "online": to_dict(online), "sac": to_dict(sac), "reinforce": to_dict(reinforce),
+            "slateq": to_dict(slateq), "gems_tag": gems_tag,
             "inputs": input_hashes(embeddings=args.embeddings_file, gems=args.gems, mf=args.mf)}
 
     def save_best(a: Agent, state: LoopState) -> None:

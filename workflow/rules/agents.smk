@@ -14,6 +14,7 @@ rule online_agent:
         online=config_args(config["online"]),
         sac=config_args(config["sac"]),
         reinforce=config_args(config["reinforce"], prefix="reinforce_"),
+        slateq=config_args(config["slateq"], prefix="slateq_"),
         test=f"--test-seed {config['evaluation']['test_seed']} --test-sessions {config['evaluation']['test_sessions']}",
         device=config["device"],
         logger=config["logger"]["mode"],
@@ -31,7 +32,7 @@ rule online_agent:
     shell:
         "slate-rl train-agent --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
         "--agent {wildcards.agent_tag} {params.ranker} --seed {wildcards.seed} {params.online} {params.sac} "
-        "{params.reinforce} "
+        "{params.reinforce} {params.slateq} "
         "{params.test} --device {params.device} --logger-mode {params.logger} "
         "--output-dir data/agents/{wildcards.env}/{wildcards.agent_tag}/seed{wildcards.seed} "
         "--results {output.results} > {log} 2>&1"
