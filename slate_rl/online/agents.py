@@ -14,8 +14,9 @@ Agent tags (the ``{agent_tag}`` of artifact paths):
 
 Belief encoders of SAC agents start from the ranker's item table (GeMS's learned table, MF or
 the simulator's) and are trained from there; REINFORCE's and SlateQ's start random. Agent
-checkpoints hold tensors and JSON metadata (``weights_only`` loading) and the ranker's action bounds; loading an agent against a ranker
-with other bounds fails instead of silently losing most of the return.
+checkpoints hold tensors and JSON metadata (``weights_only`` loading) and the ranker's action
+bounds; loading an agent against a ranker with other bounds fails instead of silently losing
+most of the return.
 """
 
 from __future__ import annotations
