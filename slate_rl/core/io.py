@@ -91,3 +91,22 @@ def file_sha256(path: str | os.PathLike[str], length: int = 16) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()[:length]
+
+
+def load_checkpoint(path: str | os.PathLike[str], fmt: str, version: int, what: str) -> dict[str, Any]:
+    """Load one of our checkpoints (tensors + JSON strings, ``weights_only``) and check its
+    ``format`` and ``version`` fields; every failure names the file and the field."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise ArtifactError(f"{p}: {what} not found; build it with snakemake {p}")
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ArtifactError(f"{p}: not a readable checkpoint ({exc}); delete it and rebuild it") from exc
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise ArtifactError(f"{p}: field 'format' is not {fmt!r}; this is not a {what}")
+    if payload.get("version") != version:
+        raise ArtifactError(f"{p}: field 'version' is {payload.get('version')!r}, expected {version}")
+    return payload

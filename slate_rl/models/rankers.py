@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from slate_rl.core.errors import ArtifactError
-from slate_rl.core.io import atomic_path
+from slate_rl.core.io import atomic_path, load_checkpoint
 from slate_rl.models.gems import GeMS
 
 GEMS_CKPT_FORMAT = "slate_rl.gems"
@@ -148,16 +148,7 @@ def load_gems_ranker(
 ) -> GeMSRanker:
     """Load and validate a GeMS checkpoint; a mismatch names the field and what was expected."""
     p = Path(path)
-    if not p.is_file():
-        raise ArtifactError(f"{p}: GeMS checkpoint not found; build it with snakemake {p}")
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ArtifactError(f"{p}: not a readable checkpoint ({exc}); delete it and rebuild it") from exc
-    if not isinstance(payload, dict) or payload.get("format") != GEMS_CKPT_FORMAT:
-        raise ArtifactError(f"{p}: field 'format' is not {GEMS_CKPT_FORMAT!r}; this is not a GeMS checkpoint")
-    if payload.get("version") != GEMS_CKPT_VERSION:
-        raise ArtifactError(f"{p}: field 'version' is {payload.get('version')!r}, expected {GEMS_CKPT_VERSION}")
+    payload = load_checkpoint(p, GEMS_CKPT_FORMAT, GEMS_CKPT_VERSION, "GeMS checkpoint")
     for field in ("state_dict", "action_center", "action_scale", "architecture", "meta"):
         if field not in payload:
             raise ArtifactError(f"{p}: missing field {field!r}; rebuild the checkpoint")

@@ -15,10 +15,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from slate_rl.core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class BeliefAgentConfig:
+    """Settings every belief-based agent without SAC's split learning rates shares."""
+
+    gamma: float = 0.8
+    """Discount factor."""
+    lr: float = 1e-3
+    """Adam learning rate (networks and belief encoder)."""
+    hidden: int = 256
+    """Hidden layer width."""
+    belief_dim: int = 20
+    """GRU belief size."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.gamma < 1.0:
+            raise ConfigError(f"gamma must be in [0, 1), got {self.gamma}")
+        if self.lr <= 0 or self.hidden < 1 or self.belief_dim < 1:
+            raise ConfigError("lr must be > 0, hidden and belief_dim >= 1")
 
 
 class Agent(nn.Module):

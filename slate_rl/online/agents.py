@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from slate_rl.core.errors import ArtifactError, ConfigError
-from slate_rl.core.io import atomic_path
+from slate_rl.core.io import atomic_path, load_checkpoint
 from slate_rl.models.gems import GEMS_TAG_WILDCARD
 from slate_rl.models.rankers import GeMSRanker, KArgmax, Ranker, TopK
 from slate_rl.online.agent import Agent
@@ -112,14 +112,7 @@ def save_agent(path: str | os.PathLike[str], agent: Agent, tag: str, meta: dict[
 def load_agent(path: str | os.PathLike[str], agent: Agent, tag: str) -> dict[str, Any]:
     """Load a checkpoint into ``agent`` (built with the environment's ranker); check it matches."""
     p = Path(path)
-    if not p.is_file():
-        raise ArtifactError(f"{p}: agent checkpoint not found")
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ArtifactError(f"{p}: not a readable checkpoint ({exc}); delete it and rebuild it") from exc
-    if not isinstance(payload, dict) or payload.get("format") != AGENT_CKPT_FORMAT:
-        raise ArtifactError(f"{p}: field 'format' is not {AGENT_CKPT_FORMAT!r}; this is not an agent checkpoint")
+    payload = load_checkpoint(p, AGENT_CKPT_FORMAT, AGENT_CKPT_VERSION, "agent checkpoint")
     if payload.get("agent") != tag:
         raise ArtifactError(f"{p}: field 'agent' is {payload.get('agent')!r}, expected {tag!r}")
     ranker = _ranker_of(agent)

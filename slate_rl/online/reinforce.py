@@ -20,33 +20,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from slate_rl.core.errors import ConfigError
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.nets import mlp
-from slate_rl.online.agent import Agent
+from slate_rl.online.agent import Agent, BeliefAgentConfig
 from slate_rl.sim.policies import random_slates
 
 
 @dataclass(frozen=True)
-class ReinforceConfig:
-    """REINFORCE+SoftMax hyperparameters."""
+class ReinforceConfig(BeliefAgentConfig):
+    """REINFORCE+SoftMax hyperparameters (gamma discounts the returns-to-go)."""
 
-    gamma: float = 0.8
-    """Discount of the returns-to-go."""
-    lr: float = 1e-3
-    """Adam learning rate of the policy and its belief encoder."""
-    hidden: int = 256
-    """Hidden layer width of the policy network."""
-    belief_dim: int = 20
-    """GRU belief size."""
     entropy_coef: float = 0.0
     """Weight of the softmax entropy bonus."""
     baseline_rate: float = 0.05
     """Update rate of the moving-average baseline of returns-to-go."""
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.gamma < 1.0:
-            raise ConfigError(f"reinforce.gamma must be in [0, 1), got {self.gamma}")
 
 
 def returns_to_go(rewards: Tensor, gamma: float) -> Tensor:

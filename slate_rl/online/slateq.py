@@ -26,30 +26,21 @@ from torch import Tensor, nn
 from slate_rl.core.errors import ConfigError
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.nets import mlp, soft_update
-from slate_rl.online.agent import Agent
+from slate_rl.online.agent import Agent, BeliefAgentConfig
 from slate_rl.sim.policies import random_slates
 
 
 @dataclass(frozen=True)
-class SlateQConfig:
+class SlateQConfig(BeliefAgentConfig):
     """SlateQ hyperparameters."""
 
-    gamma: float = 0.8
-    """Discount factor."""
-    lr: float = 1e-3
-    """Adam learning rate of the Q network and its belief encoder."""
     tau: float = 0.002
     """Polyak averaging rate of the target network."""
-    hidden: int = 256
-    """Hidden layer width of the Q network."""
-    belief_dim: int = 20
-    """GRU belief size."""
     epsilon: float = 0.1
     """Probability that a slot shows a random item while training."""
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.gamma < 1.0:
-            raise ConfigError(f"slateq.gamma must be in [0, 1), got {self.gamma}")
+        super().__post_init__()
         if not 0.0 <= self.epsilon <= 1.0:
             raise ConfigError(f"slateq.epsilon must be in [0, 1], got {self.epsilon}")
 
