@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from slate_rl.core.errors import ConfigError
+from slate_rl.sim.policies import random_slates
 
 
 @dataclass(frozen=True)
@@ -80,3 +81,20 @@ class Agent(nn.Module):
 
     def update(self, episodes: dict[str, Tensor]) -> dict[str, float]:
         raise NotImplementedError
+
+
+class SlateAgent(Agent):
+    """Agents that choose slates directly (no ranker): the stored action is the slate itself."""
+
+    num_items: int
+    slate_size: int
+
+    def random_slates(self, batch: int, device: torch.device) -> Tensor:
+        """Uniformly random slates (k distinct items), drawn from torch's global generator."""
+        keys = torch.randint(-(2**62), 2**62, (batch,), device=device)
+        return random_slates(keys, 0, self.num_items, self.slate_size)
+
+    @torch.no_grad()
+    def random_act(self, slates: Tensor, clicks: Tensor, hidden: Any) -> tuple[Tensor, Tensor, Any]:
+        slate = self.random_slates(slates.shape[0], slates.device)
+        return slate, slate.float(), hidden

@@ -22,8 +22,7 @@ from torch import Tensor
 
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.nets import mlp
-from slate_rl.online.agent import Agent, BeliefAgentConfig
-from slate_rl.sim.policies import random_slates
+from slate_rl.online.agent import BeliefAgentConfig, SlateAgent
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ def plackett_luce_log_prob(logits: Tensor, slates: Tensor) -> Tensor:
     return total
 
 
-class Reinforce(Agent):
+class Reinforce(SlateAgent):
     """REINFORCE+SoftMax over the catalogue (on-policy)."""
 
     name = "reinforce"
@@ -91,11 +90,6 @@ class Reinforce(Agent):
         slate = logits.topk(self.slate_size, dim=1).indices
         return slate, slate.float(), belief
 
-    @torch.no_grad()
-    def random_act(self, slates: Tensor, clicks: Tensor, hidden: Any) -> tuple[Tensor, Tensor, Any]:
-        keys = torch.randint(-(2**62), 2**62, (slates.shape[0],), device=slates.device)
-        slate = random_slates(keys, 0, self.num_items, self.slate_size)
-        return slate, slate.float(), hidden
 
     def losses(self, ep: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         beliefs = self.belief(ep["slates"], ep["clicks"])[:, :-1]  # b_t chooses slate t+1

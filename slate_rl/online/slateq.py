@@ -26,8 +26,7 @@ from torch import Tensor, nn
 from slate_rl.core.errors import ConfigError
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.nets import mlp, soft_update
-from slate_rl.online.agent import Agent, BeliefAgentConfig
-from slate_rl.sim.policies import random_slates
+from slate_rl.online.agent import BeliefAgentConfig, SlateAgent
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ class ItemQ(nn.Module):
         self.head = mlp([belief.hidden_dim, hidden, num_items])
 
 
-class SlateQ(Agent):
+class SlateQ(SlateAgent):
     """SlateQ with the true click model (privileged)."""
 
     name = "slateq"
@@ -86,16 +85,10 @@ class SlateQ(Agent):
         belief = self.q.belief.step(slates, clicks, hidden)
         slate = (privileged * self.q.head(belief)).topk(self.slate_size, dim=1).indices
         if not deterministic and self.cfg.epsilon > 0:
-            keys = torch.randint(-(2**62), 2**62, (slates.shape[0],), device=slates.device)
             explore = torch.rand(slate.shape, device=slate.device) < self.cfg.epsilon
-            slate = torch.where(explore, random_slates(keys, 0, self.num_items, self.slate_size), slate)
+            slate = torch.where(explore, self.random_slates(slates.shape[0], slates.device), slate)
         return slate, slate.float(), belief
 
-    @torch.no_grad()
-    def random_act(self, slates: Tensor, clicks: Tensor, hidden: Any) -> tuple[Tensor, Tensor, Any]:
-        keys = torch.randint(-(2**62), 2**62, (slates.shape[0],), device=slates.device)
-        slate = random_slates(keys, 0, self.num_items, self.slate_size)
-        return slate, slate.float(), hidden
 
     def losses(self, ep: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         slates, clicks = ep["slates"], ep["clicks"]
