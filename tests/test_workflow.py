@@ -131,3 +131,15 @@ def test_tiny_pipeline_end_to_end(tmp_path):
                         cwd=tmp_path)
     counts = _job_counts(changed.stdout)
     assert counts.get("reference_policy") == 3 and "logged_sessions" not in counts, changed.stdout
+
+
+def test_lint_is_clean_and_every_rule_declares_log_benchmark_threads_resources(tmp_path):
+    res = snakemake("--lint", cwd=tmp_path)
+    assert res.returncode == 0 and "Congratulations" in res.stdout + res.stderr, res.stdout + res.stderr
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
+        blocks = smk.read_text().split("\nrule ")[1:]
+        assert blocks, f"{smk.name} defines no rule"
+        for block in blocks:
+            name = block.split(":", 1)[0]
+            for directive in ("log:", "benchmark:", "threads:", "resources:", "conda:"):
+                assert f"\n    {directive}" in block, f"rule {name} in {smk.name} lacks {directive}"
