@@ -17,9 +17,9 @@ Choices where the spec is silent (documented here and tested):
   matrix products and vectorised ``sigmoid`` round differently depending on the batch size
   (a B = 1 matmul takes another kernel than B = 64; a vectorised loop's tail is computed by
   scalar code), so the oracle's ranking and the relevances, hence a user's clicks, could
-  differ between batch sizes. The oracle first shortlists the top ``k + 6`` items with a fast
+  differ between batch sizes. The oracle first shortlists the top ``k + 2`` items with a fast
   float32 matmul, then ranks the shortlist exactly; the shortlist could only miss a top-k
-  item if seven scores tied to float32 precision.
+  item if three scores tied to float32 precision.
 * ``short_term_boost == 1`` and ``diversity_penalty == 1`` skip their multiplications, which
   are then identities (bit-for-bit the same result).
 * The recent-click list is kept as (topic, order key) pairs where the order key is
@@ -191,7 +191,7 @@ class TopicRec:
     def oracle_slate(self, user_effective: Tensor) -> Tensor:
         """Short-term oracle: the top-k items by e_i . u~, best first."""
         k = self.config.slate_size
-        shortlist = self._shortlist(user_effective @ self.items.T, min(k + 6, self.config.num_items))
+        shortlist = self._shortlist(user_effective @ self.items.T, min(k + 2, self.config.num_items))
         best = self._exact_scores(self.items[shortlist], user_effective).topk(k, dim=1).indices
         return shortlist.gather(1, best)
 
