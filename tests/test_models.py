@@ -210,7 +210,8 @@ def test_logger_modes(monkeypatch, tmp_path):
         resolve_logger_mode(None)
 
 
-def test_pretrain_gems_stage_writes_checkpoint_and_metrics(tiny_logs, tmp_path, monkeypatch):
+@pytest.mark.parametrize("item_table", ["scratch", "mf_fixed"])
+def test_pretrain_gems_stage_writes_checkpoint_and_metrics(tiny_logs, tmp_path, monkeypatch, item_table):
     from slate_rl.cli import main
     from slate_rl.data.logs import save_logs
 
@@ -221,9 +222,14 @@ def test_pretrain_gems_stage_writes_checkpoint_and_metrics(tiny_logs, tmp_path, 
     logs_path = tmp_path / "logs.npz"
     save_logs(logs_path, small)
     ckpt, metrics = tmp_path / "g.ckpt", tmp_path / "g.json"
+    extra = []
+    if item_table == "mf_fixed":  # MF tables have negative entries, unlike the simulator's
+        mf_path = tmp_path / "mf.npy"
+        np.save(mf_path, np.random.default_rng(0).normal(size=(1000, 20)).astype(np.float32))
+        extra = ["--item-table", "mf_fixed", "--item-embeddings", str(mf_path)]
     rc = main(["pretrain-gems", "--logs", str(logs_path), "--latent-dim", "4", "--epochs", "1", "--batch-size", "512",
                "--bounds-sessions", "10", "--device", "cpu", "--no-progress", "--output", str(ckpt),
-               "--metrics", str(metrics)])
+               "--metrics", str(metrics), *extra])
     assert rc == 0
     m = json.loads(metrics.read_text())
     for key in ("val_loss", "val_slot_accuracy", "val_click_accuracy", "action_center", "action_scale", "inputs"):

@@ -41,8 +41,14 @@ def generate_item_embeddings(
     return emb.astype(np.float32)
 
 
-def validate_item_embeddings(table: np.ndarray, num_items: int, dim: int, source: str) -> np.ndarray:
-    """Check shape and values of a table; return it as float32."""
+def validate_item_embeddings(
+    table: np.ndarray, num_items: int, dim: int, source: str, nonnegative: bool = True
+) -> np.ndarray:
+    """Check shape and values of a table; return it as float32.
+
+    ``nonnegative`` holds for the simulator's tables (TopicRec topic blocks are absolute
+    values); learned tables such as MF embeddings may be negative.
+    """
     if table.ndim != 2 or table.shape != (num_items, dim):
         raise ArtifactError(
             f"{source}: item embeddings have shape {tuple(table.shape)}, expected ({num_items}, {dim}) "
@@ -52,14 +58,16 @@ def validate_item_embeddings(table: np.ndarray, num_items: int, dim: int, source
         raise ArtifactError(f"{source}: item embeddings have dtype {table.dtype}, expected a float array")
     if not np.isfinite(table).all():
         raise ArtifactError(f"{source}: item embeddings contain NaN or infinite values")
-    if (table < 0).any():
+    if nonnegative and (table < 0).any():
         raise ArtifactError(f"{source}: item embeddings contain negative values; TopicRec tables are non-negative")
     if (np.linalg.norm(table, axis=1) == 0).any():
         raise ArtifactError(f"{source}: some item embeddings are all zeros")
     return table.astype(np.float32, copy=False)
 
 
-def load_item_embeddings(path: str | os.PathLike[str], num_items: int = 1000, dim: int = 20) -> np.ndarray:
+def load_item_embeddings(
+    path: str | os.PathLike[str], num_items: int = 1000, dim: int = 20, nonnegative: bool = True
+) -> np.ndarray:
     """Load a table from ``.npy`` (no pickle) or a ``.pt`` tensor (weights_only) and validate it."""
     p = Path(path)
     if not p.is_file():
@@ -76,7 +84,7 @@ def load_item_embeddings(path: str | os.PathLike[str], num_items: int = 1000, di
         raise
     except Exception as exc:
         raise ArtifactError(f"{p}: cannot read item embeddings ({exc}); use a .npy array or a .pt tensor") from exc
-    return validate_item_embeddings(np.asarray(table), num_items, dim, str(p))
+    return validate_item_embeddings(np.asarray(table), num_items, dim, str(p), nonnegative)
 
 
 def main_topics(table: torch.Tensor, num_topics: int, topic_size: int) -> torch.Tensor:

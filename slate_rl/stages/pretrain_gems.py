@@ -61,7 +61,9 @@ def run(args: argparse.Namespace) -> None:
     if cfg.item_table != "scratch":
         if not args.item_embeddings:
             raise ConfigError(f"gems.item_table={cfg.item_table} needs --item-embeddings (an MF or simulator table)")
-        table = torch.from_numpy(load_item_embeddings(args.item_embeddings, num_items, item_dim))
+        # MF tables may be negative; the simulator's ("ideal") are not
+        table = torch.from_numpy(load_item_embeddings(args.item_embeddings, num_items, item_dim,
+                                                      nonnegative=cfg.item_table == "ideal"))
     n_val = max(1, int(round(cfg.val_fraction * logs.num_sessions)))
     if n_val >= logs.num_sessions:
         raise ConfigError(f"{args.logs}: {logs.num_sessions} sessions leave none for training after validation")

@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> None:
     sim, table_source = simulator_from_args(args)
     c = sim.config
     gems = load_gems_ranker(args.gems, num_items=c.num_items, device=sim.device) if kind == "sac_gems" else None
-    mf = (torch.from_numpy(load_item_embeddings(args.mf, c.num_items, c.embedding_dim)).to(sim.device)
+    mf = (torch.from_numpy(load_item_embeddings(args.mf, c.num_items, c.embedding_dim, nonnegative=False))
+          .to(sim.device)
           if args.mf else None)
     torch.manual_seed(args.seed)
     ranker, table = make_ranker(args.agent, sim.items, gems, mf, c.slate_size)
