@@ -58,6 +58,12 @@ def save_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], com
             np.savez(fh, **arrays)  # type: ignore[arg-type]
 
 
+def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """Save one array to ``.npy`` atomically (no pickle)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)
+
+
 def load_npz(path: str | os.PathLike[str], required: Mapping[str, tuple[int, ...] | None]) -> dict[str, np.ndarray]:
     """Load an ``.npz`` without pickle and check that the required keys are present.
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
-from slate_rl.core.io import atomic_path
+from slate_rl.core.io import save_npy
 from slate_rl.sim.embeddings import DEFAULT_EMBEDDINGS_SEED, generate_item_embeddings, load_item_embeddings
 
 NAME = "make-embeddings"
@@ -33,6 +31,5 @@ def run(args: argparse.Namespace) -> None:
         table = load_item_embeddings(args.from_file, args.num_items, 20)
     else:
         table = generate_item_embeddings(args.kind, args.seed, num_items=args.num_items)
-    with atomic_path(args.output) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, table, allow_pickle=False)
+    save_npy(args.output, table)
     print(f"wrote {args.output} ({table.shape[0]} x {table.shape[1]})")

@@ -10,7 +10,7 @@ import numpy as np
 from slate_rl.core.config import add_arguments as add_config_arguments
 from slate_rl.core.config import from_namespace, to_dict
 from slate_rl.core.device import resolve_device
-from slate_rl.core.io import atomic_path, write_json
+from slate_rl.core.io import save_npy, write_json
 from slate_rl.data.batches import TensorBatches
 from slate_rl.data.logs import load_logs
 from slate_rl.models.mf import MFConfig, MFSystem, bpr_loss, interactions
@@ -49,8 +49,7 @@ def run(args: argparse.Namespace) -> None:
     val_metrics = evaluate_batches(lambda b: bpr_loss(system.model, b["users"], b["pos"], b["neg"])[1],
                                    val_batches, device)
     table = system.model.items.weight.detach().cpu().numpy().astype(np.float32)
-    with atomic_path(args.output) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, table, allow_pickle=False)
+    save_npy(args.output, table)
     write_json(args.metrics, {
         "env": logs.metadata.get("env"),
         "config": to_dict(cfg),
