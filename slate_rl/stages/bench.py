@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+from typing import Any
 
 import torch
 
@@ -38,26 +39,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default=None, help="also write the results as JSON")
 
 
-def run(args: argparse.Namespace) -> None:
+# (header, row key, format spec) of each benchmark's table
+_COLUMNS: dict[str, list[tuple[str, str, str]]] = {
+    "sim": [("policy", "policy", "<10"), ("B", "batch_size", ">6"), ("steps/s", "steps_per_second", ">12,.0f"),
+            ("x first B", "ratio_to_first", ">10.1f")],
+    "gems": [("pipeline", "pipeline", "<10"), ("examples/s", "examples_per_second", ">12,.0f"),
+             ("10M epoch (min)", "paper_epoch_minutes", ">16.1f"), ("x baseline", "speedup_vs_baseline", ">11.2f")],
+    "online": [("schedule", "schedule", "<18"), ("sessions/s", "sessions_per_second", ">11.2f"),
+               ("100k budget (h)", "projected_paper_budget_hours", ">16.2f"),
+               ("x paper", "speedup_vs_paper_schedule", ">8.2f")],
+}
 
+
+def run(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     sim, _ = simulator_from_args(args)
     if args.target == "gems":
-        _run_gems(args, sim.device)
-        return
-    if args.target == "online":
-        _run_online(args, sim)
-        return
-    sizes = [int(x) for x in args.batch_sizes.split(",")]
-    rows = run_benchmark(sim, args.policies.split(","), sizes, args.min_seconds)
-    machine = _machine(sim.device)
-    print(f"# simulator throughput, env {args.env}, {machine}")
-    print(f"{'policy':<10} {'B':>6} {'steps/s':>12} {'x B=' + str(sizes[0]):>8}")
+        title = "GeMS training throughput, batch 256, d = 32"
+        rows = gems_bench.run_benchmark(sim.device, args.steps)
+    elif args.target == "online":
+        title = "SAC+GeMS online training (simulation + updates, batch 20 episodes)"
+        rows = online_bench.run_benchmark(sim, args.parallel, args.steps)
+    else:
+        title = f"simulator throughput, env {args.env}"
+        sizes = [int(x) for x in args.batch_sizes.split(",")]
+        rows = run_benchmark(sim, args.policies.split(","), sizes, args.min_seconds)
+    _report(args.target, title, _machine(sim.device), rows, args.output)
+
+
+def _report(target: str, title: str, machine: dict[str, object], rows: list[dict[str, Any]],
+            output: str | None) -> None:
+    """Print the table of a benchmark (and write it as JSON with the machine it ran on)."""
+    columns = _COLUMNS[target]
+    print(f"# {title}, {machine}")
+    print(" ".join(f"{h:{fmt.split(',')[0].split('.')[0]}}" for h, _, fmt in columns))
     for r in rows:
-        print(f"{r['policy']:<10} {r['batch_size']:>6} {r['steps_per_second']:>12,.0f} {r['ratio_to_first']:>8.1f}")
-    if args.output:
-        write_json(args.output, {"benchmark": "sim", "env": args.env, "machine": machine, "rows": rows})
+        print(" ".join(f"{r[key]:{fmt}}" for _, key, fmt in columns))
+    if output:
+        write_json(output, {"benchmark": target, "title": title, "machine": machine, "rows": rows})
 
 
 def _machine(device: torch.device) -> dict[str, object]:
@@ -68,27 +88,3 @@ def _machine(device: torch.device) -> dict[str, object]:
         "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
-
-
-def _run_gems(args: argparse.Namespace, device: torch.device) -> None:
-    rows = gems_bench.run_benchmark(device, args.steps)
-    machine = _machine(device)
-    print(f"# GeMS training throughput, batch 256, d = 32, {machine}")
-    print(f"{'pipeline':<10} {'examples/s':>12} {'10M epoch (min)':>16} {'x baseline':>11}")
-    for r in rows:
-        print(f"{r['pipeline']:<10} {r['examples_per_second']:>12,.0f} {r['paper_epoch_minutes']:>16.1f} "
-              f"{r['speedup_vs_baseline']:>11.2f}")
-    if args.output:
-        write_json(args.output, {"benchmark": "gems", "machine": machine, "rows": rows})
-
-
-def _run_online(args: argparse.Namespace, sim: object) -> None:
-    rows = online_bench.run_benchmark(sim, args.parallel, args.steps)  # type: ignore[arg-type]
-    machine = _machine(sim.device)  # type: ignore[attr-defined]
-    print(f"# SAC+GeMS online training (simulation + updates, batch 20 episodes), {machine}")
-    print(f"{'schedule':<18} {'sessions/s':>11} {'100k budget (h)':>16} {'x paper':>8}")
-    for r in rows:
-        print(f"{r['schedule']:<18} {r['sessions_per_second']:>11.2f} {r['projected_paper_budget_hours']:>16.2f} "
-              f"{r['speedup_vs_paper_schedule']:>8.2f}")
-    if args.output:
-        write_json(args.output, {"benchmark": "online", "machine": machine, "rows": rows})
