@@ -17,6 +17,7 @@ STAGES = (
     "slate_rl.stages.train_mf",
     "slate_rl.stages.pretrain_gems",
     "slate_rl.stages.train_agent",
+    "slate_rl.stages.collect",
     "slate_rl.stages.bench",
 )
 

@@ -83,18 +83,25 @@ class EpisodeBuffer:
         idx = torch.randint(0, self.size, (batch_size,), generator=generator, device="cpu").to(self.device)
         return {k: v[idx] for k, v in self.data.items()}
 
-    def sample_transitions(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """``batch_size`` single steps: observation t, action t, reward t, observation t+1."""
+    def sample_transitions(self, batch_size: int, generator: torch.Generator | None = None,
+                           fields: tuple[str, ...] | None = None) -> dict[str, Tensor]:
+        """``batch_size`` single steps ``(episode, t)``: observation t (``slates``, ``clicks``),
+        action t, reward t, observation t+1 (``next_slates``, ``next_clicks``), every extra at t,
+        ``timesteps`` and ``episode_index``. ``fields`` restricts the gathered fields (faster)."""
         self._check_nonempty()
         ep = torch.randint(0, self.size, (batch_size,), generator=generator, device="cpu").to(self.device)
         t = torch.randint(0, self.horizon, (batch_size,), generator=generator, device="cpu").to(self.device)
         d = self.data
-        return {
-            "slates": d["slates"][ep, t], "clicks": d["clicks"][ep, t],
-            "actions": d["actions"][ep, t], "rewards": d["rewards"][ep, t],
-            "next_slates": d["slates"][ep, t + 1], "next_clicks": d["clicks"][ep, t + 1],
-            "timesteps": t, "episode_index": ep,
-        }
+        out: dict[str, Tensor] = {"timesteps": t, "episode_index": ep}
+        wanted = fields if fields is not None else (*d, "next_slates", "next_clicks")
+        for name in wanted:
+            if name in ("next_slates", "next_clicks"):
+                out[name] = d[name[5:]][ep, t + 1]
+            elif name in d:
+                out[name] = d[name][ep, t]
+            elif name not in out:
+                raise KeyError(f"unknown field {name!r}; the buffer holds {sorted(d)}")
+        return out
 
     def episodes(self) -> dict[str, Tensor]:
         """Every stored episode, oldest first."""

@@ -91,6 +91,16 @@ def make_agent(tag: str, ranker: Ranker | None, item_table: Tensor | None, num_i
     return SAC(ranker, num_items, item_table.shape[1], slate_size, sac, item_table)
 
 
+def build_agent(tag: str, sim_items: Tensor, num_items: int, slate_size: int, episode_length: int,
+                gems: GeMSRanker | None = None, mf_items: Tensor | None = None, sac: SACConfig | None = None,
+                reinforce: ReinforceConfig | None = None, slateq: SlateQConfig | None = None) -> Agent:
+    """An untrained agent of ``tag`` with its ranker, on the device of ``sim_items``."""
+    ranker, table = make_ranker(tag, sim_items, gems, mf_items, slate_size)
+    agent = make_agent(tag, ranker, table, num_items, slate_size, sac, reinforce, sim_items.shape[1],
+                       episode_length, slateq)
+    return agent.to(sim_items.device)
+
+
 def _ranker_of(agent: Agent) -> Ranker | None:
     ranker = getattr(agent, "ranker", None)
     return ranker if isinstance(ranker, Ranker) else None

@@ -9,6 +9,14 @@ defaults. Every ``val_interval`` steps the deterministic policy is evaluated on
 
 ``last`` checkpoints (agent with optimisers, replay buffer, counters, RNG state, learning
 curve) are written every ``checkpoint_interval`` steps; a rerun resumes from there.
+
+**Medium checkpoint** (for "medium" offline datasets, D4RL-style): at every validation the loop
+may keep a snapshot of the agent's networks (:class:`MediumTracker`). At the end, the kept
+snapshot whose validation return is closest to ``medium_fraction`` x the best validation
+return is the medium agent (ties: the earlier one). Because the final best is unknown while
+training, the tracker keeps the closest snapshot below the current target and the snapshots
+above it, at most one per band of 2% of the current best, so memory stays bounded (about 50
+snapshots of the networks without the frozen ranker).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from slate_rl.core.errors import ConfigError
@@ -56,12 +65,16 @@ class OnlineConfig:
     """Seed of the validation users."""
     checkpoint_interval: int = 1000
     """Write last.ckpt every this many training steps."""
+    medium_fraction: float = 0.5
+    """The medium checkpoint is the validation snapshot closest to this fraction of the best validation return."""
 
     def __post_init__(self) -> None:
         for name in ("total_steps", "sessions_per_step", "updates_per_step", "batch_size", "buffer_capacity",
                      "val_interval", "val_sessions", "checkpoint_interval"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"online.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.medium_fraction < 1.0:
+            raise ConfigError(f"online.medium_fraction must be in (0, 1), got {self.medium_fraction}")
         if self.warmup_env_steps < 0:
             raise ConfigError(f"online.warmup_env_steps must be >= 0, got {self.warmup_env_steps}")
 
@@ -76,6 +89,50 @@ class LoopState:
     best_val: float = -math.inf
     best_step: int = 0
     curve: list[list[float]] | None = None
+    medium: MediumTracker | None = None
+
+
+class MediumTracker:
+    """Validation snapshots from which the medium checkpoint is chosen (see the module doc)."""
+
+    BAND = 0.02
+
+    def __init__(self, fraction: float) -> None:
+        self.fraction = fraction
+        self.snapshots: list[tuple[int, float, dict[str, torch.Tensor]]] = []
+
+    @staticmethod
+    def snapshot(agent: Agent) -> dict[str, torch.Tensor]:
+        """The agent's networks (CPU copies), without the frozen ranker."""
+        return {k: v.detach().cpu().clone() for k, v in nn.Module.state_dict(agent).items()
+                if not k.startswith("ranker.")}
+
+    def observe(self, step: int, val: float, best: float, agent: Agent) -> None:
+        self.snapshots.append((step, val, self.snapshot(agent)))
+        target = self.fraction * best
+        below = [s for s in self.snapshots if s[1] <= target]
+        keep = [max(below, key=lambda s: (s[1], -s[0]))] if below else []
+        band = max(abs(best) * self.BAND, 1e-9)
+        seen: set[int] = set()
+        for s in sorted((s for s in self.snapshots if s[1] > target), key=lambda s: s[0]):
+            b = math.floor(s[1] / band)
+            if b not in seen:
+                seen.add(b)
+                keep.append(s)
+        self.snapshots = sorted(keep, key=lambda s: s[0])
+
+    def choose(self, best: float) -> tuple[int, float, dict[str, torch.Tensor]] | None:
+        if not self.snapshots:
+            return None
+        target = self.fraction * best
+        return min(self.snapshots, key=lambda s: (abs(s[1] - target), s[0]))
+
+    def state_dict(self) -> list[dict[str, Any]]:
+        return [{"step": torch.tensor(st), "val": torch.tensor(v, dtype=torch.float64), "modules": m}
+                for st, v, m in self.snapshots]
+
+    def load_state_dict(self, state: list[dict[str, Any]]) -> None:
+        self.snapshots = [(int(s["step"]), float(s["val"]), s["modules"]) for s in state]
 
 
 def evaluate(sim: TopicRec, agent: Agent, seed: int, sessions: int, batch: int = 4096) -> torch.Tensor:
@@ -105,7 +162,7 @@ def train_online(
     c = sim.config
     buffer = EpisodeBuffer(cfg.buffer_capacity, c.episode_length, c.slate_size, agent.action_dim, sim.device,
                            extras=agent.buffer_extras())
-    state = LoopState(curve=[])
+    state = LoopState(curve=[], medium=MediumTracker(cfg.medium_fraction))
     torch.manual_seed(seed)
     last = Path(last_path)
     if last.is_file():
@@ -136,6 +193,8 @@ def train_online(
             if val > state.best_val:
                 state.best_val, state.best_step = val, state.step
                 save_best(agent, state)
+            assert state.medium is not None
+            state.medium.observe(state.step, val, state.best_val, agent)
             bar.set_postfix(val=f"{val:.1f}", best=f"{state.best_val:.1f}")
             if logger is not None:
                 logger.log({"val_return": val, "train_return": float(returns.mean()), **metrics}, step=state.step)
@@ -153,6 +212,7 @@ def _save_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState
         "best_val": torch.tensor(state.best_val, dtype=torch.float64),
         "curve": torch.tensor(state.curve or [], dtype=torch.float64).reshape(-1, 2),
         "torch_rng": torch.get_rng_state(),
+        "medium": state.medium.state_dict() if state.medium is not None else [],
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -167,3 +227,5 @@ def _load_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState
     state.best_val = float(payload["best_val"])
     state.curve = payload["curve"].tolist()
     torch.set_rng_state(payload["torch_rng"])
+    if state.medium is not None:
+        state.medium.load_state_dict(payload.get("medium", []))

@@ -1,7 +1,9 @@
 """Stage ``train-agent``: train an online agent in the simulator and test its best checkpoint.
 
-Writes ``<output-dir>/best.ckpt`` (best validation), ``<output-dir>/last.ckpt`` (resume
-state: agent, optimisers, replay buffer, counters) and the results JSON (test return on the
+Writes ``<output-dir>/best.ckpt`` (best validation), ``<output-dir>/medium.ckpt`` (the
+validation snapshot closest to ``medium_fraction`` x the best validation return: the behaviour
+of "medium" offline datasets), ``<output-dir>/last.ckpt`` (resume state: agent, optimisers,
+replay buffer, counters; also the source of "replay" offline datasets) and the results JSON (test return on the
 fixed test users, learning curve, input hashes). A rerun resumes from ``last.ckpt``.
 """
 
@@ -22,7 +24,7 @@ from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
 from slate_rl.models.rankers import load_gems_ranker
 from slate_rl.online.agent import Agent
-from slate_rl.online.agents import load_agent, make_agent, make_ranker, parse_agent_tag, save_agent
+from slate_rl.online.agents import build_agent, load_agent, parse_agent_tag, save_agent
 from slate_rl.online.loop import LoopState, OnlineConfig, evaluate, train_online
 from slate_rl.online.reinforce import ReinforceConfig
 from slate_rl.online.sac import SACConfig
@@ -65,10 +67,8 @@ def run(args: argparse.Namespace) -> None:
           .to(sim.device)
           if args.mf else None)
     torch.manual_seed(args.seed)
-    ranker, table = make_ranker(args.agent, sim.items, gems, mf, c.slate_size)
-    agent = make_agent(args.agent, ranker, table, c.num_items, c.slate_size, sac, reinforce, c.embedding_dim,
-                       c.episode_length, slateq)
-    agent.to(sim.device)
+    agent = build_agent(args.agent, sim.items, c.num_items, c.slate_size, c.episode_length, gems, mf, sac,
+                        reinforce, slateq)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     best_work = out / "best.work.ckpt"  # not a Snakemake output, so it survives a failed job
@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> None:
                          progress=not args.no_progress)
     elapsed = time.perf_counter() - start
     logger.finish()
+    medium = _save_medium(out / "medium.ckpt", agent, args.agent, meta, state)
     load_agent(best_work, agent, args.agent)
     returns = evaluate(sim, agent, args.test_seed, args.test_sessions).cpu().numpy()
     stats = mean_ci(returns)
@@ -95,8 +96,24 @@ def run(args: argparse.Namespace) -> None:
         **meta,
         "return_mean": stats["mean"], "return_std": stats["std"], "return_ci95": stats["ci"], "n_sessions": stats["n"],
         "test_seed": args.test_seed, "best_step": state.best_step, "best_val_return": state.best_val,
-        "learning_curve": state.curve, "train_seconds": elapsed, "device": str(sim.device),
+        "learning_curve": state.curve, "medium_step": medium[0], "medium_val_return": medium[1],
+        "train_seconds": elapsed, "device": str(sim.device),
         "item_embeddings": table_source, "returns": np.round(returns, 3).tolist(),
     })
     print(f"wrote {args.results}: test return {stats['mean']:.2f} +- {stats['ci']:.2f} "
           f"(best validation {state.best_val:.2f} at step {state.best_step}), {elapsed:.0f} s on {sim.device}")
+
+
+def _save_medium(path: Path, agent: Agent, tag: str, meta: dict[str, object], state: LoopState) -> tuple[int, float]:
+    """Write the medium checkpoint chosen by the loop's tracker; return its step and validation return."""
+    assert state.medium is not None
+    chosen = state.medium.choose(state.best_val)
+    if chosen is None:
+        raise RuntimeError("no validation snapshot was kept; the run made no validation")
+    step, val, modules = chosen
+    result = torch.nn.Module.load_state_dict(agent, modules, strict=False)
+    if result.unexpected_keys or any(not k.startswith("ranker.") for k in result.missing_keys):
+        raise RuntimeError(f"medium snapshot does not fit the agent: {result}")
+    save_agent(path, agent, tag, {**meta, "step": step, "val_return": val, "quality": "medium",
+                                  "medium_fraction": state.medium.fraction, "best_val_return": state.best_val})
+    return step, val

@@ -7,6 +7,7 @@ rule online_agent:
         embeddings=embeddings_of,
     output:
         best="data/agents/{env}/{agent_tag}/seed{seed}/best.ckpt",
+        medium="data/agents/{env}/{agent_tag}/seed{seed}/medium.ckpt",
         results="results/{env}/online/{agent_tag}/seed{seed}.json",
     params:
         env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),

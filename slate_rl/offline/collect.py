@@ -1,0 +1,182 @@
+"""Collect offline datasets with a trained SAC+GeMS agent in the batched simulator.
+
+Qualities (D4RL's, see ``../shared/spec/models.md``):
+
+* ``expert``: the best-validation checkpoint, acting stochastically (its SAC policy samples,
+  as D4RL's expert data does) unless ``deterministic``;
+* ``medium``: the online run's medium checkpoint (the validation snapshot closest to half the
+  best validation return, see :mod:`slate_rl.online.loop`);
+* ``random``: latent actions drawn uniformly inside the GeMS action bounds;
+* ``replay``: the expert run's own replay buffer (``last.ckpt``: the last ``buffer_capacity``
+  training sessions, warm-up included);
+* mixtures: episodes concatenated from other datasets (:func:`mix_datasets`).
+
+**State encoder.** ``observations`` are belief states of *one* GRU per environment, the expert's
+actor belief encoder, whatever the quality: datasets of one environment (and their mixtures)
+then share one state space, an offline policy trained on any of them acts online through that
+same encoder, and the random quality (which has no belief of its own) gets states too. For the
+expert quality these are exactly the behaviour agent's beliefs. The metadata names the encoder
+(``state_encoder``: checkpoint path and hash). The raw history (slates, clicks) is stored, so a
+method can rebuild any other state.
+
+Optional exploration noise adds ``N(0, (noise * scale)^2)`` per latent dimension to the
+behaviour action and clips to the bounds; the stored action is the one executed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from slate_rl.core.errors import ArtifactError, ConfigError
+from slate_rl.data.d4rl import OfflineDataset, build_arrays
+from slate_rl.models.belief import BeliefEncoder
+from slate_rl.models.rankers import GeMSRanker
+from slate_rl.online.agent import Agent
+from slate_rl.online.collect import Mode, run_agent_sessions, user_keys
+from slate_rl.online.sac import SAC
+from slate_rl.sim.core import TopicRec
+
+QUALITIES = ("expert", "medium", "random", "replay")
+
+class NoisyPolicy(Agent):
+    """A SAC+GeMS behaviour policy with Gaussian exploration noise on its latent action."""
+
+    def __init__(self, agent: SAC, noise: float) -> None:
+        super().__init__()
+        self.inner, self.noise = agent, noise
+        self.action_dim = agent.action_dim
+
+    @torch.no_grad()
+    def act(self, slates: Tensor, clicks: Tensor, hidden: Any, deterministic: bool = False,
+            privileged: Tensor | None = None) -> tuple[Tensor, Tensor, Any]:
+        slate, action, hidden = self.inner.act(slates, clicks, hidden, deterministic)
+        if self.noise > 0:
+            r = self.inner.ranker
+            action = action + self.noise * r.action_scale * torch.randn_like(action)
+            action = torch.maximum(torch.minimum(action, r.action_center + r.action_scale),
+                                   r.action_center - r.action_scale)
+            slate = r.rank(action)
+        return slate, action, hidden
+
+    def random_act(self, slates: Tensor, clicks: Tensor, hidden: Any) -> tuple[Tensor, Tensor, Any]:
+        return self.inner.random_act(slates, clicks, hidden)
+
+def behaviour_of(agent: Agent) -> SAC:
+    """Check that ``agent`` can produce GeMS latent actions (a SAC+GeMS agent)."""
+    if not isinstance(agent, SAC) or not isinstance(agent.ranker, GeMSRanker):
+        raise ConfigError("offline datasets need a SAC+GeMS behaviour agent (offline_data.behaviour: sac_gems)")
+    return agent
+
+def collection_mode(quality: str, deterministic: bool) -> Mode:
+    """How the behaviour acts: uniform random latent actions, its mean action, or samples."""
+    if quality == "random":
+        return "random"
+    return "eval" if deterministic else "train"
+
+@torch.no_grad()
+def encode_beliefs(encoder: BeliefEncoder, slates: Tensor, clicks: Tensor, batch: int = 4096) -> Tensor:
+    """Belief after each observation of whole episodes: (E, H+1, k) -> (E, H+1, S)."""
+    return torch.cat([encoder(slates[i:i + batch], clicks[i:i + batch]) for i in range(0, slates.shape[0], batch)])
+
+@torch.no_grad()
+def collect_episodes(sim: TopicRec, policy: Agent, encoder: BeliefEncoder, seed: int, episodes: int, mode: Mode,
+                     batch_size: int = 4096, progress: bool = True) -> dict[str, np.ndarray]:
+    """``episodes`` sessions of users ``0..episodes-1`` of ``seed``, in the D4RL layout."""
+    torch.manual_seed(seed)
+    was_training = policy.training
+    policy.eval()
+    parts: dict[str, list[np.ndarray]] = {"slates": [], "clicks": [], "actions": [], "rewards": [], "beliefs": []}
+    with tqdm(total=episodes * sim.config.episode_length, desc=f"collect ({mode})", unit="transition",
+              unit_scale=True, disable=not progress, dynamic_ncols=True) as bar:
+        for start in range(0, episodes, batch_size):
+            keys = user_keys(seed, start, min(batch_size, episodes - start), sim.device)
+            _, ep = run_agent_sessions(sim, policy, keys, mode)
+            assert ep is not None
+            beliefs = encode_beliefs(encoder, ep["slates"], ep["clicks"])
+            parts["slates"].append(ep["slates"].to(torch.int16).cpu().numpy())
+            parts["clicks"].append(ep["clicks"].cpu().numpy())
+            parts["actions"].append(ep["actions"].cpu().numpy())
+            parts["rewards"].append(ep["rewards"].cpu().numpy())
+            parts["beliefs"].append(beliefs.cpu().numpy())
+            bar.update(keys.shape[0] * sim.config.episode_length)
+    policy.train(was_training)
+    cat = {k: np.concatenate(v) for k, v in parts.items()}
+    return build_arrays(cat["slates"], cat["clicks"], cat["actions"], cat["rewards"], cat["beliefs"])
+
+@torch.no_grad()
+def policy_returns(sim: TopicRec, policy: Agent, seed: int, sessions: int, mode: Mode, batch: int = 4096) -> Tensor:
+    """Per-session returns of ``policy`` acting in ``mode`` on users ``0..sessions-1`` of ``seed``."""
+    was_training = policy.training
+    policy.eval()
+    out = []
+    for start in range(0, sessions, batch):
+        keys = user_keys(seed, start, min(batch, sessions - start), sim.device)
+        out.append(run_agent_sessions(sim, policy, keys, mode, record=False)[0])
+    policy.train(was_training)
+    return torch.cat(out)
+
+@torch.no_grad()
+def replay_episodes(buffer_state: Mapping[str, Any], encoder: BeliefEncoder, episodes: int,
+                    device: torch.device) -> dict[str, np.ndarray]:
+    """The last ``episodes`` sessions of an online run's replay buffer (``last.ckpt``'s ``buffer``)."""
+    data, size, cursor = buffer_state["data"], int(buffer_state["size"]), int(buffer_state["cursor"])
+    if size == 0:
+        raise ArtifactError("the online run's replay buffer is empty")
+    capacity = data["slates"].shape[0]
+    order = (torch.arange(size) + cursor) % capacity if size == capacity else torch.arange(size)
+    order = order[-episodes:]
+    slates, clicks = data["slates"][order].to(device), data["clicks"][order].to(device)
+    beliefs = encode_beliefs(encoder, slates, clicks)
+    return build_arrays(slates.to(torch.int16).cpu().numpy(), clicks.cpu().numpy(), data["actions"][order].numpy(),
+                        data["rewards"][order].numpy(), beliefs.cpu().numpy())
+
+def mix_datasets(parts: list[tuple[OfflineDataset, int]]) -> dict[str, np.ndarray]:
+    """Concatenate the first ``n`` episodes of each dataset (which must share env, GeMS and encoder)."""
+    first = parts[0][0].metadata
+    for ds, n in parts:
+        for field in ("env", "gems_sha256", "obs_dim", "action_dim", "episode_length"):
+            if ds.metadata[field] != first[field]:
+                raise ArtifactError(f"{ds.path}: field {field!r} differs from {parts[0][0].path}; a mixture needs "
+                                    "datasets of one environment, GeMS and state encoder")
+        if ds.metadata["state_encoder"]["sha256"] != first["state_encoder"]["sha256"]:
+            raise ArtifactError(f"{ds.path}: field 'state_encoder' differs from {parts[0][0].path}")
+        if n > ds.num_episodes:
+            raise ConfigError(f"the mixture takes {n} episodes from {ds.path}, which has {ds.num_episodes}")
+    eps = [(ds.episodes(), n) for ds, n in parts]
+    cat = {k: np.concatenate([e[k][:n] for e, n in eps]) for k in eps[0][0]}
+    return build_arrays(cat["slates"], cat["clicks"], cat["actions"], cat["rewards"], cat["observations"])
+
+def mixture_counts(weights: Mapping[str, float], episodes: int) -> dict[str, int]:
+    """Episodes per component of a mixture: ``episodes`` split by ``weights`` (largest remainders)."""
+    if not weights:
+        raise ConfigError("a mixture needs at least one component")
+    if any(w <= 0 for w in weights.values()):
+        raise ConfigError(f"mixture weights must be > 0, got {dict(weights)}")
+    total = sum(weights.values())
+    raw = {k: episodes * w / total for k, w in weights.items()}
+    counts = {k: int(v) for k, v in raw.items()}
+    for k in sorted(raw, key=lambda k: raw[k] - counts[k], reverse=True)[: episodes - sum(counts.values())]:
+        counts[k] += 1
+    return counts
+
+@torch.no_grad()
+def relabel_actions(ranker: GeMSRanker, slates: np.ndarray | Tensor, clicks: np.ndarray | Tensor,
+                    batch: int = 65536) -> np.ndarray:
+    """Latent actions of another GeMS for logged (slate, clicks) pairs: its encoder mean.
+
+    A method that uses a GeMS other than the dataset's must train on these actions and act through
+    that GeMS's decoder. ``slates``/``clicks`` are (N, k) (the dataset's raw history).
+    """
+    device = ranker.action_center.device
+    out = []
+    for i in range(0, len(slates), batch):
+        s = torch.as_tensor(np.asarray(slates[i:i + batch]), device=device).long()
+        c = torch.as_tensor(np.asarray(clicks[i:i + batch]), device=device).float()
+        out.append(ranker.encode(s, c).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, ranker.action_dim), dtype=np.float32)
