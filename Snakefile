@@ -15,6 +15,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/simulator.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/agents.smk"
+include: "workflow/rules/offline.smk"
 
 
 rule all:

@@ -18,6 +18,9 @@ STAGES = (
     "slate_rl.stages.pretrain_gems",
     "slate_rl.stages.train_agent",
     "slate_rl.stages.collect",
+    "slate_rl.stages.export_dataset",
+    "slate_rl.stages.train_offline",
+    "slate_rl.stages.report",
     "slate_rl.stages.bench",
 )
 

@@ -88,7 +88,7 @@ def _load(path: str, sim: TopicRec, args: argparse.Namespace, gems: Any) -> tupl
 
 
 def run(args: argparse.Namespace) -> None:
-    if not 0.0 <= args.noise:
+    if args.noise < 0.0:
         raise ConfigError(f"--noise must be >= 0, got {args.noise}")
     if parse_agent_tag(args.agent)[0] != "sac_gems":
         raise ConfigError(f"offline datasets need a SAC+GeMS agent, got {args.agent!r}")

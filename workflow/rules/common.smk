@@ -44,6 +44,8 @@ def all_targets():
         for agent in agent_tags(config):
             for seed in config["agents"]["seeds"]:
                 targets.append(f"results/{env}/online/{agent}/seed{seed}.json")
+        for quality in [*config["offline_data"]["qualities"], *config["offline_data"]["mixtures"]]:
+            targets.append(f"data/offline/{env}/{quality}.npz")
         for policy in config["evaluation"]["reference_policies"]:
             targets.append(f"results/{env}/reference/{policy}.json")
     return targets

@@ -1,0 +1,244 @@
+"""The one offline training loop: dataset in the replay buffer, batches, guard, evaluation, resume.
+
+Every algorithm (:mod:`slate_rl.offline.algos`) is a loss module with ``update(batch)``; this
+loop owns everything else:
+
+* the dataset lives in the :class:`~slate_rl.data.buffer.EpisodeBuffer` (whole episodes, so
+  sequence methods can sample sessions from the same object); states are normalised once, in
+  place, with the dataset's mean and std (``normalize_states``), and rewards scaled by
+  ``reward_scale`` at sampling;
+* ``dones`` are 1 at the last step of a session unless ``bootstrap_timeout`` (the same
+  convention as the online agents: the paper's SAC treats the time limit as terminal);
+* the **divergence guard**: every step, on the device, each metric is checked for NaN/inf and
+  every Q-like metric (name starting with ``q``) against ``q_limit``; the first step at which a
+  quantity fails is recorded without a host sync and checked every ``log_interval`` steps, when
+  the run stops with :class:`DivergenceError` naming the quantity and the step;
+* validation every ``eval_interval`` steps on ``val_sessions`` fixed users (the learning
+  curve), and ``last`` checkpoints every ``checkpoint_interval`` steps: algorithm, optimisers,
+  counters, RNG states and curve; a rerun resumes and ends bit-identical to an uninterrupted run.
+
+The policy reported is the final one (offline RL selects no checkpoint on online returns).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from slate_rl.core.errors import ConfigError, SlateRLError
+from slate_rl.core.io import atomic_path
+from slate_rl.core.logger import RunLogger
+from slate_rl.data.buffer import EpisodeBuffer
+from slate_rl.offline.algo import OfflineAlgo
+
+TRANSITION_FIELDS = ("observations", "actions", "rewards", "next_observations")
+
+
+class DivergenceError(SlateRLError):
+    """A loss or a Q value became NaN/inf or exceeded the limit."""
+
+
+@dataclass(frozen=True)
+class OfflineConfig:
+    """The offline training loop (config.yaml's ``offline`` section)."""
+
+    total_steps: int = 1_000_000
+    """Gradient steps (CORL: 1M)."""
+    batch_size: int = 256
+    """Transitions per gradient step."""
+    gamma: float = 0.8
+    """Discount factor (the paper's online agents use 0.8, CORL 0.99)."""
+    reward_scale: float = 1.0
+    """Rewards are multiplied by this factor."""
+    normalize_states: bool = True
+    """Normalise states with the dataset's mean and std (CORL: on for TD3+BC)."""
+    bootstrap_timeout: bool = False
+    """Bootstrap the last step of a session (time limit) instead of treating it as terminal."""
+    eval_interval: int = 50_000
+    """Validate (online, fixed users) every this many steps."""
+    val_sessions: int = 200
+    """Validation users."""
+    val_seed: int = 7_000_001
+    """Seed of the validation users."""
+    checkpoint_interval: int = 50_000
+    """Write the resume checkpoint every this many steps."""
+    log_interval: int = 1000
+    """Log metrics and check the divergence guard every this many steps."""
+    q_limit: float = 1e6
+    """Stop when a Q-like quantity exceeds this magnitude."""
+
+    def __post_init__(self) -> None:
+        for name in ("total_steps", "batch_size", "eval_interval", "val_sessions", "checkpoint_interval",
+                     "log_interval"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"offline.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.gamma < 1.0:
+            raise ConfigError(f"offline.gamma must be in [0, 1), got {self.gamma}")
+        if self.reward_scale <= 0 or self.q_limit <= 0:
+            raise ConfigError("offline.reward_scale and offline.q_limit must be > 0")
+
+
+class Normalizer(torch.nn.Module):
+    """State normalisation with the dataset's statistics (identity when disabled)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.mean: Tensor
+        self.std: Tensor
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def fit(self, states: Tensor, eps: float = 1e-3) -> None:
+        self.mean.copy_(states.mean(0))
+        self.std.copy_(states.std(0) + eps)
+
+    def forward(self, states: Tensor) -> Tensor:
+        return (states - self.mean) / self.std
+
+
+@dataclass
+class OfflineState:
+    """Counters of an offline run (saved in the resume checkpoint)."""
+
+    step: int = 0
+    curve: list[list[float]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def prepare_buffer(buffer: EpisodeBuffer, normalizer: Normalizer, normalize: bool) -> None:
+    """Fit the normaliser on the dataset's states and normalise the buffer's states in place."""
+    if "observations" not in buffer.data or "next_observations" not in buffer.data:
+        raise ValueError("the buffer needs 'observations' and 'next_observations' extras (OfflineDataset.to_buffer)")
+    if normalize:
+        normalizer.fit(buffer.data["observations"][: buffer.size].flatten(0, 1))
+    for key in ("observations", "next_observations"):
+        buffer.data[key] = normalizer(buffer.data[key])
+
+
+class Guard:
+    """First step at which each metric became non-finite (or a Q exceeded the limit), on the device."""
+
+    def __init__(self, q_limit: float) -> None:
+        self.q_limit = q_limit
+        self.names: list[str] | None = None
+        self.first_bad: Tensor | None = None
+        self.is_q: Tensor | None = None
+
+    def observe(self, step: int, metrics: dict[str, Tensor]) -> None:
+        if self.names is None:
+            self.names = list(metrics)
+            device = next(iter(metrics.values())).device
+            self.first_bad = torch.full((len(self.names),), -1, dtype=torch.int64, device=device)
+            self.is_q = torch.tensor([n.startswith("q") for n in self.names], device=device)
+        assert self.first_bad is not None and self.is_q is not None
+        values = torch.stack([metrics[n].detach().float() for n in self.names])
+        bad = ~torch.isfinite(values) | (self.is_q & (values.abs() > self.q_limit))
+        self.first_bad = torch.where(bad & (self.first_bad < 0), step, self.first_bad)
+
+    def check(self, algo: str) -> None:
+        if self.first_bad is None or self.names is None:
+            return
+        first = self.first_bad.tolist()
+        hits = [(s, n) for s, n in zip(first, self.names, strict=True) if s >= 0]
+        if hits:
+            step, name = min(hits)
+            raise DivergenceError(
+                f"{algo} diverged: {name} became non-finite or exceeded |{self.q_limit:g}| at step {step}; lower "
+                "offline.gamma or offline.reward_scale, or the learning rates (see the run's log for Q statistics)")
+
+
+def sample_batch(buffer: EpisodeBuffer, cfg: OfflineConfig, generator: torch.Generator) -> dict[str, Tensor]:
+    """A batch of transitions in the layout :meth:`OfflineAlgo.update` expects."""
+    tr = buffer.sample_transitions(cfg.batch_size, generator, fields=TRANSITION_FIELDS)
+    if cfg.bootstrap_timeout:
+        dones = torch.zeros_like(tr["rewards"])
+    else:
+        dones = (tr["timesteps"] == buffer.horizon - 1).float()
+    rewards = tr["rewards"] * cfg.reward_scale if cfg.reward_scale != 1.0 else tr["rewards"]
+    return {"observations": tr["observations"], "actions": tr["actions"], "rewards": rewards,
+            "next_observations": tr["next_observations"], "dones": dones}
+
+
+def train_offline(
+    algo: OfflineAlgo,
+    buffer: EpisodeBuffer,
+    cfg: OfflineConfig,
+    seed: int,
+    validate: Callable[[], float],
+    last_path: str | os.PathLike[str],
+    logger: RunLogger | None = None,
+    progress: bool = True,
+    fingerprint: str = "",
+) -> OfflineState:
+    """Train ``algo`` on ``buffer`` (states already prepared) for ``cfg.total_steps`` steps.
+
+    ``fingerprint`` identifies the run's inputs and settings: a resume checkpoint written under
+    another fingerprint is ignored (the run starts over) instead of resuming a different run.
+    """
+    state = OfflineState()
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    last = Path(last_path)
+    if last.is_file() and not _load_last(last, algo, state, generator, fingerprint):
+        print(f"{last}: written by a run with other inputs or settings; starting over")
+    guard = Guard(cfg.q_limit)
+    bar = tqdm(total=cfg.total_steps, initial=state.step, desc=algo.name, unit="step", disable=not progress,
+               dynamic_ncols=True, mininterval=2.0)
+    metrics: dict[str, Tensor] = {}
+    while state.step < cfg.total_steps:
+        metrics = algo.update(sample_batch(buffer, cfg, generator))
+        state.step += 1
+        guard.observe(state.step, metrics)
+        done = state.step == cfg.total_steps
+        if state.step % cfg.log_interval == 0 or done:
+            guard.check(algo.name)
+            state.metrics = {k: float(v) for k, v in metrics.items()}
+            bar.update(state.step - bar.n)
+            if logger is not None:
+                logger.log(state.metrics, step=state.step)
+        if state.step % cfg.eval_interval == 0 or done:
+            guard.check(algo.name)
+            val = validate()
+            state.curve.append([state.step, val])
+            bar.set_postfix(val=f"{val:.1f}")
+            if logger is not None:
+                logger.log({"val_return": val}, step=state.step)
+        if state.step % cfg.checkpoint_interval == 0 or done:
+            _save_last(last, algo, state, generator, fingerprint)
+    bar.close()
+    return state
+
+
+def _save_last(path: Path, algo: OfflineAlgo, state: OfflineState, generator: torch.Generator,
+               fingerprint: str) -> None:
+    payload: dict[str, Any] = {
+        "algo": algo.state_dict(), "step": torch.tensor(state.step),
+        "curve": torch.tensor(state.curve, dtype=torch.float64).reshape(-1, 2),
+        "torch_rng": torch.get_rng_state(), "sample_rng": generator.get_state(), "fingerprint": fingerprint,
+    }
+    if torch.cuda.is_available():
+        payload["cuda_rng"] = torch.cuda.get_rng_state_all()
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _load_last(path: Path, algo: OfflineAlgo, state: OfflineState, generator: torch.Generator,
+               fingerprint: str) -> bool:
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("fingerprint") != fingerprint:
+        return False
+    algo.load_state_dict(payload["algo"])
+    state.step = int(payload["step"])
+    state.curve = payload["curve"].tolist()
+    torch.set_rng_state(payload["torch_rng"])
+    generator.set_state(payload["sample_rng"])
+    if "cuda_rng" in payload and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(payload["cuda_rng"])
+    return True

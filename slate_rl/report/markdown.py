@@ -1,0 +1,182 @@
+"""The Markdown text of ``results/report.md``.
+
+Every section says what is missing instead of failing, so the report reads well from the
+first reference-policy result on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+from slate_rl.report.collect import REFERENCE_POLICIES, Results
+from slate_rl.report.tables import EnvReport, method_rank
+
+SESSIONS_MARK = "†"
+_KIND_ORDER = {"online": 0, "offline": 1, "reference": 2}
+_REFERENCE_ORDER = {name: i for i, name in enumerate((*REFERENCE_POLICIES, "behaviour", "zero_action",
+                                                     "random_action"))}
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> str:
+    """A GitHub Markdown table; ``align`` has one character per column, ``l`` or ``r``."""
+    rule = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(rule) + " |"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt(x: float | None, digits: int = 2) -> str:
+    """A number with ``digits`` decimals, ``—`` when missing."""
+    if x is None or pd.isna(x) or not math.isfinite(x):
+        return "—"
+    return f"{x:.{digits}f}"
+
+
+def fmt_p(p: float) -> str:
+    """A p-value: three decimals, or two significant digits below 0.001."""
+    if pd.isna(p):
+        return "n/a"
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def _ci_cell(ci: float, over: str) -> str:
+    if pd.isna(ci):
+        return "—"
+    return f"± {fmt(ci)}" + (SESSIONS_MARK if over == "sessions" else "")
+
+
+def _data_cell(row: pd.Series) -> str:
+    if row["kind"] == "reference":
+        return f"reference ({row['quality']} data)" if row["quality"] else "reference"
+    return row["quality"] or row["kind"]
+
+
+def _env_rows(table: pd.DataFrame) -> list[list[str]]:
+    rows = []
+    for _, row in table.iterrows():
+        if row["kind"] == "reference":
+            label, p = f"*{row['label']}*", "—"
+        elif row["best"]:
+            label, p = f"**{row['label']}**", "best"
+        else:
+            label = row["label"]
+            p = fmt_p(row["p_value"]) + (SESSIONS_MARK if row["p_over"] == "sessions" else "")
+        norm = fmt(row["normalized_score"], 1)
+        if norm != "—" and not pd.isna(row["normalized_score_ci95"]):
+            norm += f" ± {fmt(row['normalized_score_ci95'], 1)}"
+        rows.append([
+            label, _data_cell(row), fmt(row["return_mean"]), _ci_cell(row["return_ci95"], row["ci_over"]),
+            "—" if pd.isna(row["n_sessions"]) else str(int(row["n_sessions"])),
+            str(row["n_seeds"]) if row["kind"] != "reference" else "—", p, norm,
+        ])
+    return rows
+
+
+def _missing(report: EnvReport) -> list[str]:
+    notes = []
+    have = {r.name for r in report.references}
+    absent = [p for p in REFERENCE_POLICIES if p not in have]
+    if len(absent) == len(REFERENCE_POLICIES):
+        notes.append("no reference-policy results (oracle, eps-greedy, random)")
+    elif absent:
+        notes.append(f"reference policies missing: {', '.join(absent)}")
+    for kind, what in (("online", "online-agent"), ("offline", "offline-algorithm")):
+        if not any(m.kind == kind for m in report.methods):
+            notes.append(f"no {what} results yet")
+    single = [report.method_label(m) for m in report.methods if m.n_seeds == 1]
+    if single:
+        notes.append(f"one seed only (CI and test over its test sessions): {', '.join(single)}")
+    no_sessions = [report.method_label(m) for m in report.methods if m.session_returns() is None]
+    if no_sessions:
+        notes.append(f"no per-session returns (from an aggregate file): {', '.join(no_sessions)}")
+    if report.methods and not any(m.curves() for m in report.methods):
+        notes.append("no learning curves")
+    return notes
+
+
+def _footnotes(report: EnvReport) -> str:
+    best = report.best
+    lines = [
+        "Return: mean over seeds of each seed's mean test return (clicks per session). "
+        "95% CI: Student-t half-width over the per-seed means; "
+        f"{SESSIONS_MARK} marks a CI over the test sessions of a single run (one seed, or a reference policy).",
+    ]
+    if best is not None:
+        lines.append(
+            f"p: Welch's t-test (two-sided, unequal variances) against the best method, "
+            f"**{report.method_label(best)}** ({fmt(best.return_mean)}); over per-seed means when both have "
+            f"≥ 2 seeds, else over per-session returns pooled over seeds ({SESSIONS_MARK}); n/a where "
+            "neither is available."
+        )
+    if any(m.kind == "offline" for m in report.methods):
+        lines.append("Norm. score: 100 (R − R_random) / (R_expert − R_random), mean ± 95% CI over seeds.")
+    return "\n".join(f"- {line}" for line in lines)
+
+
+def _env_section(report: EnvReport, figures_link: str) -> str:
+    parts = [f"## {report.env}"]
+    if not len(report.table):
+        parts.append("No results for this environment yet.")
+        return "\n\n".join(parts)
+    notes = _missing(report)
+    if notes:
+        parts.append("Not available yet / caveats:\n\n" + "\n".join(f"- {n}" for n in notes))
+    headers = ["Method", "Data", "Return", "95% CI", "Sessions", "Seeds", "p vs best", "Norm. score"]
+    parts.append(markdown_table(headers, _env_rows(report.table), "llrrrrrr"))
+    parts.append(_footnotes(report))
+    parts.append(
+        f"![{report.env}: learning curves]({figures_link}/{report.env}_curves.png)\n\n"
+        f"![{report.env}: test returns]({figures_link}/{report.env}_returns.png)\n\n"
+        f"Table as CSV: [`{figures_link}/{report.env}.csv`]({figures_link}/{report.env}.csv)."
+    )
+    return "\n\n".join(parts)
+
+
+def _overview(reports: Sequence[EnvReport]) -> str:
+    """Return ± CI of every row (method or reference) in every environment: one row per method."""
+    envs = [r.env for r in reports if len(r.table)]
+    cells: dict[tuple[int, int, str, str, str], dict[str, str]] = {}
+    for report in reports:
+        for _, row in report.table.iterrows():
+            if row["kind"] == "reference":
+                order = _REFERENCE_ORDER.get(row["method"], len(_REFERENCE_ORDER))
+            else:
+                order = method_rank(row["kind"], row["method"])
+            key = (_KIND_ORDER[row["kind"]], order, row["label"], row["quality"], _data_cell(row))
+            mark = SESSIONS_MARK if row["ci_over"] == "sessions" else ""
+            ci = "" if pd.isna(row["return_ci95"]) else f" ± {fmt(row['return_ci95'], 1)}{mark}"
+            cells.setdefault(key, {})[report.env] = fmt(row["return_mean"], 1) + ci
+    rows = []
+    for key in sorted(cells):
+        kind, _, label, _, data = key
+        rows.append([f"*{label}*" if kind == 2 else label, data, *(cells[key].get(e, "—") for e in envs)])
+    return "## Overview\n\nTest return ± 95% CI (see each environment's notes).\n\n" + markdown_table(
+        ["Method", "Data", *envs], rows, "ll" + "r" * len(envs))
+
+
+def render_report(reports: Sequence[EnvReport], results: Results, results_dir: str, figures_link: str) -> str:
+    """The whole report; ``figures_link`` is the figures directory relative to the report file."""
+    parts = ["# Results report"]
+    counts = f"{results.files_read} result file{'s' * (results.files_read != 1)} read from `{results_dir}`"
+    if results.skipped:
+        counts += f", {len(results.skipped)} skipped (listed at the end)"
+    if results.ignored:
+        counts += f", {len(results.ignored)} other JSON file{'s' * (len(results.ignored) != 1)} ignored"
+    parts.append(f"Generated by `slate-rl report`: {counts}.")
+    with_results = [r for r in reports if len(r.table)]
+    if not with_results:
+        parts.append(
+            f"No results found in `{results_dir}` yet. Run the pipeline (`snakemake`, or one result, e.g. "
+            "`snakemake results/focused_topdown/reference/oracle.json`) and then `slate-rl report` again."
+        )
+    else:
+        parts.append("Environments: " + ", ".join(f"[{r.env}](#{r.env})" for r in reports) + ".")
+        if len(with_results) > 1:
+            parts.append(_overview(with_results))
+        parts.extend(_env_section(r, figures_link) for r in reports)
+    if results.skipped:
+        parts.append("## Skipped files\n\n" + "\n".join(f"- `{path}`: {why}" for path, why in results.skipped))
+    return "\n\n".join(parts) + "\n"

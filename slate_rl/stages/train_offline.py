@@ -1,0 +1,163 @@
+"""Stage ``train-offline``: train an offline algorithm on a dataset and evaluate it online.
+
+The policy acts in the simulator through the dataset's state encoder (the expert's actor GRU,
+frozen; ``--expert``) and the GeMS decoder whose latent space the actions live in: the dataset's
+(``--gems``), or another one (``--relabel-gems``), in which case the actions are re-encoded with
+that GeMS's encoder before training (stated in the result). The final policy is tested on the
+fixed test users beside its reference points: the behaviour return (dataset metadata), the
+expert (deterministic, same users), the constant latent action z = 0 and uniform random latent
+actions (same users). ``normalized_score = 100 * (R - R_random) / (R_expert - R_random)``.
+
+Writes the policy (``--policy-output``, tensors + JSON), the results JSON and a resume checkpoint
+beside the policy (``<policy>.last.ckpt``); a rerun resumes from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from slate_rl.core.config import add_arguments as add_config_arguments
+from slate_rl.core.config import from_namespace, to_dict
+from slate_rl.core.errors import ArtifactError
+from slate_rl.core.io import file_sha256, write_json
+from slate_rl.core.logger import RunLogger
+from slate_rl.core.stats import mean_ci
+from slate_rl.data.d4rl import load_dataset
+from slate_rl.models.rankers import GeMSRanker, load_gems_ranker
+from slate_rl.offline.algos import ALGO_CONFIGS, ALGOS, make_algo
+from slate_rl.offline.collect import behaviour_of, policy_returns, relabel_actions
+from slate_rl.offline.loop import Normalizer, OfflineConfig, prepare_buffer, train_offline
+from slate_rl.offline.policy import algo_policy, random_policy, save_policy, zero_policy
+from slate_rl.online.agent import Agent
+from slate_rl.online.agents import build_agent, load_agent
+from slate_rl.online.collect import Mode
+from slate_rl.online.sac import SACConfig
+from slate_rl.sim.core import TopicRec
+from slate_rl.stages.common import add_env_arguments, add_training_arguments, input_hashes, simulator_from_args
+
+NAME = "train-offline"
+HELP = "train an offline algorithm (TD3+BC, CQL, IQL, BC) on a dataset and evaluate it in the simulator"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_env_arguments(parser, embeddings_required=True, device=False)
+    parser.add_argument("--algo", required=True, choices=ALGOS, help="offline algorithm")
+    parser.add_argument("--dataset", required=True, help="dataset .npz (data/offline/{env}/{quality}.npz)")
+    parser.add_argument("--gems", required=True, help="the dataset's GeMS checkpoint")
+    parser.add_argument("--expert", required=True, help="the dataset's state encoder: the expert agent's best.ckpt")
+    parser.add_argument("--agent", required=True, help="agent tag of --expert (sac_gems_<gems tag>)")
+    parser.add_argument("--relabel-gems", default=None,
+                        help="train and act in the latent space of this other GeMS (actions are re-encoded)")
+    parser.add_argument("--seed", type=int, required=True, help="training seed")
+    parser.add_argument("--test-seed", type=int, default=58517, help="seed of the fixed test users")
+    parser.add_argument("--test-sessions", type=int, default=500, help="test users")
+    add_config_arguments(parser, OfflineConfig)
+    for name in ALGOS:
+        add_config_arguments(parser, ALGO_CONFIGS[name], prefix=f"{name}_")
+    add_config_arguments(parser, SACConfig, prefix="sac_")
+    add_training_arguments(parser)
+    parser.add_argument("--policy-output", required=True, help="destination policy .pt")
+    parser.add_argument("--results", required=True, help="destination results .json")
+
+
+def _returns(sim: TopicRec, policy: Agent, seed: int, sessions: int, mode: Mode = "eval") -> dict[str, Any]:
+    """Returns of ``policy`` on users ``0..sessions-1`` of ``seed`` (``mode`` "train" samples actions)."""
+    torch.manual_seed(seed)
+    s = mean_ci(policy_returns(sim, policy, seed, sessions, mode).cpu().numpy())
+    return {"return_mean": s["mean"], "return_ci95": s["ci"], "return_std": s["std"], "n_sessions": s["n"]}
+
+
+def run(args: argparse.Namespace) -> None:
+    cfg = from_namespace(OfflineConfig, args)
+    algo_cfg: Any = from_namespace(ALGO_CONFIGS[args.algo], args, prefix=f"{args.algo}_")
+    sim, table_source = simulator_from_args(args)
+    c = sim.config
+    gems = load_gems_ranker(args.gems, num_items=c.num_items, device=sim.device)
+    dataset = load_dataset(args.dataset, expect_gems_sha256=file_sha256(args.gems), expect_env=args.env)
+    expert_sha = file_sha256(args.expert)
+    if dataset.metadata["state_encoder"]["sha256"] != expert_sha:
+        raise ArtifactError(f"{args.dataset}: field 'state_encoder.sha256' is "
+                            f"{dataset.metadata['state_encoder']['sha256']!r} but --expert {args.expert} has "
+                            f"{expert_sha!r}: the states were encoded by another agent; pass that agent's best.ckpt")
+    expert = build_agent(args.agent, sim.items, c.num_items, c.slate_size, c.episode_length, gems=gems,
+                         sac=from_namespace(SACConfig, args, prefix="sac_"))
+    load_agent(args.expert, expert, args.agent)
+    encoder = behaviour_of(expert).actor_belief
+    decoder: GeMSRanker = gems
+    actions = None
+    relabel: dict[str, Any] | None = None
+    if args.relabel_gems:
+        decoder = load_gems_ranker(args.relabel_gems, num_items=c.num_items, device=sim.device)
+        raw = relabel_actions(decoder, dataset.arrays["slates"], dataset.arrays["clicks"])
+        low = (decoder.action_center - decoder.action_scale).cpu().numpy()
+        high = (decoder.action_center + decoder.action_scale).cpu().numpy()
+        actions = np.clip(raw, low, high)
+        relabel = {"gems": args.relabel_gems, "sha256": file_sha256(args.relabel_gems),
+                   "clipped_fraction": float((actions != raw).mean())}
+    buffer = dataset.to_buffer(sim.device, actions)
+    normalizer = Normalizer(int(dataset.metadata["obs_dim"])).to(sim.device)
+    prepare_buffer(buffer, normalizer, cfg.normalize_states)
+    torch.manual_seed(args.seed)
+    algo = make_algo(args.algo, normalizer.mean.shape[0], decoder.action_center, decoder.action_scale, cfg.gamma,
+                     cfg.total_steps, {args.algo: algo_cfg}).to(sim.device)
+    policy = algo_policy(encoder, decoder, algo, normalizer)
+    inputs = input_hashes(dataset=args.dataset, gems=args.gems, expert=args.expert, relabel_gems=args.relabel_gems,
+                          embeddings=args.embeddings_file)
+    meta: dict[str, Any] = {
+        "env": args.env, "quality": dataset.metadata["quality"], "algo": args.algo, "seed": args.seed,
+        "offline": to_dict(cfg), "algo_config": to_dict(algo_cfg), "inputs": inputs,
+        "state_encoder": {"source": "the dataset's (the expert's actor GRU), frozen", "checkpoint": args.expert},
+        "decoder": "relabelled: " + args.relabel_gems if args.relabel_gems else "the dataset's GeMS",
+        "relabel": relabel,
+    }
+    fingerprint = hashlib.sha256(json.dumps({k: meta[k] for k in ("offline", "algo_config", "inputs", "seed")},
+                                            sort_keys=True).encode()).hexdigest()[:16]
+    policy_path = Path(args.policy_output)
+    last = policy_path.with_name(policy_path.name + ".last.ckpt")
+    logger = RunLogger(f"{args.algo}-{args.env}-{meta['quality']}-seed{args.seed}", meta, args.logger_mode,
+                       group=args.env)
+    start = time.perf_counter()
+    state = train_offline(algo, buffer, cfg, args.seed, lambda: _returns(sim, policy, cfg.val_seed,
+                                                                         cfg.val_sessions)["return_mean"],
+                          last, logger, progress=not args.no_progress, fingerprint=fingerprint)
+    elapsed = time.perf_counter() - start
+    logger.finish()
+    algo.eval()
+    torch.manual_seed(args.test_seed)
+    returns = policy_returns(sim, policy, args.test_seed, args.test_sessions, "eval").cpu().numpy()
+    stats = mean_ci(returns)
+    references = {
+        "behaviour": {"return_mean": dataset.metadata["behaviour_return"]["mean"],
+                      "return_ci95": dataset.metadata["behaviour_return"]["ci95"],
+                      "source": dataset.metadata["behaviour_return"]["source"]},
+        "expert": _returns(sim, expert, args.test_seed, args.test_sessions, mode="train"),
+        "expert_deterministic": _returns(sim, expert, args.test_seed, args.test_sessions),
+        "zero_action": _returns(sim, zero_policy(encoder, decoder), args.test_seed, args.test_sessions),
+        "random": _returns(sim, random_policy(encoder, decoder), args.test_seed, args.test_sessions),
+    }
+    expert_ret = references["expert"]["return_mean"]
+    rand = references["random"]["return_mean"]
+    score = 100.0 * (stats["mean"] - rand) / (expert_ret - rand) if expert_ret != rand else float("nan")
+    save_policy(policy_path, algo, normalizer, encoder, meta)
+    write_json(args.results, {
+        **meta,
+        "return_mean": stats["mean"], "return_std": stats["std"], "return_ci95": stats["ci"], "n_sessions": stats["n"],
+        "normalized_score": score,
+        "normalized_score_definition": "100 * (R - R_random) / (R_expert - R_random); R_expert: the expert sampling "
+        "its actions (as when it collects the expert dataset), R_random: uniform latent actions",
+        "references": references, "test_seed": args.test_seed, "learning_curve": state.curve,
+        "final_metrics": state.metrics, "train_seconds": elapsed, "device": str(sim.device),
+        "item_embeddings": table_source, "returns": np.round(returns, 3).tolist(),
+    })
+    print(f"wrote {args.results}: {args.algo} on {meta['quality']}: test return {stats['mean']:.2f} +- "
+          f"{stats['ci']:.2f} (behaviour {references['behaviour']['return_mean']:.2f}, z=0 "
+          f"{references['zero_action']['return_mean']:.2f}, random {rand:.2f}; normalised {score:.1f}), "
+          f"{elapsed:.0f} s on {sim.device}")

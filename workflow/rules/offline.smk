@@ -1,0 +1,103 @@
+# Stage 4: offline datasets collected with the trained SAC+GeMS agent (D4RL layout).
+
+BASE_QUALITIES = "expert|medium|random|replay"
+
+
+def behaviour_dir(wildcards):
+    tag = f"sac_gems_{gems_tag(config)}"
+    return f"data/agents/{wildcards.env}/{tag}/seed{config['offline_data']['behaviour_seed']}"
+
+
+def dataset_inputs(wildcards):
+    """The GeMS, the expert (state encoder and expert behaviour) and the medium checkpoint."""
+    inputs = {
+        "embeddings": embeddings_of(wildcards),
+        "gems": f"data/gems/{wildcards.env}/{gems_tag(config)}.ckpt",
+        "expert": f"{behaviour_dir(wildcards)}/best.ckpt",
+    }
+    if wildcards.quality == "medium":
+        inputs["behaviour"] = f"{behaviour_dir(wildcards)}/medium.ckpt"
+    return inputs
+
+
+def mixture_inputs(wildcards):
+    weights = config["offline_data"]["mixtures"][wildcards.quality]
+    return {
+        "embeddings": embeddings_of(wildcards),
+        "gems": f"data/gems/{wildcards.env}/{gems_tag(config)}.ckpt",
+        "expert": f"{behaviour_dir(wildcards)}/best.ckpt",
+        "components": [f"data/offline/{wildcards.env}/{q}.npz" for q in weights],
+    }
+
+
+def mixture_args(wildcards, input):
+    weights = config["offline_data"]["mixtures"][wildcards.quality]
+    return " ".join(f"--mix {path}={w}" for path, w in zip(input.components, weights.values()))
+
+
+def collect_options():
+    c = config["offline_data"]
+    options = (f"--agent sac_gems_{gems_tag(config)} --episodes {c['episodes']} --seed {c['seed']} "
+               f"--noise {c['noise']} --batch-size {c['batch_size']} "
+               f"--test-seed {config['evaluation']['test_seed']} --test-sessions {config['evaluation']['test_sessions']} "
+               f"{config_args(config['sac'])}")
+    return options + (" --deterministic" if c["deterministic"] else "")
+
+
+rule offline_dataset:
+    input:
+        unpack(dataset_inputs),
+    output:
+        data="data/offline/{env}/{quality}.npz",
+        meta="data/offline/{env}/{quality}.json",
+    wildcard_constraints:
+        quality=BASE_QUALITIES,
+    params:
+        env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),
+        behaviour=lambda wildcards, input: f"--behaviour {input.behaviour}" if "behaviour" in input.keys() else "",
+        options=collect_options(),
+        device=config["device"],
+    log:
+        "logs/offline/{env}/{quality}.log",
+    benchmark:
+        "benchmarks/offline/{env}/{quality}.tsv"
+    threads: 2
+    conda:
+        "../../envs/slate_rl.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=1,
+    shell:
+        "slate-rl collect --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
+        "--quality {wildcards.quality} --gems {input.gems} --expert {input.expert} {params.behaviour} "
+        "{params.options} --device {params.device} --no-progress --output {output.data} > {log} 2>&1"
+
+
+rule offline_mixture:
+    input:
+        unpack(mixture_inputs),
+    output:
+        data="data/offline/{env}/{quality}.npz",
+        meta="data/offline/{env}/{quality}.json",
+    wildcard_constraints:
+        quality="|".join(config["offline_data"]["mixtures"]) or "(?!)",
+    params:
+        env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),
+        mix=mixture_args,
+        options=collect_options(),
+        device=config["device"],
+    log:
+        "logs/offline/{env}/{quality}.log",
+    benchmark:
+        "benchmarks/offline/{env}/{quality}.tsv"
+    threads: 1
+    conda:
+        "../../envs/slate_rl.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    shell:
+        "slate-rl collect --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
+        "--quality {wildcards.quality} --gems {input.gems} --expert {input.expert} {params.mix} "
+        "{params.options} --device {params.device} --no-progress --output {output.data} > {log} 2>&1"

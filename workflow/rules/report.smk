@@ -1,0 +1,25 @@
+# Stage 6: the report, from every result JSON of the default target (reference policies, online
+# agents, offline algorithms); tables, figures and CSVs go to results/report/.
+
+
+rule report:
+    input:
+        [t for t in all_targets() if t.startswith("results/") and t.endswith(".json")],
+    output:
+        markdown="results/report.md",
+        figures=directory("results/report"),
+    params:
+        envs=",".join(config["envs"]),
+    log:
+        "logs/report/report.log",
+    benchmark:
+        "benchmarks/report/report.tsv"
+    threads: 1
+    conda:
+        "../../envs/slate_rl.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "slate-rl report --results-dir results --envs {params.envs} --output {output.markdown} "
+        "--figures-dir {output.figures} > {log} 2>&1"
