@@ -16,9 +16,11 @@ include: "workflow/rules/simulator.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/agents.smk"
 include: "workflow/rules/offline.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
         all_targets(),
+        "results/report.md",
     default_target: True

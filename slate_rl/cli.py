@@ -20,6 +20,7 @@ STAGES = (
     "slate_rl.stages.collect",
     "slate_rl.stages.export_dataset",
     "slate_rl.stages.train_offline",
+    "slate_rl.stages.aggregate",
     "slate_rl.stages.report",
     "slate_rl.stages.bench",
 )

@@ -16,6 +16,7 @@ import yaml
 from slate_rl.core.config import from_dict, to_dict, validate_schema
 from slate_rl.core.errors import ConfigError
 from slate_rl.models.gems import GeMSConfig, gems_config_from_tag
+from slate_rl.offline.algos import ALGO_CONFIGS
 from slate_rl.sim.config import PRESETS, TopicRecConfig, make_env_config
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
@@ -71,6 +72,16 @@ def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PAT
             )
     for name in defined:
         make_env_config(name, defined)  # type checks of every user-defined environment
+    for name, cls in ALGO_CONFIGS.items():  # keys and values of the offline algorithms' sections
+        from_dict(cls, config.get(name) or {}, name)
+    known = {"expert", "medium", "random", "replay", *config["offline_data"]["mixtures"]}
+    keys = [("offline.quality", config["offline"]["quality"])]
+    for section in ("offline_data", "offline"):
+        keys += [(f"{section}.qualities[{i}]", q) for i, q in enumerate(config[section]["qualities"])]
+    for key, value in keys:
+        if value not in known:
+            raise ConfigError(f"config: key {key!r}: unknown dataset quality {value!r}; use expert, medium, random, "
+                              "replay or a mixture defined under 'offline_data.mixtures'")
     return config
 
 

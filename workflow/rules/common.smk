@@ -29,6 +29,8 @@ wildcard_constraints:
     agent_tag=AGENT_TAG_WILDCARD,
     seed=r"\d+",
     policy="random|oracle|eps-greedy",
+    algo="td3bc|cql|iql|bc",
+    quality=r"(?!online\b|reference\b)[A-Za-z0-9_]+",
 
 
 def embeddings_of(wildcards):
@@ -44,8 +46,13 @@ def all_targets():
         for agent in agent_tags(config):
             for seed in config["agents"]["seeds"]:
                 targets.append(f"results/{env}/online/{agent}/seed{seed}.json")
-        for quality in [*config["offline_data"]["qualities"], *config["offline_data"]["mixtures"]]:
+        for quality in config["offline_data"]["qualities"]:
             targets.append(f"data/offline/{env}/{quality}.npz")
+        for algo in config["offline"]["algos"]:
+            targets.append(f"results/{env}/{algo}.json")
+            for quality in config["offline"]["qualities"]:
+                for seed in config["offline"]["seeds"]:
+                    targets.append(f"results/{env}/{quality}/{algo}/seed{seed}.json")
         for policy in config["evaluation"]["reference_policies"]:
             targets.append(f"results/{env}/reference/{policy}.json")
     return targets

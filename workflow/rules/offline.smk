@@ -101,3 +101,72 @@ rule offline_mixture:
         "slate-rl collect --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
         "--quality {wildcards.quality} --gems {input.gems} --expert {input.expert} {params.mix} "
         "{params.options} --device {params.device} --no-progress --output {output.data} > {log} 2>&1"
+
+
+# Stage 5: offline RL on the datasets, evaluated online on the fixed test users.
+
+
+def offline_inputs(wildcards):
+    return {
+        "dataset": f"data/offline/{wildcards.env}/{wildcards.quality}.npz",
+        "meta": f"data/offline/{wildcards.env}/{wildcards.quality}.json",
+        "embeddings": embeddings_of(wildcards),
+        "gems": f"data/gems/{wildcards.env}/{gems_tag(config)}.ckpt",
+        "expert": f"{behaviour_dir(wildcards)}/best.ckpt",
+    }
+
+
+rule offline_policy:
+    input:
+        unpack(offline_inputs),
+    output:
+        policy="data/policies/{env}/{quality}/{algo}/seed{seed}.pt",
+        results="results/{env}/{quality}/{algo}/seed{seed}.json",
+    params:
+        env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),
+        agent=f"sac_gems_{gems_tag(config)}",
+        offline=config_args(config["offline"], skip=("algos", "seeds", "quality", "qualities")),
+        algo=lambda wildcards: config_args(config[wildcards.algo], prefix=f"{wildcards.algo}_"),
+        sac=config_args(config["sac"], prefix="sac_"),
+        test=f"--test-seed {config['evaluation']['test_seed']} --test-sessions {config['evaluation']['test_sessions']}",
+        device=config["device"],
+        logger=config["logger"]["mode"],
+    log:
+        "logs/offline/{env}/{quality}/{algo}/seed{seed}.log",
+    benchmark:
+        "benchmarks/offline/{env}/{quality}/{algo}/seed{seed}.tsv"
+    threads: 2
+    conda:
+        "../../envs/slate_rl.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=720,
+        gpu=1,
+    shell:
+        "slate-rl train-offline --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
+        "--algo {wildcards.algo} --dataset {input.dataset} --gems {input.gems} --expert {input.expert} "
+        "--agent {params.agent} --seed {wildcards.seed} {params.offline} {params.algo} {params.sac} {params.test} "
+        "--device {params.device} --logger-mode {params.logger} --no-progress "
+        "--policy-output {output.policy} --results {output.results} > {log} 2>&1"
+
+
+rule offline_aggregate:
+    input:
+        lambda wildcards: [
+            f"results/{wildcards.env}/{config['offline']['quality']}/{wildcards.algo}/seed{seed}.json"
+            for seed in config["offline"]["seeds"]
+        ],
+    output:
+        "results/{env}/{algo}.json",
+    log:
+        "logs/offline/{env}/{algo}.aggregate.log",
+    benchmark:
+        "benchmarks/offline/{env}/{algo}.aggregate.tsv"
+    threads: 1
+    conda:
+        "../../envs/slate_rl.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "slate-rl aggregate --inputs {input} --output {output} > {log} 2>&1"
