@@ -1,0 +1,235 @@
+"""The offline training loop, the divergence guard, the saved policy and the train-offline stage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from slate_rl.cli import main
+from slate_rl.core.errors import ArtifactError
+from slate_rl.data.d4rl import load_dataset, save_dataset
+from slate_rl.models.gems import GeMS
+from slate_rl.models.rankers import GeMSRanker, save_gems_ranker
+from slate_rl.offline.algo import OfflineAlgo
+from slate_rl.offline.algos import make_algo
+from slate_rl.offline.collect import collect_episodes
+from slate_rl.offline.loop import (
+    DivergenceError,
+    Normalizer,
+    OfflineConfig,
+    prepare_buffer,
+    sample_batch,
+    train_offline,
+)
+from slate_rl.offline.policy import algo_policy, load_policy, save_policy, zero_policy
+from slate_rl.online.agents import build_agent, save_agent
+from slate_rl.online.loop import evaluate
+from slate_rl.sim.embeddings import generate_item_embeddings
+from slate_rl.sim.gym_env import build_simulator
+
+AGENT = "sac_gems_d8_beta1_lc0.5_scratch_s1"
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return build_simulator("focused_topdown")
+
+
+@pytest.fixture(scope="module")
+def expert(sim):
+    torch.manual_seed(0)
+    gems = GeMSRanker(GeMS(latent_dim=8), torch.zeros(8), torch.ones(8) * 2)
+    return build_agent(AGENT, sim.items, 1000, 10, 100, gems=gems)
+
+
+@pytest.fixture(scope="module")
+def arrays(sim, expert):
+    torch.set_num_threads(1)
+    return collect_episodes(sim, expert, expert.actor_belief, seed=5, episodes=12, mode="train", progress=False)
+
+
+def _metadata(expert, arrays, gems_sha="g" * 16, encoder_sha="e" * 16):
+    r = expert.ranker
+    return {"env": "focused_topdown", "quality": "expert", "episodes": arrays["reset_slates"].shape[0],
+            "episode_length": 100, "slate_size": 10, "num_items": 1000, "obs_dim": 20, "action_dim": 8,
+            "action_center": r.action_center.tolist(), "action_scale": r.action_scale.tolist(),
+            "gems_sha256": gems_sha, "behaviour": {"agent": AGENT},
+            "behaviour_return": {"mean": 50.0, "ci95": 1.0, "source": "test"},
+            "state_encoder": {"sha256": encoder_sha}, "seed": 5}
+
+
+@pytest.fixture()
+def dataset(tmp_path, expert, arrays):
+    path = tmp_path / "expert.npz"
+    save_dataset(path, arrays, _metadata(expert, arrays))
+    return load_dataset(path)
+
+
+def _algo(name, expert, total_steps=20, **kw):
+    torch.manual_seed(1)
+    return make_algo(name, 20, expert.ranker.action_center, expert.ranker.action_scale, 0.8, total_steps, **kw)
+
+
+def test_buffer_states_are_normalised_and_dones_mark_the_time_limit(dataset):
+    buf = dataset.to_buffer()
+    raw = torch.from_numpy(dataset.arrays["observations"])
+    norm = Normalizer(20)
+    prepare_buffer(buf, norm, normalize=True)
+    flat = buf.data["observations"].flatten(0, 1)
+    assert torch.allclose(flat.mean(0), torch.zeros(20), atol=1e-4)
+    assert torch.allclose(norm(raw), flat, atol=1e-5)
+    cfg = OfflineConfig(batch_size=4096, reward_scale=2.0)
+    gen = torch.Generator().manual_seed(0)
+    batch = sample_batch(buf, cfg, gen)
+    tr = buf.sample_transitions(4096, torch.Generator().manual_seed(0), fields=("rewards",))
+    assert torch.equal(batch["dones"], (tr["timesteps"] == 99).float()) and batch["dones"].sum() > 0
+    assert torch.equal(batch["rewards"], 2.0 * tr["rewards"])
+    no_done = sample_batch(buf, OfflineConfig(bootstrap_timeout=True), gen)
+    assert no_done["dones"].sum() == 0
+
+
+def test_resume_after_a_kill_ends_bit_identical(dataset, expert, tmp_path):
+    cfg = OfflineConfig(total_steps=12, batch_size=32, eval_interval=4, checkpoint_interval=4, log_interval=2)
+
+    def run(last, validate):
+        buf = dataset.to_buffer()
+        prepare_buffer(buf, Normalizer(20), True)
+        algo = _algo("td3bc", expert, 12)
+        state = train_offline(algo, buf, cfg, 3, validate, last, progress=False, fingerprint="fp")
+        return algo, state
+
+    full, full_state = run(tmp_path / "a.ckpt", lambda: 1.0)
+    calls = []
+
+    def killing_validate():
+        calls.append(1)
+        if len(calls) == 2:  # step 8, after the checkpoint of step 4
+            raise KeyboardInterrupt
+        return 1.0
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b.ckpt", killing_validate)
+    resumed, resumed_state = run(tmp_path / "b.ckpt", lambda: 1.0)
+    assert resumed_state.step == 12 and resumed_state.curve == full_state.curve
+    for (n, p), (_, q) in zip(full.state_dict()["modules"].items(), resumed.state_dict()["modules"].items(),
+                              strict=True):
+        assert torch.equal(p, q), n
+    # another fingerprint (other settings or inputs): the stale checkpoint is ignored
+    buf = dataset.to_buffer()
+    prepare_buffer(buf, Normalizer(20), True)
+    fresh = train_offline(_algo("bc", expert, 12), buf, cfg, 3, lambda: 1.0, tmp_path / "b.ckpt", progress=False,
+                          fingerprint="other")
+    assert fresh.step == 12
+
+
+class _Exploding(OfflineAlgo):
+    name = "exploding"
+
+    def __init__(self, bad_step: int, value: float) -> None:
+        super().__init__(20, torch.zeros(8), torch.ones(8), 0.8)
+        self.bad_step, self.value, self.calls = bad_step, value, 0
+
+    def update(self, batch):
+        self.calls += 1
+        q = torch.tensor(self.value if self.calls >= self.bad_step else 1.0)
+        return {"critic_loss": torch.tensor(0.5), "q_mean": q}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e9])
+def test_divergence_guard_names_the_quantity_and_the_step(dataset, value):
+    buf = dataset.to_buffer()
+    prepare_buffer(buf, Normalizer(20), True)
+    cfg = OfflineConfig(total_steps=50, batch_size=8, eval_interval=50, checkpoint_interval=50, log_interval=20)
+    with pytest.raises(DivergenceError, match=r"exploding diverged: q_mean .* at step 7;") as info:
+        train_offline(_Exploding(7, value), buf, cfg, 0, lambda: 0.0, "/nonexistent/x.ckpt", progress=False)
+    assert "offline.gamma" in str(info.value)
+
+
+def test_saved_policy_acts_like_the_trained_one(dataset, expert, sim, tmp_path):
+    buf = dataset.to_buffer()
+    norm = Normalizer(20)
+    prepare_buffer(buf, norm, True)
+    algo = _algo("bc", expert, 30)
+    train_offline(algo, buf, OfflineConfig(total_steps=30, batch_size=64, eval_interval=30, checkpoint_interval=30),
+                  0, lambda: 0.0, tmp_path / "l.ckpt", progress=False)
+    save_policy(tmp_path / "p.pt", algo, norm, expert.actor_belief, {"algo": "bc"})
+    other_algo, other_norm = _algo("bc", expert, 30), Normalizer(20)
+    other_encoder = build_agent(AGENT, sim.items, 1000, 10, 100, gems=expert.ranker).actor_belief
+    assert load_policy(tmp_path / "p.pt", other_algo, other_norm, other_encoder) == {"algo": "bc"}
+    a = algo_policy(expert.actor_belief, expert.ranker, algo, norm)
+    b = algo_policy(other_encoder, expert.ranker, other_algo, other_norm)
+    assert torch.equal(evaluate(sim, a, 9, 6), evaluate(sim, b, 9, 6))
+    with pytest.raises(ArtifactError, match="field 'algo'"):
+        load_policy(tmp_path / "p.pt", _algo("td3bc", expert), Normalizer(20), other_encoder)
+
+
+def test_zero_policy_plays_one_constant_latent_action(expert, sim):
+    pol = zero_policy(expert.actor_belief, expert.ranker)
+    slates = torch.zeros(3, 10, dtype=torch.long)
+    slate, action, _ = pol.act(slates, torch.zeros(3, 10, dtype=torch.bool), None)
+    assert torch.equal(action, torch.zeros(3, 8))
+    assert torch.equal(slate, expert.ranker.rank(torch.zeros(1, 8)).expand(3, -1))
+
+
+@pytest.fixture()
+def stage_inputs(tmp_path, sim, expert, arrays):
+    """Files as the pipeline has them: item table, GeMS, expert checkpoint, dataset."""
+    table = tmp_path / "focused.npy"
+    np.save(table, generate_item_embeddings("focused", 2023, 1000, 10, 2))
+    gems = tmp_path / "gems.ckpt"
+    save_gems_ranker(gems, expert.ranker)
+    best = tmp_path / "best.ckpt"
+    save_agent(best, expert, AGENT, {"step": 1})
+    from slate_rl.core.io import file_sha256
+
+    data = tmp_path / "expert.npz"
+    save_dataset(data, arrays, _metadata(expert, arrays, file_sha256(gems), file_sha256(best)))
+    return {"table": table, "gems": gems, "best": best, "data": data, "dir": tmp_path}
+
+
+def _stage(inputs, algo="bc", extra=()):
+    d = inputs["dir"]
+    return main(["train-offline", "--env", "focused_topdown", "--embeddings-file", str(inputs["table"]),
+                 "--algo", algo, "--dataset", str(inputs["data"]), "--gems", str(inputs["gems"]),
+                 "--expert", str(inputs["best"]), "--agent", AGENT, "--seed", "0", "--total-steps", "8",
+                 "--batch-size", "32", "--eval-interval", "4", "--checkpoint-interval", "4", "--val-sessions", "4",
+                 "--test-sessions", "8", "--device", "cpu", "--logger-mode", "disabled", "--no-progress",
+                 "--policy-output", str(d / f"{algo}.pt"), "--results", str(d / f"{algo}.json"), *extra])
+
+
+def test_train_offline_stage_writes_policy_and_results(stage_inputs):
+    assert _stage(stage_inputs, "td3bc") == 0
+    res = json.loads((stage_inputs["dir"] / "td3bc.json").read_text())
+    for key in ("return_mean", "return_ci95", "n_sessions", "normalized_score", "learning_curve", "inputs"):
+        assert key in res, key
+    assert res["n_sessions"] == 8 and [s for s, _ in res["learning_curve"]] == [4, 8]
+    refs = res["references"]
+    assert set(refs) >= {"behaviour", "zero_action", "random", "expert"}
+    assert refs["behaviour"]["return_mean"] == 50.0
+    r, lo, hi = res["return_mean"], refs["random"]["return_mean"], refs["expert"]["return_mean"]
+    assert res["normalized_score"] == pytest.approx(100 * (r - lo) / (hi - lo))
+    assert set(res["inputs"]) == {"dataset", "gems", "expert", "embeddings"}
+    assert (stage_inputs["dir"] / "td3bc.pt").is_file()
+
+
+def test_train_offline_stage_relabels_for_another_gems(stage_inputs):
+    torch.manual_seed(7)
+    other = GeMSRanker(GeMS(latent_dim=4), torch.zeros(4), torch.ones(4))
+    path = stage_inputs["dir"] / "other.ckpt"
+    save_gems_ranker(path, other)
+    assert _stage(stage_inputs, "bc", ["--relabel-gems", str(path)]) == 0
+    res = json.loads((stage_inputs["dir"] / "bc.json").read_text())
+    assert res["decoder"].startswith("relabelled") and res["relabel"]["gems"] == str(path)
+    assert 0.0 <= res["relabel"]["clipped_fraction"] <= 1.0
+
+
+def test_train_offline_stage_rejects_another_encoder(stage_inputs, capsys, sim):
+    torch.manual_seed(3)
+    gems = GeMSRanker(GeMS(latent_dim=8), torch.zeros(8), torch.ones(8) * 2)
+    save_agent(stage_inputs["best"], build_agent(AGENT, sim.items, 1000, 10, 100, gems=gems), AGENT, {"step": 2})
+    assert _stage(stage_inputs) == 2
+    err = capsys.readouterr().err
+    assert "state_encoder.sha256" in err and err.count("\n") == 1
