@@ -178,7 +178,10 @@ def load_dataset(path: str | os.PathLike[str], expect_gems_sha256: str | None = 
     if not isinstance(meta, dict):
         raise ArtifactError(f"{mp}: expected a JSON object")
     try:
-        with np.load(p, allow_pickle=False) as npz:
+        npz = np.load(p, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ArtifactError(f"{p}: unreadable dataset (a single array, not an .npz archive); rebuild it")
+        with npz:
             missing = [k for k in ARRAYS if k not in npz.files]
             if missing:
                 raise ArtifactError(f"{p}: missing field {missing[0]!r}; rebuild the dataset")
@@ -248,13 +251,19 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], p
              "episode")
     if not np.array_equal(arrays["rewards"], arrays["clicks"].sum(axis=1, dtype=np.float32)):
         fail("rewards", "does not equal the number of clicks at each step")
-    num_items = int(meta["num_items"])
+    try:
+        num_items = int(meta["num_items"])
+    except (TypeError, ValueError):
+        fail("num_items", "is not an integer", mp)
     for key in ("slates", "reset_slates"):
         s = arrays[key]
         if s.size and (s.min() < 0 or s.max() >= num_items):
             fail(key, f"holds item ids outside [0, {num_items})")
-    center = np.asarray(meta["action_center"], dtype=np.float32)
-    scale = np.asarray(meta["action_scale"], dtype=np.float32)
+    try:
+        center = np.asarray(meta["action_center"], dtype=np.float32)
+        scale = np.asarray(meta["action_scale"], dtype=np.float32)
+    except (TypeError, ValueError):
+        fail("action_center", "and action_scale must be lists of numbers", mp)
     if center.shape != (dims["A"],) or scale.shape != (dims["A"],):
         fail("action_center", f"and action_scale must have {dims['A']} values", mp)
     tol = 1e-4 * np.maximum(np.abs(scale), 1.0)
