@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import atomic_path, load_checkpoint
@@ -135,6 +135,13 @@ def load_agent(path: str | os.PathLike[str], agent: Agent, tag: str) -> dict[str
                 f"{p}: field {field!r} does not match the ranker's bounds (saved {tuple(saved.shape)} values, "
                 f"ranker {tuple(expected.shape)}); the agent was trained with another GeMS/ranker: use that one"
             )
+    if ranker is not None:  # the frozen ranker (e.g. the GeMS decoder) must be the one the agent was trained with
+        saved_modules = payload["state"].get("modules", {})
+        for key, value in nn.Module.state_dict(agent).items():
+            if key.startswith("ranker.") and key in saved_modules and not torch.equal(saved_modules[key].cpu(),
+                                                                                       value.cpu()):
+                raise ArtifactError(f"{p}: field 'state.modules.{key}' differs from the ranker given (--gems/--mf): "
+                                    "the agent was trained with another ranker; use that one")
     try:
         agent.load_state_dict(payload["state"])
     except (RuntimeError, KeyError) as exc:
