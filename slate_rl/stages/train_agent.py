@@ -19,6 +19,7 @@ import torch
 
 from slate_rl.core.config import add_arguments as add_config_arguments
 from slate_rl.core.config import from_namespace, to_dict
+from slate_rl.core.errors import ArtifactError
 from slate_rl.core.io import write_json
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
@@ -109,7 +110,8 @@ def _save_medium(path: Path, agent: Agent, tag: str, meta: dict[str, object], st
     assert state.medium is not None
     chosen = state.medium.choose(state.best_val)
     if chosen is None:
-        raise RuntimeError("no validation snapshot was kept; the run made no validation")
+        raise ArtifactError(f"{path.parent / 'last.ckpt'}: the resumed run holds no validation snapshots (written "
+                            "by an older slate_rl, before medium checkpoints); delete it and rerun the rule")
     step, val, modules = chosen
     result = torch.nn.Module.load_state_dict(agent, modules, strict=False)
     if result.unexpected_keys or any(not k.startswith("ranker.") for k in result.missing_keys):
