@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from slate_rl.core.errors import ConfigError
+from slate_rl.data.d4rl import load_dataset
 from slate_rl.data.logs import load_logs
 from slate_rl.pipeline import validate_config
 
@@ -123,6 +124,20 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     assert random_return < min(results["eps-greedy"]["return_mean"], results["oracle"]["return_mean"])
     for rule_dir in ("logs/logs", "benchmarks/logs"):
         assert any((tmp_path / rule_dir).iterdir()), f"{rule_dir} is empty"
+    # offline datasets (qualities and a mixture), offline policies, aggregates and the report
+    for quality in ("expert", "random", "mix"):
+        ds = load_dataset(tmp_path / f"data/offline/focused_topdown/{quality}.npz", expect_env="focused_topdown")
+        assert len(ds) == 8 * 100 and ds.metadata["quality"] == quality
+    assert (tmp_path / "data/agents/focused_topdown/sac_gems_d8_beta1_lc0.5_scratch_s58407201/seed0/medium.ckpt"
+            ).is_file()
+    for algo in ("td3bc", "bc"):
+        assert (tmp_path / f"data/policies/focused_topdown/expert/{algo}/seed0.pt").is_file()
+        agg = json.loads((tmp_path / f"results/focused_topdown/{algo}.json").read_text())
+        assert agg["seeds"] == [0] and agg["quality"] == "expert" and np.isfinite(agg["return_mean"])
+        assert {"behaviour", "zero_action", "random"} <= set(agg["references"])
+    report = (tmp_path / "results/report.md").read_text()
+    assert "TD3+BC" in report and "SAC+GeMS" in report
+    assert (tmp_path / "results/report/focused_topdown_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     again = snakemake("-n", "--configfile", str(TINY), cwd=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
