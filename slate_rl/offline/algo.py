@@ -14,6 +14,10 @@ evaluates, checkpoints and logs. An algorithm sees:
   log intervals, so that a step never waits for the device). Every Q-like quantity the algorithm
   computes is reported under a name starting with ``q`` (``q_mean``, ``q_max``, ``q_target_mean``...):
   the loop's divergence guard checks those and every loss.
+* ``losses(batch) -> (losses, metrics)``: the loss of each optimiser (keyed like ``optimizers()``)
+  at the current parameters, no optimisation; each loss moves only its own optimiser's parameters
+  (the conformance test checks the gradients). The default ``update`` descends their sum, steps the
+  schedulers and then the target networks (``update_targets``).
 * ``act(observations) -> actions``: the deterministic action for normalised observations,
   inside the bounds ``center +- scale``.
 * ``state_dict()`` / ``load_state_dict()``: networks, optimisers (``optimizers()``), schedulers
@@ -22,15 +26,21 @@ evaluates, checkpoints and logs. An algorithm sees:
 Actions live in a box given per dimension by ``action_center`` and ``action_scale`` (the GeMS
 latent bounds): policies output ``center + scale * tanh(.)``; noise and clipping that the
 reference implementations express for a ``[-max_action, max_action]`` box are scaled by
-``action_scale`` per dimension.
+``action_scale`` per dimension. Equivalently, an algorithm may work on normalised actions
+``(a - center) / scale`` in ``[-1, 1]^d`` (``normalise``), the reference's D4RL setting with
+``max_action = 1``, and map its outputs back with ``squash``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import fields
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from slate_rl.core.errors import ConfigError
 
 
 class OfflineAlgo(nn.Module):
@@ -49,10 +59,15 @@ class OfflineAlgo(nn.Module):
         self.register_buffer("action_scale", action_scale.detach().clone().float())
         self.updates: Tensor
         self.register_buffer("updates", torch.zeros((), dtype=torch.int64))
+        self._n_updates = 0  # host mirror of ``updates``: schedules never read the device
 
     def squash(self, u: Tensor) -> Tensor:
         """Map an unbounded output into the action box."""
         return self.action_center + self.action_scale * torch.tanh(u)
+
+    def normalise(self, a: Tensor) -> Tensor:
+        """Map box actions to [-1, 1]^d."""
+        return (a - self.action_center) / self.action_scale
 
     def clamp_action(self, a: Tensor) -> Tensor:
         """Clip actions into the action box."""
@@ -76,11 +91,65 @@ class OfflineAlgo(nn.Module):
             opt.load_state_dict(state["optimizers"][name])
         for name, sched in self.schedulers().items():
             sched.load_state_dict(state["schedulers"][name])
+        self._n_updates = int(self.updates)
         return result
 
-    def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def tick(self) -> int:
+        """Count one update; return the number of updates so far, this one included."""
+        self._n_updates += 1
+        self.updates.add_(1)
+        return self._n_updates
+
+    @staticmethod
+    def descend(loss: Tensor, optimizers: Iterable[torch.optim.Optimizer]) -> None:
+        """One gradient step of ``optimizers`` on ``loss``."""
+        opts = list(optimizers)
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in opts:
+            opt.step()
+
+    def losses(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         raise NotImplementedError
+
+    def update_targets(self, n_updates: int) -> None:
+        """Polyak-average the target networks after update number ``n_updates`` (none by default)."""
+
+    def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """All losses at the same parameters, one backward pass through their sum, every optimiser steps."""
+        losses, metrics = self.losses(batch)
+        self.descend(torch.stack(list(losses.values())).sum(), self.optimizers().values())
+        for sched in self.schedulers().values():
+            sched.step()
+        self.update_targets(self.tick())
+        return metrics
 
     @torch.no_grad()
     def act(self, observations: Tensor) -> Tensor:
         raise NotImplementedError
+
+
+def adam(params: Iterable[Tensor], lr: float) -> torch.optim.Adam:
+    """Adam with the fused kernel (CPU and CUDA): the reference's update rule in one call per step."""
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
+def check_config(cfg: Any, prefix: str, positive: tuple[str, ...] = (), fraction: tuple[str, ...] = (),
+                 nonnegative: tuple[str, ...] = ()) -> None:
+    """Raise :class:`ConfigError` naming ``prefix.key`` unless each ``positive`` field is > 0, each
+    ``fraction`` field lies in (0, 1] and each ``nonnegative`` one is >= 0; integer fields (layer
+    counts, widths...) must be integers."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.type in ("int", int) and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"{prefix}.{f.name} must be an integer, got {value!r}")
+    for key in positive:
+        if not getattr(cfg, key) > 0:
+            raise ConfigError(f"{prefix}.{key} must be > 0, got {getattr(cfg, key)}")
+    for key in fraction:
+        if not 0.0 < getattr(cfg, key) <= 1.0:
+            raise ConfigError(f"{prefix}.{key} must be in (0, 1], got {getattr(cfg, key)}")
+    for key in nonnegative:
+        if not getattr(cfg, key) >= 0:
+            raise ConfigError(f"{prefix}.{key} must be >= 0, got {getattr(cfg, key)}")

@@ -1,48 +1,5 @@
 # Stage 4: offline datasets collected with the trained SAC+GeMS agent (D4RL layout).
 
-BASE_QUALITIES = "expert|medium|random|replay"
-
-
-def behaviour_dir(wildcards):
-    tag = f"sac_gems_{gems_tag(config)}"
-    return f"data/agents/{wildcards.env}/{tag}/seed{config['offline_data']['behaviour_seed']}"
-
-
-def dataset_inputs(wildcards):
-    """The GeMS, the expert (state encoder and expert behaviour) and the medium checkpoint."""
-    inputs = {
-        "embeddings": embeddings_of(wildcards),
-        "gems": f"data/gems/{wildcards.env}/{gems_tag(config)}.ckpt",
-        "expert": f"{behaviour_dir(wildcards)}/best.ckpt",
-    }
-    if wildcards.quality == "medium":
-        inputs["behaviour"] = f"{behaviour_dir(wildcards)}/medium.ckpt"
-    return inputs
-
-
-def mixture_inputs(wildcards):
-    weights = config["offline_data"]["mixtures"][wildcards.quality]
-    return {
-        "embeddings": embeddings_of(wildcards),
-        "gems": f"data/gems/{wildcards.env}/{gems_tag(config)}.ckpt",
-        "expert": f"{behaviour_dir(wildcards)}/best.ckpt",
-        "components": [f"data/offline/{wildcards.env}/{q}.npz" for q in weights],
-    }
-
-
-def mixture_args(wildcards, input):
-    weights = config["offline_data"]["mixtures"][wildcards.quality]
-    return " ".join(f"--mix {path}={w}" for path, w in zip(input.components, weights.values()))
-
-
-def collect_options():
-    c = config["offline_data"]
-    options = (f"--agent sac_gems_{gems_tag(config)} --episodes {c['episodes']} --seed {c['seed']} "
-               f"--noise {c['noise']} --batch-size {c['batch_size']} "
-               f"--test-seed {config['evaluation']['test_seed']} --test-sessions {config['evaluation']['test_sessions']} "
-               f"{config_args(config['sac'])}")
-    return options + (" --deterministic" if c["deterministic"] else "")
-
 
 rule offline_dataset:
     input:
@@ -104,16 +61,6 @@ rule offline_mixture:
 
 
 # Stage 5: offline RL on the datasets, evaluated online on the fixed test users.
-
-
-def offline_inputs(wildcards):
-    return {
-        "dataset": f"data/offline/{wildcards.env}/{wildcards.quality}.npz",
-        "meta": f"data/offline/{wildcards.env}/{wildcards.quality}.json",
-        "embeddings": embeddings_of(wildcards),
-        "gems": f"data/gems/{wildcards.env}/{gems_tag(config)}.ckpt",
-        "expert": f"{behaviour_dir(wildcards)}/best.ckpt",
-    }
 
 
 rule offline_policy:
