@@ -106,7 +106,8 @@ def test_schema_env_parameters_match_the_simulator_config():
 @pytest.mark.e2e
 def test_tiny_pipeline_end_to_end(tmp_path):
     # The card's command first (one offline result and its whole chain), then the default target.
-    card = snakemake("--cores", "2", "--configfile", str(TINY), "results/diffuse_mix/td3bc.json", cwd=tmp_path)
+    # (targets before --configfile, which takes several values)
+    card = snakemake("results/diffuse_mix/td3bc.json", "--cores", "2", "--configfile", str(TINY), cwd=tmp_path)
     assert card.returncode == 0, card.stderr[-3000:]
     assert (tmp_path / "results/diffuse_mix/td3bc.json").is_file()
     assert not (tmp_path / "results/report.md").exists()
@@ -161,3 +162,16 @@ def test_lint_is_clean_and_every_rule_declares_log_benchmark_threads_resources(t
             name = block.split(":", 1)[0]
             for directive in ("log:", "benchmark:", "threads:", "resources:", "conda:"):
                 assert f"\n    {directive}" in block, f"rule {name} in {smk.name} lacks {directive}"
+
+
+@pytest.mark.slow
+def test_card_command_with_the_quick_preset(tmp_path):
+    """`snakemake --cores 2 results/diffuse_mix/td3bc.json --configfile workflow/presets/quick.yaml` from
+    nothing (about 15 minutes on a 2-core CPU)."""
+    quick = REPO / "workflow" / "presets" / "quick.yaml"
+    res = snakemake("results/diffuse_mix/td3bc.json", "--cores", "2", "--configfile", str(quick), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    agg = json.loads((tmp_path / "results/diffuse_mix/td3bc.json").read_text())
+    assert agg["quality"] == "expert" and agg["n_sessions"] == 500 and np.isfinite(agg["normalized_score"])
+    behaviour = agg["references"]["behaviour"]["return_mean"]
+    assert agg["return_mean"] >= 0.7 * behaviour, (agg["return_mean"], behaviour)
