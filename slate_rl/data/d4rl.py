@@ -106,6 +106,9 @@ def save_dataset(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray],
     """Validate, then write the arrays and the metadata JSON atomically (JSON last)."""
     meta = {"format": FORMAT, "version": VERSION, **metadata}
     validate_arrays(arrays, meta, Path(path))
+    # An overwrite removes the old metadata first: a failure in between leaves a dataset without
+    # metadata (rejected on load), never new arrays beside stale metadata.
+    metadata_path(path).unlink(missing_ok=True)
     save_npz(path, arrays, compress=False)
     write_json(metadata_path(path), meta)
 
@@ -214,14 +217,14 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], p
         fail("format", f"is {meta['format']!r}, expected {FORMAT!r}", mp)
     if meta["version"] != VERSION:
         fail("version", f"is {meta['version']!r}; this slate_rl reads version {VERSION}", mp)
-    try:
-        dims = {"E": int(meta["episodes"]), "k": int(meta["slate_size"]), "S": int(meta["obs_dim"]),
-                "A": int(meta["action_dim"])}
-        h = int(meta["episode_length"])
-    except (TypeError, ValueError):
-        fail("episodes", "or another size field is not an integer", mp)
-    if min(dims.values()) < 1 or h < 1:
-        fail("episodes", "or another size field is not positive", mp)
+    sizes = {}
+    for field in ("episodes", "slate_size", "obs_dim", "action_dim", "episode_length"):
+        value = meta[field]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            fail(field, f"is {value!r}, expected a positive integer", mp)
+        sizes[field] = value
+    dims = {"E": sizes["episodes"], "k": sizes["slate_size"], "S": sizes["obs_dim"], "A": sizes["action_dim"]}
+    h = sizes["episode_length"]
     dims["N"] = dims["E"] * h
     for key, (dtype, shape_names) in ARRAYS.items():
         if key not in arrays:
