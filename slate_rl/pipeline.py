@@ -128,5 +128,5 @@ def config_args(values: dict[str, Any] | Any, skip: tuple[str, ...] = (), prefix
         if isinstance(value, bool):
             parts.append(flag if value else f"--no-{name}")
         else:
-            parts.append(f"{flag} {shlex.quote(str(value))}")
+            parts.append(f"{flag}={shlex.quote(str(value))}")  # = form: values like -inf are not options
     return " ".join(parts)
