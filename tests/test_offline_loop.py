@@ -233,3 +233,52 @@ def test_train_offline_stage_rejects_another_encoder(stage_inputs, capsys, sim):
     assert _stage(stage_inputs) == 2
     err = capsys.readouterr().err
     assert "state_encoder.sha256" in err and err.count("\n") == 1
+
+
+def test_validation_does_not_touch_the_training_rng(dataset, expert, tmp_path):
+    """Validation reseeds the global RNG (fixed users): training noise must not repeat because of it."""
+    cfg = OfflineConfig(total_steps=8, batch_size=32, eval_interval=2, checkpoint_interval=8, log_interval=2)
+
+    def run(name, validate):
+        buf = dataset.to_buffer()
+        prepare_buffer(buf, Normalizer(20), True)
+        algo = _algo("td3bc", expert, 8)
+        train_offline(algo, buf, cfg, 3, validate, tmp_path / f"{name}.ckpt", progress=False)
+        return algo
+
+    def reseeding():
+        torch.manual_seed(123)
+        return 0.0
+
+    plain, reseeded = run("a", lambda: 0.0), run("b", reseeding)
+    for (n, p), (_, q) in zip(plain.state_dict()["modules"].items(), reseeded.state_dict()["modules"].items(),
+                              strict=True):
+        assert torch.equal(p, q), n
+
+
+def test_corrupted_resume_checkpoint_is_one_clear_error(dataset, expert, tmp_path):
+    last = tmp_path / "x.last.ckpt"
+    last.write_bytes(b"not a checkpoint")
+    buf = dataset.to_buffer()
+    prepare_buffer(buf, Normalizer(20), True)
+    with pytest.raises(ArtifactError, match="unreadable resume checkpoint"):
+        train_offline(_algo("bc", expert), buf, OfflineConfig(total_steps=2), 0, lambda: 0.0, last, progress=False)
+
+
+def test_online_resume_ignores_a_checkpoint_of_other_settings(sim, tmp_path):
+    from slate_rl.online.loop import OnlineConfig, train_online
+
+    torch.manual_seed(0)
+    gems = GeMSRanker(GeMS(latent_dim=8), torch.zeros(8), torch.ones(8) * 2)
+    cfg = OnlineConfig(total_steps=2, sessions_per_step=2, batch_size=2, warmup_env_steps=200, val_interval=1,
+                       val_sessions=2, checkpoint_interval=1, buffer_capacity=8)
+    last = tmp_path / "last.ckpt"
+
+    def train(fp, total):
+        agent = build_agent(AGENT, sim.items, 1000, 10, 100, gems=gems)
+        c = OnlineConfig(**{**cfg.__dict__, "total_steps": total})
+        return train_online(sim, agent, c, 1, lambda a, s: None, last, progress=False, fingerprint=fp)
+
+    assert train("a", 2).step == 2
+    assert train("a", 3).sessions == 6  # same settings: resumed and extended by one step
+    assert train("b", 2).sessions == 4  # other settings: started over

@@ -116,3 +116,17 @@ def load_checkpoint(path: str | os.PathLike[str], fmt: str, version: int, what: 
     if payload.get("version") != version:
         raise ArtifactError(f"{p}: field 'version' is {payload.get('version')!r}, expected {version}")
     return payload
+
+
+def read_resume_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A training loop's resume checkpoint (``weights_only``); unreadable -> one clear error."""
+    import torch
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise ArtifactError(f"{path}: unreadable resume checkpoint ({type(exc).__name__}); delete it and rerun"
+                            ) from exc
+    if not isinstance(payload, dict):
+        raise ArtifactError(f"{path}: not a resume checkpoint; delete it and rerun")
+    return payload

@@ -213,6 +213,9 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], p
     for key in REQUIRED_METADATA:
         if key not in meta:
             fail(key, "is missing from the metadata", mp)
+    for field, keys in (("state_encoder", ("sha256",)), ("behaviour_return", ("mean", "ci95"))):
+        if not isinstance(meta[field], dict) or any(k not in meta[field] for k in keys):
+            fail(field, f"must be an object with the keys {', '.join(keys)}", mp)
     if meta["format"] != FORMAT:
         fail("format", f"is {meta['format']!r}, expected {FORMAT!r}", mp)
     if meta["version"] != VERSION:

@@ -32,8 +32,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from slate_rl.core.errors import ConfigError, SlateRLError
-from slate_rl.core.io import atomic_path
+from slate_rl.core.errors import ArtifactError, ConfigError, SlateRLError
+from slate_rl.core.io import atomic_path, read_resume_checkpoint
 from slate_rl.core.logger import RunLogger
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.offline.algo import OfflineAlgo
@@ -205,12 +205,15 @@ def train_offline(
                 logger.log(state.metrics, step=state.step)
         if state.step % cfg.eval_interval == 0 or done:
             guard.check(algo.name)
-            val = validate()
+            with torch.random.fork_rng(devices=_cuda_devices()):  # validation must not touch training's RNG
+                val = validate()
             state.curve.append([state.step, val])
             bar.set_postfix(val=f"{val:.1f}")
             if logger is not None:
                 logger.log({"val_return": val}, step=state.step)
         if state.step % cfg.checkpoint_interval == 0 or done:
+            guard.check(algo.name)  # never checkpoint diverged weights
+            state.metrics = {k: float(v) for k, v in metrics.items()}
             _save_last(last, algo, state, generator, fingerprint)
     bar.close()
     return state
@@ -222,6 +225,7 @@ def _save_last(path: Path, algo: OfflineAlgo, state: OfflineState, generator: to
         "algo": algo.state_dict(), "step": torch.tensor(state.step),
         "curve": torch.tensor(state.curve, dtype=torch.float64).reshape(-1, 2),
         "torch_rng": torch.get_rng_state(), "sample_rng": generator.get_state(), "fingerprint": fingerprint,
+        "metrics": {k: torch.tensor(v, dtype=torch.float64) for k, v in state.metrics.items()},
     }
     if torch.cuda.is_available():
         payload["cuda_rng"] = torch.cuda.get_rng_state_all()
@@ -231,14 +235,22 @@ def _save_last(path: Path, algo: OfflineAlgo, state: OfflineState, generator: to
 
 def _load_last(path: Path, algo: OfflineAlgo, state: OfflineState, generator: torch.Generator,
                fingerprint: str) -> bool:
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = read_resume_checkpoint(path)
     if payload.get("fingerprint") != fingerprint:
         return False
-    algo.load_state_dict(payload["algo"])
-    state.step = int(payload["step"])
-    state.curve = payload["curve"].tolist()
-    torch.set_rng_state(payload["torch_rng"])
-    generator.set_state(payload["sample_rng"])
-    if "cuda_rng" in payload and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(payload["cuda_rng"])
+    try:
+        algo.load_state_dict(payload["algo"])
+        state.step = int(payload["step"])
+        state.curve = payload["curve"].tolist()
+        state.metrics = {k: float(v) for k, v in payload.get("metrics", {}).items()}
+        torch.set_rng_state(payload["torch_rng"])
+        generator.set_state(payload["sample_rng"])
+        if "cuda_rng" in payload and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(payload["cuda_rng"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise ArtifactError(f"{path}: resume checkpoint does not fit this run ({exc}); delete it and rerun") from exc
     return True
+
+
+def _cuda_devices() -> list[int]:
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []

@@ -32,8 +32,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from slate_rl.core.errors import ConfigError
-from slate_rl.core.io import atomic_path
+from slate_rl.core.errors import ArtifactError, ConfigError
+from slate_rl.core.io import atomic_path, read_resume_checkpoint
 from slate_rl.core.logger import RunLogger
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.online.agent import Agent
@@ -157,16 +157,22 @@ def train_online(
     last_path: str | os.PathLike[str],
     logger: RunLogger | None = None,
     progress: bool = True,
+    fingerprint: str = "",
 ) -> LoopState:
-    """Train ``agent`` online; ``save_best`` is called whenever validation improves."""
+    """Train ``agent`` online; ``save_best`` is called whenever validation improves.
+
+    ``fingerprint`` identifies the run's inputs and settings (all but ``total_steps``, so that a
+    finished run can be extended): a ``last`` checkpoint written under another fingerprint is
+    ignored and the run starts over.
+    """
     c = sim.config
     buffer = EpisodeBuffer(cfg.buffer_capacity, c.episode_length, c.slate_size, agent.action_dim, sim.device,
                            extras=agent.buffer_extras())
     state = LoopState(curve=[], medium=MediumTracker(cfg.medium_fraction))
     torch.manual_seed(seed)
     last = Path(last_path)
-    if last.is_file():
-        _load_last(last, agent, buffer, state)
+    if last.is_file() and not _load_last(last, agent, buffer, state, fingerprint):
+        print(f"{last}: written by a run with other inputs or settings; starting over")
     bar = tqdm(total=cfg.total_steps, initial=state.step, desc="online", unit="step", disable=not progress,
                dynamic_ncols=True)
     metrics: dict[str, float] = {}
@@ -199,12 +205,12 @@ def train_online(
             if logger is not None:
                 logger.log({"val_return": val, "train_return": float(returns.mean()), **metrics}, step=state.step)
         if state.step % cfg.checkpoint_interval == 0 or state.step == cfg.total_steps:
-            _save_last(last, agent, buffer, state)
+            _save_last(last, agent, buffer, state, fingerprint)
     bar.close()
     return state
 
 
-def _save_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState) -> None:
+def _save_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState, fingerprint: str) -> None:
     payload: dict[str, Any] = {
         "agent": agent.state_dict(),
         "buffer": buffer.state_dict(),
@@ -213,19 +219,31 @@ def _save_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState
         "curve": torch.tensor(state.curve or [], dtype=torch.float64).reshape(-1, 2),
         "torch_rng": torch.get_rng_state(),
         "medium": state.medium.state_dict() if state.medium is not None else [],
+        "fingerprint": fingerprint,
     }
+    if torch.cuda.is_available():
+        payload["cuda_rng"] = torch.cuda.get_rng_state_all()
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
-def _load_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState) -> None:
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    agent.load_state_dict(payload["agent"])
-    buffer.load_state_dict(payload["buffer"])
-    step, sessions, env_steps, best_step = (int(x) for x in payload["counters"])
+def _load_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState, fingerprint: str) -> bool:
+    payload = read_resume_checkpoint(path)
+    if payload.get("fingerprint", "") != fingerprint:
+        return False
+    try:
+        agent.load_state_dict(payload["agent"])
+        buffer.load_state_dict(payload["buffer"])
+        step, sessions, env_steps, best_step = (int(x) for x in payload["counters"])
+        state.best_val = float(payload["best_val"])
+        curve = payload["curve"].tolist()
+        torch.set_rng_state(payload["torch_rng"])
+        if "cuda_rng" in payload and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(payload["cuda_rng"])
+        if state.medium is not None:
+            state.medium.load_state_dict(payload.get("medium", []))
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise ArtifactError(f"{path}: resume checkpoint does not fit this run ({exc}); delete it and rerun") from exc
     state.step, state.sessions, state.env_steps, state.best_step = step, sessions, env_steps, best_step
-    state.best_val = float(payload["best_val"])
-    state.curve = payload["curve"].tolist()
-    torch.set_rng_state(payload["torch_rng"])
-    if state.medium is not None:
-        state.medium.load_state_dict(payload.get("medium", []))
+    state.curve = curve
+    return True

@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from slate_rl.core.config import add_arguments as add_config_arguments
 from slate_rl.core.config import from_namespace, to_dict
 from slate_rl.core.errors import ArtifactError, ConfigError
-from slate_rl.core.io import file_sha256
+from slate_rl.core.io import file_sha256, read_resume_checkpoint
 from slate_rl.core.stats import mean_ci
 from slate_rl.data.d4rl import load_dataset, save_dataset
 from slate_rl.models.rankers import load_gems_ranker
@@ -94,6 +93,8 @@ def run(args: argparse.Namespace) -> None:
         raise ConfigError(f"offline datasets need a SAC+GeMS agent, got {args.agent!r}")
     if args.mix and args.quality in ("expert", "medium", "random", "replay"):
         raise ConfigError(f"--mix builds a mixture; give it its own name, not {args.quality!r}")
+    if args.quality == "medium" and not args.behaviour:
+        raise ConfigError("--quality medium needs --behaviour (the online run's medium.ckpt)")
     if not args.mix and args.quality not in ("expert", "medium", "random", "replay"):
         raise ConfigError(f"unknown quality {args.quality!r}: expert, medium, random, replay, or a mixture with --mix")
     sim, table_source = simulator_from_args(args)
@@ -113,7 +114,10 @@ def run(args: argparse.Namespace) -> None:
             path, _, weight = item.rpartition("=")
             if not path:
                 raise ConfigError(f"--mix expects PATH=WEIGHT, got {item!r}")
-            weights[path] = float(weight)
+            try:
+                weights[path] = float(weight)
+            except ValueError:
+                raise ConfigError(f"--mix expects PATH=WEIGHT with a number as weight, got {item!r}") from None
         for path, n in mixture_counts(weights, args.episodes).items():
             parts.append((load_dataset(path, expect_gems_sha256=gems_sha, expect_env=args.env), n))
         arrays = mix_datasets(parts)
@@ -124,11 +128,13 @@ def run(args: argparse.Namespace) -> None:
         if not last.is_file():
             raise ArtifactError(f"{last}: the online run's resume state (replay buffer) is missing; rerun the online "
                                 "agent rule to rebuild it")
-        payload = torch.load(last, map_location="cpu", weights_only=True)
+        payload = read_resume_checkpoint(last)
+        if "buffer" not in payload:
+            raise ArtifactError(f"{last}: field 'buffer' missing; this is not an online run's resume state")
         arrays = replay_episodes(payload["buffer"], encoder, args.episodes, sim.device)
         behaviour.update({"checkpoint": str(last), "sha256": file_sha256(last), "source": "training replay buffer"})
     else:
-        path = (args.behaviour or args.expert) if args.quality == "medium" else args.expert
+        path = args.behaviour if args.quality == "medium" else args.expert
         policy, meta = (expert, expert_meta) if path == args.expert else _load(path, sim, args, gems)
         mode = collection_mode(args.quality, args.deterministic)
         actor = NoisyPolicy(policy, args.noise) if mode != "random" else policy

@@ -10,6 +10,8 @@ fixed test users, learning curve, input hashes). A rerun resumes from ``last.ckp
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import shutil
 import time
 from pathlib import Path
@@ -83,8 +85,11 @@ def run(args: argparse.Namespace) -> None:
 
     logger = RunLogger(f"{args.agent}-{args.env}-seed{args.seed}", meta, args.logger_mode, group=args.env)
     start = time.perf_counter()
+    settings = {k: v for k, v in meta.items() if k not in ("online", "env_config")}
+    settings["online"] = {k: v for k, v in meta["online"].items() if k != "total_steps"}  # a run may be extended
+    fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     state = train_online(sim, agent, online, args.seed, save_best, out / "last.ckpt", logger,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, fingerprint=fingerprint)
     elapsed = time.perf_counter() - start
     logger.finish()
     medium = _save_medium(out / "medium.ckpt", agent, args.agent, meta, state)

@@ -33,7 +33,7 @@ from slate_rl.core.stats import mean_ci
 from slate_rl.data.d4rl import load_dataset
 from slate_rl.models.rankers import GeMSRanker, load_gems_ranker
 from slate_rl.offline.algos import ALGO_CONFIGS, ALGOS, make_algo
-from slate_rl.offline.collect import behaviour_of, policy_returns, relabel_actions
+from slate_rl.offline.collect import NoisyPolicy, behaviour_of, policy_returns, relabel_actions
 from slate_rl.offline.loop import Normalizer, OfflineConfig, prepare_buffer, train_offline
 from slate_rl.offline.policy import algo_policy, random_policy, save_policy, zero_policy
 from slate_rl.online.agent import Agent
@@ -56,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agent", required=True, help="agent tag of --expert (sac_gems_<gems tag>)")
     parser.add_argument("--relabel-gems", default=None,
                         help="train and act in the latent space of this other GeMS (actions are re-encoded)")
+    parser.add_argument("--expert-deterministic", action="store_true",
+                        help="the expert reference acts with its mean action (as offline_data.deterministic)")
+    parser.add_argument("--expert-noise", type=float, default=0.0,
+                        help="exploration noise of the expert reference (as offline_data.noise)")
     parser.add_argument("--seed", type=int, required=True, help="training seed")
     parser.add_argument("--test-seed", type=int, default=58517, help="seed of the fixed test users")
     parser.add_argument("--test-sessions", type=int, default=500, help="test users")
@@ -81,6 +85,9 @@ def run(args: argparse.Namespace) -> None:
     sim, table_source = simulator_from_args(args)
     c = sim.config
     gems = load_gems_ranker(args.gems, num_items=c.num_items, device=sim.device)
+    if not Path(args.expert).is_file():
+        raise ArtifactError(f"{args.expert}: expert checkpoint not found (the dataset's state encoder); build it with "
+                            f"snakemake {args.expert}")
     dataset = load_dataset(args.dataset, expect_gems_sha256=file_sha256(args.gems), expect_env=args.env)
     expert_sha = file_sha256(args.expert)
     if dataset.metadata["state_encoder"]["sha256"] != expert_sha:
@@ -137,8 +144,9 @@ def run(args: argparse.Namespace) -> None:
     references = {
         "behaviour": {"return_mean": dataset.metadata["behaviour_return"]["mean"],
                       "return_ci95": dataset.metadata["behaviour_return"]["ci95"],
-                      "source": dataset.metadata["behaviour_return"]["source"]},
-        "expert": _returns(sim, expert, args.test_seed, args.test_sessions, mode="train"),
+                      "source": dataset.metadata["behaviour_return"].get("source", "dataset metadata")},
+        "expert": _returns(sim, NoisyPolicy(behaviour_of(expert), args.expert_noise), args.test_seed,
+                           args.test_sessions, mode="eval" if args.expert_deterministic else "train"),
         "expert_deterministic": _returns(sim, expert, args.test_seed, args.test_sessions),
         "zero_action": _returns(sim, zero_policy(encoder, decoder), args.test_seed, args.test_sessions),
         "random": _returns(sim, random_policy(encoder, decoder), args.test_seed, args.test_sessions),
@@ -151,8 +159,9 @@ def run(args: argparse.Namespace) -> None:
         **meta,
         "return_mean": stats["mean"], "return_std": stats["std"], "return_ci95": stats["ci"], "n_sessions": stats["n"],
         "normalized_score": score,
-        "normalized_score_definition": "100 * (R - R_random) / (R_expert - R_random); R_expert: the expert sampling "
-        "its actions (as when it collects the expert dataset), R_random: uniform latent actions",
+        "normalized_score_definition": "100 * (R - R_random) / (R_expert - R_random); R_expert: the expert acting "
+        "as when it collects the expert dataset (--expert-deterministic, --expert-noise), R_random: uniform latent "
+        "actions",
         "references": references, "test_seed": args.test_seed, "learning_curve": state.curve,
         "final_metrics": state.metrics, "train_seconds": elapsed, "device": str(sim.device),
         "item_embeddings": table_source, "returns": np.round(returns, 3).tolist(),

@@ -75,6 +75,8 @@ rule offline_policy:
         offline=config_args(config["offline"], skip=("algos", "seeds", "quality", "qualities")),
         algo=lambda wildcards: config_args(config[wildcards.algo], prefix=f"{wildcards.algo}_"),
         sac=config_args(config["sac"], prefix="sac_"),
+        expert=f"--expert-noise {config['offline_data']['noise']}"
+        + (" --expert-deterministic" if config["offline_data"]["deterministic"] else ""),
         test=f"--test-seed {config['evaluation']['test_seed']} --test-sessions {config['evaluation']['test_sessions']}",
         device=config["device"],
         logger=config["logger"]["mode"],
@@ -92,7 +94,8 @@ rule offline_policy:
     shell:
         "slate-rl train-offline --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
         "--algo {wildcards.algo} --dataset {input.dataset} --gems {input.gems} --expert {input.expert} "
-        "--agent {params.agent} --seed {wildcards.seed} {params.offline} {params.algo} {params.sac} {params.test} "
+        "--agent {params.agent} --seed {wildcards.seed} {params.offline} {params.algo} {params.sac} {params.expert} "
+        "{params.test} "
         "--device {params.device} --logger-mode {params.logger} --no-progress "
         "--policy-output {output.policy} --results {output.results} > {log} 2>&1"
 
