@@ -22,12 +22,12 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "data" / "tiny.yaml"
 
 
-def snakemake(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+def snakemake(*args: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("snakemake", path=os.path.dirname(sys.executable)) or "snakemake"
     env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     return subprocess.run(
         [exe, "--snakefile", str(REPO / "Snakefile"), "--directory", str(cwd), *args],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True, text=True, env=env, timeout=timeout,
     )
 
 
@@ -169,7 +169,8 @@ def test_card_command_with_the_quick_preset(tmp_path):
     """`snakemake --cores 2 results/diffuse_mix/td3bc.json --configfile workflow/presets/quick.yaml` from
     nothing (about 15 minutes on a 2-core CPU)."""
     quick = REPO / "workflow" / "presets" / "quick.yaml"
-    res = snakemake("results/diffuse_mix/td3bc.json", "--cores", "2", "--configfile", str(quick), cwd=tmp_path)
+    res = snakemake("results/diffuse_mix/td3bc.json", "--cores", "2", "--configfile", str(quick), cwd=tmp_path,
+                    timeout=3600)
     assert res.returncode == 0, res.stderr[-3000:]
     agg = json.loads((tmp_path / "results/diffuse_mix/td3bc.json").read_text())
     assert agg["quality"] == "expert" and agg["n_sessions"] == 500 and np.isfinite(agg["normalized_score"])
