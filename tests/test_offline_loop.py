@@ -68,6 +68,13 @@ def dataset(tmp_path, expert, arrays):
     return load_dataset(path)
 
 
+def _prepared(dataset):
+    """The dataset in the replay buffer with normalised states."""
+    buf = dataset.to_buffer()
+    prepare_buffer(buf, Normalizer(20), True)
+    return buf
+
+
 def _algo(name, expert, total_steps=20, **kw):
     torch.manual_seed(1)
     return make_algo(name, 20, expert.ranker.action_center, expert.ranker.action_scale, 0.8, total_steps, **kw)
@@ -95,8 +102,7 @@ def test_resume_after_a_kill_ends_bit_identical(dataset, expert, tmp_path):
     cfg = OfflineConfig(total_steps=12, batch_size=32, eval_interval=4, checkpoint_interval=4, log_interval=2)
 
     def run(last, validate):
-        buf = dataset.to_buffer()
-        prepare_buffer(buf, Normalizer(20), True)
+        buf = _prepared(dataset)
         algo = _algo("td3bc", expert, 12)
         state = train_offline(algo, buf, cfg, 3, validate, last, progress=False, fingerprint="fp")
         return algo, state
@@ -118,8 +124,7 @@ def test_resume_after_a_kill_ends_bit_identical(dataset, expert, tmp_path):
                               strict=True):
         assert torch.equal(p, q), n
     # another fingerprint (other settings or inputs): the stale checkpoint is ignored
-    buf = dataset.to_buffer()
-    prepare_buffer(buf, Normalizer(20), True)
+    buf = _prepared(dataset)
     fresh = train_offline(_algo("bc", expert, 12), buf, cfg, 3, lambda: 1.0, tmp_path / "b.ckpt", progress=False,
                           fingerprint="other")
     assert fresh.step == 12
@@ -140,8 +145,7 @@ class _Exploding(OfflineAlgo):
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e9])
 def test_divergence_guard_names_the_quantity_and_the_step(dataset, value):
-    buf = dataset.to_buffer()
-    prepare_buffer(buf, Normalizer(20), True)
+    buf = _prepared(dataset)
     cfg = OfflineConfig(total_steps=50, batch_size=8, eval_interval=50, checkpoint_interval=50, log_interval=20)
     with pytest.raises(DivergenceError, match=r"exploding diverged: q_mean .* at step 7;") as info:
         train_offline(_Exploding(7, value), buf, cfg, 0, lambda: 0.0, "/nonexistent/x.ckpt", progress=False)
@@ -240,8 +244,7 @@ def test_validation_does_not_touch_the_training_rng(dataset, expert, tmp_path):
     cfg = OfflineConfig(total_steps=8, batch_size=32, eval_interval=2, checkpoint_interval=8, log_interval=2)
 
     def run(name, validate):
-        buf = dataset.to_buffer()
-        prepare_buffer(buf, Normalizer(20), True)
+        buf = _prepared(dataset)
         algo = _algo("td3bc", expert, 8)
         train_offline(algo, buf, cfg, 3, validate, tmp_path / f"{name}.ckpt", progress=False)
         return algo
@@ -259,8 +262,7 @@ def test_validation_does_not_touch_the_training_rng(dataset, expert, tmp_path):
 def test_corrupted_resume_checkpoint_is_one_clear_error(dataset, expert, tmp_path):
     last = tmp_path / "x.last.ckpt"
     last.write_bytes(b"not a checkpoint")
-    buf = dataset.to_buffer()
-    prepare_buffer(buf, Normalizer(20), True)
+    buf = _prepared(dataset)
     with pytest.raises(ArtifactError, match="unreadable resume checkpoint"):
         train_offline(_algo("bc", expert), buf, OfflineConfig(total_steps=2), 0, lambda: 0.0, last, progress=False)
 
