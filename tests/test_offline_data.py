@@ -42,12 +42,12 @@ from slate_rl.offline.collect import (
     encode_beliefs,
     mix_datasets,
     mixture_counts,
-    policy_returns,
     relabel_actions,
 )
 from slate_rl.offline.export import from_minari, to_d3rlpy, to_minari
 from slate_rl.online.agent import Agent
 from slate_rl.online.agents import build_agent, load_agent, save_agent
+from slate_rl.online.collect import policy_returns
 from slate_rl.online.loop import OnlineConfig, train_online
 from slate_rl.online.sac import SACConfig
 from slate_rl.sim.config import make_env_config

@@ -110,18 +110,6 @@ def collect_episodes(sim: TopicRec, policy: Agent, encoder: BeliefEncoder, seed:
     return build_arrays(cat["slates"], cat["clicks"], cat["actions"], cat["rewards"], cat["beliefs"])
 
 @torch.no_grad()
-def policy_returns(sim: TopicRec, policy: Agent, seed: int, sessions: int, mode: Mode, batch: int = 4096) -> Tensor:
-    """Per-session returns of ``policy`` acting in ``mode`` on users ``0..sessions-1`` of ``seed``."""
-    was_training = policy.training
-    policy.eval()
-    out = []
-    for start in range(0, sessions, batch):
-        keys = user_keys(seed, start, min(batch, sessions - start), sim.device)
-        out.append(run_agent_sessions(sim, policy, keys, mode, record=False)[0])
-    policy.train(was_training)
-    return torch.cat(out)
-
-@torch.no_grad()
 def replay_episodes(buffer_state: Mapping[str, Any], encoder: BeliefEncoder, episodes: int,
                     device: torch.device) -> dict[str, np.ndarray]:
     """The last ``episodes`` sessions of an online run's replay buffer (``last.ckpt``'s ``buffer``)."""

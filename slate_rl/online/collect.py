@@ -58,3 +58,16 @@ def run_agent_sessions(sim: TopicRec, agent: Agent, keys: Tensor, mode: Mode, re
         if "click_probs" in agent.buffer_extras():
             episodes["click_probs"] = click_probs
     return total, episodes
+
+
+@torch.no_grad()
+def policy_returns(sim: TopicRec, policy: Agent, seed: int, sessions: int, mode: Mode, batch: int = 4096) -> Tensor:
+    """Per-session returns of ``policy`` acting in ``mode`` on users ``0..sessions-1`` of ``seed``."""
+    was_training = policy.training
+    policy.eval()
+    out = []
+    for start in range(0, sessions, batch):
+        keys = user_keys(seed, start, min(batch, sessions - start), sim.device)
+        out.append(run_agent_sessions(sim, policy, keys, mode, record=False)[0])
+    policy.train(was_training)
+    return torch.cat(out)

@@ -37,7 +37,7 @@ from slate_rl.core.io import atomic_path, read_resume_checkpoint
 from slate_rl.core.logger import RunLogger
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.online.agent import Agent
-from slate_rl.online.collect import Mode, run_agent_sessions, user_keys
+from slate_rl.online.collect import Mode, policy_returns, run_agent_sessions, user_keys
 from slate_rl.sim.core import TopicRec
 
 
@@ -137,15 +137,7 @@ class MediumTracker:
 
 def evaluate(sim: TopicRec, agent: Agent, seed: int, sessions: int, batch: int = 4096) -> torch.Tensor:
     """Returns of the deterministic policy on users ``0 .. sessions-1`` of ``seed``."""
-    was_training = agent.training
-    agent.eval()
-    out = []
-    for start in range(0, sessions, batch):
-        keys = user_keys(seed, start, min(batch, sessions - start), sim.device)
-        returns, _ = run_agent_sessions(sim, agent, keys, "eval", record=False)
-        out.append(returns)
-    agent.train(was_training)
-    return torch.cat(out)
+    return policy_returns(sim, agent, seed, sessions, "eval", batch)
 
 
 def train_online(

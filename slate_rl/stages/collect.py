@@ -36,10 +36,10 @@ from slate_rl.offline.collect import (
     collection_mode,
     mix_datasets,
     mixture_counts,
-    policy_returns,
     replay_episodes,
 )
 from slate_rl.online.agents import build_agent, load_agent, parse_agent_tag
+from slate_rl.online.collect import policy_returns
 from slate_rl.online.sac import SAC, SACConfig
 from slate_rl.sim.core import TopicRec
 from slate_rl.stages.common import add_env_arguments, add_training_arguments, positive_int, simulator_from_args

@@ -33,12 +33,12 @@ from slate_rl.core.stats import mean_ci
 from slate_rl.data.d4rl import load_dataset
 from slate_rl.models.rankers import GeMSRanker, load_gems_ranker
 from slate_rl.offline.algos import ALGO_CONFIGS, ALGOS, make_algo
-from slate_rl.offline.collect import NoisyPolicy, behaviour_of, policy_returns, relabel_actions
+from slate_rl.offline.collect import NoisyPolicy, behaviour_of, relabel_actions
 from slate_rl.offline.loop import Normalizer, OfflineConfig, prepare_buffer, train_offline
 from slate_rl.offline.policy import algo_policy, random_policy, save_policy, zero_policy
 from slate_rl.online.agent import Agent
 from slate_rl.online.agents import build_agent, load_agent
-from slate_rl.online.collect import Mode
+from slate_rl.online.collect import Mode, policy_returns
 from slate_rl.online.sac import SACConfig
 from slate_rl.sim.core import TopicRec
 from slate_rl.stages.common import add_env_arguments, add_training_arguments, input_hashes, simulator_from_args
