@@ -53,6 +53,16 @@ class Ranker(nn.Module):
         """Lowest and highest action per dimension."""
         return self.action_center - self.action_scale, self.action_center + self.action_scale
 
+    def uniform_actions(self, batch: int) -> Tensor:
+        """``batch`` actions drawn uniformly inside the bounds (torch's global generator)."""
+        u = torch.rand(batch, self.action_dim, device=self.action_center.device) * 2 - 1
+        return self.action_center + self.action_scale * u
+
+    def clip(self, actions: Tensor) -> Tensor:
+        """Actions clipped into the bounds, per dimension."""
+        low, high = self.bounds()
+        return torch.maximum(torch.minimum(actions, high), low)
+
     def rank(self, actions: Tensor) -> Tensor:
         """(B, action_dim) actions -> (B, slate_size) int64 item ids."""
         raise NotImplementedError

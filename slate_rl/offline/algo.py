@@ -69,11 +69,6 @@ class OfflineAlgo(nn.Module):
         """Map box actions to [-1, 1]^d."""
         return (a - self.action_center) / self.action_scale
 
-    def clamp_action(self, a: Tensor) -> Tensor:
-        """Clip actions into the action box."""
-        low, high = self.action_center - self.action_scale, self.action_center + self.action_scale
-        return torch.maximum(torch.minimum(a, high), low)
-
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {}
 

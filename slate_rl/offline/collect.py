@@ -58,9 +58,7 @@ class NoisyPolicy(Agent):
         slate, action, hidden = self.inner.act(slates, clicks, hidden, deterministic)
         if self.noise > 0:
             r = self.inner.ranker
-            action = action + self.noise * r.action_scale * torch.randn_like(action)
-            action = torch.maximum(torch.minimum(action, r.action_center + r.action_scale),
-                                   r.action_center - r.action_scale)
+            action = r.clip(action + self.noise * r.action_scale * torch.randn_like(action))
             slate = r.rank(action)
         return slate, action, hidden
 

@@ -52,9 +52,6 @@ class LatentPolicy(Agent):
         action = self.action_fn(belief)
         return self.ranker.rank(action), action, belief
 
-    def random_act(self, slates: Tensor, clicks: Tensor, hidden: Any) -> tuple[Tensor, Tensor, Any]:
-        raise NotImplementedError("use random_policy() for uniformly random latent actions")
-
 
 def algo_policy(encoder: BeliefEncoder, ranker: GeMSRanker, algo: OfflineAlgo, normalizer: Normalizer) -> LatentPolicy:
     """The deterministic policy of a trained offline algorithm."""
@@ -68,10 +65,7 @@ def zero_policy(encoder: BeliefEncoder, ranker: GeMSRanker) -> LatentPolicy:
 
 def random_policy(encoder: BeliefEncoder, ranker: GeMSRanker) -> LatentPolicy:
     """Latent actions drawn uniformly inside the GeMS bounds (the random reference)."""
-    def uniform(b: Tensor) -> Tensor:
-        u = torch.rand(b.shape[0], ranker.action_dim, device=b.device) * 2 - 1
-        return ranker.action_center + ranker.action_scale * u
-    return LatentPolicy(encoder, ranker, uniform)
+    return LatentPolicy(encoder, ranker, lambda b: ranker.uniform_actions(b.shape[0]))
 
 
 def save_policy(path: str | os.PathLike[str], algo: OfflineAlgo, normalizer: Normalizer, encoder: BeliefEncoder,

@@ -125,8 +125,7 @@ class SAC(Agent):
 
     @torch.no_grad()
     def random_act(self, slates: Tensor, clicks: Tensor, hidden: Any) -> tuple[Tensor, Tensor, Any]:
-        u = torch.rand(slates.shape[0], self.action_dim, device=slates.device) * 2 - 1
-        action = self.ranker.action_center + self.ranker.action_scale * u
+        action = self.ranker.uniform_actions(slates.shape[0])
         return self.ranker.rank(action), action, hidden
 
     # ------------------------------------------------------------------ learning

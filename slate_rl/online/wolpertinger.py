@@ -68,7 +68,6 @@ class Wolpertinger(SAC):
 
     @torch.no_grad()
     def random_act(self, slates: Tensor, clicks: Tensor, hidden: Any) -> tuple[Tensor, Tensor, Any]:
-        u = torch.rand(slates.shape[0], self.action_dim, device=slates.device) * 2 - 1
-        proto = self.ranker.action_center + self.ranker.action_scale * u
+        proto = self.ranker.uniform_actions(slates.shape[0])
         slate = self._nearest(proto.view(-1, self.slate_size, self.item_dim), 1).squeeze(-1)
         return slate, self.items[slate].flatten(1), hidden

@@ -104,9 +104,7 @@ def run(args: argparse.Namespace) -> None:
     if args.relabel_gems:
         decoder = load_gems_ranker(args.relabel_gems, num_items=c.num_items, device=sim.device)
         raw = relabel_actions(decoder, dataset.arrays["slates"], dataset.arrays["clicks"])
-        low = (decoder.action_center - decoder.action_scale).cpu().numpy()
-        high = (decoder.action_center + decoder.action_scale).cpu().numpy()
-        actions = np.clip(raw, low, high)
+        actions = decoder.clip(torch.from_numpy(raw).to(sim.device)).cpu().numpy()
         relabel = {"gems": args.relabel_gems, "sha256": file_sha256(args.relabel_gems),
                    "clipped_fraction": float((actions != raw).mean())}
     buffer = dataset.to_buffer(sim.device, actions)
