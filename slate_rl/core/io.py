@@ -99,19 +99,28 @@ def file_sha256(path: str | os.PathLike[str], length: int = 16) -> str:
     return h.hexdigest()[:length]
 
 
+def _torch_load(path: Path, what: str) -> dict[str, Any]:
+    """``torch.load`` with ``weights_only``; an unreadable or foreign file is one clear error."""
+    import torch
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise ArtifactError(f"{path}: unreadable {what} ({type(exc).__name__}: {exc}); delete it and rebuild it"
+                            ) from exc
+    if not isinstance(payload, dict):
+        raise ArtifactError(f"{path}: not a {what}; delete it and rebuild it")
+    return payload
+
+
 def load_checkpoint(path: str | os.PathLike[str], fmt: str, version: int, what: str) -> dict[str, Any]:
     """Load one of our checkpoints (tensors + JSON strings, ``weights_only``) and check its
     ``format`` and ``version`` fields; every failure names the file and the field."""
-    import torch
-
     p = Path(path)
     if not p.is_file():
         raise ArtifactError(f"{p}: {what} not found; build it with snakemake {p}")
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ArtifactError(f"{p}: not a readable checkpoint ({exc}); delete it and rebuild it") from exc
-    if not isinstance(payload, dict) or payload.get("format") != fmt:
+    payload = _torch_load(p, what)
+    if payload.get("format") != fmt:
         raise ArtifactError(f"{p}: field 'format' is not {fmt!r}; this is not a {what}")
     if payload.get("version") != version:
         raise ArtifactError(f"{p}: field 'version' is {payload.get('version')!r}, expected {version}")
@@ -120,13 +129,9 @@ def load_checkpoint(path: str | os.PathLike[str], fmt: str, version: int, what: 
 
 def read_resume_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A training loop's resume checkpoint (``weights_only``); unreadable -> one clear error."""
-    import torch
+    return _torch_load(Path(path), "resume checkpoint")
 
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise ArtifactError(f"{path}: unreadable resume checkpoint ({type(exc).__name__}); delete it and rerun"
-                            ) from exc
-    if not isinstance(payload, dict):
-        raise ArtifactError(f"{path}: not a resume checkpoint; delete it and rerun")
-    return payload
+
+def fingerprint(settings: Any) -> str:
+    """A short hash of JSON-able settings (what a resume checkpoint must have been written under)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]

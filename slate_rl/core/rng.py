@@ -13,6 +13,8 @@ Python reference in the tests); logical right shifts are emulated with a mask.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -105,3 +107,23 @@ def normal(key: Tensor, stream: int, step: Tensor | int, n: int) -> Tensor:
     r = torch.sqrt(-2.0 * torch.log(u1))
     z = torch.cat([r * torch.cos(2 * torch.pi * u2), r * torch.sin(2 * torch.pi * u2)], dim=1)
     return z[:, :n].to(torch.float32)
+
+
+def torch_rng_state() -> dict[str, Tensor | list[Tensor]]:
+    """torch's global generators (CPU, and every CUDA device when there is one), for resume checkpoints."""
+    state: dict[str, Tensor | list[Tensor]] = {"torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_torch_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`torch_rng_state` captured."""
+    torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+def cuda_devices() -> list[int]:
+    """Every CUDA device (``torch.random.fork_rng(devices=...)``); empty on CPU."""
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []

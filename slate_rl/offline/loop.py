@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from slate_rl.core.errors import ArtifactError, ConfigError, SlateRLError
 from slate_rl.core.io import atomic_path, read_resume_checkpoint
 from slate_rl.core.logger import RunLogger
+from slate_rl.core.rng import cuda_devices, set_torch_rng_state, torch_rng_state
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.offline.algo import OfflineAlgo
 
@@ -205,7 +206,7 @@ def train_offline(
                 logger.log(state.metrics, step=state.step)
         if state.step % cfg.eval_interval == 0 or done:
             guard.check(algo.name)
-            with torch.random.fork_rng(devices=_cuda_devices()):  # validation must not touch training's RNG
+            with torch.random.fork_rng(devices=cuda_devices()):  # validation must not touch training's RNG
                 val = validate()
             state.curve.append([state.step, val])
             bar.set_postfix(val=f"{val:.1f}")
@@ -224,11 +225,9 @@ def _save_last(path: Path, algo: OfflineAlgo, state: OfflineState, generator: to
     payload: dict[str, Any] = {
         "algo": algo.state_dict(), "step": torch.tensor(state.step),
         "curve": torch.tensor(state.curve, dtype=torch.float64).reshape(-1, 2),
-        "torch_rng": torch.get_rng_state(), "sample_rng": generator.get_state(), "fingerprint": fingerprint,
+        **torch_rng_state(), "sample_rng": generator.get_state(), "fingerprint": fingerprint,
         "metrics": {k: torch.tensor(v, dtype=torch.float64) for k, v in state.metrics.items()},
     }
-    if torch.cuda.is_available():
-        payload["cuda_rng"] = torch.cuda.get_rng_state_all()
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -243,14 +242,8 @@ def _load_last(path: Path, algo: OfflineAlgo, state: OfflineState, generator: to
         state.step = int(payload["step"])
         state.curve = payload["curve"].tolist()
         state.metrics = {k: float(v) for k, v in payload.get("metrics", {}).items()}
-        torch.set_rng_state(payload["torch_rng"])
+        set_torch_rng_state(payload)
         generator.set_state(payload["sample_rng"])
-        if "cuda_rng" in payload and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(payload["cuda_rng"])
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise ArtifactError(f"{path}: resume checkpoint does not fit this run ({exc}); delete it and rerun") from exc
     return True
-
-
-def _cuda_devices() -> list[int]:
-    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import atomic_path, read_resume_checkpoint
 from slate_rl.core.logger import RunLogger
+from slate_rl.core.rng import set_torch_rng_state, torch_rng_state
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.online.agent import Agent
 from slate_rl.online.collect import Mode, policy_returns, run_agent_sessions, user_keys
@@ -209,12 +210,10 @@ def _save_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState
         "counters": torch.tensor([state.step, state.sessions, state.env_steps, state.best_step]),
         "best_val": torch.tensor(state.best_val, dtype=torch.float64),
         "curve": torch.tensor(state.curve or [], dtype=torch.float64).reshape(-1, 2),
-        "torch_rng": torch.get_rng_state(),
+        **torch_rng_state(),
         "medium": state.medium.state_dict() if state.medium is not None else [],
         "fingerprint": fingerprint,
     }
-    if torch.cuda.is_available():
-        payload["cuda_rng"] = torch.cuda.get_rng_state_all()
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -229,9 +228,7 @@ def _load_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState
         step, sessions, env_steps, best_step = (int(x) for x in payload["counters"])
         state.best_val = float(payload["best_val"])
         curve = payload["curve"].tolist()
-        torch.set_rng_state(payload["torch_rng"])
-        if "cuda_rng" in payload and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(payload["cuda_rng"])
+        set_torch_rng_state(payload)
         if state.medium is not None:
             state.medium.load_state_dict(payload.get("medium", []))
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:

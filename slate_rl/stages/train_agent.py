@@ -10,8 +10,6 @@ fixed test users, learning curve, input hashes). A rerun resumes from ``last.ckp
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import shutil
 import time
 from pathlib import Path
@@ -22,7 +20,7 @@ import torch
 from slate_rl.core.config import add_arguments as add_config_arguments
 from slate_rl.core.config import from_namespace, to_dict
 from slate_rl.core.errors import ArtifactError
-from slate_rl.core.io import write_json
+from slate_rl.core.io import fingerprint, write_json
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
 from slate_rl.models.rankers import load_gems_ranker
@@ -87,9 +85,8 @@ def run(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     settings = {k: v for k, v in meta.items() if k not in ("online", "env_config")}
     settings["online"] = {k: v for k, v in meta["online"].items() if k != "total_steps"}  # a run may be extended
-    fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     state = train_online(sim, agent, online, args.seed, save_best, out / "last.ckpt", logger,
-                         progress=not args.no_progress, fingerprint=fingerprint)
+                         progress=not args.no_progress, fingerprint=fingerprint(settings))
     elapsed = time.perf_counter() - start
     logger.finish()
     medium = _save_medium(out / "medium.ckpt", agent, args.agent, meta, state)

@@ -15,8 +15,6 @@ beside the policy (``<policy>.last.ckpt``); a rerun resumes from it.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ import torch
 from slate_rl.core.config import add_arguments as add_config_arguments
 from slate_rl.core.config import from_namespace, to_dict
 from slate_rl.core.errors import ArtifactError
-from slate_rl.core.io import file_sha256, write_json
+from slate_rl.core.io import file_sha256, fingerprint, write_json
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
 from slate_rl.data.d4rl import load_dataset
@@ -123,8 +121,7 @@ def run(args: argparse.Namespace) -> None:
         "decoder": "relabelled: " + args.relabel_gems if args.relabel_gems else "the dataset's GeMS",
         "relabel": relabel,
     }
-    fingerprint = hashlib.sha256(json.dumps({k: meta[k] for k in ("offline", "algo_config", "inputs", "seed")},
-                                            sort_keys=True).encode()).hexdigest()[:16]
+    run_id = fingerprint({k: meta[k] for k in ("offline", "algo_config", "inputs", "seed")})
     policy_path = Path(args.policy_output)
     last = policy_path.with_name(policy_path.name + ".last.ckpt")
     logger = RunLogger(f"{args.algo}-{args.env}-{meta['quality']}-seed{args.seed}", meta, args.logger_mode,
@@ -132,7 +129,7 @@ def run(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     state = train_offline(algo, buffer, cfg, args.seed, lambda: _returns(sim, policy, cfg.val_seed,
                                                                          cfg.val_sessions)["return_mean"],
-                          last, logger, progress=not args.no_progress, fingerprint=fingerprint)
+                          last, logger, progress=not args.no_progress, fingerprint=run_id)
     elapsed = time.perf_counter() - start
     logger.finish()
     algo.eval()
