@@ -17,6 +17,7 @@ from slate_rl.core.config import from_dict, to_dict, validate_schema
 from slate_rl.core.errors import ConfigError
 from slate_rl.models.gems import GeMSConfig, gems_config_from_tag
 from slate_rl.offline.algos import ALGO_CONFIGS
+from slate_rl.offline.collect import QUALITIES
 from slate_rl.sim.config import PRESETS, TopicRecConfig, make_env_config
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
@@ -74,7 +75,7 @@ def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PAT
         make_env_config(name, defined)  # type checks of every user-defined environment
     for name, cls in ALGO_CONFIGS.items():  # keys and values of the offline algorithms' sections
         from_dict(cls, config.get(name) or {}, name)
-    known = {"expert", "medium", "random", "replay", *config["offline_data"]["mixtures"]}
+    known = {*QUALITIES, *config["offline_data"]["mixtures"]}
     keys = [("offline.quality", config["offline"]["quality"])]
     for section in ("offline_data", "offline"):
         keys += [(f"{section}.qualities[{i}]", q) for i, q in enumerate(config[section]["qualities"])]

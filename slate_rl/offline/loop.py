@@ -37,7 +37,7 @@ from slate_rl.core.io import atomic_path, read_resume_checkpoint
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.rng import cuda_devices, set_torch_rng_state, torch_rng_state
 from slate_rl.data.buffer import EpisodeBuffer
-from slate_rl.offline.algo import OfflineAlgo
+from slate_rl.offline.algo import OfflineAlgo, check_config
 
 TRANSITION_FIELDS = ("observations", "actions", "rewards", "next_observations")
 
@@ -76,14 +76,10 @@ class OfflineConfig:
     """Stop when a Q-like quantity exceeds this magnitude."""
 
     def __post_init__(self) -> None:
-        for name in ("total_steps", "batch_size", "eval_interval", "val_sessions", "checkpoint_interval",
-                     "log_interval"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"offline.{name} must be >= 1, got {getattr(self, name)}")
+        check_config(self, "offline", positive=("total_steps", "batch_size", "eval_interval", "val_sessions",
+                                                "checkpoint_interval", "log_interval", "reward_scale", "q_limit"))
         if not 0.0 <= self.gamma < 1.0:
             raise ConfigError(f"offline.gamma must be in [0, 1), got {self.gamma}")
-        if self.reward_scale <= 0 or self.q_limit <= 0:
-            raise ConfigError("offline.reward_scale and offline.q_limit must be > 0")
 
 
 class Normalizer(torch.nn.Module):

@@ -30,6 +30,7 @@ from slate_rl.core.stats import mean_ci
 from slate_rl.data.d4rl import load_dataset, save_dataset
 from slate_rl.models.rankers import load_gems_ranker
 from slate_rl.offline.collect import (
+    QUALITIES,
     NoisyPolicy,
     behaviour_of,
     collect_episodes,
@@ -91,11 +92,11 @@ def run(args: argparse.Namespace) -> None:
         raise ConfigError(f"--noise must be >= 0, got {args.noise}")
     if parse_agent_tag(args.agent)[0] != "sac_gems":
         raise ConfigError(f"offline datasets need a SAC+GeMS agent, got {args.agent!r}")
-    if args.mix and args.quality in ("expert", "medium", "random", "replay"):
+    if args.mix and args.quality in QUALITIES:
         raise ConfigError(f"--mix builds a mixture; give it its own name, not {args.quality!r}")
     if args.quality == "medium" and not args.behaviour:
         raise ConfigError("--quality medium needs --behaviour (the online run's medium.ckpt)")
-    if not args.mix and args.quality not in ("expert", "medium", "random", "replay"):
+    if not args.mix and args.quality not in QUALITIES:
         raise ConfigError(f"unknown quality {args.quality!r}: expert, medium, random, replay, or a mixture with --mix")
     sim, table_source = simulator_from_args(args)
     c = sim.config
