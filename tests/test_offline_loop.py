@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -284,3 +285,27 @@ def test_online_resume_ignores_a_checkpoint_of_other_settings(sim, tmp_path):
     assert train("a", 2).step == 2
     assert train("a", 3).sessions == 6  # same settings: resumed and extended by one step
     assert train("b", 2).sessions == 4  # other settings: started over
+
+
+def test_aggregate_over_seeds(tmp_path):
+    from slate_rl.core.stats import mean_ci
+
+    paths = []
+    for seed, (ret, score) in enumerate([(100.0, 90.0), (110.0, 95.0), (120.0, 97.0)]):
+        refs = {"behaviour": {"return_mean": 105.0}, "random": {"return_mean": 40.0 + seed}}
+        p = tmp_path / f"seed{seed}.json"
+        p.write_text(json.dumps({"env": "e", "algo": "bc", "quality": "expert", "seed": seed, "return_mean": ret,
+                                 "normalized_score": score, "references": refs, "n_sessions": 500,
+                                 "learning_curve": [[10, ret - 10], [20, ret]]}))
+        paths.append(str(p))
+    out = tmp_path / "bc.json"
+    assert main(["aggregate", "--inputs", *paths, "--output", str(out)]) == 0
+    agg = json.loads(out.read_text())
+    expected = mean_ci([100.0, 110.0, 120.0])
+    assert agg["return_mean"] == pytest.approx(110.0) and agg["return_ci95"] == pytest.approx(expected["ci"])
+    assert agg["seeds"] == [0, 1, 2] and agg["n_sessions"] == 1500 and agg["normalized_score"] == pytest.approx(94.0)
+    assert agg["references"]["random"]["return_mean"] == pytest.approx(41.0)
+    assert agg["learning_curve"] == [[10.0, 100.0], [20.0, 110.0]]
+    bad = tmp_path / "other.json"
+    bad.write_text(json.dumps({**json.loads(Path(paths[0]).read_text()), "algo": "cql"}))
+    assert main(["aggregate", "--inputs", paths[0], str(bad), "--output", str(tmp_path / "x.json")]) == 2

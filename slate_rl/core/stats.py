@@ -21,3 +21,14 @@ def mean_ci(values: np.ndarray | list[float], confidence: float = 0.95) -> dict[
     std = float(x.std(ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1) * std / math.sqrt(n))
     return {"mean": mean, "std": std, "ci": half, "n": n}
+
+
+def curve_band(curves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steps, mean and 95% CI half-width (NaN where one seed has the step) of (step, value) curves."""
+    by_step: dict[float, list[float]] = {}
+    for curve in curves:
+        for step, value in curve:
+            by_step.setdefault(float(step), []).append(float(value))
+    steps = np.array(sorted(by_step), dtype=np.float64)
+    summaries = [mean_ci(by_step[s]) for s in steps]
+    return steps, np.array([s["mean"] for s in summaries]), np.array([s["ci"] for s in summaries])

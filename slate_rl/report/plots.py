@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from slate_rl.core.stats import mean_ci
+from slate_rl.core.stats import curve_band
 from slate_rl.report.tables import EnvReport, MethodSummary
 
 _REFERENCE_STYLE = {  # name -> (colour, line style)
@@ -23,17 +23,6 @@ _REFERENCE_STYLE = {  # name -> (colour, line style)
     "zero_action": ("rosybrown", ":"),
     "random_action": ("silver", ":"),
 }
-
-
-def curve_band(curves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Steps, mean and 95% CI half-width (NaN where one seed has the step) of (step, value) curves."""
-    by_step: dict[float, list[float]] = {}
-    for curve in curves:
-        for step, value in curve:
-            by_step.setdefault(float(step), []).append(float(value))
-    steps = np.array(sorted(by_step), dtype=np.float64)
-    summaries = [mean_ci(by_step[s]) for s in steps]
-    return steps, np.array([s["mean"] for s in summaries]), np.array([s["ci"] for s in summaries])
 
 
 def _new_figure(width: float, height: float) -> Any:

@@ -4,7 +4,7 @@ Reads the per-seed results (``results/{env}/{quality}/{algo}/seed{s}.json``) of 
 algorithm and dataset quality, and writes the mean over seeds of each seed's test return with a
 Student-t 95% CI over the seed means, the same for the normalised score, the per-seed figures,
 the reference returns (averaged over seeds: they are measured on the same users by every seed),
-the mean learning curve and the hashes of every input.
+the mean learning curve (per step, over the seeds that have it) and the hashes of every input.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 
 from slate_rl.core.errors import ArtifactError
 from slate_rl.core.io import file_sha256, write_json
-from slate_rl.core.stats import mean_ci
+from slate_rl.core.stats import curve_band, mean_ci
 
 NAME = "aggregate"
 HELP = "aggregate the per-seed results of an offline algorithm into results/{env}/{algo}.json"
@@ -56,9 +56,8 @@ def run(args: argparse.Namespace) -> None:
         values = [r["references"][name]["return_mean"] for r in runs if r["references"].get(name)]
         refs[name] = {**ref, "return_mean": float(np.mean(values))} if values else ref
     curves = [np.asarray(r.get("learning_curve") or [], dtype=np.float64).reshape(-1, 2) for r in runs]
-    same_steps = all(c.shape == curves[0].shape and np.array_equal(c[:, 0], curves[0][:, 0]) for c in curves)
-    curve = np.column_stack([curves[0][:, 0], np.mean([c[:, 1] for c in curves], axis=0)]).tolist() \
-        if curves and same_steps and curves[0].size else []
+    steps, mean_curve, _ = curve_band(curves)
+    curve = np.column_stack([steps, mean_curve]).tolist()
     write_json(args.output, {
         "env": first["env"], "algo": first["algo"], "quality": first["quality"],
         "seeds": [r["seed"] for r in runs],
