@@ -25,6 +25,7 @@ behaviour action and clips to the bounds; the stored action is the one executed.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,8 +39,9 @@ from slate_rl.data.d4rl import OfflineDataset, build_arrays
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.rankers import GeMSRanker
 from slate_rl.online.agent import Agent
+from slate_rl.online.agents import build_agent, load_agent
 from slate_rl.online.collect import Mode, run_agent_sessions, user_keys
-from slate_rl.online.sac import SAC
+from slate_rl.online.sac import SAC, SACConfig
 from slate_rl.sim.core import TopicRec
 
 QUALITIES = ("expert", "medium", "random", "replay")
@@ -70,6 +72,15 @@ def behaviour_of(agent: Agent) -> SAC:
     if not isinstance(agent, SAC) or not isinstance(agent.ranker, GeMSRanker):
         raise ConfigError("offline datasets need a SAC+GeMS behaviour agent (offline_data.behaviour: sac_gems)")
     return agent
+
+def load_behaviour(path: str | os.PathLike[str], tag: str, sim: TopicRec, gems: GeMSRanker,
+                   sac: SACConfig | None = None) -> tuple[SAC, dict[str, Any]]:
+    """A trained SAC+GeMS agent (``tag``) from its checkpoint, on the simulator's device, and its metadata."""
+    c = sim.config
+    agent = build_agent(tag, sim.items, c.num_items, c.slate_size, c.episode_length, gems=gems, sac=sac)
+    meta = load_agent(path, agent, tag)
+    return behaviour_of(agent), meta
+
 
 def collection_mode(quality: str, deterministic: bool) -> Mode:
     """How the behaviour acts: uniform random latent actions, its mean action, or samples."""

@@ -32,17 +32,16 @@ from slate_rl.models.rankers import load_gems_ranker
 from slate_rl.offline.collect import (
     QUALITIES,
     NoisyPolicy,
-    behaviour_of,
     collect_episodes,
     collection_mode,
+    load_behaviour,
     mix_datasets,
     mixture_counts,
     replay_episodes,
 )
-from slate_rl.online.agents import build_agent, load_agent, parse_agent_tag
+from slate_rl.online.agents import parse_agent_tag
 from slate_rl.online.collect import policy_returns
-from slate_rl.online.sac import SAC, SACConfig
-from slate_rl.sim.core import TopicRec
+from slate_rl.online.sac import SACConfig
 from slate_rl.stages.common import add_env_arguments, add_training_arguments, positive_int, simulator_from_args
 
 NAME = "collect"
@@ -79,14 +78,6 @@ def quality_seed(seed: int, quality: str) -> int:
     return seed * 1_000_003 + zlib.crc32(quality.encode()) % 1_000_003
 
 
-def _load(path: str, sim: TopicRec, args: argparse.Namespace, gems: Any) -> tuple[SAC, dict[str, Any]]:
-    c = sim.config
-    agent = build_agent(args.agent, sim.items, c.num_items, c.slate_size, c.episode_length, gems=gems,
-                        sac=from_namespace(SACConfig, args))
-    meta = load_agent(path, agent, args.agent)
-    return behaviour_of(agent), meta
-
-
 def run(args: argparse.Namespace) -> None:
     if args.noise < 0.0:
         raise ConfigError(f"--noise must be >= 0, got {args.noise}")
@@ -101,7 +92,8 @@ def run(args: argparse.Namespace) -> None:
     sim, table_source = simulator_from_args(args)
     c = sim.config
     gems = load_gems_ranker(args.gems, num_items=c.num_items, device=sim.device)
-    expert, expert_meta = _load(args.expert, sim, args, gems)
+    sac = from_namespace(SACConfig, args)
+    expert, expert_meta = load_behaviour(args.expert, args.agent, sim, gems, sac)
     encoder = expert.actor_belief
     gems_sha = file_sha256(args.gems)
     seed = quality_seed(args.seed, args.quality)
@@ -136,7 +128,8 @@ def run(args: argparse.Namespace) -> None:
         behaviour.update({"checkpoint": str(last), "sha256": file_sha256(last), "source": "training replay buffer"})
     else:
         path = args.behaviour if args.quality == "medium" else args.expert
-        policy, meta = (expert, expert_meta) if path == args.expert else _load(path, sim, args, gems)
+        policy, meta = (expert, expert_meta) if path == args.expert \
+            else load_behaviour(path, args.agent, sim, gems, sac)
         mode = collection_mode(args.quality, args.deterministic)
         actor = NoisyPolicy(policy, args.noise) if mode != "random" else policy
         arrays = collect_episodes(sim, actor, encoder, seed, args.episodes, mode, args.batch_size,

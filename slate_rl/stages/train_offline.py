@@ -31,11 +31,10 @@ from slate_rl.core.stats import mean_ci
 from slate_rl.data.d4rl import load_dataset
 from slate_rl.models.rankers import GeMSRanker, load_gems_ranker
 from slate_rl.offline.algos import ALGO_CONFIGS, ALGOS, make_algo
-from slate_rl.offline.collect import NoisyPolicy, behaviour_of, relabel_actions
+from slate_rl.offline.collect import NoisyPolicy, load_behaviour, relabel_actions
 from slate_rl.offline.loop import Normalizer, OfflineConfig, prepare_buffer, train_offline
 from slate_rl.offline.policy import algo_policy, random_policy, save_policy, zero_policy
 from slate_rl.online.agent import Agent
-from slate_rl.online.agents import build_agent, load_agent
 from slate_rl.online.collect import Mode, policy_returns
 from slate_rl.online.sac import SACConfig
 from slate_rl.sim.core import TopicRec
@@ -92,10 +91,8 @@ def run(args: argparse.Namespace) -> None:
         raise ArtifactError(f"{args.dataset}: field 'state_encoder.sha256' is "
                             f"{dataset.metadata['state_encoder']['sha256']!r} but --expert {args.expert} has "
                             f"{expert_sha!r}: the states were encoded by another agent; pass that agent's best.ckpt")
-    expert = build_agent(args.agent, sim.items, c.num_items, c.slate_size, c.episode_length, gems=gems,
-                         sac=from_namespace(SACConfig, args, prefix="sac_"))
-    load_agent(args.expert, expert, args.agent)
-    encoder = behaviour_of(expert).actor_belief
+    expert, _ = load_behaviour(args.expert, args.agent, sim, gems, from_namespace(SACConfig, args, prefix="sac_"))
+    encoder = expert.actor_belief
     decoder: GeMSRanker = gems
     actions = None
     relabel: dict[str, Any] | None = None
@@ -140,7 +137,7 @@ def run(args: argparse.Namespace) -> None:
         "behaviour": {"return_mean": dataset.metadata["behaviour_return"]["mean"],
                       "return_ci95": dataset.metadata["behaviour_return"]["ci95"],
                       "source": dataset.metadata["behaviour_return"].get("source", "dataset metadata")},
-        "expert": _returns(sim, NoisyPolicy(behaviour_of(expert), args.expert_noise), args.test_seed,
+        "expert": _returns(sim, NoisyPolicy(expert, args.expert_noise), args.test_seed,
                            args.test_sessions, mode="eval" if args.expert_deterministic else "train"),
         "expert_deterministic": _returns(sim, expert, args.test_seed, args.test_sessions),
         "zero_action": _returns(sim, zero_policy(encoder, decoder), args.test_seed, args.test_sessions),
