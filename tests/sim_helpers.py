@@ -13,7 +13,7 @@ import torch
 from slate_rl.core.rng import derive_key
 from slate_rl.sim.config import TopicRecConfig, make_env_config
 from slate_rl.sim.core import SimState, TopicRec
-from slate_rl.sim.embeddings import DEFAULT_EMBEDDINGS_SEED, generate_item_embeddings
+from slate_rl.sim.embeddings import generate_item_embeddings
 
 
 def make_sim(table: np.ndarray, env: str = "focused_topdown", **overrides) -> TopicRec:
@@ -41,7 +41,8 @@ def make_state(
 
     ``user``: (D,) vector shared by every user (default: each user's own sampled vector);
     ``bored``: bored topics; ``timer``: topic -> timer (others at boredom_duration);
-    ``recent``: the recent-click list as (topic, step, rank) triples; ``short_term``: the
+    ``recent``: the recent-click list as (topic, step, rank) triples (corrected bookkeeping's
+    aligned list: use a ``boredom_bookkeeping="corrected"`` simulator); ``short_term``: the
     short-term topic of every user.
     """
     c: TopicRecConfig = sim.config
@@ -54,7 +55,7 @@ def make_state(
     for topic, value in (timer or {}).items():
         timer_t[:, topic] = value
     assert len(recent) <= c.recent_clicks_maxlen
-    rt = torch.zeros(n, c.recent_clicks_maxlen, dtype=torch.int64)
+    rt = torch.full((n, c.recent_clicks_maxlen), -1, dtype=torch.int64)
     ro = torch.full((n, c.recent_clicks_maxlen), -1, dtype=torch.int64)
     for j, (topic, step, rank) in enumerate(recent):
         rt[:, j] = topic
@@ -77,7 +78,7 @@ def block_norms(x: torch.Tensor, num_topics: int = 10, topic_size: int = 2) -> t
 
 
 def recent_clicks(state: SimState, i: int) -> list[tuple[int, int]]:
-    """User ``i``'s recent-click list as sorted (order key, topic) pairs."""
+    """User ``i``'s recent-click list as sorted (order key, topic) pairs (corrected bookkeeping)."""
     order = state.recent_order[i].tolist()
     topic = state.recent_topic[i].tolist()
     return sorted((o, tp) for o, tp in zip(order, topic, strict=True) if o >= 0)
@@ -105,19 +106,25 @@ def single_thread():
 @pytest.fixture(scope="session")
 def focused_table() -> np.ndarray:
     """The focused table generated from the project's default seed."""
-    return generate_item_embeddings("focused", DEFAULT_EMBEDDINGS_SEED)
+    return generate_item_embeddings("focused")
 
 
 @pytest.fixture(scope="session")
 def diffuse_table() -> np.ndarray:
     """The diffuse table generated from the project's default seed."""
-    return generate_item_embeddings("diffuse", DEFAULT_EMBEDDINGS_SEED)
+    return generate_item_embeddings("diffuse")
 
 
 @pytest.fixture(scope="session")
 def sim(focused_table: np.ndarray) -> TopicRec:
     """focused_topdown on the generated focused table, on CPU."""
     return make_sim(focused_table)
+
+
+@pytest.fixture(scope="session")
+def sim_corrected(focused_table: np.ndarray) -> TopicRec:
+    """focused_topdown with the corrected (aligned) recent-click bookkeeping, on CPU."""
+    return make_sim(focused_table, boredom_bookkeeping="corrected")
 
 
 @pytest.fixture(scope="session")

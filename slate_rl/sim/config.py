@@ -54,6 +54,10 @@ class TopicRecConfig:
     """A slate with at least this many items of one main topic is penalised."""
     position_decay: float = 0.85
     """Base of the examination probability per rank."""
+    boredom_bookkeeping: Literal["published", "corrected"] = "published"
+    """Recent-click bookkeeping: ``published`` keeps the published simulator's two bounded lists (topics and
+    steps; reset clicks enter only the topic list, forgetting pops both fronts), ``corrected`` one aligned
+    list in which reset clicks are stamped with step 0 (spec, "reset()")."""
 
     def __post_init__(self) -> None:
         positive = (
@@ -72,6 +76,10 @@ class TopicRecConfig:
             raise ConfigError(f"omega must be in [0, 1], got {self.omega}")
         if not 0.0 < self.position_decay <= 1.0:
             raise ConfigError(f"position_decay must be in (0, 1], got {self.position_decay}")
+        if self.boredom_bookkeeping not in ("published", "corrected"):
+            raise ConfigError(
+                f"boredom_bookkeeping must be 'published' or 'corrected', got {self.boredom_bookkeeping!r}"
+            )
         if self.num_items > 32767:
             raise ConfigError(f"num_items ({self.num_items}) must fit the int16 item ids of the logs (<= 32767)")
 

@@ -22,10 +22,19 @@ Choices where the spec is silent (documented here and tested):
   item if three scores tied to float32 precision.
 * ``short_term_boost == 1`` and ``diversity_penalty == 1`` skip their multiplications, which
   are then identities (bit-for-bit the same result).
-* The recent-click list is kept as (topic, order key) pairs where the order key is
-  ``step * slate_size + rank``: appending the new clicks in rank order, keeping the
-  ``recent_clicks_maxlen`` most recent, then forgetting clicks older than ``t - boredom_window``
-  is a top-k over order keys.
+* Recent clicks, ``boredom_bookkeeping: published`` (default): the published simulator's two
+  bounded lists, as fixed-width tensors filled from the left (front at column 0, -1 where empty):
+  ``recent_topic`` holds the topics of recent clicks, reset clicks included; ``recent_order`` the
+  steps of the clicks made by ``step`` only. Both keep their ``recent_clicks_maxlen`` newest
+  entries; forgetting pops the front of *both* while the front step is older than
+  ``t - boredom_window``, so reset-click topics (and whatever the misalignment leaves behind)
+  stay in the topic list longer than the window says. Boredom counts the whole topic list. The
+  published code's new short-term topic after boredom is the topic of the item whose *id* is the
+  last clicked rank (``item_comp[rank]``); reproduced, with no effect at ``short_term_boost = 1``.
+* ``boredom_bookkeeping: corrected``: one aligned list of (topic, order key) pairs where the
+  order key is ``step * slate_size + rank`` (reset clicks at step 0): appending the new clicks in
+  rank order, keeping the ``recent_clicks_maxlen`` most recent, then forgetting clicks older
+  than ``t - boredom_window`` is a top-k over order keys.
 """
 
 from __future__ import annotations
@@ -75,9 +84,10 @@ class SimState:
     timer: Tensor
     """(B, T) int64 boredom timers."""
     recent_topic: Tensor
-    """(B, L) int64 main topics of the remembered recent clicks (0 where unused)."""
+    """(B, L) int64 main topics of the remembered recent clicks, -1 where unused."""
     recent_order: Tensor
-    """(B, L) int64 order key step * slate_size + rank of each recent click, -1 where unused."""
+    """(B, L) int64, -1 where unused: published bookkeeping, the steps of the recent clicks (a list of its
+    own, see the module doc); corrected, the order key step * slate_size + rank of each recent_topic."""
     short_term: Tensor
     """(B,) int64 short-term topic."""
 
@@ -227,8 +237,50 @@ class TopicRec:
         prob = attract * self.examination
         return rel, prob, u < prob
 
-    def _remember(self, state_topic: Tensor, state_order: Tensor, t: Tensor, topics: Tensor, clicks: Tensor):
-        """Append this step's clicks to the recent list, cap it, forget old clicks (step 9)."""
+    @property
+    def published_bookkeeping(self) -> bool:
+        return self.config.boredom_bookkeeping == "published"
+
+    def _recent_valid(self, state: SimState) -> Tensor:
+        """(B, L) mask of the entries of the recent-topic list that boredom counts."""
+        return state.recent_topic >= 0
+
+    def _push(self, queue: Tensor, new: Tensor, mask: Tensor) -> Tensor:
+        """Append ``new`` where ``mask`` (in column order) to left-filled bounded lists ``queue``
+        (-1 = empty), keeping the newest ``recent_clicks_maxlen`` entries (a deque with maxlen)."""
+        cap = self.config.recent_clicks_maxlen
+        values = torch.cat([queue, new], dim=1)
+        valid = torch.cat([queue >= 0, mask], dim=1)
+        pos = valid.long().cumsum(dim=1) - 1
+        drop = (valid.sum(dim=1, keepdim=True) - cap).clamp(min=0)
+        pos = pos - drop
+        keep = valid & (pos >= 0)
+        out = torch.full((queue.shape[0], cap + 1), -1, dtype=queue.dtype, device=queue.device)
+        out.scatter_(1, torch.where(keep, pos, cap), torch.where(keep, values, -1))
+        return out[:, :cap]
+
+    def _pop_front(self, queue: Tensor, n: Tensor) -> Tensor:
+        """Remove the first ``n`` (B,) entries of left-filled lists."""
+        cap = queue.shape[1]
+        idx = torch.arange(cap, device=queue.device) + n[:, None]
+        return torch.where(idx < cap, queue.gather(1, idx.clamp(max=cap - 1)), torch.full_like(queue, -1))
+
+    def _remember_published(self, state_topic: Tensor, state_step: Tensor, t: Tensor, topics: Tensor,
+                            clicks: Tensor, at_reset: bool) -> tuple[Tensor, Tensor]:
+        """The published two-list bookkeeping (module doc): topics of every click, steps of step clicks."""
+        topic = self._push(state_topic, topics, clicks)
+        if at_reset:
+            return topic, state_step
+        step = self._push(state_step, t[:, None].expand_as(topics), clicks)
+        # Steps are appended in time order, so the entries older than the window are a prefix.
+        old = ((step >= 0) & (step < (t - self.config.boredom_window)[:, None])).sum(dim=1)
+        return self._pop_front(topic, old), self._pop_front(step, old)
+
+    def _remember(self, state_topic: Tensor, state_order: Tensor, t: Tensor, topics: Tensor, clicks: Tensor,
+                  at_reset: bool = False) -> tuple[Tensor, Tensor]:
+        """Append this step's clicks to the recent list(s), cap, forget old clicks (step 9)."""
+        if self.published_bookkeeping:
+            return self._remember_published(state_topic, state_order, t, topics, clicks, at_reset)
         c = self.config
         k = c.slate_size
         new_order = torch.where(clicks, t[:, None] * k + self._rank_order, torch.full_like(topics, -1))
@@ -237,7 +289,8 @@ class TopicRec:
         oldest_kept = (t - c.boredom_window) * k
         order = torch.where(order >= oldest_kept[:, None], order, torch.full_like(order, -1))
         keep = order.topk(c.recent_clicks_maxlen, dim=1).indices
-        return topic.gather(1, keep), order.gather(1, keep)
+        order = order.gather(1, keep)
+        return torch.where(order >= 0, topic.gather(1, keep), -1), order
 
     # ------------------------------------------------------------------ API
     def sample_users(self, key: Tensor) -> Tensor:
@@ -260,9 +313,8 @@ class TopicRec:
         slate = self.initial_slate.expand(b, -1)
         topics = self.item_topic[slate]
         rel, prob, clicks = self._clicks(key, t, self.items[slate], topics, user)
-        empty_topic = torch.zeros(b, c.recent_clicks_maxlen, dtype=torch.int64, device=self.device)
-        empty_order = torch.full_like(empty_topic, -1)
-        recent_topic, recent_order = self._remember(empty_topic, empty_order, t, topics, clicks)
+        empty = torch.full((b, c.recent_clicks_maxlen), -1, dtype=torch.int64, device=self.device)
+        recent_topic, recent_order = self._remember(empty, empty, t, topics, clicks, at_reset=True)
         random_topic = rng.randint(key, STREAM_SHORT_TERM, 0, 1, c.num_topics)[:, 0]
         short_term = torch.where(clicks.any(dim=1), self._last_clicked_topic(topics, clicks), random_topic)
         state = SimState(
@@ -315,7 +367,8 @@ class TopicRec:
         bored = state.bored & (timer > 0)
         timer = torch.where(bored, timer, torch.full_like(timer, c.boredom_duration))
         # 2. Topics clicked >= threshold times in the recent window become bored.
-        counts = torch.zeros_like(timer).scatter_add_(1, state.recent_topic, (state.recent_order >= 0).long())
+        valid = self._recent_valid(state)
+        counts = torch.zeros_like(timer).scatter_add_(1, state.recent_topic.clamp(min=0), valid.long())
         bored = bored | (counts >= c.boredom_threshold)
         # 3. Effective user vector.
         return bored, timer, self._effective(state.user, bored, state.short_term)
@@ -358,7 +411,12 @@ class TopicRec:
         recent_topic, recent_order = self._remember(state.recent_topic, state.recent_order, t, topics, clicks)
         any_click = clicks.any(dim=1)
         short_bored = bored.gather(1, state.short_term[:, None]).squeeze(1)
-        short_term = torch.where(short_bored & any_click, self._last_clicked_topic(topics, clicks), state.short_term)
+        if self.published_bookkeeping:  # the published code indexes item topics by the clicked *rank*
+            last_rank = (clicks * (self._rank_order + 1)).argmax(dim=1)
+            new_short = self.item_topic[last_rank]
+        else:
+            new_short = self._last_clicked_topic(topics, clicks)
+        short_term = torch.where(short_bored & any_click, new_short, state.short_term)
         # 10. Reward and time limit.
         new_state = SimState(state.key, t, user, bored, timer, recent_topic, recent_order, short_term)
         result = StepResult(

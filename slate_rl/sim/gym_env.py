@@ -22,19 +22,19 @@ from slate_rl.core import rng
 from slate_rl.core.device import resolve_device
 from slate_rl.sim.config import TopicRecConfig, make_env_config
 from slate_rl.sim.core import SimState, StepResult, TopicRec, select
-from slate_rl.sim.embeddings import DEFAULT_EMBEDDINGS_SEED, generate_item_embeddings, load_item_embeddings
+from slate_rl.sim.embeddings import generate_item_embeddings, load_item_embeddings
 
 
 def build_simulator(
     env: str | TopicRecConfig = "focused_topdown",
     item_embeddings: np.ndarray | str | None = None,
-    embeddings_seed: int = DEFAULT_EMBEDDINGS_SEED,
+    embeddings_seed: int | None = None,
     device: str | torch.device = "cpu",
 ) -> TopicRec:
     """A :class:`TopicRec` from an environment name or config and an item table.
 
     ``item_embeddings`` is an array, a path to a ``.npy``/``.pt`` file, or ``None`` to
-    generate the table of the environment's kind from ``embeddings_seed``.
+    generate the table of the environment's kind from ``embeddings_seed`` (default: the kind's seed).
     """
     cfg = make_env_config(env) if isinstance(env, str) else env
     if item_embeddings is None:
@@ -115,7 +115,7 @@ class TopicRecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self,
         env: str | TopicRecConfig = "focused_topdown",
         item_embeddings: np.ndarray | str | None = None,
-        embeddings_seed: int = DEFAULT_EMBEDDINGS_SEED,
+        embeddings_seed: int | None = None,
         device: str = "cpu",
     ) -> None:
         self.sim = build_simulator(env, item_embeddings, embeddings_seed, device)
@@ -169,7 +169,7 @@ class TopicRecVectorEnv(VectorEnv):
         num_envs: int,
         env: str | TopicRecConfig = "focused_topdown",
         item_embeddings: np.ndarray | str | None = None,
-        embeddings_seed: int = DEFAULT_EMBEDDINGS_SEED,
+        embeddings_seed: int | None = None,
         device: str = "cpu",
     ) -> None:
         if num_envs < 1:

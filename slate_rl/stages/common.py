@@ -13,7 +13,12 @@ from slate_rl.core.errors import ConfigError
 from slate_rl.core.io import file_sha256
 from slate_rl.sim.config import PRESETS, TopicRecConfig, make_env_config
 from slate_rl.sim.core import TopicRec
-from slate_rl.sim.embeddings import DEFAULT_EMBEDDINGS_SEED, generate_item_embeddings, load_item_embeddings
+from slate_rl.sim.embeddings import (
+    DEFAULT_EMBEDDINGS_SEEDS,
+    default_embeddings_seed,
+    generate_item_embeddings,
+    load_item_embeddings,
+)
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
@@ -37,9 +42,9 @@ def add_env_arguments(parser: argparse.ArgumentParser, embeddings_required: bool
     )
     if not embeddings_required:
         parser.add_argument(
-            "--embeddings-seed", type=int, default=DEFAULT_EMBEDDINGS_SEED,
+            "--embeddings-seed", type=int, default=None,
             help="seed of the generated item table when no --embeddings-file is given "
-            f"(default: {DEFAULT_EMBEDDINGS_SEED})",
+            f"(default: the kind's, {DEFAULT_EMBEDDINGS_SEEDS})",
         )
     if device:
         add_device_argument(parser)
@@ -68,7 +73,9 @@ def simulator_from_args(args: argparse.Namespace) -> tuple[TopicRec, dict[str, A
         table = load_item_embeddings(args.embeddings_file, cfg.num_items, cfg.embedding_dim)
         source: dict[str, Any] = {"file": str(args.embeddings_file), "sha256": file_sha256(args.embeddings_file)}
     else:
-        seed = getattr(args, "embeddings_seed", DEFAULT_EMBEDDINGS_SEED)
+        seed = getattr(args, "embeddings_seed", None)
+        if seed is None:
+            seed = default_embeddings_seed(cfg.embeddings)
         table = generate_item_embeddings(cfg.embeddings, seed, cfg.num_items, cfg.num_topics, cfg.topic_size)
         source = {"generated": cfg.embeddings, "seed": seed}
     return TopicRec(cfg, torch.from_numpy(table), device), source

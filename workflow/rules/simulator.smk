@@ -5,7 +5,8 @@ rule item_embeddings:
     output:
         "data/embeddings/{kind}.npy",
     params:
-        seed=config["embeddings"]["seed"],
+        seed=lambda wildcards: config["embeddings"]["seeds"][wildcards.kind],
+        power=lambda wildcards: config["embeddings"]["power"][wildcards.kind],
         source=lambda wildcards: embeddings_source_arg(config, wildcards.kind),
     log:
         "logs/embeddings/{kind}.log",
@@ -18,7 +19,7 @@ rule item_embeddings:
         mem_mb=1000,
         runtime=10,
     shell:
-        "slate-rl make-embeddings --kind {wildcards.kind} --seed {params.seed} {params.source} "
+        "slate-rl make-embeddings --kind {wildcards.kind} --seed {params.seed} --power {params.power} {params.source} "
         "--output {output} > {log} 2>&1"
 
 
