@@ -13,8 +13,11 @@ Loss (the normalisation that gives the paper's beta its meaning)::
     BCE = click binary cross-entropy averaged over batch and slots
     KL  = KL(q(z|s,c) || N(0, I)) averaged over batch AND latent dimensions
 
-Sampling uses the standard reparameterisation z = mu + eps * exp(logvar / 2) (the published
-code used exp(logvar) as the scale; we use the standard deviation, as the spec allows).
+Sampling during training: the published code draws z = mu + eps * exp(logvar), the *variance*
+as the scale, and the paper's beta was tuned with it, so that is the default
+(``sample_scale: variance``); ``sample_scale: std`` is the standard z = mu + eps * exp(logvar / 2)
+(its artifacts carry the tag suffix ``_std``). Validation and the action bounds use mu and the
+standard deviation, as published.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from slate_rl.core.errors import ConfigError
 from slate_rl.models.nets import mlp
 
 ItemTableMode = Literal["scratch", "mf_fixed", "ideal"]
+SampleScale = Literal["variance", "std"]
 
 
 class GeMS(nn.Module):
@@ -84,11 +88,17 @@ class GeMS(nn.Module):
 
 
 def gems_loss(
-    model: GeMS, slates: Tensor, clicks: Tensor, beta: float, lambda_click: float, sample: bool = True
+    model: GeMS, slates: Tensor, clicks: Tensor, beta: float, lambda_click: float, sample: bool = True,
+    sample_scale: SampleScale = "variance",
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """The GeMS objective on a batch; returns (loss, metrics)."""
+    """The GeMS objective on a batch; returns (loss, metrics). ``sample``: z = mu + eps * scale with the
+    variance (published) or the standard deviation as the scale; otherwise z = mu."""
     mu, logvar = model.encode(slates, clicks)
-    z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
+    if sample:
+        scale = torch.exp(logvar) if sample_scale == "variance" else torch.exp(0.5 * logvar)
+        z = mu + torch.randn_like(mu) * scale
+    else:
+        z = mu
     slate_logits, click_logits = model.decode(z)
     target = slates.long()
     ce = F.cross_entropy(slate_logits.flatten(0, 1), target.flatten())
@@ -132,6 +142,7 @@ class GeMSSystem(L.LightningModule):
         lr: float = 1e-3,
         item_table_mode: ItemTableMode = "scratch",
         item_table: Tensor | None = None,
+        sample_scale: SampleScale = "variance",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["item_table"])
@@ -142,10 +153,11 @@ class GeMSSystem(L.LightningModule):
             item_table=item_table if item_table_mode != "scratch" else None,
             train_item_table=item_table_mode == "scratch",
         )
-        self.beta, self.lambda_click, self.lr = beta, lambda_click, lr
+        self.beta, self.lambda_click, self.lr, self.sample_scale = beta, lambda_click, lr, sample_scale
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss, metrics = gems_loss(self.model, batch["slates"], batch["clicks"], self.beta, self.lambda_click)
+        loss, metrics = gems_loss(self.model, batch["slates"], batch["clicks"], self.beta, self.lambda_click,
+                                  sample_scale=self.sample_scale)
         self.log_dict({f"train_{k}": v for k, v in metrics.items()}, prog_bar=False, on_step=True, on_epoch=False)
         return loss
 
@@ -182,6 +194,9 @@ class GeMSConfig:
     """Share of sessions (the first ones) used for validation."""
     bounds_sessions: int = 1000
     """Sessions (the first ones) whose encodings define the action bounds."""
+    sample_scale: SampleScale = "variance"
+    """Scale of the training sample z = mu + eps * scale: the variance (published, the paper's beta) or the
+    standard deviation (``std``, tag suffix ``_std``)."""
 
     def __post_init__(self) -> None:
         for name in ("latent_dim", "epochs", "batch_size", "bounds_sessions"):
@@ -191,16 +206,19 @@ class GeMSConfig:
             raise ConfigError(f"gems.val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.beta < 0 or self.lambda_click < 0 or self.lr <= 0:
             raise ConfigError("gems.beta and gems.lambda_click must be >= 0 and gems.lr > 0")
+        if self.sample_scale not in ("variance", "std"):
+            raise ConfigError(f"gems.sample_scale must be 'variance' or 'std', got {self.sample_scale!r}")
 
     @property
     def tag(self) -> str:
-        """Deterministic artifact name: latent dim, beta, lambda_click, item table, seed."""
-        return f"d{self.latent_dim}_beta{self.beta:g}_lc{self.lambda_click:g}_{self.item_table}_s{self.seed}"
+        """Deterministic artifact name: latent dim, beta, lambda_click, item table, seed (+ ``_std``)."""
+        suffix = "_std" if self.sample_scale == "std" else ""
+        return f"d{self.latent_dim}_beta{self.beta:g}_lc{self.lambda_click:g}_{self.item_table}_s{self.seed}{suffix}"
 
 
 GEMS_TAG_PATTERN = (
     r"d(?P<latent_dim>\d+)_beta(?P<beta>[0-9.e+-]+)_lc(?P<lambda_click>[0-9.e+-]+)"
-    r"_(?P<item_table>scratch|mf_fixed|ideal)_s(?P<seed>\d+)"
+    r"_(?P<item_table>scratch|mf_fixed|ideal)_s(?P<seed>\d+)(?P<std>_std)?"
 )
 
 
@@ -214,6 +232,7 @@ def gems_config_from_tag(tag: str, base: GeMSConfig | None = None) -> GeMSConfig
     g = m.groupdict()
     base = base or GeMSConfig()
     return replace(base, latent_dim=int(g["latent_dim"]), beta=float(g["beta"]), lambda_click=float(g["lambda_click"]),
-                   item_table=g["item_table"], seed=int(g["seed"]))
-GEMS_TAG_WILDCARD = r"d\d+_beta[0-9.e+-]+_lc[0-9.e+-]+_(?:scratch|mf_fixed|ideal)_s\d+"
+                   item_table=g["item_table"], seed=int(g["seed"]),
+                   sample_scale="std" if g["std"] else "variance")
+GEMS_TAG_WILDCARD = r"d\d+_beta[0-9.e+-]+_lc[0-9.e+-]+_(?:scratch|mf_fixed|ideal)_s\d+(?:_std)?"
 """The same pattern without named groups (a Snakemake wildcard constraint)."""

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> None:
         train = {key: t.to(device) for key, t in train.items()}
         val = {key: t.to(device) for key, t in val.items()}
     system = GeMSSystem(num_items, item_dim, k, cfg.latent_dim, cfg.beta, cfg.lambda_click, cfg.lr,
-                        cfg.item_table, table)
+                        cfg.item_table, table, cfg.sample_scale)
     env_name = logs.metadata.get("env", "env")
     start = time.perf_counter()
     summary = fit(
