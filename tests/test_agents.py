@@ -167,7 +167,7 @@ def test_replay_buffer_episodes_and_transitions():
 
 
 def test_online_training_resumes_to_the_same_result(sim, tmp_path):
-    cfg = OnlineConfig(total_steps=4, sessions_per_step=2, updates_per_step=1, batch_size=2, warmup_env_steps=200,
+    cfg = OnlineConfig(total_steps=4, sessions_per_step=2, updates_per_step=1, batch_size=2, warmup_sessions=2,
                        val_interval=2, val_sessions=4, checkpoint_interval=2)
     saved = []
 

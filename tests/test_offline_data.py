@@ -792,7 +792,7 @@ def cli_inputs(tmp_path_factory, table, tiny_sim) -> dict[str, Path]:
     agent = _agent(tiny_sim, gems, seed=7)
     run = root / "run"
     cfg = OnlineConfig(total_steps=4, sessions_per_step=3, updates_per_step=1, batch_size=2, buffer_capacity=10,
-                       warmup_env_steps=30, val_interval=2, val_sessions=4, checkpoint_interval=2)
+                       warmup_sessions=1, val_interval=2, val_sessions=4, checkpoint_interval=2)
 
     def save_best(a, state):
         save_agent(run / "best.ckpt", a, TAG, {"step": state.step, "val_return": state.best_val})

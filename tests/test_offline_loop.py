@@ -273,7 +273,7 @@ def test_online_resume_ignores_a_checkpoint_of_other_settings(sim, tmp_path):
 
     torch.manual_seed(0)
     gems = GeMSRanker(GeMS(latent_dim=8), torch.zeros(8), torch.ones(8) * 2)
-    cfg = OnlineConfig(total_steps=2, sessions_per_step=2, batch_size=2, warmup_env_steps=200, val_interval=1,
+    cfg = OnlineConfig(total_steps=2, sessions_per_step=2, batch_size=2, warmup_sessions=2, val_interval=1,
                        val_sessions=2, checkpoint_interval=1, buffer_capacity=8)
     last = tmp_path / "last.ckpt"
 

@@ -32,9 +32,9 @@ def measure(sim: TopicRec, sessions_per_step: int, steps: int) -> dict[str, Any]
     agent = make_agent("sac_gems_d32_beta1_lc0.5_scratch_s0", gems, gems.gems.items.weight.detach().clone(),
                        sim.config.num_items, sim.config.slate_size).to(sim.device)
     e = sessions_per_step
-    warm = OnlineConfig(total_steps=1, sessions_per_step=max(e, 20), updates_per_step=1, warmup_env_steps=0,
+    warm = OnlineConfig(total_steps=1, sessions_per_step=max(e, 20), updates_per_step=1, warmup_sessions=0,
                         val_interval=10**9, checkpoint_interval=10**9)
-    cfg = OnlineConfig(total_steps=steps + 1, sessions_per_step=e, updates_per_step=e, warmup_env_steps=0,
+    cfg = OnlineConfig(total_steps=steps + 1, sessions_per_step=e, updates_per_step=e, warmup_sessions=0,
                        val_interval=10**9, checkpoint_interval=10**9)
     with tempfile.TemporaryDirectory() as tmp:
         train_online(sim, agent, warm, 0, lambda a, s: None, Path(tmp) / "warm.ckpt", progress=False)

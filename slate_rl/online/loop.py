@@ -2,9 +2,11 @@
 
 One training *step* collects ``sessions_per_step`` sessions (users simulated in parallel) and
 then makes ``updates_per_step`` gradient steps on batches of ``batch_size`` episodes. The
-paper's schedule is ``sessions_per_step = updates_per_step = 1`` for 100,000 steps, after
-2,000 environment steps of uniformly random actions; it is reproduced exactly by the
-defaults. Every ``val_interval`` steps the deterministic policy is evaluated on
+paper's schedule is ``sessions_per_step = updates_per_step = 1`` for 100,000 steps, of which
+the first 2,000 (``warmup_sessions``) collect sessions of uniformly random actions and make no
+gradient step, as the published loop does (its "random steps" are counted in sessions: 2,000
+warm-up sessions, then 98,000 learning steps); it is reproduced exactly by the defaults. A step
+is a warm-up step when fewer than ``warmup_sessions`` sessions were collected before it. Every ``val_interval`` steps the deterministic policy is evaluated on
 ``val_sessions`` fixed users; the best-validation agent is kept.
 
 ``last`` checkpoints (agent with optimisers, replay buffer, counters, RNG state, learning
@@ -56,8 +58,8 @@ class OnlineConfig:
     """Episodes per gradient step."""
     buffer_capacity: int = 10_000
     """Replay capacity in episodes."""
-    warmup_env_steps: int = 2000
-    """Environment steps (user-steps) of uniformly random actions before learning starts."""
+    warmup_sessions: int = 2000
+    """Sessions of uniformly random actions, with no gradient step, at the start (part of the total)."""
     val_interval: int = 1000
     """Validate every this many training steps."""
     val_sessions: int = 200
@@ -76,8 +78,8 @@ class OnlineConfig:
                 raise ConfigError(f"online.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 < self.medium_fraction < 1.0:
             raise ConfigError(f"online.medium_fraction must be in (0, 1), got {self.medium_fraction}")
-        if self.warmup_env_steps < 0:
-            raise ConfigError(f"online.warmup_env_steps must be >= 0, got {self.warmup_env_steps}")
+        if self.warmup_sessions < 0:
+            raise ConfigError(f"online.warmup_sessions must be >= 0, got {self.warmup_sessions}")
 
 
 @dataclass
@@ -171,7 +173,7 @@ def train_online(
     metrics: dict[str, float] = {}
     while state.step < cfg.total_steps:
         keys = user_keys(seed, state.sessions, cfg.sessions_per_step, sim.device)
-        warming_up = state.env_steps < cfg.warmup_env_steps and not agent.on_policy
+        warming_up = state.sessions < cfg.warmup_sessions and not agent.on_policy
         mode: Mode = "random" if warming_up else "train"
         returns, episodes = run_agent_sessions(sim, agent, keys, mode)
         assert episodes is not None
@@ -180,7 +182,7 @@ def train_online(
         state.env_steps += cfg.sessions_per_step * c.episode_length
         if agent.on_policy:  # learns from what it just collected (no warm-up, no replay)
             metrics = agent.update(episodes)
-        elif state.env_steps >= cfg.warmup_env_steps and len(buffer) > 0:
+        elif not warming_up:
             for _ in range(cfg.updates_per_step):
                 metrics = agent.update(buffer.sample_episodes(cfg.batch_size))
         state.step += 1
