@@ -38,6 +38,7 @@ from slate_rl.models.gems import GeMS, gems_loss
 from slate_rl.models.rankers import GeMSRanker, load_gems_ranker, save_gems_ranker
 from slate_rl.offline.collect import (
     NoisyPolicy,
+    check_label,
     collect_episodes,
     encode_beliefs,
     mix_datasets,
@@ -814,10 +815,11 @@ def _cli(inputs, quality, output, *extra: str, expert: Path | None = None, agent
 def collected(cli_inputs) -> dict[str, Path]:
     out = cli_inputs["root"] / "offline"
     runs = {
-        "expert": (),
+        # The tiny agents are untrained: their labels would (rightly) fail the check.
+        "expert": ("--stochastic", "--noise", "0", "--skip-label-check"),
         "random": (),
         "replay": (),
-        "medium": ("--behaviour", str(cli_inputs["best"]), "--deterministic"),
+        "medium": ("--behaviour", str(cli_inputs["best"]), "--noise", "0", "--skip-label-check"),
         "mixed": ("--mix", str(out / "expert.npz") + "=1", "--mix", str(out / "random.npz") + "=3"),
     }
     paths = {}
@@ -858,14 +860,15 @@ def test_cli_datasets_load_with_the_right_metadata(cli_inputs, collected):
 @pytest.mark.parametrize(("quality", "mode"), [("expert", "train"), ("medium", "eval"), ("random", "random")])
 def test_cli_datasets_are_the_checkpoints_behaviour(collected, tiny_sim, loaded_expert, quality, mode):
     """Each dataset, and its behaviour return on the test users, is reproduced from the checkpoint and the
-    seeds with the behaviour acting in the collection's mode (the return right after the collection, as the
-    stage measures it, so that the sampled actions draw the same numbers)."""
+    seeds with the behaviour acting in the collection's mode (the measurement is seeded with the test seed,
+    so that the sampled actions draw the same numbers)."""
     ds = load_dataset(collected[quality])
     ep = ds.episodes()
     beliefs = encode_beliefs(loaded_expert.actor_belief, torch.from_numpy(ep["slates"]).long(),
                              torch.from_numpy(ep["clicks"]))
     np.testing.assert_allclose(ep["observations"], beliefs.numpy(), rtol=0, atol=1e-5)
     want = _collect(tiny_sim, loaded_expert, loaded_expert.actor_belief, quality_seed(0, quality), 8, mode)
+    torch.manual_seed(58517)  # the stage seeds its measurement with the test seed
     online = policy_returns(tiny_sim, loaded_expert, 58517, 8, mode).numpy()
     for key in ("slates", "clicks", "rewards", "reset_clicks"):
         assert np.array_equal(ds.arrays[key], want[key]), key
@@ -904,6 +907,8 @@ def test_cli_mixture_takes_episodes_in_proportion(collected):
     ("replay without last.ckpt", "replay", (), "last.ckpt"),
     ("mixture of another GeMS", "mixed", ("--mix", "{alien}=1"), "gems_sha256"),
     ("negative noise", "expert", ("--noise", "-0.1"), "--noise"),
+    ("mislabelled expert", "expert", (), "not above the random-quality return"),
+    ("mislabelled medium", "medium", ("--behaviour", "{best}"), "the medium behaviour returns"),
 ])
 def test_cli_bad_inputs_give_one_error_line(cli_inputs, collected, tmp_path, capsys, case, quality, extra, needle):
     expert, agent = cli_inputs["best"], TAG
@@ -917,10 +922,21 @@ def test_cli_bad_inputs_give_one_error_line(cli_inputs, collected, tmp_path, cap
     ds = load_dataset(collected["expert"])
     meta = {k: v for k, v in ds.metadata.items() if k not in ("format", "version")}
     save_dataset(alien, ds.arrays, {**meta, "gems_sha256": "0" * 16})
-    extra = tuple(x.format(expert=collected["expert"], alien=alien) for x in extra)
+    extra = tuple(x.format(expert=collected["expert"], alien=alien, best=cli_inputs["best"]) for x in extra)
     out = tmp_path / "out.npz"
     capsys.readouterr()
     assert _cli(cli_inputs, quality, out, *extra, expert=expert, agent=agent) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], err
     assert not out.exists() and not metadata_path(out).exists()
+
+
+def test_label_check_names_both_returns_and_the_margin():
+    """check_label: expert/medium must beat (1 + margin) x random; random, replay and mixtures are not checked."""
+    rnd = {"mean": 40.0, "ci": 1.0}
+    check_label("expert", {"mean": 44.1, "ci": 1.0}, rnd, 0.1)
+    check_label("random", {"mean": 10.0, "ci": 1.0}, rnd, 0.1)
+    with pytest.raises(ArtifactError) as err:
+        check_label("medium", {"mean": 43.7, "ci": 0.9}, rnd, 0.1)
+    msg = str(err.value)
+    assert "43.70 +- 0.90" in msg and "40.00 +- 1.00" in msg and "needs > 44.00" in msg and "label_margin" in msg

@@ -9,7 +9,9 @@ States are beliefs of the expert's actor GRU for every quality (one state space 
 environment, see :mod:`slate_rl.offline.collect`). The behaviour return recorded in the
 metadata is measured online on the fixed test users, with the behaviour acting exactly as during
 collection (random, sampled or deterministic actions, same noise); replay and mixtures record the
-dataset's own return.
+dataset's own return. Labels are checked: an expert or medium behaviour that is not above the
+random-quality return (uniform latent actions, same test users) by ``--label-margin`` stops the
+stage with both numbers, and nothing is written.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from slate_rl.core.config import add_arguments as add_config_arguments
 from slate_rl.core.config import from_namespace, to_dict
@@ -32,6 +35,7 @@ from slate_rl.models.rankers import load_gems_ranker
 from slate_rl.offline.collect import (
     QUALITIES,
     NoisyPolicy,
+    check_label,
     collect_episodes,
     collection_mode,
     load_behaviour,
@@ -62,9 +66,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a component dataset of a mixture and its weight (repeat)")
     parser.add_argument("--episodes", type=positive_int, default=10_000, help="episodes (default: 10000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the users and the sampled actions")
-    parser.add_argument("--noise", type=float, default=0.0,
-                        help="std of Gaussian noise on latent actions, as a fraction of the bounds' half-width")
-    parser.add_argument("--deterministic", action="store_true", help="the behaviour acts with its mean action")
+    parser.add_argument("--noise", type=float, default=0.1,
+                        help="std of Gaussian noise on latent actions, as a fraction of the bounds' half-width "
+                        "(default: 0.1)")
+    parser.add_argument("--stochastic", action="store_true",
+                        help="the behaviour samples from its SAC policy instead of acting with its mean action")
+    parser.add_argument("--label-margin", type=float, default=0.1,
+                        help="an expert/medium behaviour must return more than (1 + margin) x the random quality's "
+                        "return on the test users (default: 0.1)")
+    parser.add_argument("--skip-label-check", action="store_true",
+                        help="write an expert/medium dataset even if it fails the label check (recorded in the metadata)")
     parser.add_argument("--batch-size", type=positive_int, default=4096, help="users simulated in parallel")
     parser.add_argument("--test-seed", type=int, default=58517, help="seed of the users measuring the behaviour")
     parser.add_argument("--test-sessions", type=positive_int, default=500, help="users measuring the behaviour")
@@ -81,6 +92,8 @@ def quality_seed(seed: int, quality: str) -> int:
 def run(args: argparse.Namespace) -> None:
     if args.noise < 0.0:
         raise ConfigError(f"--noise must be >= 0, got {args.noise}")
+    if args.label_margin < 0.0:
+        raise ConfigError(f"--label-margin must be >= 0, got {args.label_margin}")
     if parse_agent_tag(args.agent)[0] != "sac_gems":
         raise ConfigError(f"offline datasets need a SAC+GeMS agent, got {args.agent!r}")
     if args.mix and args.quality in QUALITIES:
@@ -130,13 +143,20 @@ def run(args: argparse.Namespace) -> None:
         path = args.behaviour if args.quality == "medium" else args.expert
         policy, meta = (expert, expert_meta) if path == args.expert \
             else load_behaviour(path, args.agent, sim, gems, sac)
-        mode = collection_mode(args.quality, args.deterministic)
+        mode = collection_mode(args.quality, not args.stochastic)
         actor = NoisyPolicy(policy, args.noise) if mode != "random" else policy
+        torch.manual_seed(args.test_seed)  # sampled actions and noise of the measurement: reproducible
+        returns_online = policy_returns(sim, actor, args.test_seed, args.test_sessions, mode).cpu().numpy()
+        torch.manual_seed(args.test_seed)
+        random_online = mean_ci(policy_returns(sim, expert, args.test_seed, args.test_sessions, "random").cpu().numpy())
+        if not args.skip_label_check:
+            check_label(args.quality, mean_ci(returns_online), random_online, args.label_margin)
         arrays = collect_episodes(sim, actor, encoder, seed, args.episodes, mode, args.batch_size,
                                   progress=not args.no_progress)
-        returns_online = policy_returns(sim, actor, args.test_seed, args.test_sessions, mode).cpu().numpy()
         behaviour.update({"checkpoint": str(path), "sha256": file_sha256(path), "mode": mode, "noise": args.noise,
-                          "step": meta.get("step"), "val_return": meta.get("val_return")})
+                          "step": meta.get("step"), "val_return": meta.get("val_return"),
+                          "random_quality_return": {"mean": random_online["mean"], "ci95": random_online["ci"]},
+                          "label_margin": args.label_margin, "label_checked": not args.skip_label_check})
     elapsed = time.perf_counter() - start
     episodes = arrays["reset_slates"].shape[0]
     data_returns = arrays["rewards"].reshape(episodes, -1).sum(axis=1, dtype=np.float64)

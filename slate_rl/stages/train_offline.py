@@ -5,8 +5,11 @@ frozen; ``--expert``) and the GeMS decoder whose latent space the actions live i
 (``--gems``), or another one (``--relabel-gems``), in which case the actions are re-encoded with
 that GeMS's encoder before training (stated in the result). The final policy is tested on the
 fixed test users beside its reference points: the behaviour return (dataset metadata), the
-expert (deterministic, same users), the constant latent action z = 0 and uniform random latent
-actions (same users). ``normalized_score = 100 * (R - R_random) / (R_expert - R_random)``.
+expert (deterministic, and acting as during collection, same users), the constant latent action
+z = 0 and uniform random latent actions (same users).
+``normalized_score = 100 * (R - R_random) / (R_expert - R_random)`` with R_expert the expert agent's
+*deterministic* test return (as D4RL normalises by an expert policy, never by a dataset's own
+return) and R_random the return of uniform random latent actions, the random quality's behaviour.
 
 Writes the policy (``--policy-output``, tensors + JSON), the results JSON and a resume checkpoint
 beside the policy (``<policy>.last.ckpt``); a rerun resumes from it.
@@ -53,10 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agent", required=True, help="agent tag of --expert (sac_gems_<gems tag>)")
     parser.add_argument("--relabel-gems", default=None,
                         help="train and act in the latent space of this other GeMS (actions are re-encoded)")
-    parser.add_argument("--expert-deterministic", action="store_true",
-                        help="the expert reference acts with its mean action (as offline_data.deterministic)")
-    parser.add_argument("--expert-noise", type=float, default=0.0,
-                        help="exploration noise of the expert reference (as offline_data.noise)")
+    parser.add_argument("--expert-stochastic", action="store_true",
+                        help="the collection-mode expert reference samples its SAC policy (offline_data.deterministic: "
+                        "false); the normalised score always uses the deterministic expert")
+    parser.add_argument("--expert-noise", type=float, default=0.1,
+                        help="exploration noise of the collection-mode expert reference (as offline_data.noise)")
     parser.add_argument("--seed", type=int, required=True, help="training seed")
     parser.add_argument("--test-seed", type=int, default=58517, help="seed of the fixed test users")
     parser.add_argument("--test-sessions", type=int, default=500, help="test users")
@@ -138,12 +142,12 @@ def run(args: argparse.Namespace) -> None:
                       "return_ci95": dataset.metadata["behaviour_return"]["ci95"],
                       "source": dataset.metadata["behaviour_return"].get("source", "dataset metadata")},
         "expert": _returns(sim, NoisyPolicy(expert, args.expert_noise), args.test_seed,
-                           args.test_sessions, mode="eval" if args.expert_deterministic else "train"),
+                           args.test_sessions, mode="train" if args.expert_stochastic else "eval"),
         "expert_deterministic": _returns(sim, expert, args.test_seed, args.test_sessions),
         "zero_action": _returns(sim, zero_policy(encoder, decoder), args.test_seed, args.test_sessions),
         "random": _returns(sim, random_policy(encoder, decoder), args.test_seed, args.test_sessions),
     }
-    expert_ret = references["expert"]["return_mean"]
+    expert_ret = references["expert_deterministic"]["return_mean"]
     rand = references["random"]["return_mean"]
     score = 100.0 * (stats["mean"] - rand) / (expert_ret - rand) if expert_ret != rand else float("nan")
     save_policy(policy_path, algo, normalizer, encoder, meta)
@@ -151,9 +155,8 @@ def run(args: argparse.Namespace) -> None:
         **meta,
         "return_mean": stats["mean"], "return_std": stats["std"], "return_ci95": stats["ci"], "n_sessions": stats["n"],
         "normalized_score": score,
-        "normalized_score_definition": "100 * (R - R_random) / (R_expert - R_random); R_expert: the expert acting "
-        "as when it collects the expert dataset (--expert-deterministic, --expert-noise), R_random: uniform latent "
-        "actions",
+        "normalized_score_definition": "100 * (R - R_random) / (R_expert - R_random); R_expert: the expert agent's "
+        "deterministic test return, R_random: uniform random latent actions (the random quality's behaviour)",
         "references": references, "test_seed": args.test_seed, "learning_curve": state.curve,
         "final_metrics": state.metrics, "train_seconds": elapsed, "device": str(sim.device),
         "item_embeddings": table_source, "returns": np.round(returns, 3).tolist(),

@@ -120,10 +120,10 @@ def mixture_args(wildcards, input):
 def collect_options():
     c = config["offline_data"]
     options = (f"--agent sac_gems_{gems_tag(config)} --episodes {c['episodes']} --seed {c['seed']} "
-               f"--noise {c['noise']} --batch-size {c['batch_size']} "
+               f"--noise {c['noise']} --label-margin {c['label_margin']} --batch-size {c['batch_size']} "
                f"--test-seed {config['evaluation']['test_seed']} --test-sessions {config['evaluation']['test_sessions']} "
                f"{config_args(config['sac'])}")
-    return options + (" --deterministic" if c["deterministic"] else "")
+    return options + ("" if c["deterministic"] else " --stochastic")
 
 
 def offline_inputs(wildcards):

@@ -76,7 +76,7 @@ rule offline_policy:
         algo=lambda wildcards: config_args(config[wildcards.algo], prefix=f"{wildcards.algo}_"),
         sac=config_args(config["sac"], prefix="sac_"),
         expert=f"--expert-noise {config['offline_data']['noise']}"
-        + (" --expert-deterministic" if config["offline_data"]["deterministic"] else ""),
+        + ("" if config["offline_data"]["deterministic"] else " --expert-stochastic"),
         test=f"--test-seed {config['evaluation']['test_seed']} --test-sessions {config['evaluation']['test_sessions']}",
         device=config["device"],
         logger=config["logger"]["mode"],
