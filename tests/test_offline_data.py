@@ -285,7 +285,7 @@ class _SameSlate(Agent):
     def act(self, slates, clicks, hidden, deterministic=False, privileged=None):
         return self.slate.expand(slates.shape[0], -1), torch.zeros(slates.shape[0], A), hidden
 
-    def random_act(self, slates, clicks, hidden):
+    def random_act(self, slates, clicks, hidden, width=1.0):
         return self.act(slates, clicks, hidden)
 
 

@@ -32,7 +32,7 @@ class _CountingAgent(Agent):
         self.w = torch.nn.Parameter(torch.zeros(()))
         self.updates_at: list[int] = []
         self.modes: list[str] = []
-        self.sessions = 0
+        self.widths: list[float] = []
 
     def _slate(self, b: int) -> torch.Tensor:
         return torch.stack([torch.randperm(1000)[:10] for _ in range(b)])
@@ -43,9 +43,10 @@ class _CountingAgent(Agent):
         s = self._slate(slates.shape[0])
         return s, s.float(), 0
 
-    def random_act(self, slates, clicks, hidden):
+    def random_act(self, slates, clicks, hidden, width=1.0):
         if hidden is None:
             self.modes.append("random")
+            self.widths.append(width)
         s = self._slate(slates.shape[0])
         return s, s.float(), 0
 
@@ -67,6 +68,18 @@ def test_no_gradient_step_before_session_2000_on_the_paper_schedule(tmp_path) ->
     modes = agent.modes[:2003]
     assert modes[:2000] == ["random"] * 2000 and modes[2000:] == ["policy"] * 3
     assert agent.updates_at == [2001, 2002, 2003]
+    assert set(agent.widths) == {0.5}  # the published warm-up draws in the middle half of the box
+
+
+def test_warmup_actions_lie_in_the_middle_half_of_the_box() -> None:
+    """centre + scale * (U(0,1) - 0.5) as published: uniform over centre +- scale / 2."""
+    sim = build_simulator("focused_topdown")
+    agent = _sac()
+    torch.manual_seed(0)
+    _, eps = run_agent_sessions(sim, agent, user_keys(0, 0, 20, sim.device), "random", random_width=0.5)
+    u = (eps["actions"] - agent.ranker.action_center) / agent.ranker.action_scale
+    assert float(u.abs().max()) <= 0.5 and float(u.abs().max()) > 0.49
+    assert abs(float(u.abs().mean()) - 0.25) < 0.01  # uniform on [-0.5, 0.5]: E|u| = 0.25
 
 
 def _sac(scale_term: bool = False, seed: int = 0) -> SAC:

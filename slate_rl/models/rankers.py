@@ -53,9 +53,12 @@ class Ranker(nn.Module):
         """Lowest and highest action per dimension."""
         return self.action_center - self.action_scale, self.action_center + self.action_scale
 
-    def uniform_actions(self, batch: int) -> Tensor:
-        """``batch`` actions drawn uniformly inside the bounds (torch's global generator)."""
+    def uniform_actions(self, batch: int, width: float = 1.0) -> Tensor:
+        """``batch`` actions drawn uniformly in ``center +- width * scale`` (the whole box at width 1;
+        the published warm-up draws ``center + scale * (U(0, 1) - 0.5)``, width 0.5), torch's global generator."""
         u = torch.rand(batch, self.action_dim, device=self.action_center.device) * 2 - 1
+        if width != 1.0:
+            u = u * width
         return self.action_center + self.action_scale * u
 
     def clip(self, actions: Tensor) -> Tensor:

@@ -66,8 +66,9 @@ class NoisyPolicy(Agent):
             slate = r.rank(action)
         return slate, action, hidden
 
-    def random_act(self, slates: Tensor, clicks: Tensor, hidden: Any) -> tuple[Tensor, Tensor, Any]:
-        return self.inner.random_act(slates, clicks, hidden)
+    def random_act(self, slates: Tensor, clicks: Tensor, hidden: Any, width: float = 1.0
+                   ) -> tuple[Tensor, Tensor, Any]:
+        return self.inner.random_act(slates, clicks, hidden, width)
 
 def behaviour_of(agent: Agent) -> SAC:
     """Check that ``agent`` can produce GeMS latent actions (a SAC+GeMS agent)."""

@@ -6,7 +6,8 @@
   latent action, or the slate for slate-level agents). ``privileged`` is ``None`` except for
   agents that declare ``privileged = True`` (SlateQ): then it holds the relevance of every item
   for the coming step, from the simulator's true click model.
-* ``random_act(...)``: the same with uniformly random actions (warm-up).
+* ``random_act(slates, clicks, hidden, width=1.0)``: the same with uniformly random actions (warm-up);
+  agents acting through a ranker draw them in the middle ``width`` fraction of the action box.
 * ``update(episodes) -> dict[str, float]``: one gradient step on a batch of whole episodes
   (sampled from the replay buffer, or the episodes just collected when ``on_policy``).
 * ``state_dict()`` / ``load_state_dict()``: networks, optimisers (``optimizers()``) and
@@ -72,7 +73,8 @@ class Agent(nn.Module):
             privileged: Tensor | None = None) -> tuple[Tensor, Tensor, Any]:
         raise NotImplementedError
 
-    def random_act(self, slates: Tensor, clicks: Tensor, hidden: Any) -> tuple[Tensor, Tensor, Any]:
+    def random_act(self, slates: Tensor, clicks: Tensor, hidden: Any, width: float = 1.0
+                   ) -> tuple[Tensor, Tensor, Any]:
         raise NotImplementedError
 
     def buffer_extras(self) -> dict[str, tuple[int, ...]]:
@@ -95,6 +97,7 @@ class SlateAgent(Agent):
         return random_slates(keys, 0, self.num_items, self.slate_size)
 
     @torch.no_grad()
-    def random_act(self, slates: Tensor, clicks: Tensor, hidden: Any) -> tuple[Tensor, Tensor, Any]:
+    def random_act(self, slates: Tensor, clicks: Tensor, hidden: Any, width: float = 1.0
+                   ) -> tuple[Tensor, Tensor, Any]:
         slate = self.random_slates(slates.shape[0], slates.device)
         return slate, slate.float(), hidden

@@ -24,10 +24,11 @@ def user_keys(seed: int, start: int, count: int, device: torch.device) -> Tensor
 
 
 @torch.no_grad()
-def run_agent_sessions(sim: TopicRec, agent: Agent, keys: Tensor, mode: Mode, record: bool = True
-                       ) -> tuple[Tensor, dict[str, Tensor] | None]:
+def run_agent_sessions(sim: TopicRec, agent: Agent, keys: Tensor, mode: Mode, record: bool = True,
+                       random_width: float = 1.0) -> tuple[Tensor, dict[str, Tensor] | None]:
     """Full sessions for users ``keys``; returns per-session returns and (if ``record``) episodes
-    in the replay-buffer layout (slates/clicks with the reset observation at index 0)."""
+    in the replay-buffer layout (slates/clicks with the reset observation at index 0). In ``random``
+    mode, actions are drawn in the middle ``random_width`` of the action box."""
     c = sim.config
     b, h, k = keys.shape[0], c.episode_length, c.slate_size
     state, obs = sim.reset(keys)
@@ -42,7 +43,7 @@ def run_agent_sessions(sim: TopicRec, agent: Agent, keys: Tensor, mode: Mode, re
         slates[:, 0], clicks[:, 0] = obs.slate, obs.clicks
     for t in range(h):
         if mode == "random":
-            slate, action, hidden = agent.random_act(obs.slate, obs.clicks, hidden)
+            slate, action, hidden = agent.random_act(obs.slate, obs.clicks, hidden, random_width)
         else:
             privileged = sim.next_relevance(state) if agent.privileged else None
             slate, action, hidden = agent.act(obs.slate, obs.clicks, hidden, mode == "eval", privileged)

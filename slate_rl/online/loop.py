@@ -60,6 +60,9 @@ class OnlineConfig:
     """Replay capacity in episodes."""
     warmup_sessions: int = 2000
     """Sessions of uniformly random actions, with no gradient step, at the start (part of the total)."""
+    warmup_action_width: float = 0.5
+    """Warm-up actions are uniform in centre +- width x scale of the ranker's box: the published code draws
+    centre + scale * (U(0, 1) - 0.5), the middle half (0.5); 1.0 covers the whole box."""
     val_interval: int = 1000
     """Validate every this many training steps."""
     val_sessions: int = 200
@@ -78,6 +81,8 @@ class OnlineConfig:
                 raise ConfigError(f"online.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 < self.medium_fraction < 1.0:
             raise ConfigError(f"online.medium_fraction must be in (0, 1), got {self.medium_fraction}")
+        if not 0.0 < self.warmup_action_width <= 1.0:
+            raise ConfigError(f"online.warmup_action_width must be in (0, 1], got {self.warmup_action_width}")
         if self.warmup_sessions < 0:
             raise ConfigError(f"online.warmup_sessions must be >= 0, got {self.warmup_sessions}")
 
@@ -175,7 +180,7 @@ def train_online(
         keys = user_keys(seed, state.sessions, cfg.sessions_per_step, sim.device)
         warming_up = state.sessions < cfg.warmup_sessions and not agent.on_policy
         mode: Mode = "random" if warming_up else "train"
-        returns, episodes = run_agent_sessions(sim, agent, keys, mode)
+        returns, episodes = run_agent_sessions(sim, agent, keys, mode, random_width=cfg.warmup_action_width)
         assert episodes is not None
         buffer.add(episodes)
         state.sessions += cfg.sessions_per_step

@@ -140,8 +140,9 @@ class SAC(Agent):
         return self.ranker.rank(action), action, belief
 
     @torch.no_grad()
-    def random_act(self, slates: Tensor, clicks: Tensor, hidden: Any) -> tuple[Tensor, Tensor, Any]:
-        action = self.ranker.uniform_actions(slates.shape[0])
+    def random_act(self, slates: Tensor, clicks: Tensor, hidden: Any, width: float = 1.0
+                   ) -> tuple[Tensor, Tensor, Any]:
+        action = self.ranker.uniform_actions(slates.shape[0], width)
         return self.ranker.rank(action), action, hidden
 
     # ------------------------------------------------------------------ learning

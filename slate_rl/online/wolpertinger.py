@@ -67,7 +67,8 @@ class Wolpertinger(SAC):
         return slate, action, (h_actor, h_target)
 
     @torch.no_grad()
-    def random_act(self, slates: Tensor, clicks: Tensor, hidden: Any) -> tuple[Tensor, Tensor, Any]:
-        proto = self.ranker.uniform_actions(slates.shape[0])
+    def random_act(self, slates: Tensor, clicks: Tensor, hidden: Any, width: float = 1.0
+                   ) -> tuple[Tensor, Tensor, Any]:
+        proto = self.ranker.uniform_actions(slates.shape[0], width)
         slate = self._nearest(proto.view(-1, self.slate_size, self.item_dim), 1).squeeze(-1)
         return slate, self.items[slate].flatten(1), hidden
