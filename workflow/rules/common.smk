@@ -123,7 +123,8 @@ def collect_options():
                f"--noise {c['noise']} --label-margin {c['label_margin']} --batch-size {c['batch_size']} "
                f"--test-seed {config['evaluation']['test_seed']} --test-sessions {config['evaluation']['test_sessions']} "
                f"{config_args(config['sac'])}")
-    return options + ("" if c["deterministic"] else " --stochastic")
+    options += "" if c["deterministic"] else " --stochastic"
+    return options + ("" if c["label_check"] else " --skip-label-check")
 
 
 def offline_inputs(wildcards):
