@@ -59,3 +59,105 @@ def test_same_seed_gives_the_same_bytes_for_mf_and_gems(logs_file, tmp_path):
     assert timings["train_seconds"] > 0 and "train_seconds" not in json.loads((runs[0] / "mf.json").read_text())
     assert "examples_per_second" in json.loads((runs[0] / "gems.timings.json").read_text())
     assert not any(p.name.startswith(".") for out in runs for p in out.iterdir())  # no temp files left
+
+
+# --------------------------------------------------------------------------- 1. work files run no code
+
+
+class _Opens:
+    """Unpickling this creates ``marker`` (the stand-in for arbitrary code)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("crafted", ["points_at_pickle", "is_pickle"])
+def test_a_crafted_work_checkpoint_runs_no_code(logs_file, tmp_path, crafted, capsys):
+    marker = tmp_path / "code_ran"
+    work = tmp_path / "out" / "gems.ckpt.work"
+    work.mkdir(parents=True)
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": _Opens(marker)}, evil)
+    if crafted == "points_at_pickle":  # plain data whose checkpoint callback names the pickle as the best model
+        torch.save({"epoch": 0, "global_step": 1, "callbacks": {
+            "ModelCheckpoint{'monitor': 'val_loss'}": {"best_model_path": str(evil), "last_model_path": str(evil)}}},
+            work / "last.ckpt")
+    else:
+        torch.save({"callbacks": _Opens(marker)}, work / "last.ckpt")
+    assert _pretrain_gems(logs_file, tmp_path / "out") == 0
+    assert not marker.exists()
+    assert "starting over" in capsys.readouterr().out
+    assert (tmp_path / "out" / "gems.ckpt").is_file()
+
+
+def test_checkpoint_loading_refuses_pickles_without_torchs_retry_hint(tmp_path):
+    from slate_rl.core.errors import ArtifactError
+    from slate_rl.core.io import load_checkpoint
+
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "agent.ckpt"
+    torch.save({"format": "x", "version": 1, "agent": _Opens(marker)}, path)
+    with pytest.raises(ArtifactError) as exc:
+        load_checkpoint(path, "x", 1, "agent checkpoint")
+    msg = str(exc.value)
+    assert str(path) in msg and "refused" in msg and "io.open" in msg
+    assert "weights_only" not in msg and "trusted source" not in msg
+    assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- 5. MF/GeMS resume
+
+
+def _killed_before_writing(monkeypatch, module: str, writer: str) -> None:
+    def kill(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(f"slate_rl.stages.{module}.{writer}", kill)
+
+
+def test_mf_rerun_with_other_settings_starts_over(logs_file, tmp_path, monkeypatch, capsys):
+    with monkeypatch.context() as m:
+        _killed_before_writing(m, "train_mf", "save_npy")
+        assert _train_mf(logs_file, tmp_path, "--dim", "8") == 130  # "killed": the work folder stays
+    assert (tmp_path / "mf.npy.work" / "last.ckpt").is_file()
+    assert _train_mf(logs_file, tmp_path, "--dim", "6") == 0
+    assert "other inputs or settings; starting over" in capsys.readouterr().out
+    assert np.load(tmp_path / "mf.npy").shape == (1000, 6)
+    assert not (tmp_path / "mf.npy.work").exists()
+
+
+def test_gems_rerun_with_other_settings_starts_over(logs_file, tmp_path, monkeypatch, capsys):
+    with monkeypatch.context() as m:
+        _killed_before_writing(m, "pretrain_gems", "save_gems_ranker")
+        assert _pretrain_gems(logs_file, tmp_path) == 130
+    assert _pretrain_gems(logs_file, tmp_path, "--latent-dim", "6") == 0
+    assert "starting over" in capsys.readouterr().out
+    assert json.loads((tmp_path / "gems.json").read_text())["config"]["latent_dim"] == 6
+
+
+def test_a_resumed_gems_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+    """Shuffle order keyed by the epoch and torch's RNG (sampling of z) restored on resume."""
+    from slate_rl.data.batches import TensorBatches
+    from slate_rl.models.gems import GeMSSystem
+    from slate_rl.models.training import fit, seed_all
+
+    g = torch.Generator().manual_seed(0)
+    data = {"slates": torch.randint(0, 1000, (600, 10), generator=g), "clicks": torch.rand(600, 10, generator=g) < 0.2}
+    val = {k: v[:100] for k, v in data.items()}
+
+    def run(epochs: int, work: Path) -> GeMSSystem:
+        seed_all(5)
+        system = GeMSSystem(latent_dim=4)
+        fit(system, TensorBatches(data, 128, seed=5), TensorBatches(val, 512, shuffle=False), work,
+            torch.device("cpu"), max_epochs=epochs, logger_mode="disabled", progress=False, seed=5,
+            fingerprint="same")
+        return system
+
+    straight = run(3, tmp_path / "a")
+    run(1, tmp_path / "b")  # "killed" after its first epoch: last.ckpt stays in the work folder
+    resumed = run(3, tmp_path / "b")
+    for (name, p), (_, q) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(p, q), name
