@@ -4,7 +4,9 @@ validation gaps. Each test is the regression test of one defect."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +163,86 @@ def test_a_resumed_gems_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_pa
     resumed = run(3, tmp_path / "b")
     for (name, p), (_, q) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.equal(p, q), name
+
+
+# --------------------------------------------------------------------------- 6. full disk
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("writer", ["json", "npz", "npy"])
+def test_a_full_disk_is_one_error_naming_the_file_and_the_space(tmp_path, monkeypatch, writer):
+    from slate_rl.core.errors import ArtifactError
+    from slate_rl.core.io import save_npy, save_npz, write_json
+
+    arrays = {"a": np.zeros(250_000, dtype=np.float32)}  # 1 MB
+    if writer == "json":
+        monkeypatch.setattr(Path, "write_text", _no_space)
+    else:
+        monkeypatch.setattr(np.lib.format, "write_array", _no_space)
+    target = tmp_path / f"out.{writer}"
+    with pytest.raises(ArtifactError) as exc:
+        {"json": lambda: write_json(target, {"a": 1}), "npz": lambda: save_npz(target, arrays),
+         "npy": lambda: save_npy(target, arrays["a"])}[writer]()
+    msg = str(exc.value)
+    assert str(target) in msg and "no space left" in msg and "free" in msg
+    if writer != "json":
+        assert "1.0 MB" in msg  # the space the file needs
+    assert list(tmp_path.iterdir()) == []  # nothing partial left
+
+
+def test_a_full_disk_under_torch_save_is_one_error(tmp_path, monkeypatch):
+    """torch's C++ writer reports a full disk as "unexpected pos"; the free space tells."""
+    import shutil
+
+    from slate_rl.core.errors import ArtifactError
+    from slate_rl.core.io import atomic_path
+
+    def torch_full_disk(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"PK" * 100)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", torch_full_disk)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    target = tmp_path / "last.ckpt"
+    with pytest.raises(ArtifactError, match="no space left") as exc, atomic_path(target) as tmp:
+        torch.save({"x": torch.zeros(3)}, tmp)
+    assert str(target) in str(exc.value) and "200 bytes" not in str(exc.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_via_the_cli_prints_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(Path, "write_text", _no_space)
+    out = tmp_path / "random.json"
+    rc = main(["evaluate-policy", "--policy", "random", "--device", "cpu", "--env", "focused_topdown", "--sessions", "4",
+               "--output", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and str(out) in err and "no space left" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- 7. orphan temp files
+
+
+def test_a_killed_writers_temp_files_are_removed_by_the_next_write(tmp_path):
+    from slate_rl.core.io import atomic_path, temp_path, write_json
+
+    target = tmp_path / "last.ckpt"
+    orphans = [temp_path(target), tmp_path / ".last.ckpt.k2j4h1_x.tmp.ckpt"]  # this version's and older ones
+    for orphan in orphans:
+        orphan.write_bytes(b"\0" * 1000)
+    other = tmp_path / ".best.ckpt.tmp.ckpt"  # another target's: not ours to remove
+    other.write_bytes(b"\0")
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+    assert not any(o.exists() for o in orphans) and other.exists()
+    # a writer killed mid-write leaves at most one temp file per target, removed by the next write
+    with pytest.raises(KeyboardInterrupt), atomic_path(target) as tmp:
+        tmp.write_bytes(b"partial")
+        raise KeyboardInterrupt
+    assert target.read_bytes() == b"new" and not temp_path(target).exists()
+    write_json(tmp_path / "r.json", {"a": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".best.ckpt.tmp.ckpt", "last.ckpt", "r.json"]
