@@ -246,3 +246,63 @@ def test_a_killed_writers_temp_files_are_removed_by_the_next_write(tmp_path):
     assert target.read_bytes() == b"new" and not temp_path(target).exists()
     write_json(tmp_path / "r.json", {"a": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == [".best.ckpt.tmp.ckpt", "last.ckpt", "r.json"]
+
+
+# --------------------------------------------------------------------------- 2. online resume
+
+
+def _train_agent(tmp_path: Path, total_steps: int, env_spec: dict[str, object]) -> dict[str, object]:
+    from slate_rl.sim.embeddings import generate_item_embeddings
+
+    table = tmp_path / "focused.npy"
+    if not table.is_file():
+        np.save(table, generate_item_embeddings("focused", 0, 1000, 10, 2))
+    out = tmp_path / "agent"
+    rc = main(["train-agent", "--env", "mine", "--env-spec", json.dumps(env_spec), "--embeddings-file", str(table),
+               "--agent", "sac_topk_ideal", "--seed", "1", "--test-sessions", "4", "--total-steps", str(total_steps),
+               "--sessions-per-step", "2", "--batch-size", "2", "--warmup-env-steps", "200", "--val-interval", "1",
+               "--val-sessions", "4", "--checkpoint-interval", "1", "--hidden", "16", "--device", "cpu",
+               "--no-progress", "--logger-mode", "disabled", "--output-dir", str(out),
+               "--results", str(tmp_path / "seed1.json")])
+    assert rc == 0
+    assert (out / "last.ckpt").is_file() and not (out / "last.work.ckpt").exists()  # last.ckpt: a rule output
+    return json.loads((tmp_path / "seed1.json").read_text())
+
+
+def test_online_resume_follows_the_environment_and_the_schedule(tmp_path, capsys):
+    env = {"base": "focused_topdown"}
+    first = _train_agent(tmp_path, 2, env)
+    assert [s for s, _ in first["learning_curve"]] == [1, 2]
+    extended = _train_agent(tmp_path, 3, env)  # extending a finished run continues it
+    assert "starting over" not in capsys.readouterr().out
+    assert extended["learning_curve"][:2] == first["learning_curve"] and len(extended["learning_curve"]) == 3
+    shorter = _train_agent(tmp_path, 2, env)  # a shorter run must not keep the longer curve
+    assert "past total_steps=2; starting over" in capsys.readouterr().out
+    assert shorter["learning_curve"] == first["learning_curve"]  # same seed, trained again from the start
+    redefined = _train_agent(tmp_path, 2, {"base": "focused_topdown", "diversity_penalty": 3.0})
+    assert "other inputs or settings; starting over" in capsys.readouterr().out
+    assert redefined["env_config"]["diversity_penalty"] == 3.0
+    assert "train_seconds" not in redefined and (tmp_path / "seed1.timings.json").is_file()
+
+
+def test_online_validation_leaves_the_training_rng_alone(monkeypatch):
+    from slate_rl.online import loop
+
+    monkeypatch.setattr(loop, "policy_returns", lambda *args: torch.rand(4))  # a validation that draws numbers
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    loop.evaluate(None, None, seed=1, sessions=4)  # type: ignore[arg-type]
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.e2e
+def test_last_checkpoint_is_an_output_of_the_online_rule_and_an_input_of_replay_datasets(tmp_path):
+    from test_workflow import TINY, snakemake
+
+    res = snakemake("-n", "-p", "data/offline/diffuse_mix/replay.npz", "--configfile", str(TINY), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    text = res.stdout + res.stderr
+    last = "data/agents/diffuse_mix/sac_gems_d8_beta1_lc0.5_scratch_s58407201/seed0/last.ckpt"
+    jobs = {block.split("\n", 1)[0].strip(): block for block in text.split("rule ")[1:]}
+    assert last in jobs["online_agent:"].split("output:")[1].split("\n")[0]
+    assert last in jobs["offline_dataset:"].split("input:")[1].split("\n")[0]
