@@ -216,8 +216,8 @@ def test_a_full_disk_under_torch_save_is_one_error(tmp_path, monkeypatch):
 def test_a_full_disk_via_the_cli_prints_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(Path, "write_text", _no_space)
     out = tmp_path / "random.json"
-    rc = main(["evaluate-policy", "--policy", "random", "--device", "cpu", "--env", "focused_topdown", "--sessions", "4",
-               "--output", str(out)])
+    rc = main(["evaluate-policy", "--policy", "random", "--device", "cpu", "--env", "focused_topdown",
+               "--sessions", "4", "--output", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: ") and str(out) in err and "no space left" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -306,3 +306,122 @@ def test_last_checkpoint_is_an_output_of_the_online_rule_and_an_input_of_replay_
     jobs = {block.split("\n", 1)[0].strip(): block for block in text.split("rule ")[1:]}
     assert last in jobs["online_agent:"].split("output:")[1].split("\n")[0]
     assert last in jobs["offline_dataset:"].split("input:")[1].split("\n")[0]
+
+
+# --------------------------------------------------------------------------- 8. validation gaps
+
+
+def _config() -> dict:
+    import yaml
+
+    from slate_rl.pipeline import validate_config
+    from test_workflow import REPO
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    validate_config(config)  # the defaults pass
+    return config
+
+
+@pytest.mark.parametrize("name", ["online", "reference"])
+def test_a_mixture_cannot_take_a_results_folder_name(name):
+    from slate_rl.core.errors import ConfigError
+    from slate_rl.pipeline import validate_config
+
+    config = _config()
+    config["offline_data"]["mixtures"] = {name: {"expert": 1, "random": 1}}
+    with pytest.raises(ConfigError, match=f"offline_data.mixtures.{name}.*taken"):
+        validate_config(config)
+
+
+@pytest.mark.parametrize(("section", "key"), [("logs", "sessions"), ("offline_data", "episodes"),
+                                              ("evaluation", "test_sessions"), ("online", "buffer_capacity")])
+def test_sizes_have_upper_bounds(section, key):
+    from slate_rl.core.errors import ConfigError
+    from slate_rl.pipeline import validate_config
+
+    config = _config()
+    config[section][key] = 100_000_000_000
+    with pytest.raises(ConfigError, match=f"{section}.{key}.*maximum"):
+        validate_config(config)
+
+
+def test_a_size_beyond_memory_on_the_command_line_is_one_line(capsys):
+    rc = main(["evaluate-policy", "--policy", "random", "--device", "cpu", "--env", "focused_topdown",
+               "--sessions", "100000000000"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: out of memory") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("damage", ["nan", "inconsistent"])
+def test_logs_with_bad_returns_are_rejected_by_train_mf_and_pretrain_gems(logs_file, tmp_path, damage, capsys):
+    from slate_rl.data.logs import load_logs
+
+    logs = load_logs(logs_file)
+    logs.returns = logs.returns.copy()
+    logs.returns[7] = np.nan if damage == "nan" else logs.returns[7] + 3
+    bad = tmp_path / "bad.npz"
+    save_logs(bad, logs)
+    for run in (_train_mf, _pretrain_gems):
+        assert run(bad, tmp_path) == 2
+        err = capsys.readouterr().err
+        assert str(bad) in err and "'returns'" in err and "Traceback" not in err
+        assert ("NaN" in err) if damage == "nan" else ("session 7" in err)
+
+
+def test_a_dataset_of_a_redefined_environment_is_rejected(tmp_path):
+    from test_offline_data import VALID, _meta
+
+    from slate_rl.core.config import to_dict
+    from slate_rl.core.errors import ArtifactError
+    from slate_rl.data.d4rl import load_dataset, save_dataset
+    from slate_rl.sim.config import make_env_config
+
+    before = make_env_config("mine", {"mine": {"base": "focused_mix"}})
+    after = make_env_config("mine", {"mine": {"base": "focused_mix", "diversity_penalty": 3.0}})
+    path = tmp_path / "expert.npz"
+    save_dataset(path, VALID, {**_meta(VALID), "env": "mine", "env_config": to_dict(before)})
+    assert load_dataset(path, expect_env="mine", expect_env_config=to_dict(before)).metadata["env"] == "mine"
+    with pytest.raises(ArtifactError, match=r"env_config.diversity_penalty' is 1.0, but environment 'mine' now has 3.0"):
+        load_dataset(path, expect_env="mine", expect_env_config=to_dict(after))
+
+
+def test_a_yaml_syntax_error_names_file_and_line(tmp_path):
+    from slate_rl.core.config import load_yaml
+    from slate_rl.core.errors import ConfigError
+
+    path = tmp_path / "config.yaml"
+    path.write_text("logs:\n  sessions: 10\n  epsilon: [0.5\nmf:\n  dim: 3\n")
+    with pytest.raises(ConfigError) as exc:
+        load_yaml(path)
+    assert str(path) in str(exc.value) and "line 4" in str(exc.value)
+
+
+@pytest.mark.e2e
+def test_a_yaml_syntax_error_in_config_yaml_stops_snakemake_with_file_and_line(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from test_workflow import REPO
+
+    shutil.copy(REPO / "Snakefile", tmp_path / "Snakefile")
+    shutil.copytree(REPO / "workflow", tmp_path / "workflow")
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text().replace("\nlogs:", "\nlogs: [", 1))
+    exe = shutil.which("snakemake", path=os.path.dirname(sys.executable)) or "snakemake"
+    res = subprocess.run([exe, "-n", "--snakefile", str(tmp_path / "Snakefile"), "--directory", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    assert f"{tmp_path / 'config.yaml'}, line" in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
+
+
+def test_make_agent_without_its_ranker_is_a_clear_error():
+    from slate_rl.core.errors import ConfigError
+    from slate_rl.models.rankers import TopK
+    from slate_rl.online.agents import make_agent
+
+    with pytest.raises(ConfigError, match="sac_topk_ideal needs a ranker"):
+        make_agent("sac_topk_ideal", None, None, 1000, 10)
+    table = torch.rand(1000, 20)
+    with pytest.raises(ConfigError, match="sac_wknn acts through a kargmax ranker, not TopK"):
+        make_agent("sac_wknn", TopK(table, 10), table, 1000, 10)

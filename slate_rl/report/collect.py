@@ -10,9 +10,10 @@ Layouts (relative to the results directory, DESIGN.md's artifact table):
 ===========================================  =====================================
 
 The report rule names its inputs (the results of the current configuration), so results of
-earlier configurations left under ``results/`` never enter the report. A file that cannot be read or lacks a field is skipped with a warning that names it (the
-report lists it too); a JSON file in no known layout is ignored. Nothing here raises on bad
-results: a report of what exists beats no report.
+earlier configurations left under ``results/`` never enter the report. A file that cannot be
+read or lacks a field is skipped with a warning that names it (the report lists it too); a
+JSON file in no known layout is ignored. Nothing here raises on bad results: a report of what
+exists beats no report.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import json
 import logging
 import math
 import re
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
