@@ -313,9 +313,9 @@ def test_last_checkpoint_is_an_output_of_the_online_rule_and_an_input_of_replay_
 
 def _config() -> dict:
     import yaml
+    from test_workflow import REPO
 
     from slate_rl.pipeline import validate_config
-    from test_workflow import REPO
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     validate_config(config)  # the defaults pass
@@ -382,7 +382,7 @@ def test_a_dataset_of_a_redefined_environment_is_rejected(tmp_path):
     path = tmp_path / "expert.npz"
     save_dataset(path, VALID, {**_meta(VALID), "env": "mine", "env_config": to_dict(before)})
     assert load_dataset(path, expect_env="mine", expect_env_config=to_dict(before)).metadata["env"] == "mine"
-    with pytest.raises(ArtifactError, match=r"env_config.diversity_penalty' is 1.0, but environment 'mine' now has 3.0"):
+    with pytest.raises(ArtifactError, match=r"env_config.diversity_penalty' is 1.0, but environment 'mine' now has 3"):
         load_dataset(path, expect_env="mine", expect_env_config=to_dict(after))
 
 
