@@ -49,17 +49,24 @@ def _pretrain_gems(logs: Path, out: Path, *extra: str) -> int:
 # --------------------------------------------------------------------------- 4. same seed, same bytes
 
 
-def test_same_seed_gives_the_same_bytes_for_mf_and_gems(logs_file, tmp_path):
+def test_same_seed_gives_the_same_bytes_for_logs_mf_and_gems(tmp_path):
+    from slate_rl.sim.embeddings import generate_item_embeddings
+
+    table = tmp_path / "focused.npy"
+    np.save(table, generate_item_embeddings("focused", 0, 1000, 10, 2))
     runs = [tmp_path / "a", tmp_path / "b"]
     for out in runs:
-        assert _train_mf(logs_file, out) == 0
-        assert _pretrain_gems(logs_file, out) == 0
-    for name in ("mf.npy", "mf.json", "gems.ckpt", "gems.json"):
+        assert main(["generate-logs", "--env", "focused_topdown", "--embeddings-file", str(table), "--sessions", "60",
+                     "--batch-size", "60", "--device", "cpu", "--no-progress", "--output", str(out / "logs.npz")]) == 0
+        assert _train_mf(out / "logs.npz", out) == 0
+        assert _pretrain_gems(out / "logs.npz", out) == 0
+    for name in ("logs.npz", "mf.npy", "mf.json", "gems.ckpt", "gems.json"):
         assert (runs[0] / name).read_bytes() == (runs[1] / name).read_bytes(), name
     # timings live apart, so that the results can be compared byte for byte
     timings = json.loads((runs[0] / "mf.timings.json").read_text())
     assert timings["train_seconds"] > 0 and "train_seconds" not in json.loads((runs[0] / "mf.json").read_text())
     assert "examples_per_second" in json.loads((runs[0] / "gems.timings.json").read_text())
+    assert "steps_per_second" in json.loads((runs[0] / "logs.timings.json").read_text())
     assert not any(p.name.startswith(".") for out in runs for p in out.iterdir())  # no temp files left
 
 
