@@ -77,7 +77,8 @@ class WorkState(Callback):
             weights = {k: v.detach().cpu() for k, v in pl_module.state_dict().items()}
             with atomic_path(self.best_path) as tmp:
                 torch.save({"format": BEST_FORMAT, "version": BEST_VERSION, "state_dict": weights}, tmp)
-        trainer.save_checkpoint(self.last_path)
+        with atomic_path(self.last_path) as tmp:  # a full disk: one error naming the file
+            trainer.save_checkpoint(tmp)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "best_epoch": self.best_epoch, "fingerprint": self.fingerprint,
