@@ -424,11 +424,13 @@ def test_a_yaml_syntax_error_in_config_yaml_stops_snakemake_with_file_and_line(t
 
 def test_make_agent_without_its_ranker_is_a_clear_error():
     from slate_rl.core.errors import ConfigError
-    from slate_rl.models.rankers import TopK
+    from slate_rl.models.rankers import KArgmax, TopK
     from slate_rl.online.agents import make_agent
+    from slate_rl.online.wolpertinger import Wolpertinger
 
     with pytest.raises(ConfigError, match="sac_topk_ideal needs a ranker"):
         make_agent("sac_topk_ideal", None, None, 1000, 10)
     table = torch.rand(1000, 20)
     with pytest.raises(ConfigError, match="sac_wknn acts through a kargmax ranker, not TopK"):
         make_agent("sac_wknn", TopK(table, 10), table, 1000, 10)
+    assert isinstance(make_agent("sac_wknn", KArgmax(table, 10), table, 1000, 10), Wolpertinger)
