@@ -115,6 +115,10 @@ def test_checkpoint_loading_refuses_pickles_without_torchs_retry_hint(tmp_path):
     assert str(path) in msg and "refused" in msg and "io.open" in msg
     assert "weights_only" not in msg and "trusted source" not in msg
     assert not marker.exists()
+    path.write_bytes(b"not a checkpoint")  # garbage: unreadable, and no retry advice either
+    with pytest.raises(ArtifactError, match="unreadable agent checkpoint") as exc:
+        load_checkpoint(path, "x", 1, "agent checkpoint")
+    assert "weights_only" not in str(exc.value) and "trusted source" not in str(exc.value)
 
 
 # --------------------------------------------------------------------------- 5. MF/GeMS resume

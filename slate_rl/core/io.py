@@ -204,11 +204,15 @@ def _torch_load(path: Path, what: str) -> dict[str, Any]:
 
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except pickle.UnpicklingError as exc:  # torch's text advises weights_only=False: never passed on
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        holds = f" (it holds {found.group(1)})" if found else ""
-        raise ArtifactError(f"{path}: this {what} holds Python objects that slate_rl never writes{holds}; loading "
-                            "it could run code, so it is refused: delete it and rebuild it with slate_rl") from None
+        if found:
+            raise ArtifactError(f"{path}: this {what} holds Python objects that slate_rl never writes (it holds "
+                                f"{found.group(1)}); loading it could run code, so it is refused: delete it and "
+                                "rebuild it with slate_rl") from None
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", str(exc), re.S)
+        reason = detail.group(1) if detail else "not a torch checkpoint"
+        raise ArtifactError(f"{path}: unreadable {what} ({reason}); delete it and rebuild it") from None
     except Exception as exc:  # torch raises several types for truncated or foreign files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ArtifactError(f"{path}: unreadable {what} ({type(exc).__name__}: {first}); delete it and rebuild it"
