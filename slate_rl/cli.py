@@ -47,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SlateRLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError as exc:  # e.g. a size typed with too many zeros: numpy names what it could not allocate
+        print(f"error: out of memory ({exc or 'MemoryError'}); lower the sizes given (sessions, episodes, "
+              "batch size) or run on a machine with more memory", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

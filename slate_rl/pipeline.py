@@ -20,6 +20,9 @@ from slate_rl.offline.algos import ALGO_CONFIGS
 from slate_rl.offline.collect import QUALITIES
 from slate_rl.sim.config import PRESETS, TopicRecConfig, make_env_config
 
+RESERVED_QUALITIES = {"online": "the online agents' results", "reference": "the reference policies' results"}
+"""Folder names under results/{env}/ that a dataset quality (a mixture's name) cannot take."""
+
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
 
@@ -75,6 +78,10 @@ def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PAT
         make_env_config(name, defined)  # type checks of every user-defined environment
     for name, cls in ALGO_CONFIGS.items():  # keys and values of the offline algorithms' sections
         from_dict(cls, config.get(name) or {}, name)
+    for name in config["offline_data"]["mixtures"]:
+        if name in RESERVED_QUALITIES:
+            raise ConfigError(f"config: key 'offline_data.mixtures.{name}': the name {name!r} is taken "
+                              f"(results/{{env}}/{name}/ holds {RESERVED_QUALITIES[name]}); name the mixture otherwise")
     known = {*QUALITIES, *config["offline_data"]["mixtures"]}
     keys = [("offline.quality", config["offline"]["quality"])]
     for section in ("offline_data", "offline"):

@@ -201,7 +201,9 @@ def test_evaluate_policy_end_to_end(tmp_path, capsys: pytest.CaptureFixture[str]
     assert result["return_ci95"] == pytest.approx(2.009575 * result["return_std"] / 50**0.5, rel=1e-4)
     assert result["steps_per_second"] > 0
     assert result["policy"] == policy and result["env"] == "focused_topdown"
+    timing = result.pop("steps_per_second")  # printed, but written apart from the result
     assert json.loads(out.read_text()) == result
+    assert json.loads(out.with_name("res.timings.json").read_text())["steps_per_second"] == timing
     if policy == "random":
         assert 20 < result["return_mean"] < 50
     elif policy == "oracle":

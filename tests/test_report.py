@@ -266,3 +266,19 @@ def test_table_order_and_intervals_do_not_depend_on_input_order(groups, rnd: ran
         assert min(values) - 1e-9 <= row["return_mean"] <= max(values) + 1e-9
         p = row["p_value"]
         assert row["best"] or math.isnan(p) or 0.0 <= p <= 1.0
+
+
+def test_stale_results_outside_the_declared_inputs_stay_out_of_the_report(full_tree, tmp_path):
+    """Results of an earlier configuration (a 4th TD3+BC seed, a dropped algorithm) are still
+    under results/; the rule passes only the current ones as --inputs."""
+    inputs = [str(p) for p in sorted(full_tree.rglob("*.json"))]
+    write_offline(full_tree, "diffuse_mix", "expert", "td3bc", 3, 10.0)
+    write_offline(full_tree, "diffuse_mix", "expert", "bc", 0, 55.0)
+    write_aggregate(full_tree, "diffuse_mix", "bc", [{"seed": 0, "return_mean": 55.0, "normalized_score": 40.0}])
+    markdown, figures = run_report(full_tree, tmp_path / "out", "--inputs", *inputs)
+    table = pd.read_csv(figures / "diffuse_mix.csv", keep_default_na=False, na_values=[""])
+    td3bc = table[table["method"] == "td3bc"].iloc[0]
+    assert td3bc["n_seeds"] == 3 and "bc" not in set(table["method"])
+    assert f"{len(inputs)} result files read" in markdown
+    everything, _ = run_report(full_tree, tmp_path / "all")  # by hand, without --inputs: whatever exists
+    assert f"{len(inputs) + 3} result files read" in everything

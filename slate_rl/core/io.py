@@ -7,10 +7,13 @@ the end, so a killed stage never leaves an output that looks complete.
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import hashlib
 import json
 import os
-import tempfile
+import re
+import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,24 +23,99 @@ import numpy as np
 from slate_rl.core.errors import ArtifactError
 
 
+def temp_path(path: str | os.PathLike[str]) -> Path:
+    """The temporary file :func:`atomic_path` writes before renaming onto ``path``.
+
+    The name is a function of the target alone (``.{name}.tmp{suffix}``): a file left by a
+    killed writer is overwritten by the next write instead of piling up, and writers that
+    record their file's name (``torch.save`` names the zip records after it) write the same
+    bytes on every run.
+    """
+    final = Path(path)
+    return final.with_name(f".{final.name}.tmp{final.suffix}")
+
+
+def remove_stale_temp_files(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files a killed writer of ``path`` left behind; return them.
+
+    Covers :func:`temp_path` and the random names of earlier versions (``.{name}.XXXX.tmp{suffix}``).
+    """
+    final = Path(path)
+    stale = [temp_path(final), *final.parent.glob(f".{glob.escape(final.name)}.*.tmp{glob.escape(final.suffix)}")]
+    removed = []
+    for tmp in stale:
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _megabytes(n: float) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def _disk_full(exc: BaseException, directory: Path) -> bool:
+    """Whether ``exc`` says that the file system ran out of space.
+
+    An ``OSError`` ENOSPC anywhere in the chain (Python writers, and ``torch.save`` into a file
+    object, which re-raises it as a RuntimeError); ``torch.save`` onto a path only says
+    "unexpected pos" from its C++ writer, so there the file system's free space decides.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, RuntimeError) and ("unexpected pos" in str(exc) or "PytorchStreamWriter" in str(exc)):
+        try:
+            return shutil.disk_usage(directory).free < (1 << 20)
+        except OSError:
+            return False
+    return False
+
+
+def _disk_full_error(final: Path, tmp: Path, size_hint: int | None) -> ArtifactError:
+    written = tmp.stat().st_size if tmp.is_file() else 0
+    try:
+        free = shutil.disk_usage(final.parent).free
+    except OSError:
+        free = 0
+    need = f"up to about {_megabytes(size_hint)}" if size_hint else f"more than the {_megabytes(written)} written"
+    return ArtifactError(
+        f"{final}: no space left on the device while writing it ({_megabytes(written)} written, "
+        f"{_megabytes(free)} free in {final.parent}); the file needs {need}: free some space (or move the "
+        "data, logs and results folders to a larger disk) and rerun"
+    )
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], size_hint: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
 
     The temporary name keeps the final suffix (``.npz``, ``.json``), so writers that append a
-    suffix when it is missing (``np.savez``) write exactly where they are told.
+    suffix when it is missing (``np.savez``) write exactly where they are told. A full disk is
+    one :class:`ArtifactError` naming the file and the space (``size_hint``: the expected size
+    in bytes, when the writer knows it); nothing partial is left behind.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{final.suffix}", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(final)
+    except OSError as exc:
+        if _disk_full(exc, final.parent):
+            raise _disk_full_error(final, temp_path(final), size_hint) from exc
+        raise
+    tmp = temp_path(final)
     try:
         yield tmp
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; artifacts get the usual permissions
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, final)
+    except (OSError, RuntimeError) as exc:
+        if _disk_full(exc, final.parent):
+            raise _disk_full_error(final, tmp, size_hint) from exc
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -45,13 +123,27 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 def write_json(path: str | os.PathLike[str], obj: Mapping[str, Any]) -> None:
     """Write ``obj`` as indented JSON, atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    with atomic_path(path, size_hint=len(text.encode())) as tmp:
+        tmp.write_text(text)
+
+
+def timings_path(path: str | os.PathLike[str]) -> Path:
+    """Where the timings of a result go: ``x.json`` -> ``x.timings.json`` (kept apart so that the
+    result itself is the same bytes on every run with the same seed)."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}.timings.json")
+
+
+def write_timings(path: str | os.PathLike[str], **timings: float | str) -> None:
+    """Write wall-clock figures (seconds, throughput, device) beside the result ``path``."""
+    write_json(timings_path(path), timings)
 
 
 def save_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], compress: bool = True) -> None:
     """Save arrays to an ``.npz`` file atomically (compressed by default)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(path, size_hint=sum(int(np.asarray(a).nbytes) for a in arrays.values())) as tmp, \
+            open(tmp, "wb") as fh:
         if compress:
             np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
         else:
@@ -60,7 +152,7 @@ def save_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], com
 
 def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
     """Save one array to ``.npy`` atomically (no pickle)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(path, size_hint=int(array.nbytes)) as tmp, open(tmp, "wb") as fh:
         np.save(fh, array, allow_pickle=False)
 
 
@@ -100,13 +192,30 @@ def file_sha256(path: str | os.PathLike[str], length: int = 16) -> str:
 
 
 def _torch_load(path: Path, what: str) -> dict[str, Any]:
-    """``torch.load`` with ``weights_only``; an unreadable or foreign file is one clear error."""
+    """``torch.load`` with ``weights_only``; an unreadable or foreign file is one clear error.
+
+    A file that holds Python objects besides tensors and plain data is refused with our own
+    message: torch's advice to retry with ``weights_only=False`` (which runs whatever code
+    the file carries) is not passed on.
+    """
+    import pickle
+
     import torch
 
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's text advises weights_only=False: never passed on
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found:
+            raise ArtifactError(f"{path}: this {what} holds Python objects that slate_rl never writes (it holds "
+                                f"{found.group(1)}); loading it could run code, so it is refused: delete it and "
+                                "rebuild it with slate_rl") from None
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", str(exc), re.S)
+        reason = detail.group(1) if detail else "not a torch checkpoint"
+        raise ArtifactError(f"{path}: unreadable {what} ({reason}); delete it and rebuild it") from None
     except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise ArtifactError(f"{path}: unreadable {what} ({type(exc).__name__}: {exc}); delete it and rebuild it"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ArtifactError(f"{path}: unreadable {what} ({type(exc).__name__}: {first}); delete it and rebuild it"
                             ) from exc
     if not isinstance(payload, dict):
         raise ArtifactError(f"{path}: not a {what}; delete it and rebuild it")

@@ -166,8 +166,13 @@ class OfflineDataset:
 
 
 def load_dataset(path: str | os.PathLike[str], expect_gems_sha256: str | None = None,
-                 expect_env: str | None = None) -> OfflineDataset:
-    """Load and validate a dataset; every failure is an :class:`ArtifactError` naming file and field."""
+                 expect_env: str | None = None, expect_env_config: Mapping[str, Any] | None = None) -> OfflineDataset:
+    """Load and validate a dataset; every failure is an :class:`ArtifactError` naming file and field.
+
+    ``expect_env`` is the environment's name and ``expect_env_config`` its parameters (e.g.
+    ``to_dict(sim.config)``): a user-defined environment redefined under the same name no longer
+    matches the dataset collected in its earlier definition.
+    """
     p = Path(path)
     if not p.is_file():
         raise ArtifactError(f"{p}: no such dataset; build it with `snakemake {p}` or `slate-rl collect`")
@@ -200,6 +205,16 @@ def load_dataset(path: str | os.PathLike[str], expect_gems_sha256: str | None = 
             "live in another GeMS latent space; use that GeMS checkpoint or relabel the actions")
     if expect_env is not None and meta["env"] != expect_env:
         raise ArtifactError(f"{mp}: field 'env' is {meta['env']!r}, expected {expect_env!r}")
+    if expect_env_config is not None:
+        stored = meta.get("env_config")
+        if not isinstance(stored, dict):
+            raise ArtifactError(f"{mp}: field 'env_config' (the environment's parameters) is missing, so the dataset "
+                                "cannot be checked against the environment; rebuild the dataset")
+        for key, value in expect_env_config.items():
+            if stored.get(key) != value:
+                raise ArtifactError(
+                    f"{mp}: field 'env_config.{key}' is {stored.get(key)!r}, but environment {meta['env']!r} now has "
+                    f"{value!r}: the dataset was collected in another definition of the environment; rebuild it")
     return OfflineDataset(p, arrays, meta)
 
 

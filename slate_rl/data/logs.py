@@ -97,6 +97,13 @@ def load_logs(path: str | os.PathLike[str], num_items: int | None = None) -> Log
             raise ArtifactError(f"{path}: field {key!r} has shape {a[key].shape}, expected {shape}")
         if a[key].dtype != dtype:
             raise ArtifactError(f"{path}: field {key!r} has dtype {a[key].dtype}, expected {np.dtype(dtype)}")
+    if not np.isfinite(a["returns"]).all():
+        raise ArtifactError(f"{path}: field 'returns' holds NaN or infinite values; rebuild the logs")
+    clicks = a["clicks"].sum(axis=(1, 2), dtype=np.float32)
+    if not np.array_equal(a["returns"], clicks):
+        bad = int(np.flatnonzero(a["returns"] != clicks)[0])
+        raise ArtifactError(f"{path}: field 'returns' of session {bad} is {a['returns'][bad]:g} but the session has "
+                            f"{clicks[bad]:g} clicks (a return is the session's clicks summed); rebuild the logs")
     limit = num_items if num_items is not None else meta.get("env_config", {}).get("num_items")
     for key in ("slates", "reset_slates"):
         if a[key].size and (a[key].min() < 0 or (limit is not None and a[key].max() >= limit)):

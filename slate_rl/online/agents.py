@@ -84,9 +84,11 @@ def make_agent(tag: str, ranker: Ranker | None, item_table: Tensor | None, num_i
         return Reinforce(num_items, item_dim, slate_size, reinforce, episode_length=episode_length)
     if kind == "slateq":
         return SlateQ(num_items, item_dim, slate_size, slateq)
-    assert ranker is not None and item_table is not None
+    if ranker is None or item_table is None:
+        raise ConfigError(f"agent {tag} needs a ranker and the item table of its belief encoders (make_ranker)")
     if kind == "sac_wknn":
-        assert isinstance(ranker, KArgmax)
+        if not isinstance(ranker, KArgmax):
+            raise ConfigError(f"agent {tag} acts through a kargmax ranker, not {type(ranker).__name__}")
         return Wolpertinger(ranker, num_items, item_table.shape[1], slate_size, sac, item_table)
     return SAC(ranker, num_items, item_table.shape[1], slate_size, sac, item_table)
 

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import atomic_path, read_resume_checkpoint
 from slate_rl.core.logger import RunLogger
-from slate_rl.core.rng import set_torch_rng_state, torch_rng_state
+from slate_rl.core.rng import cuda_devices, set_torch_rng_state, torch_rng_state
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.online.agent import Agent
 from slate_rl.online.collect import Mode, policy_returns, run_agent_sessions, user_keys
@@ -144,8 +144,10 @@ class MediumTracker:
 
 
 def evaluate(sim: TopicRec, agent: Agent, seed: int, sessions: int, batch: int = 4096) -> torch.Tensor:
-    """Returns of the deterministic policy on users ``0 .. sessions-1`` of ``seed``."""
-    return policy_returns(sim, agent, seed, sessions, "eval", batch)
+    """Returns of the deterministic policy on users ``0 .. sessions-1`` of ``seed``; torch's RNG
+    (that of training) is left as it was."""
+    with torch.random.fork_rng(devices=cuda_devices()):
+        return policy_returns(sim, agent, seed, sessions, "eval", batch)
 
 
 def train_online(
@@ -162,8 +164,9 @@ def train_online(
     """Train ``agent`` online; ``save_best`` is called whenever validation improves.
 
     ``fingerprint`` identifies the run's inputs and settings (all but ``total_steps``, so that a
-    finished run can be extended): a ``last`` checkpoint written under another fingerprint is
-    ignored and the run starts over.
+    finished run can be extended): a ``last`` checkpoint written under another fingerprint, or
+    one already past ``total_steps`` (its curve is longer than this run's), is ignored and the
+    run starts over.
     """
     c = sim.config
     buffer = EpisodeBuffer(cfg.buffer_capacity, c.episode_length, c.slate_size, agent.action_dim, sim.device,
@@ -171,8 +174,10 @@ def train_online(
     state = LoopState(curve=[], medium=MediumTracker(cfg.medium_fraction))
     torch.manual_seed(seed)
     last = Path(last_path)
-    if last.is_file() and not _load_last(last, agent, buffer, state, fingerprint):
-        print(f"{last}: written by a run with other inputs or settings; starting over")
+    if last.is_file():
+        refused = _load_last(last, agent, buffer, state, fingerprint, cfg.total_steps)
+        if refused:
+            print(f"{last}: {refused}; starting over")
     bar = tqdm(total=cfg.total_steps, initial=state.step, desc="online", unit="step", disable=not progress,
                dynamic_ncols=True)
     metrics: dict[str, float] = {}
@@ -225,10 +230,14 @@ def _save_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState
         torch.save(payload, tmp)
 
 
-def _load_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState, fingerprint: str) -> bool:
+def _load_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState, fingerprint: str,
+               total_steps: int) -> str | None:
+    """Resume from ``path``; the reason why not, or None when resumed."""
     payload = read_resume_checkpoint(path)
     if payload.get("fingerprint", "") != fingerprint:
-        return False
+        return "written by a run with other inputs or settings"
+    if "counters" in payload and int(payload["counters"][0]) > total_steps:
+        return f"written at step {int(payload['counters'][0])}, past total_steps={total_steps}"
     try:
         agent.load_state_dict(payload["agent"])
         buffer.load_state_dict(payload["buffer"])
@@ -242,4 +251,4 @@ def _load_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState
         raise ArtifactError(f"{path}: resume checkpoint does not fit this run ({exc}); delete it and rerun") from exc
     state.step, state.sessions, state.env_steps, state.best_step = step, sessions, env_steps, best_step
     state.curve = curve
-    return True
+    return None

@@ -9,9 +9,11 @@ Layouts (relative to the results directory, DESIGN.md's artifact table):
 ``{env}/{algo}.json``                        an offline algorithm, aggregated over seeds
 ===========================================  =====================================
 
-A file that cannot be read or lacks a field is skipped with a warning that names it (the
-report lists it too); a JSON file in no known layout is ignored. Nothing here raises on bad
-results: a report of what exists beats no report.
+The report rule names its inputs (the results of the current configuration), so results of
+earlier configurations left under ``results/`` never enter the report. A file that cannot be
+read or lacks a field is skipped with a warning that names it (the report lists it too); a
+JSON file in no known layout is ignored. Nothing here raises on bad results: a report of what
+exists beats no report.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,15 +100,24 @@ class Results:
         return sorted({r.env for r in self.references} | {s.env for s in self.seeds})
 
 
-def collect_results(results_dir: str | Path) -> Results:
-    """Read every result JSON under ``results_dir`` (in sorted path order, so the outcome is deterministic)."""
+def collect_results(results_dir: str | Path, files: Sequence[str | Path] | None = None) -> Results:
+    """Read the result JSONs ``files`` (paths inside ``results_dir``; the report rule passes its
+    declared inputs), or every JSON under ``results_dir`` when ``files`` is None (a report by
+    hand of whatever exists). Sorted path order, so the outcome is deterministic."""
     root = Path(results_dir)
     results = Results()
-    if not root.is_dir():
-        return results
+    if files is None:
+        if not root.is_dir():
+            return results
+        paths = sorted(root.rglob("*.json"))
+    else:
+        paths = sorted(Path(f) for f in files)
     aggregates: list[SeedResult] = []
-    for path in sorted(root.rglob("*.json")):
-        parts = path.relative_to(root).parts
+    for path in paths:
+        try:
+            parts = path.resolve().relative_to(root.resolve()).parts
+        except ValueError:
+            parts = ()
         kind = _layout(parts)
         if kind is None:
             results.ignored.append(str(path))

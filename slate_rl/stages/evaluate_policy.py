@@ -1,7 +1,8 @@
 """Stage ``evaluate-policy``: the return of a reference policy, to sanity-check an environment.
 
 Prints one JSON object (``return_mean``, ``return_std``, ``return_ci95`` half-width,
-``n_sessions``, ``steps_per_second`` ...), and writes it to ``--output`` when given.
+``n_sessions``, ``steps_per_second`` ...), and writes it to ``--output`` when given (the
+timing apart, in ``<output stem>.timings.json``, so that the result is the same bytes on every run).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from slate_rl.core.io import write_json
+from slate_rl.core.io import write_json, write_timings
 from slate_rl.core.stats import mean_ci
 from slate_rl.sim.policies import POLICY_NAMES, make_policy
 from slate_rl.sim.rollout import run_sessions
@@ -45,10 +46,10 @@ def run(args: argparse.Namespace) -> None:
         "return_ci95": stats["ci"],
         "n_sessions": stats["n"],
         "seed": args.seed,
-        "steps_per_second": out.steps_per_second,
         "device": str(sim.device),
         "item_embeddings": table_source,
     }
     if args.output:
         write_json(args.output, result)
-    print(json.dumps(result))
+        write_timings(args.output, steps_per_second=out.steps_per_second, device=str(sim.device))
+    print(json.dumps({**result, "steps_per_second": out.steps_per_second}))

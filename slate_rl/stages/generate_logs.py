@@ -1,7 +1,8 @@
 """Stage ``generate-logs``: ``data/logs/{env}.npz``, sessions of the epsilon-greedy oracle.
 
 These sessions train MF item embeddings and the GeMS VAE (``slate_rl.data.logs`` documents
-the layout).
+the layout). The throughput goes to ``<output stem>.timings.json``, not into the logs' metadata,
+so that the same seed gives the same bytes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import platform
 from slate_rl import __version__
 from slate_rl.core.config import add_arguments as add_config_arguments
 from slate_rl.core.config import from_namespace, to_dict
+from slate_rl.core.io import write_timings
 from slate_rl.core.stats import mean_ci
 from slate_rl.data.logs import LoggedSessions, save_logs
 from slate_rl.sim.policies import EpsilonGreedyOracle
@@ -74,7 +76,6 @@ def run(args: argparse.Namespace) -> None:
         "logs_config": to_dict(cfg),
         "return_mean": stats["mean"],
         "return_ci95": stats["ci"],
-        "steps_per_second": out.steps_per_second,
         "device": str(sim.device),
         "slate_rl_version": __version__,
         "python": platform.python_version(),
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace) -> None:
         returns=out.returns.astype("float32"), metadata=metadata,
     )
     save_logs(args.output, logs)
+    write_timings(args.output, steps_per_second=out.steps_per_second, device=str(sim.device))
     print(
         f"wrote {args.output}: {cfg.sessions} sessions, return {stats['mean']:.2f} +- {stats['ci']:.2f}, "
         f"{out.steps_per_second:,.0f} steps/s on {sim.device}"

@@ -18,12 +18,12 @@ from slate_rl.core.config import add_arguments as add_config_arguments
 from slate_rl.core.config import from_namespace, to_dict
 from slate_rl.core.device import resolve_device
 from slate_rl.core.errors import ConfigError
-from slate_rl.core.io import write_json
+from slate_rl.core.io import fingerprint, write_json, write_timings
 from slate_rl.data.batches import TensorBatches
 from slate_rl.data.logs import LoggedSessions, load_logs
 from slate_rl.models.gems import GeMSConfig, GeMSSystem, action_bounds, gems_loss
 from slate_rl.models.rankers import GeMSRanker, save_gems_ranker
-from slate_rl.models.training import evaluate_batches, fit, remove_work_dir
+from slate_rl.models.training import evaluate_batches, fit, remove_work_dir, seed_all
 from slate_rl.sim.embeddings import load_item_embeddings
 from slate_rl.stages.common import add_training_arguments, input_hashes
 
@@ -72,6 +72,8 @@ def run(args: argparse.Namespace) -> None:
     if device.type == "cuda":  # int16/bool data fits on the GPU: batches never cross the bus
         train = {key: t.to(device) for key, t in train.items()}
         val = {key: t.to(device) for key, t in val.items()}
+    inputs = input_hashes(logs=args.logs, item_embeddings=args.item_embeddings)
+    seed_all(cfg.seed)  # the initial weights are drawn here
     system = GeMSSystem(num_items, item_dim, k, cfg.latent_dim, cfg.beta, cfg.lambda_click, cfg.lr,
                         cfg.item_table, table, cfg.sample_scale)
     env_name = logs.metadata.get("env", "env")
@@ -80,6 +82,7 @@ def run(args: argparse.Namespace) -> None:
         system, TensorBatches(train, cfg.batch_size, seed=cfg.seed), TensorBatches(val, 8192, shuffle=False),
         work_dir=args.output + ".work", device=device, max_epochs=cfg.epochs, run_name=f"gems-{env_name}-{cfg.tag}",
         run_config=to_dict(cfg), logger_mode=args.logger_mode, progress=not args.no_progress, seed=cfg.seed,
+        fingerprint=fingerprint({"config": to_dict(cfg), "inputs": inputs}),
     )
     elapsed = time.perf_counter() - start
     model = system.model.to(device).eval()
@@ -91,7 +94,7 @@ def run(args: argparse.Namespace) -> None:
     center, scale = action_bounds(model, bounds_data["slates"], bounds_data["clicks"])
     meta = {
         "env": env_name, "env_config": env_cfg, "config": to_dict(cfg), "tag": cfg.tag,
-        "inputs": input_hashes(logs=args.logs, item_embeddings=args.item_embeddings),
+        "inputs": inputs,
     }
     save_gems_ranker(args.output, GeMSRanker(model, center, scale, meta))
     n_train = int(train["slates"].shape[0])
@@ -106,12 +109,12 @@ def run(args: argparse.Namespace) -> None:
         "train_examples": n_train,
         "val_examples": int(val["slates"].shape[0]),
         **summary,
-        "train_seconds": elapsed,
-        "examples_per_second": n_train * summary["epochs"] / max(elapsed, 1e-9),
         "device": str(device),
         "action_center": center.cpu().tolist(),
         "action_scale": scale.cpu().tolist(),
     })
+    write_timings(args.metrics, train_seconds=elapsed,
+                  examples_per_second=n_train * summary["epochs"] / max(elapsed, 1e-9), device=str(device))
     remove_work_dir(args.output + ".work")
     print(f"wrote {args.output}: val slot accuracy {val_metrics['slot_accuracy']:.3f}, "
           f"val loss {val_metrics['loss']:.4f}, KL {val_metrics['kl']:.4f}, {elapsed:.0f} s on {device}")

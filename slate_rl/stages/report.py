@@ -1,7 +1,9 @@
-"""Stage ``report``: tables, statistics and figures of every result found, in one Markdown report.
+"""Stage ``report``: tables, statistics and figures of the results, in one Markdown report.
 
-Reads ``<results-dir>/{env}/reference/*.json``, ``{env}/online/{agent}/seed*.json``,
-``{env}/{quality}/{algo}/seed*.json`` and ``{env}/{algo}.json``; files that cannot be read are
+Reads the result files named by ``--inputs`` (the report rule passes its declared inputs: the
+results of the current configuration, never stale files of earlier ones), or, without
+``--inputs``, every ``<results-dir>/{env}/reference/*.json``, ``{env}/online/{agent}/seed*.json``,
+``{env}/{quality}/{algo}/seed*.json`` and ``{env}/{algo}.json`` found; files that cannot be read are
 skipped with a warning (and listed in the report). Writes ``--output`` (Markdown) and, in
 ``--figures-dir``: ``{env}.csv`` (the table of the env), ``{env}_curves.png`` (learning curves),
 ``{env}_returns.png`` (test returns with 95% CIs) for every env with results, and
@@ -28,6 +30,8 @@ HELP = "summarise every result (tables, Welch tests, learning curves, bar charts
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-dir", default="results", help="directory of the result JSONs (default: results)")
+    parser.add_argument("--inputs", nargs="*", default=None, metavar="JSON",
+                        help="the result files to report, inside --results-dir (default: every JSON found there)")
     parser.add_argument("--output", default="results/report.md", help="Markdown report (default: results/report.md)")
     parser.add_argument("--figures-dir", default="results/report",
                         help="directory of the CSV tables and PNG figures (default: results/report)")
@@ -37,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
-    results = collect_results(args.results_dir)
+    results = collect_results(args.results_dir, args.inputs)
     envs = [e.strip() for e in args.envs.split(",") if e.strip()] if args.envs else results.envs()
     reports = [build_env_report(results, env) for env in envs]
     figures = Path(args.figures_dir)

@@ -2,14 +2,21 @@
 
 Writes ``<output-dir>/best.ckpt`` (best validation), ``<output-dir>/medium.ckpt`` (the
 validation snapshot closest to ``medium_fraction`` x the best validation return: the behaviour
-of "medium" offline datasets), ``<output-dir>/last.ckpt`` (resume state: agent, optimisers,
-replay buffer, counters; also the source of "replay" offline datasets) and the results JSON (test return on the
-fixed test users, learning curve, input hashes). A rerun resumes from ``last.ckpt``.
+of "medium" offline datasets), ``<output-dir>/last.ckpt`` (the final training state: agent,
+optimisers, replay buffer, counters; the source of "replay" offline datasets), the results
+JSON (test return on the fixed test users, learning curve, input hashes) and, beside it, a
+``.timings.json``.
+
+While training, the resume state is ``<output-dir>/last.work.ckpt`` (not a Snakemake output, so
+it survives a failed job); it becomes ``last.ckpt`` at the end. A rerun resumes from it, or
+from ``last.ckpt`` (to extend a finished run to a larger ``--total-steps``), when it was
+written with the same inputs, environment and settings; otherwise training starts over.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import time
 from pathlib import Path
@@ -20,7 +27,7 @@ import torch
 from slate_rl.core.config import add_arguments as add_config_arguments
 from slate_rl.core.config import from_namespace, to_dict
 from slate_rl.core.errors import ArtifactError
-from slate_rl.core.io import fingerprint, write_json
+from slate_rl.core.io import fingerprint, remove_stale_temp_files, write_json, write_timings
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
 from slate_rl.models.rankers import load_gems_ranker
@@ -83,9 +90,15 @@ def run(args: argparse.Namespace) -> None:
 
     logger = RunLogger(f"{args.agent}-{args.env}-seed{args.seed}", meta, args.logger_mode, group=args.env)
     start = time.perf_counter()
-    settings = {k: v for k, v in meta.items() if k not in ("online", "env_config")}
-    settings["online"] = {k: v for k, v in meta["online"].items() if k != "total_steps"}  # a run may be extended
-    state = train_online(sim, agent, online, args.seed, save_best, out / "last.ckpt", logger,
+    # Everything that shapes training: inputs, every environment parameter, agent settings and the
+    # schedule, except total_steps (a finished run may be extended; a shorter one starts over).
+    settings = {k: v for k, v in meta.items() if k != "online"}
+    settings["online"] = {k: v for k, v in meta["online"].items() if k != "total_steps"}
+    resume, last = out / "last.work.ckpt", out / "last.ckpt"
+    remove_stale_temp_files(resume)
+    if last.is_file() and not resume.is_file():
+        os.replace(last, resume)
+    state = train_online(sim, agent, online, args.seed, save_best, resume, logger,
                          progress=not args.no_progress, fingerprint=fingerprint(settings))
     elapsed = time.perf_counter() - start
     logger.finish()
@@ -100,9 +113,10 @@ def run(args: argparse.Namespace) -> None:
         "return_mean": stats["mean"], "return_std": stats["std"], "return_ci95": stats["ci"], "n_sessions": stats["n"],
         "test_seed": args.test_seed, "best_step": state.best_step, "best_val_return": state.best_val,
         "learning_curve": state.curve, "medium_step": medium[0], "medium_val_return": medium[1],
-        "train_seconds": elapsed, "device": str(sim.device),
-        "item_embeddings": table_source, "returns": np.round(returns, 3).tolist(),
+        "device": str(sim.device), "item_embeddings": table_source, "returns": np.round(returns, 3).tolist(),
     })
+    write_timings(args.results, train_seconds=elapsed, device=str(sim.device))
+    os.replace(resume, last)
     print(f"wrote {args.results}: test return {stats['mean']:.2f} +- {stats['ci']:.2f} "
           f"(best validation {state.best_val:.2f} at step {state.best_step}), {elapsed:.0f} s on {sim.device}")
 
@@ -112,7 +126,7 @@ def _save_medium(path: Path, agent: Agent, tag: str, meta: dict[str, object], st
     assert state.medium is not None
     chosen = state.medium.choose(state.best_val)
     if chosen is None:
-        raise ArtifactError(f"{path.parent / 'last.ckpt'}: the resumed run holds no validation snapshots (written "
+        raise ArtifactError(f"{path.parent / 'last.work.ckpt'}: the resumed run holds no validation snapshots (written "
                             "by an older slate_rl, before medium checkpoints); delete it and rerun the rule")
     step, val, modules = chosen
     result = torch.nn.Module.load_state_dict(agent, modules, strict=False)

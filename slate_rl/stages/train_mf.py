@@ -10,11 +10,11 @@ import numpy as np
 from slate_rl.core.config import add_arguments as add_config_arguments
 from slate_rl.core.config import from_namespace, to_dict
 from slate_rl.core.device import resolve_device
-from slate_rl.core.io import save_npy, write_json
+from slate_rl.core.io import fingerprint, save_npy, write_json, write_timings
 from slate_rl.data.batches import TensorBatches
 from slate_rl.data.logs import load_logs
 from slate_rl.models.mf import MFConfig, MFSystem, bpr_loss, interactions
-from slate_rl.models.training import evaluate_batches, fit, remove_work_dir
+from slate_rl.models.training import evaluate_batches, fit, remove_work_dir, seed_all
 from slate_rl.stages.common import add_training_arguments, input_hashes
 
 NAME = "train-mf"
@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> None:
     logs = load_logs(args.logs)
     num_items = int(logs.metadata["env_config"]["num_items"])
     train, val = interactions(logs, cfg.val_fraction, cfg.seed)
+    inputs = input_hashes(logs=args.logs)
+    seed_all(cfg.seed)  # the initial embeddings are drawn here
     system = MFSystem(logs.num_sessions, num_items, cfg.dim, cfg.lr, cfg.weight_decay)
     train_batches = TensorBatches(train, cfg.batch_size, shuffle=True, seed=cfg.seed)
     val_batches = TensorBatches(val, 8192, shuffle=False)
@@ -43,6 +45,7 @@ def run(args: argparse.Namespace) -> None:
         system, train_batches, val_batches, work_dir=args.output + ".work", device=device, max_epochs=cfg.max_epochs,
         patience=cfg.patience, run_name=f"mf-{logs.metadata.get('env', 'env')}", run_config=to_dict(cfg),
         logger_mode=args.logger_mode, progress=not args.no_progress, seed=cfg.seed,
+        fingerprint=fingerprint({"config": to_dict(cfg), "inputs": inputs}),
     )
     elapsed = time.perf_counter() - start
     system.to(device).eval()
@@ -58,10 +61,10 @@ def run(args: argparse.Namespace) -> None:
         "train_pairs": int(train["pos"].shape[0]),
         "val_pairs": int(val["pos"].shape[0]),
         **summary,
-        "train_seconds": elapsed,
         "device": str(device),
-        "inputs": input_hashes(logs=args.logs),
+        "inputs": inputs,
     })
+    write_timings(args.metrics, train_seconds=elapsed, device=str(device))
     remove_work_dir(args.output + ".work")
     print(f"wrote {args.output}: val AUC {val_metrics['auc']:.3f}, val loss {val_metrics['loss']:.4f}, "
           f"{int(summary['epochs'])} epochs in {elapsed:.0f} s on {device}")

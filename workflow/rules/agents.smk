@@ -8,6 +8,9 @@ rule online_agent:
     output:
         best="data/agents/{env}/{agent_tag}/seed{seed}/best.ckpt",
         medium="data/agents/{env}/{agent_tag}/seed{seed}/medium.ckpt",
+        # the final training state (replay buffer of "replay" datasets); the resume state while
+        # training is last.work.ckpt, which survives a failed job
+        last="data/agents/{env}/{agent_tag}/seed{seed}/last.ckpt",
         results="results/{env}/online/{agent_tag}/seed{seed}.json",
     params:
         env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),

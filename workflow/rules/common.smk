@@ -99,6 +99,8 @@ def dataset_inputs(wildcards):
     }
     if wildcards.quality == "medium":
         inputs["behaviour"] = f"{behaviour_dir(wildcards)}/medium.ckpt"
+    if wildcards.quality == "replay":  # the expert's training buffer, read beside best.ckpt
+        inputs["replay"] = f"{behaviour_dir(wildcards)}/last.ckpt"
     return inputs
 
 

@@ -1,5 +1,6 @@
-# Stage 6: the report, from every result JSON of the default target (reference policies, online
-# agents, offline algorithms); tables, figures and CSVs go to results/report/.
+# Stage 6: the report, from the result JSONs of the default target (reference policies, online
+# agents, offline algorithms), passed as its inputs: stale results of earlier configurations left
+# under results/ stay out. Tables, figures and CSVs go to results/report/.
 
 
 rule report:
@@ -21,5 +22,5 @@ rule report:
         mem_mb=2000,
         runtime=30,
     shell:
-        "slate-rl report --results-dir results --envs {params.envs} --output {output.markdown} "
+        "slate-rl report --results-dir results --inputs {input} --envs {params.envs} --output {output.markdown} "
         "--figures-dir {output.figures} > {log} 2>&1"
