@@ -21,6 +21,7 @@ cannot get faster without doing less arithmetic.
 from __future__ import annotations
 
 import copy
+import multiprocessing as mp
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -32,6 +33,7 @@ from torch import nn
 from torch.distributions import Normal, TanhTransform, TransformedDistribution
 from torch.utils.flop_counter import FlopCounterMode
 
+from slate_rl.core.device import available_cpus
 from slate_rl.offline.algos import ALGOS, make_algo
 
 OBS_DIM, ACTION_DIM, BATCH_SIZE, GAMMA = 20, 32, 256, 0.99
@@ -388,4 +390,61 @@ def run_benchmark(device: torch.device, min_seconds: float, algos: list[str] | N
                      "speedup_vs_reference": best / best_ref, "gflop_per_update": gflop,
                      "reference_gflop_per_update": gflop_per_update(ref), "gflop_per_second": gflop * best,
                      "rounds": rates})
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Concurrent jobs: oversubscribed OpenMP threads against one thread per core
+# ----------------------------------------------------------------------------------------------
+def _concurrent_worker(name: str, threads: int, seconds: float, n_transitions: int, barrier: Any, results: Any
+                       ) -> None:
+    """One of the concurrent jobs: ``threads`` torch threads, warm up, wait for the others, time updates."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    device = torch.device("cpu")
+    step = slate_rl_step(name, synthetic_data(n_transitions, device), device, 1_000_000)
+    for _ in range(WARMUP_STEPS):
+        step()
+    barrier.wait()
+    results.put(steps_per_second(step, device, seconds))
+
+
+def concurrent_updates_per_second(name: str, processes: int, threads: int, seconds: float,
+                                  n_transitions: int = 100_000) -> float:
+    """Total updates/s of ``processes`` concurrent CPU jobs training ``name``, each with ``threads`` threads."""
+    ctx = mp.get_context("spawn")  # a fork would inherit this process's OpenMP pool
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    workers = [ctx.Process(target=_concurrent_worker, args=(name, threads, seconds, n_transitions, barrier, results))
+               for _ in range(processes)]
+    for w in workers:
+        w.start()
+    rates = [results.get(timeout=600) for _ in workers]
+    for w in workers:
+        w.join()
+    return float(sum(rates))
+
+
+def run_threads_benchmark(algos: list[str], processes: int, min_seconds: float, rounds: int = 2
+                          ) -> list[dict[str, Any]]:
+    """Jobs sharing the CPU: each with every core's worth of threads (what a job did before it honoured
+    its rule's ``threads``) against ``cores // processes`` threads each, and one job alone with every core.
+
+    The settings alternate for ``rounds`` rounds and each keeps its best, so that other load on a
+    shared machine penalises none of them; ratios are against the oversubscribed setting.
+    """
+    cores = available_cpus()
+    settings = [("oversubscribed", processes, cores), ("threads = cores / jobs", processes, max(1, cores // processes)),
+                ("one job alone", 1, cores)]
+    rows = []
+    for name in algos:
+        rates: dict[str, list[float]] = {label: [] for label, _, _ in settings}
+        for _ in range(rounds):
+            for label, n, threads in settings:
+                rates[label].append(concurrent_updates_per_second(name, n, threads, min_seconds / rounds))
+        base = max(rates["oversubscribed"])
+        for label, n, threads in settings:
+            best = max(rates[label])
+            rows.append({"algo": name, "setting": label, "processes": n, "threads_per_process": threads,
+                         "cores": cores, "steps_per_second": best, "ratio_to_oversubscribed": best / base,
+                         "rounds": rates[label]})
     return rows
