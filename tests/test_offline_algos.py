@@ -217,6 +217,31 @@ def test_registry():
         assert algo.name == name and algo.cfg == ALGO_CONFIGS[name]()  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_in_place_activations_change_no_number(case):
+    """The in-place ReLUs of the offline networks against the out-of-place ones they replaced: the same
+    inputs and draws give bit-identical parameters, optimiser states and metrics after a few updates."""
+    new, old = _algo(case), _algo(case)
+    relus = [m for m in old.modules() if isinstance(m, torch.nn.ReLU)]
+    assert relus and all(m.inplace for m in relus)
+    for m in relus:
+        m.inplace = False
+    for i in range(3):
+        batch = _batch(seed=i)
+        torch.manual_seed(i)
+        m_new = new.update(batch)
+        torch.manual_seed(i)
+        m_old = old.update(batch)
+        assert m_new.keys() == m_old.keys() and all(torch.equal(m_new[k], m_old[k]) for k in m_new)
+    s_new, s_old = new.state_dict(), old.state_dict()
+    for a, b in zip(s_new["modules"].values(), s_old["modules"].values(), strict=True):
+        assert torch.equal(a, b)
+    for name, opt in s_new["optimizers"].items():
+        for pid, st in opt["state"].items():
+            for k, v in st.items():
+                assert torch.equal(v, s_old["optimizers"][name]["state"][pid][k])
+
+
 # ------------------------------------------------------------------ same numbers as the CORL-style code
 def _corl_pair(name: str, cfg: object | None = None) -> tuple[OfflineAlgo, Any, dict[torch.nn.Module, torch.nn.Module]]:
     """Our algorithm (unit box) and the benchmark's CORL-style reference with the same initial weights;
