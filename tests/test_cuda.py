@@ -74,7 +74,7 @@ def test_sac_gems_update_on_cuda():
     before = {n: p.detach().clone() for n, p in agent.named_parameters() if p.requires_grad}
     metrics = agent.update(episodes)
     assert metrics and all(np.isfinite(v) for v in metrics.values())
-    assert all(p.device.type == "cuda" for p in agent.parameters())
+    assert all(p.device.type == CUDA.type for p in agent.parameters())
     assert any(not torch.equal(p, before[n]) for n, p in agent.named_parameters() if n in before)
 
 

@@ -5,10 +5,14 @@ Two implementations of each algorithm on the same synthetic data (1M transitions
 
 * ``slate_rl``: :func:`slate_rl.offline.algos.make_algo` with its default (CORL) config, batches
   drawn by a ``torch.randint`` index on the device;
-* ``reference``: an eager loop in the style of the CORL single-file implementations, written
-  below: separate ``nn.Sequential`` Q1/Q2 critics with their own optimisers, ``torch.distributions``
-  policies, Python-loop soft updates, ``.item()`` on every logged loss and metric, and
-  ``np.random.randint`` indices with a ``.to(device)`` of the batch at every step.
+* ``reference``: eager loops in the style of the CORL single-file implementations, written below
+  from their behaviour (not their code): for TD3+BC and IQL the structure of CORL's
+  ``algorithms/offline/td3_bc.py`` and ``iql.py`` step for step (TD3+BC: separate Q1/Q2 modules
+  and optimisers, (B, 1) targets; IQL: a ``TwinQ`` with one concatenation, a value, a critic and an
+  actor step each with its own backward pass, ``torch.distributions.Normal`` policy), ``.item()``
+  on every logged loss, Python-loop soft updates, default ``torch.optim.Adam``, and
+  ``np.random.randint`` indices into the device buffer with a ``.to(device)`` of the batch at every
+  step (CORL's ``ReplayBuffer.sample`` and training loop; ``wandb.log`` costs nothing here).
 
 Both sides use the same architectures and hyperparameters (and compute the same numbers: see
 ``tests/test_offline_algos.py``). The timings alternate between the two sides for ``rounds`` rounds
