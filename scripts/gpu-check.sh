@@ -114,19 +114,19 @@ run_step() {
 }
 
 if [[ "$DRY_CPU" == 1 ]]; then  # tiny sizes: the commands, not the figures
-    SIM_ARGS=(--batch-sizes 1,64 --min-seconds 0.2)
+    SIM_ARGS=(--batch-sizes "1,64" --min-seconds 0.2)
     GEMS_ARGS=(--steps 3)
     ONLINE_ARGS=(--steps 2 --parallel 2)
-    OFFLINE_ARGS=(--min-seconds 0.3 --algos td3bc,iql)
+    OFFLINE_ARGS=(--min-seconds 0.3 --algos "td3bc,iql")
 else
-    SIM_ARGS=(--batch-sizes 1,1024,8192,65536 --min-seconds 2)
+    SIM_ARGS=(--batch-sizes "1,1024,8192,65536" --min-seconds 2)
     GEMS_ARGS=(--steps 200)
     ONLINE_ARGS=(--steps 50)
     OFFLINE_ARGS=(--min-seconds 3)
 fi
 # multi-seed rows where this version of the online benchmark has them
 if slate-rl bench --help 2>/dev/null | grep -q -- "--seeds"; then
-    ONLINE_ARGS+=(--seeds 1,10)
+    ONLINE_ARGS+=(--seeds "1,10")
 fi
 
 run_step pipeline 240 snakemake --snakefile "$REPO/Snakefile" --directory "$WORK/pipeline" \
