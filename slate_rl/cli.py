@@ -2,7 +2,7 @@
 
 User errors (``SlateRLError``) print one line, ``error: ...``, and exit with status 2. Every stage
 takes ``--threads N``, the CPU threads it computes with (Snakemake passes the rule's ``threads``;
-by hand the default is ``$SLATE_RL_THREADS``, else ``$OMP_NUM_THREADS``, else every available core).
+by hand the default is ``$SLATE_RL_THREADS``, else ``$OMP_NUM_THREADS``, else the available cores).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(p)
         p.add_argument("--threads", type=positive_int, default=None,
                        help="CPU threads of torch and OpenMP (default: $SLATE_RL_THREADS, else $OMP_NUM_THREADS, "
-                       "else every available core); Snakemake passes the rule's threads")
+                       "else the available cores, SMT siblings excluded); Snakemake passes the rule's threads")
         p.set_defaults(_run=module.run)
     return parser
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -36,9 +37,16 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+@functools.cache
+def _torch_default_threads() -> int:
+    """torch's own default, read once before anything changes it: the physical cores (no SMT siblings)."""
+    return torch.get_num_threads()
+
+
 def default_threads() -> int:
-    """Threads of a stage run by hand: ``$SLATE_RL_THREADS``, else ``$OMP_NUM_THREADS``, else every core
-    this process may use. Snakemake jobs pass their rule's ``threads`` instead."""
+    """Threads of a stage run by hand: ``$SLATE_RL_THREADS``, else ``$OMP_NUM_THREADS``, else the cores
+    this process may use (its affinity mask, without the SMT siblings torch's default leaves out).
+    Snakemake jobs pass their rule's ``threads`` instead."""
     for var in (THREADS_ENV, "OMP_NUM_THREADS"):
         value = os.environ.get(var, "").strip()
         if value:
@@ -49,7 +57,7 @@ def default_threads() -> int:
             if threads < 1:
                 raise ConfigError(f"${var} must be a positive integer, got {value!r}; unset it or fix it")
             return threads
-    return available_cpus()
+    return max(1, min(available_cpus(), _torch_default_threads()))
 
 
 def set_threads(threads: int | None = None) -> int:
