@@ -1,6 +1,8 @@
 """``slate-rl``: every stage as a subcommand, with the options its Snakemake rule uses.
 
-User errors (``SlateRLError``) print one line, ``error: ...``, and exit with status 2.
+User errors (``SlateRLError``) print one line, ``error: ...``, and exit with status 2. Every stage
+takes ``--threads N``, the CPU threads it computes with (Snakemake passes the rule's ``threads``;
+by hand the default is ``$SLATE_RL_THREADS``, else ``$OMP_NUM_THREADS``, else the available cores).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ STAGES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from slate_rl.stages.common import positive_int
+
     parser = argparse.ArgumentParser(prog="slate-rl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
     for module_name in STAGES:
@@ -34,15 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
+        p.add_argument("--threads", type=positive_int, default=None,
+                       help="CPU threads of torch and OpenMP (default: $SLATE_RL_THREADS, else $OMP_NUM_THREADS, "
+                       "else the available cores, SMT siblings excluded); Snakemake passes the rule's threads")
         p.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from slate_rl.core.device import set_threads
     from slate_rl.core.errors import SlateRLError
 
     args = build_parser().parse_args(argv)
     try:
+        set_threads(args.threads)
         args._run(args)
     except SlateRLError as exc:
         print(f"error: {exc}", file=sys.stderr)

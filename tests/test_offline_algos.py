@@ -217,6 +217,31 @@ def test_registry():
         assert algo.name == name and algo.cfg == ALGO_CONFIGS[name]()  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_in_place_activations_change_no_number(case):
+    """The in-place ReLUs of the offline networks against the out-of-place ones they replaced: the same
+    inputs and draws give bit-identical parameters, optimiser states and metrics after a few updates."""
+    new, old = _algo(case), _algo(case)
+    relus = [m for m in old.modules() if isinstance(m, torch.nn.ReLU)]
+    assert relus and all(m.inplace for m in relus)
+    for m in relus:
+        m.inplace = False
+    for i in range(3):
+        batch = _batch(seed=i)
+        torch.manual_seed(i)
+        m_new = new.update(batch)
+        torch.manual_seed(i)
+        m_old = old.update(batch)
+        assert m_new.keys() == m_old.keys() and all(torch.equal(m_new[k], m_old[k]) for k in m_new)
+    s_new, s_old = new.state_dict(), old.state_dict()
+    for a, b in zip(s_new["modules"].values(), s_old["modules"].values(), strict=True):
+        assert torch.equal(a, b)
+    for name, opt in s_new["optimizers"].items():
+        for pid, st in opt["state"].items():
+            for k, v in st.items():
+                assert torch.equal(v, s_old["optimizers"][name]["state"][pid][k])
+
+
 # ------------------------------------------------------------------ same numbers as the CORL-style code
 def _corl_pair(name: str, cfg: object | None = None) -> tuple[OfflineAlgo, Any, dict[torch.nn.Module, torch.nn.Module]]:
     """Our algorithm (unit box) and the benchmark's CORL-style reference with the same initial weights;
@@ -228,7 +253,7 @@ def _corl_pair(name: str, cfg: object | None = None) -> tuple[OfflineAlgo, Any, 
         pairs = {ours.actor: ref.actor}
     elif name == "td3bc":
         ref = corl.CorlTD3BC(torch.device("cpu"))
-        pairs = {ours.actor: ref.actor, ours.critic.members[0]: ref.critic_1.net,
+        pairs = {ours.actor: ref.actor.net, ours.critic.members[0]: ref.critic_1.net,
                  ours.critic.members[1]: ref.critic_2.net}
     elif name == "cql":
         ref = corl.CorlCQL(torch.device("cpu"))
@@ -238,22 +263,23 @@ def _corl_pair(name: str, cfg: object | None = None) -> tuple[OfflineAlgo, Any, 
             getattr(ref.actor, attr).data.copy_(getattr(ours.actor, attr).data)
     else:
         ref = corl.CorlIQL(torch.device("cpu"), 1000)
-        pairs = {ours.actor: ref.actor, ours.critic.members[0]: ref.q1.net, ours.critic.members[1]: ref.q2.net,
-                 ours.value: ref.vf}
-        ref.log_std.data.copy_(ours.log_std.data)
+        pairs = {ours.actor: ref.actor.net.net, ours.critic.members[0]: ref.qf.q1.net,
+                 ours.critic.members[1]: ref.qf.q2.net, ours.value: ref.vf.net}
+        ref.actor.log_std.data.copy_(ours.log_std.data)
     for mine, theirs in pairs.items():
         theirs.load_state_dict(mine.state_dict())
     for attr, target in [("actor", "actor_target"), ("critic_1", "critic_1_target"), ("critic_2", "critic_2_target"),
-                         ("critic_1", "target_critic_1"), ("critic_2", "target_critic_2"), ("q1", "q1_target"),
-                         ("q2", "q2_target")]:
+                         ("critic_1", "target_critic_1"), ("critic_2", "target_critic_2"), ("qf", "q_target")]:
         if hasattr(ref, target):
             setattr(ref, target, copy.deepcopy(getattr(ref, attr)))
-    if hasattr(ours, "critic_target"):
+    if hasattr(ref, "q_target"):
+        pairs[ours.critic_target] = torch.nn.ModuleList([ref.q_target.q1.net, ref.q_target.q2.net])
+    elif hasattr(ours, "critic_target"):
         pairs[ours.critic_target] = torch.nn.ModuleList(
-            [getattr(ref, t).net for t in ("critic_1_target", "target_critic_1", "q1_target", "critic_2_target",
-                                           "target_critic_2", "q2_target") if hasattr(ref, t)])
+            [getattr(ref, t).net for t in ("critic_1_target", "target_critic_1", "critic_2_target", "target_critic_2")
+             if hasattr(ref, t)])
     if hasattr(ours, "actor_target"):
-        pairs[ours.actor_target] = ref.actor_target
+        pairs[ours.actor_target] = ref.actor_target.net
     return ours, ref, pairs
 
 

@@ -162,6 +162,8 @@ def test_lint_is_clean_and_every_rule_declares_log_benchmark_threads_resources(t
             name = block.split(":", 1)[0]
             for directive in ("log:", "benchmark:", "threads:", "resources:", "conda:"):
                 assert f"\n    {directive}" in block, f"rule {name} in {smk.name} lacks {directive}"
+            if "slate-rl " in block:  # the job computes with the threads Snakemake gave it
+                assert "--threads {threads}" in block, f"rule {name} in {smk.name} does not pass --threads {{threads}}"
 
 
 @pytest.mark.slow

@@ -5,10 +5,14 @@ Two implementations of each algorithm on the same synthetic data (1M transitions
 
 * ``slate_rl``: :func:`slate_rl.offline.algos.make_algo` with its default (CORL) config, batches
   drawn by a ``torch.randint`` index on the device;
-* ``reference``: an eager loop in the style of the CORL single-file implementations, written
-  below: separate ``nn.Sequential`` Q1/Q2 critics with their own optimisers, ``torch.distributions``
-  policies, Python-loop soft updates, ``.item()`` on every logged loss and metric, and
-  ``np.random.randint`` indices with a ``.to(device)`` of the batch at every step.
+* ``reference``: eager loops in the style of the CORL single-file implementations, written below
+  from their behaviour (not their code): for TD3+BC and IQL the structure of CORL's
+  ``algorithms/offline/td3_bc.py`` and ``iql.py`` step for step (TD3+BC: separate Q1/Q2 modules
+  and optimisers, (B, 1) targets; IQL: a ``TwinQ`` with one concatenation, a value, a critic and an
+  actor step each with its own backward pass, ``torch.distributions.Normal`` policy), ``.item()``
+  on every logged loss, Python-loop soft updates, default ``torch.optim.Adam``, and
+  ``np.random.randint`` indices into the device buffer with a ``.to(device)`` of the batch at every
+  step (CORL's ``ReplayBuffer.sample`` and training loop; ``wandb.log`` costs nothing here).
 
 Both sides use the same architectures and hyperparameters (and compute the same numbers: see
 ``tests/test_offline_algos.py``). The timings alternate between the two sides for ``rounds`` rounds
@@ -21,6 +25,8 @@ cannot get faster without doing less arithmetic.
 from __future__ import annotations
 
 import copy
+import multiprocessing as mp
+import os
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -32,6 +38,7 @@ from torch import nn
 from torch.distributions import Normal, TanhTransform, TransformedDistribution
 from torch.utils.flop_counter import FlopCounterMode
 
+from slate_rl.core.device import available_cpus
 from slate_rl.offline.algos import ALGOS, make_algo
 
 OBS_DIM, ACTION_DIM, BATCH_SIZE, GAMMA = 20, 32, 256, 0.99
@@ -88,12 +95,37 @@ class CorlCritic(nn.Module):
         return q.reshape(batch_size, -1) if multiple_actions else q
 
 
+class CorlActor(nn.Module):
+    """CORL td3_bc.py ``Actor``: ``max_action * tanh-MLP(state)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = corl_net(OBS_DIM, ACTION_DIM, 2, nn.Tanh())
+        self.max_action = 1.0
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return self.max_action * self.net(state)
+
+
+class CorlQ(nn.Module):
+    """CORL td3_bc.py ``Critic``: Q(s, a) of shape (B, 1), the state-action pair concatenated per call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = corl_net(OBS_DIM + ACTION_DIM, 1, 2)
+
+    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([state, action], 1))
+
+
 class CorlTD3BC:
+    """CORL td3_bc.py ``TD3_BC.train``: two critics with their own optimisers, (B, 1) targets."""
+
     def __init__(self, device: torch.device) -> None:
-        self.actor = corl_net(OBS_DIM, ACTION_DIM, 2, nn.Tanh()).to(device)
+        self.actor = CorlActor().to(device)
         self.actor_target = copy.deepcopy(self.actor)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=3e-4)
-        self.critic_1, self.critic_2 = CorlCritic().to(device), CorlCritic().to(device)
+        self.critic_1, self.critic_2 = CorlQ().to(device), CorlQ().to(device)
         self.critic_1_target, self.critic_2_target = copy.deepcopy(self.critic_1), copy.deepcopy(self.critic_2)
         self.critic_1_optimizer = torch.optim.Adam(self.critic_1.parameters(), lr=3e-4)
         self.critic_2_optimizer = torch.optim.Adam(self.critic_2.parameters(), lr=3e-4)
@@ -106,10 +138,10 @@ class CorlTD3BC:
         not_done = 1 - done
         with torch.no_grad():
             noise = (torch.randn_like(action) * 0.2).clamp(-0.5, 0.5)
-            next_action = (self.max_action * self.actor_target(next_state) + noise).clamp(-1.0, 1.0)
+            next_action = (self.actor_target(next_state) + noise).clamp(-self.max_action, self.max_action)
             target_q = torch.min(self.critic_1_target(next_state, next_action),
                                  self.critic_2_target(next_state, next_action))
-            target_q = reward.squeeze(-1) + not_done.squeeze(-1) * GAMMA * target_q
+            target_q = reward + not_done * GAMMA * target_q
         current_q1, current_q2 = self.critic_1(state, action), self.critic_2(state, action)
         critic_loss = F.mse_loss(current_q1, target_q) + F.mse_loss(current_q2, target_q)
         log_dict["critic_loss"] = critic_loss.item()
@@ -119,7 +151,7 @@ class CorlTD3BC:
         self.critic_1_optimizer.step()
         self.critic_2_optimizer.step()
         if self.total_it % 2 == 0:
-            pi = self.max_action * self.actor(state)
+            pi = self.actor(state)
             q = self.critic_1(state, pi)
             lmbda = 2.5 / q.abs().mean().detach()
             actor_loss = -lmbda * q.mean() + F.mse_loss(pi, action)
@@ -240,16 +272,59 @@ class CorlCQL:
         return log_dict
 
 
+class CorlMLP(nn.Module):
+    """CORL iql.py ``MLP``: Linear/ReLU layers, optional output activation, optional squeeze of the last dim."""
+
+    def __init__(self, in_dim: int, out_dim: int, out_act: nn.Module | None = None, squeeze: bool = False) -> None:
+        super().__init__()
+        self.net = corl_net(in_dim, out_dim, 2, out_act)
+        self.squeeze = squeeze
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        return out.squeeze(dim=-1) if self.squeeze else out
+
+
+class CorlTwinQ(nn.Module):
+    """CORL iql.py ``TwinQ``: one concatenation, two squeezed MLPs; ``forward`` is their minimum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q1 = CorlMLP(OBS_DIM + ACTION_DIM, 1, squeeze=True)
+        self.q2 = CorlMLP(OBS_DIM + ACTION_DIM, 1, squeeze=True)
+
+    def both(self, state: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sa = torch.cat([state, action], 1)
+        return self.q1(sa), self.q2(sa)
+
+    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return torch.min(*self.both(state, action))
+
+
+class CorlGaussianPolicy(nn.Module):
+    """CORL iql.py ``GaussianPolicy``: ``Normal(tanh-MLP(s), exp(clamp(log_std)))``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = CorlMLP(OBS_DIM, ACTION_DIM, nn.Tanh())
+        self.log_std = nn.Parameter(torch.zeros(ACTION_DIM, dtype=torch.float32))
+
+    def forward(self, obs: torch.Tensor) -> Normal:
+        return Normal(self.net(obs), torch.exp(self.log_std.clamp(-20.0, 2.0)))
+
+
 class CorlIQL:
+    """CORL iql.py ``ImplicitQLearning.train``: value step, critic step (and Polyak), actor step, each with
+    its own backward pass and ``.item()`` of its loss."""
+
     def __init__(self, device: torch.device, max_steps: int) -> None:
-        self.q1, self.q2 = CorlCritic().to(device), CorlCritic().to(device)
-        self.q1_target, self.q2_target = copy.deepcopy(self.q1), copy.deepcopy(self.q2)
-        self.vf = corl_net(OBS_DIM, 1, 2).to(device)
-        self.actor = corl_net(OBS_DIM, ACTION_DIM, 2, nn.Tanh()).to(device)
-        self.log_std = nn.Parameter(torch.zeros(ACTION_DIM, device=device))
+        self.qf = CorlTwinQ().to(device)
+        self.q_target = copy.deepcopy(self.qf).requires_grad_(False).to(device)
+        self.vf = CorlMLP(OBS_DIM, 1, squeeze=True).to(device)
+        self.actor = CorlGaussianPolicy().to(device)
         self.v_optimizer = torch.optim.Adam(self.vf.parameters(), lr=3e-4)
-        self.q_optimizer = torch.optim.Adam([*self.q1.parameters(), *self.q2.parameters()], lr=3e-4)
-        self.actor_optimizer = torch.optim.Adam([*self.actor.parameters(), self.log_std], lr=3e-4)
+        self.q_optimizer = torch.optim.Adam(self.qf.parameters(), lr=3e-4)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=3e-4)
         self.actor_lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_optimizer, max_steps)
         self.total_it = 0
 
@@ -258,29 +333,31 @@ class CorlIQL:
         observations, actions, rewards, next_observations, dones = batch
         log_dict = {}
         with torch.no_grad():
-            next_v = self.vf(next_observations).squeeze(-1)
-            target_q = torch.min(self.q1_target(observations, actions), self.q2_target(observations, actions))
-        v = self.vf(observations).squeeze(-1)
+            next_v = self.vf(next_observations)
+        # value
+        with torch.no_grad():
+            target_q = self.q_target(observations, actions)
+        v = self.vf(observations)
         adv = target_q - v
         v_loss = torch.mean(torch.abs(0.7 - (adv < 0).float()) * adv**2)
         log_dict["value_loss"] = v_loss.item()
         self.v_optimizer.zero_grad()
         v_loss.backward()
         self.v_optimizer.step()
-
-        targets = rewards.squeeze(-1) + (1.0 - dones.squeeze(-1).float()) * GAMMA * next_v.detach()
-        qs = (self.q1(observations, actions), self.q2(observations, actions))
+        # critics
+        rewards, dones = rewards.squeeze(dim=-1), dones.squeeze(dim=-1)
+        targets = rewards + (1.0 - dones.float()) * GAMMA * next_v.detach()
+        qs = self.qf.both(observations, actions)
         q_loss = cast(torch.Tensor, sum(F.mse_loss(q, targets) for q in qs)) / len(qs)
         log_dict["q_loss"] = q_loss.item()
         self.q_optimizer.zero_grad()
         q_loss.backward()
         self.q_optimizer.step()
-        corl_soft_update(self.q1_target, self.q1, 0.005)
-        corl_soft_update(self.q2_target, self.q2, 0.005)
-
+        corl_soft_update(self.q_target, self.qf, 0.005)
+        # actor
         exp_adv = torch.exp(3.0 * adv.detach()).clamp(max=100.0)
-        policy_out = Normal(self.actor(observations), torch.exp(self.log_std.clamp(-20.0, 2.0)))
-        policy_loss = torch.mean(exp_adv * -policy_out.log_prob(actions).sum(-1, keepdim=False))
+        bc_losses = -self.actor(observations).log_prob(actions).sum(-1, keepdim=False)
+        policy_loss = torch.mean(exp_adv * bc_losses)
         log_dict["actor_loss"] = policy_loss.item()
         self.actor_optimizer.zero_grad()
         policy_loss.backward()
@@ -388,4 +465,76 @@ def run_benchmark(device: torch.device, min_seconds: float, algos: list[str] | N
                      "speedup_vs_reference": best / best_ref, "gflop_per_update": gflop,
                      "reference_gflop_per_update": gflop_per_update(ref), "gflop_per_second": gflop * best,
                      "rounds": rates})
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Concurrent jobs: oversubscribed OpenMP threads against one thread per core
+# ----------------------------------------------------------------------------------------------
+def _concurrent_worker(name: str, threads: int, seconds: float, n_transitions: int, barrier: Any, results: Any
+                       ) -> None:
+    """One of the concurrent jobs: ``threads`` torch threads, warm up, wait for the others, time updates."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    device = torch.device("cpu")
+    step = slate_rl_step(name, synthetic_data(n_transitions, device), device, 1_000_000)
+    for _ in range(WARMUP_STEPS):
+        step()
+    barrier.wait()
+    results.put(steps_per_second(step, device, seconds))
+
+
+def concurrent_updates_per_second(name: str, processes: int, threads: int, seconds: float,
+                                  n_transitions: int = 100_000, env: dict[str, str] | None = None) -> float:
+    """Total updates/s of ``processes`` concurrent CPU jobs training ``name``, each with ``threads`` threads
+    (``env``: extra environment variables of the jobs, read by their OpenMP runtime when torch loads)."""
+    ctx = mp.get_context("spawn")  # a fork would inherit this process's OpenMP pool
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    workers = [ctx.Process(target=_concurrent_worker, args=(name, threads, seconds, n_transitions, barrier, results))
+               for _ in range(processes)]
+    saved = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})
+    try:
+        for w in workers:
+            w.start()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    rates = [results.get(timeout=600) for _ in workers]
+    for w in workers:
+        w.join()
+    return float(sum(rates))
+
+
+def run_threads_benchmark(algos: list[str], processes: int, min_seconds: float, rounds: int = 2
+                          ) -> list[dict[str, Any]]:
+    """Jobs sharing the CPU: each with every core's worth of threads (what a job did before it honoured
+    its rule's ``threads``), the same with OpenMP's passive wait policy (idle threads sleep instead of
+    spinning), ``cores // processes`` threads each (the fix), and one job alone with every core.
+
+    The settings alternate for ``rounds`` rounds and each keeps its best, so that other load on a
+    shared machine penalises none of them; ratios are against the oversubscribed setting.
+    """
+    cores = available_cpus()
+    settings: list[tuple[str, int, int, dict[str, str]]] = [
+        ("oversubscribed", processes, cores, {}),
+        ("oversubscribed, passive", processes, cores, {"OMP_WAIT_POLICY": "PASSIVE"}),
+        ("threads = cores / jobs", processes, max(1, cores // processes), {}),
+        ("one job alone", 1, cores, {}),
+    ]
+    rows = []
+    for name in algos:
+        rates: dict[str, list[float]] = {label: [] for label, *_ in settings}
+        for _ in range(rounds):
+            for label, n, threads, env in settings:
+                rates[label].append(concurrent_updates_per_second(name, n, threads, min_seconds / rounds, env=env))
+        base = max(rates["oversubscribed"])
+        for label, n, threads, env in settings:
+            best = max(rates[label])
+            rows.append({"algo": name, "setting": label, "processes": n, "threads_per_process": threads,
+                         "env": env, "cores": cores, "steps_per_second": best,
+                         "ratio_to_oversubscribed": best / base, "rounds": rates[label]})
     return rows

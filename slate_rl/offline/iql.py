@@ -28,7 +28,14 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from slate_rl.core.errors import ConfigError
 from slate_rl.models.nets import mlp, soft_update
 from slate_rl.offline.algo import OfflineAlgo, adam, check_config
-from slate_rl.offline.nets import LOG_STD_MAX, LOG_STD_MIN, EnsembleQ, deterministic_actor, gaussian_log_prob
+from slate_rl.offline.nets import (
+    LOG_STD_MAX,
+    LOG_STD_MIN,
+    EnsembleQ,
+    deterministic_actor,
+    gaussian_log_prob,
+    relu_inplace,
+)
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,7 @@ class IQL(OfflineAlgo):
         self.log_std = None if cfg.deterministic else nn.Parameter(torch.zeros(self.action_dim))
         self.critic = EnsembleQ(obs_dim, self.action_dim, cfg.hidden, cfg.layers)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.value = mlp([obs_dim, *[cfg.hidden] * cfg.layers, 1])
+        self.value = relu_inplace(mlp([obs_dim, *[cfg.hidden] * cfg.layers, 1]))
         actor_params = [*self.actor.parameters(), *([] if self.log_std is None else [self.log_std])]
         self.actor_opt = adam(actor_params, cfg.actor_lr)
         self.critic_opt = adam(self.critic.parameters(), cfg.qf_lr)

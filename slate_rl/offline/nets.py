@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +13,16 @@ from slate_rl.models.nets import mlp
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def relu_inplace(net: _M) -> _M:
+    """Let the ReLUs of ``net`` overwrite their input, the output of the layer before them, which no
+    backward pass needs: the same numbers with one allocation and one memory pass fewer per layer."""
+    for module in net.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = True
+    return net
 
 
 class EnsembleQ(nn.Module):
@@ -25,7 +36,8 @@ class EnsembleQ(nn.Module):
 
     def __init__(self, obs_dim: int, action_dim: int, hidden: int, layers: int, n: int = 2) -> None:
         super().__init__()
-        self.members = nn.ModuleList([mlp([obs_dim + action_dim, *[hidden] * layers, 1]) for _ in range(n)])
+        self.members = nn.ModuleList([relu_inplace(mlp([obs_dim + action_dim, *[hidden] * layers, 1]))
+                                      for _ in range(n)])
 
     @torch.no_grad()
     def orthogonal_(self, hidden_gain: float = math.sqrt(2.0), last_gain: float = 1e-2) -> None:
@@ -61,7 +73,7 @@ def _forward(net: nn.Module, x: Tensor, detach: bool) -> Tensor:
 
 def deterministic_actor(obs_dim: int, out_dim: int, hidden: int, layers: int) -> nn.Sequential:
     """The policy MLP of TD3+BC, BC and IQL; its output u becomes the action ``center + scale * tanh(u)``."""
-    return mlp([obs_dim, *[hidden] * layers, out_dim])
+    return relu_inplace(mlp([obs_dim, *[hidden] * layers, out_dim]))
 
 
 def gaussian_log_prob(x: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
@@ -81,7 +93,7 @@ class TanhGaussianActor(nn.Module):
     def __init__(self, obs_dim: int, action_dim: int, hidden: int, layers: int, log_std_multiplier: float = 1.0,
                  log_std_offset: float = -1.0) -> None:
         super().__init__()
-        self.net = mlp([obs_dim, *[hidden] * layers, 2 * action_dim])
+        self.net = relu_inplace(mlp([obs_dim, *[hidden] * layers, 2 * action_dim]))
         last = self.net[-1]
         assert isinstance(last, nn.Linear)
         nn.init.xavier_uniform_(last.weight, gain=1e-2)

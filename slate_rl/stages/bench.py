@@ -3,7 +3,8 @@
 ``slate-rl bench sim``: simulator steps/s for several batch sizes (slate_rl.bench.sim);
 ``slate-rl bench gems``: GeMS training examples/s and the projected paper epoch (slate_rl.bench.gems);
 ``slate-rl bench online``: SAC+GeMS sessions/s and the projected paper budget (slate_rl.bench.online);
-``slate-rl bench offline``: offline RL updates/s against a CORL-style loop (slate_rl.bench.offline).
+``slate-rl bench offline``: offline RL updates/s against a CORL-style loop (slate_rl.bench.offline);
+``slate-rl bench threads``: concurrent offline jobs (CPU), oversubscribed threads against one per core.
 """
 
 from __future__ import annotations
@@ -20,15 +21,15 @@ from slate_rl.bench import online as online_bench
 from slate_rl.bench.sim import run_benchmark
 from slate_rl.core.device import resolve_device
 from slate_rl.core.io import write_json
-from slate_rl.stages.common import add_env_arguments, simulator_from_args
+from slate_rl.stages.common import add_env_arguments, positive_int, simulator_from_args
 
 NAME = "bench"
 HELP = ("run a benchmark: sim (simulator steps/s vs batch size), gems (GeMS training), online (SAC+GeMS training), "
-        "offline (offline RL updates)")
+        "offline (offline RL updates), threads (concurrent jobs' CPU threads)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", choices=("sim", "gems", "online", "offline"), help="what to benchmark")
+    parser.add_argument("target", choices=("sim", "gems", "online", "offline", "threads"), help="what to benchmark")
     add_env_arguments(parser)
     parser.set_defaults(env="focused_topdown")
     for action in parser._actions:
@@ -39,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-seconds", type=float, default=2.0, help="timed seconds per case (default: 2)")
     parser.add_argument("--steps", type=int, default=200, help="gems/online: timed training steps per pipeline")
     parser.add_argument("--parallel", type=int, default=10, help="online: sessions per step of the parallel schedule")
-    parser.add_argument("--algos", default="td3bc,cql,iql,bc", help="offline: comma-separated algorithms")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--algos", default="td3bc,cql,iql,bc", help="offline, threads: comma-separated algorithms")
+    parser.add_argument("--processes", type=positive_int, default=2, help="threads: concurrent jobs (default: 2)")
     parser.add_argument("--output", default=None, help="also write the results as JSON")
 
 
@@ -56,18 +57,25 @@ _COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     "offline": [("algo", "algo", "<6"), ("updates/s", "steps_per_second", ">10.1f"),
                 ("CORL-style/s", "reference_steps_per_second", ">13.1f"), ("x CORL", "speedup_vs_reference", ">7.2f"),
                 ("GFLOP/update", "gflop_per_update", ">13.3f"), ("GFLOP/s", "gflop_per_second", ">8.1f")],
+    "threads": [("algo", "algo", "<6"), ("setting", "setting", "<23"), ("jobs", "processes", ">5"),
+                ("threads/job", "threads_per_process", ">12"), ("updates/s", "steps_per_second", ">10.1f"),
+                ("x oversubscribed", "ratio_to_oversubscribed", ">17.2f")],
 }
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.target == "offline":
         device = resolve_device(args.device)
         rows = offline_bench.run_benchmark(device, args.min_seconds, args.algos.split(","))
         title = ("offline RL updates, batch 256, obs 20, action 32, 1M synthetic transitions, best of 3 rounds; "
                  f"matmul peak {offline_bench.matmul_gflop_per_second(device):.0f} GFLOP/s")
         _report(args.target, title, _machine(device), rows, args.output)
+        return
+    if args.target == "threads":
+        rows = offline_bench.run_threads_benchmark(args.algos.split(","), args.processes, args.min_seconds)
+        title = (f"{args.processes} concurrent offline jobs on {rows[0]['cores']} cores (CPU), total updates/s, "
+                 "batch 256, best of 2 alternating rounds")
+        _report(args.target, title, _machine(torch.device("cpu")), rows, args.output)
         return
     sim, _ = simulator_from_args(args)
     if args.target == "gems":

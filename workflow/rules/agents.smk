@@ -34,7 +34,7 @@ rule online_agent:
         runtime=1440,
         gpu=1,
     shell:
-        "slate-rl train-agent --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
+        "slate-rl train-agent --threads {threads} --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
         "--agent {wildcards.agent_tag} {params.ranker} --seed {wildcards.seed} {params.online} {params.sac} "
         "{params.reinforce} {params.slateq} "
         "{params.test} --device {params.device} --logger-mode {params.logger} "

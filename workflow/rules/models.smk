@@ -22,7 +22,7 @@ rule mf_embeddings:
         mem_mb=8000,
         runtime=120,
     shell:
-        "slate-rl train-mf --logs {input.logs} {params.options} --device {params.device} "
+        "slate-rl train-mf --threads {threads} --logs {input.logs} {params.options} --device {params.device} "
         "--logger-mode {params.logger} --output {output.table} --metrics {output.metrics} > {log} 2>&1"
 
 
@@ -50,5 +50,5 @@ rule gems:
         runtime=240,
         gpu=1,
     shell:
-        "slate-rl pretrain-gems --logs {input.logs} {params.item_table} {params.options} --device {params.device} "
+        "slate-rl pretrain-gems --threads {threads} --logs {input.logs} {params.item_table} {params.options} --device {params.device} "
         "--logger-mode {params.logger} --output {output.ckpt} --metrics {output.metrics} > {log} 2>&1"

@@ -26,7 +26,7 @@ rule offline_dataset:
         runtime=60,
         gpu=1,
     shell:
-        "slate-rl collect --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
+        "slate-rl collect --threads {threads} --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
         "--quality {wildcards.quality} --gems {input.gems} --expert {input.expert} {params.behaviour} "
         "{params.options} --device {params.device} --no-progress --output {output.data} > {log} 2>&1"
 
@@ -55,7 +55,7 @@ rule offline_mixture:
         mem_mb=8000,
         runtime=30,
     shell:
-        "slate-rl collect --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
+        "slate-rl collect --threads {threads} --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
         "--quality {wildcards.quality} --gems {input.gems} --expert {input.expert} {params.mix} "
         "{params.options} --device {params.device} --no-progress --output {output.data} > {log} 2>&1"
 
@@ -92,7 +92,7 @@ rule offline_policy:
         runtime=720,
         gpu=1,
     shell:
-        "slate-rl train-offline --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
+        "slate-rl train-offline --threads {threads} --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
         "--algo {wildcards.algo} --dataset {input.dataset} --gems {input.gems} --expert {input.expert} "
         "--agent {params.agent} --seed {wildcards.seed} {params.offline} {params.algo} {params.sac} {params.expert} "
         "{params.test} "
@@ -119,4 +119,4 @@ rule offline_aggregate:
         mem_mb=1000,
         runtime=10,
     shell:
-        "slate-rl aggregate --inputs {input} --output {output} > {log} 2>&1"
+        "slate-rl aggregate --threads {threads} --inputs {input} --output {output} > {log} 2>&1"

@@ -22,5 +22,6 @@ rule report:
         mem_mb=2000,
         runtime=30,
     shell:
-        "slate-rl report --results-dir results --inputs {input} --envs {params.envs} --output {output.markdown} "
+        "slate-rl report --threads {threads} --results-dir results --inputs {input} --envs {params.envs} "
+        "--output {output.markdown} "
         "--figures-dir {output.figures} > {log} 2>&1"

@@ -19,7 +19,8 @@ rule item_embeddings:
         mem_mb=1000,
         runtime=10,
     shell:
-        "slate-rl make-embeddings --kind {wildcards.kind} --seed {params.seed} --power {params.power} {params.source} "
+        "slate-rl make-embeddings --threads {threads} --kind {wildcards.kind} --seed {params.seed} "
+        "--power {params.power} {params.source} "
         "--output {output} > {log} 2>&1"
 
 
@@ -46,7 +47,7 @@ rule logged_sessions:
         mem_mb=8000,
         runtime=60,
     shell:
-        "slate-rl generate-logs --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
+        "slate-rl generate-logs --threads {threads} --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
         "--sessions {params.sessions} --epsilon {params.epsilon} --seed {params.seed} "
         "--batch-size {params.batch_size} --device {params.device} --output {output} > {log} 2>&1"
 
@@ -73,6 +74,6 @@ rule reference_policy:
         mem_mb=2000,
         runtime=10,
     shell:
-        "slate-rl evaluate-policy --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
+        "slate-rl evaluate-policy --threads {threads} --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
         "--policy {wildcards.policy} --epsilon {params.epsilon} --sessions {params.sessions} "
         "--seed {params.seed} --device {params.device} --output {output} > {log} 2>&1"

@@ -1,0 +1,61 @@
+"""CPU threads: every stage takes ``--threads`` (Snakemake passes the rule's ``threads``), with a default
+from the environment outside Snakemake, and one clear error for a bad value."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from slate_rl.cli import build_parser, main
+from slate_rl.core.device import THREADS_ENV, available_cpus, default_threads, set_threads
+from slate_rl.core.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads(monkeypatch):
+    before = torch.get_num_threads()
+    for var in (THREADS_ENV, "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_every_stage_accepts_threads():
+    parser = build_parser()
+    stages = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert len(stages) >= 12
+    for name, sub in stages.items():
+        assert any("--threads" in a.option_strings for a in sub._actions), f"stage {name} lacks --threads"
+
+
+def test_set_threads_sets_torch_and_the_environment(monkeypatch):
+    assert set_threads(1) == 1 and torch.get_num_threads() == 1
+    import os
+    assert os.environ["OMP_NUM_THREADS"] == "1" and os.environ["MKL_NUM_THREADS"] == "1"
+
+
+def test_default_threads_comes_from_the_environment_then_the_cores(monkeypatch):
+    assert 1 <= default_threads() <= available_cpus()
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_threads() == 3
+    monkeypatch.setenv(THREADS_ENV, "1")
+    assert default_threads() == 1
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_bad_thread_counts_give_one_clear_error(monkeypatch, capsys, value):
+    monkeypatch.setenv(THREADS_ENV, value)
+    with pytest.raises(ConfigError, match=THREADS_ENV):
+        default_threads()
+    # through the command line: one line naming the variable, exit status 2
+    assert main(["aggregate", "--inputs", "none.json", "--output", "out.json"]) == 2
+    assert THREADS_ENV in capsys.readouterr().err
+    monkeypatch.delenv(THREADS_ENV)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["aggregate", "--threads", value, "--inputs", "x", "--output", "y"])
+
+
+def test_threads_flag_reaches_torch(tmp_path):
+    # a stage that fails on its input still ran with the requested threads
+    main(["aggregate", "--threads", "1", "--inputs", str(tmp_path / "missing.json"), "--output", str(tmp_path / "o")])
+    assert torch.get_num_threads() == 1
