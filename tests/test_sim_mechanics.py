@@ -10,9 +10,8 @@ from failing on any of the ~60 compared frequencies).
 
 from __future__ import annotations
 
-from collections import deque
-
 import math
+from collections import deque
 
 import numpy as np
 import pytest
@@ -21,8 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sim_helpers import block_norms, keys, make_sim, make_state, recent_clicks
 
-from slate_rl.sim.core import TopicRec
 from slate_rl.core.errors import ArtifactError
+from slate_rl.sim.core import TopicRec
 from slate_rl.sim.embeddings import generate_item_embeddings
 from slate_rl.sim.policies import EpsilonGreedyOracle, RandomPolicy
 

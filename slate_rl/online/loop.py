@@ -6,7 +6,8 @@ paper's schedule is ``sessions_per_step = updates_per_step = 1`` for 100,000 ste
 the first 2,000 (``warmup_sessions``) collect sessions of uniformly random actions and make no
 gradient step, as the published loop does (its "random steps" are counted in sessions: 2,000
 warm-up sessions, then 98,000 learning steps); it is reproduced exactly by the defaults. A step
-is a warm-up step when fewer than ``warmup_sessions`` sessions were collected before it. Every ``val_interval`` steps the deterministic policy is evaluated on
+is a warm-up step when fewer than ``warmup_sessions`` sessions were collected before it. Every
+``val_interval`` steps the deterministic policy is evaluated on
 ``val_sessions`` fixed users; the best-validation agent is kept.
 
 ``last`` checkpoints (agent with optimisers, replay buffer, counters, RNG state, learning

@@ -75,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an expert/medium behaviour must return more than (1 + margin) x the random quality's "
                         "return on the test users (default: 0.1)")
     parser.add_argument("--skip-label-check", action="store_true",
-                        help="write an expert/medium dataset even if it fails the label check (recorded in the metadata)")
+                        help="write an expert/medium dataset even if it fails the label check "
+                        "(recorded in the metadata)")
     parser.add_argument("--batch-size", type=positive_int, default=4096, help="users simulated in parallel")
     parser.add_argument("--test-seed", type=int, default=58517, help="seed of the users measuring the behaviour")
     parser.add_argument("--test-sessions", type=positive_int, default=500, help="users measuring the behaviour")
