@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from slate_rl.cli import main
+from slate_rl.core.config import to_dict
 from slate_rl.core.errors import ArtifactError
 from slate_rl.data.d4rl import load_dataset, save_dataset
 from slate_rl.models.gems import GeMS
@@ -28,6 +29,7 @@ from slate_rl.offline.loop import (
 from slate_rl.offline.policy import algo_policy, load_policy, save_policy, zero_policy
 from slate_rl.online.agents import build_agent, save_agent
 from slate_rl.online.loop import evaluate
+from slate_rl.sim.config import make_env_config
 from slate_rl.sim.embeddings import generate_item_embeddings
 from slate_rl.sim.gym_env import build_simulator
 
@@ -54,7 +56,8 @@ def arrays(sim, expert):
 
 def _metadata(expert, arrays, gems_sha="g" * 16, encoder_sha="e" * 16):
     r = expert.ranker
-    return {"env": "focused_topdown", "quality": "expert", "episodes": arrays["reset_slates"].shape[0],
+    return {"env": "focused_topdown", "env_config": to_dict(make_env_config("focused_topdown")),
+            "quality": "expert", "episodes": arrays["reset_slates"].shape[0],
             "episode_length": 100, "slate_size": 10, "num_items": 1000, "obs_dim": 20, "action_dim": 8,
             "action_center": r.action_center.tolist(), "action_scale": r.action_scale.tolist(),
             "gems_sha256": gems_sha, "behaviour": {"agent": AGENT},
@@ -230,6 +233,18 @@ def test_train_offline_stage_relabels_for_another_gems(stage_inputs):
     res = json.loads((stage_inputs["dir"] / "bc.json").read_text())
     assert res["decoder"].startswith("relabelled") and res["relabel"]["gems"] == str(path)
     assert 0.0 <= res["relabel"]["clipped_fraction"] <= 1.0
+
+
+def test_train_offline_stage_rejects_a_redefined_environment(stage_inputs, capsys, tmp_path):
+    """A dataset collected under another definition of the environment (same name) is refused."""
+    ds = load_dataset(stage_inputs["data"])
+    meta = {k: v for k, v in ds.metadata.items() if k not in ("format", "version")}
+    other = tmp_path / "redefined.npz"
+    save_dataset(other, ds.arrays, {**meta, "env_config": {**meta["env_config"], "diversity_penalty": 2.0}})
+    capsys.readouterr()
+    assert _stage({**stage_inputs, "data": other}) == 2
+    err = capsys.readouterr().err
+    assert "env_config.diversity_penalty" in err and err.count("\n") == 1
 
 
 def test_train_offline_stage_rejects_another_encoder(stage_inputs, capsys, sim):

@@ -126,7 +126,8 @@ def run(args: argparse.Namespace) -> None:
             except ValueError:
                 raise ConfigError(f"--mix expects PATH=WEIGHT with a number as weight, got {item!r}") from None
         for path, n in mixture_counts(weights, args.episodes).items():
-            parts.append((load_dataset(path, expect_gems_sha256=gems_sha, expect_env=args.env), n))
+            parts.append((load_dataset(path, expect_gems_sha256=gems_sha, expect_env=args.env,
+                                       expect_env_config=to_dict(c)), n))
         arrays = mix_datasets(parts)
         behaviour.update({"mixture": [{"dataset": str(ds.path), "quality": ds.metadata["quality"], "episodes": n,
                                        "sha256": file_sha256(ds.path)} for ds, n in parts]})

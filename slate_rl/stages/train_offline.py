@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> None:
     if not Path(args.expert).is_file():
         raise ArtifactError(f"{args.expert}: expert checkpoint not found (the dataset's state encoder); build it with "
                             f"snakemake {args.expert}")
-    dataset = load_dataset(args.dataset, expect_gems_sha256=file_sha256(args.gems), expect_env=args.env)
+    dataset = load_dataset(args.dataset, expect_gems_sha256=file_sha256(args.gems), expect_env=args.env,
+                           expect_env_config=to_dict(c))
     expert_sha = file_sha256(args.expert)
     if dataset.metadata["state_encoder"]["sha256"] != expert_sha:
         raise ArtifactError(f"{args.dataset}: field 'state_encoder.sha256' is "
