@@ -13,6 +13,7 @@ rule online_agent:
         env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),
         ranker=agent_input_args,
         online=config_args(config["online"]),
+        build=f"--belief-table {config['agents']['belief_table']}",
         sac=config_args(config["sac"]),
         reinforce=config_args(config["reinforce"], prefix="reinforce_"),
         slateq=config_args(config["slateq"], prefix="slateq_"),
@@ -32,7 +33,7 @@ rule online_agent:
         gpu=1,
     shell:
         "slate-rl train-agent --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
-        "--agent {wildcards.agent_tag} {params.ranker} --seed {wildcards.seed} {params.online} {params.sac} "
+        "--agent {wildcards.agent_tag} {params.ranker} --seed {wildcards.seed} {params.online} {params.build} {params.sac} "
         "{params.reinforce} {params.slateq} "
         "{params.test} --device {params.device} --logger-mode {params.logger} "
         "--output-dir data/agents/{wildcards.env}/{wildcards.agent_tag}/seed{wildcards.seed} "
