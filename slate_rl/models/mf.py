@@ -19,7 +19,6 @@ sessions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import lightning.pytorch as L
 import numpy as np
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slate_rl.core.config import Variant
 from slate_rl.core.errors import ConfigError
 from slate_rl.data.logs import LoggedSessions
 
@@ -51,8 +51,8 @@ def bpr_loss(model: MatrixFactorization, users: Tensor, pos: Tensor, neg: Tensor
     return loss, {"loss": loss.detach(), "auc": (diff > 0).float().mean()}
 
 
-def interactions(logs: LoggedSessions, val_fraction: float, seed: int,
-                 variant: Literal["published", "corrected"] = "corrected") -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def interactions(logs: LoggedSessions, val_fraction: float, seed: int, variant: Variant = "corrected"
+                 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """(user, positive) training pairs and (user, positive, negative) validation triples (module doc)."""
     n, h, _ = logs.clicks.shape
     n_val = max(1, int(round(val_fraction * n))) if val_fraction > 0 else 0
@@ -122,7 +122,7 @@ class MFConfig:
     """Share of sessions (the first ones) whose second half is held out."""
     seed: int = 0
     """Seed of initialisation, shuffling and negatives."""
-    variant: Literal["published", "corrected"] = "published"
+    variant: Variant = "published"
     """Validation split: published (held-out sessions scored with training users' vectors, as the published code)
     or corrected (the second half of held-out sessions, their own user vectors)."""
 

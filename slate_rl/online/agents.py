@@ -42,6 +42,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from slate_rl.core.config import Variant
 from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import atomic_path, load_checkpoint
 from slate_rl.models.belief import scratch_item_table
@@ -53,7 +54,6 @@ from slate_rl.online.sac import SAC, SACConfig
 from slate_rl.online.slateq import ClickModel, SlateQ, SlateQConfig
 from slate_rl.online.wolpertinger import Wolpertinger
 
-Variant = Literal["published", "corrected"]
 VARIANTS: tuple[Variant, ...] = ("published", "corrected")
 VARIANT_AGENTS = ("sac_wknn", "reinforce", "slateq")
 """Baselines with a ``published`` and a ``corrected`` variant (the tag suffix ``_corrected``)."""

@@ -40,7 +40,8 @@ def run_agent_sessions(sim: TopicRec, agent: Agent, keys: Tensor, mode: Mode, re
         rewards = torch.empty(b, h, dtype=torch.float32, device=sim.device)
         click_probs = torch.empty(b, h, k, dtype=torch.float32, device=sim.device)
         extras = agent.buffer_extras()
-        users = torch.empty(b, h, c.embedding_dim, dtype=torch.float32, device=sim.device) if "users" in extras else None
+        users = (torch.empty(b, h, c.embedding_dim, dtype=torch.float32, device=sim.device)
+                 if "users" in extras else None)
         slates[:, 0], clicks[:, 0] = obs.slate, obs.clicks
     for t in range(h):
         if mode == "random":

@@ -24,11 +24,12 @@ is the sum over steps (mean over the batch's episodes; the paper's batch is one 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from slate_rl.core.config import Variant
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.nets import mlp
 from slate_rl.online.agent import BeliefAgentConfig, SlateAgent, first_clicks
@@ -74,7 +75,7 @@ class Reinforce(SlateAgent):
 
     def __init__(self, num_items: int, item_dim: int = 20, slate_size: int = 10,
                  config: ReinforceConfig | None = None, item_table: Tensor | None = None,
-                 episode_length: int = 100, variant: Literal["published", "corrected"] = "corrected") -> None:
+                 episode_length: int = 100, variant: Variant = "corrected") -> None:
         super().__init__()
         cfg = config or ReinforceConfig()
         self.cfg, self.num_items, self.slate_size, self.variant = cfg, num_items, slate_size, variant

@@ -39,12 +39,13 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slate_rl.core.config import Variant
 from slate_rl.core.errors import ConfigError
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.nets import mlp, soft_update
@@ -141,7 +142,7 @@ class SlateQ(SlateAgent):
 
     def __init__(self, num_items: int, item_dim: int = 20, slate_size: int = 10,
                  config: SlateQConfig | None = None, item_table: Tensor | None = None,
-                 variant: Literal["published", "corrected"] = "corrected", click_model: ClickModel | None = None,
+                 variant: Variant = "corrected", click_model: ClickModel | None = None,
                  episode_length: int = 100) -> None:
         super().__init__()
         cfg = config or SlateQConfig()

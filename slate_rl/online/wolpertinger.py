@@ -25,11 +25,12 @@ frozen copy of the critic's initial N(0, 1) belief table; with ``ranker`` the si
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from slate_rl.core.config import Variant
 from slate_rl.models.rankers import KArgmax
 from slate_rl.online.sac import SAC, SACConfig
 
@@ -41,7 +42,7 @@ class Wolpertinger(SAC):
 
     def __init__(self, ranker: KArgmax, num_items: int, item_dim: int = 20, slate_size: int = 10,
                  config: SACConfig | None = None, item_table: Tensor | None = None, neighbours: int = 10,
-                 variant: Literal["published", "corrected"] = "corrected") -> None:
+                 variant: Variant = "corrected") -> None:
         super().__init__(ranker, num_items, item_dim, slate_size, config, item_table)
         self.neighbours, self.slate_size, self.item_dim, self.variant = neighbours, slate_size, item_dim, variant
         self.num_items = num_items
