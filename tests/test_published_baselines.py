@@ -146,9 +146,12 @@ def test_slateq_published_target_first_click_off_by_one_and_no_boredom(sim):
     eps = _episodes(sim, agent, n=3)
     h = eps["rewards"].shape[1]
     assert eps["users"].shape == (3, h, 20) and "click_probs" not in eps
+    with torch.no_grad():  # a target encoder that differs from the online one: the published target ignores it
+        for p in agent.q_target.belief.parameters():
+            p.add_(0.1)
     loss, metrics = agent.losses(eps)
     q_all = agent.q.head(agent.q.belief(eps["slates"], eps["clicks"]))
-    q_next = agent.q_target.head(agent.q_target.belief(eps["slates"], eps["clicks"]))
+    q_next = agent.q_target.head(agent.q.belief(eps["slates"], eps["clicks"]))  # online belief, target head
     examination = sim.examination
     qs, ys = [], []
     for i in range(3):

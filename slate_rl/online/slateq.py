@@ -24,7 +24,9 @@ The ``published`` variant (tag ``slateq``, the default) reproduces the published
   the step (no boredom, no short-term boost), and click probabilities from those relevances,
   divided by the diversity penalty in every row as soon as any topic appears
   ``diversity_threshold`` times among all the batch's next slates;
-  ``y = 1 + gamma * sum_{j in A'} P(j) Q'(b_{t+1}, j)``, ``y = 1`` at the last step;
+  ``y = 1 + gamma * sum_{j in A'} P(j) Q'(b_{t+1}, j)``, ``y = 1`` at the last step, where
+  ``b_{t+1}`` comes from the online belief encoder (detached) and only the item-value head has a
+  Polyak target;
 * exploration replaces the whole slate by ``k`` uniformly random items (with replacement) with
   probability ``eps = eps_end + (eps_start - eps_end) * exp(-n / eps_decay)``, ``n`` the number
   of training sessions so far (warm-up included): from about 0.14 after the paper's 2,000
@@ -200,9 +202,10 @@ class SlateQ(SlateAgent):
         slates, clicks = ep["slates"], ep["clicks"]
         h = ep["rewards"].shape[1]
         clicked, item = first_clicks(slates[:, :h], clicks[:, :h])  # observations 0 .. H-1
-        q = self.q.head(self.q.belief(slates, clicks)[:, :h]).gather(-1, item.unsqueeze(-1)).squeeze(-1)[clicked]
-        with torch.no_grad():
-            q_next = self.q_target.head(self.q_target.belief(slates, clicks)[:, 1:h])  # b_{t+1}, t < H-1
+        beliefs = self.q.belief(slates, clicks)
+        q = self.q.head(beliefs[:, :h]).gather(-1, item.unsqueeze(-1)).squeeze(-1)[clicked]
+        with torch.no_grad():  # b_{t+1} (t < H-1) from the online encoder, detached; the target head
+            q_next = self.q_target.head(beliefs[:, 1:h].detach())
             rel = self.click_model.relevance(ep["users"][:, : h - 1])  # raw user after step t+1
             nxt = (rel * q_next).topk(self.slate_size, dim=-1).indices  # A'
             sel = clicked[:, : h - 1]
