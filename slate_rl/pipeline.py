@@ -18,6 +18,7 @@ from slate_rl.core.errors import ConfigError
 from slate_rl.models.gems import GeMSConfig, gems_config_from_tag
 from slate_rl.offline.algos import ALGO_CONFIGS
 from slate_rl.offline.collect import QUALITIES
+from slate_rl.online.agents import variant_tag
 from slate_rl.sim.config import PRESETS, TopicRecConfig, make_env_config
 
 RESERVED_QUALITIES = {"online": "the online agents' results", "reference": "the reference policies' results"}
@@ -120,8 +121,11 @@ def gems_tag(config: dict[str, Any]) -> str:
 
 
 def agent_tags(config: dict[str, Any]) -> list[str]:
-    """Agent tags of config.yaml's ``agents.names`` (sac_gems gets the configured GeMS tag)."""
-    return [f"sac_gems_{gems_tag(config)}" if name == "sac_gems" else name for name in config["agents"]["names"]]
+    """Agent tags of config.yaml's ``agents.names``: sac_gems gets the configured GeMS tag, the baselines of
+    ``agents.variants`` their variant's tag (``<name>_corrected`` for the corrected one)."""
+    variants = config["agents"].get("variants", {})
+    return [f"sac_gems_{gems_tag(config)}" if name == "sac_gems" else variant_tag(name, variants.get(name, "published"))
+            for name in config["agents"]["names"]]
 
 
 def config_args(values: dict[str, Any] | Any, skip: tuple[str, ...] = (), prefix: str = "") -> str:

@@ -15,10 +15,11 @@ from slate_rl.online.agent import Agent
 from slate_rl.online.agents import load_agent, make_agent, make_ranker, parse_agent_tag, save_agent
 from slate_rl.online.collect import run_agent_sessions, user_keys
 from slate_rl.online.loop import OnlineConfig, train_online
+from slate_rl.online.slateq import ClickModel
 from slate_rl.sim.gym_env import build_simulator
 
 AGENTS = ["sac_gems_d8_beta1_lc0.5_scratch_s1", "sac_topk_ideal", "sac_topk_mf", "sac_kargmax", "sac_wknn",
-          "reinforce", "slateq"]
+          "reinforce", "slateq", "sac_wknn_corrected", "reinforce_corrected", "slateq_corrected"]
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +27,12 @@ def sim():
     return build_simulator("focused_topdown")
 
 
-def _agent(tag, sim, seed=0):
+def _agent(tag, sim, seed=0, belief_table="ranker"):
     torch.manual_seed(seed)
     gems = GeMSRanker(GeMS(latent_dim=8), torch.zeros(8), torch.ones(8) * 2)
     mf = torch.rand(1000, 20)
-    ranker, table = make_ranker(tag, sim.items, gems, mf)
-    return make_agent(tag, ranker, table, 1000, 10)
+    ranker, table = make_ranker(tag, sim.items, gems, mf, belief_table=belief_table)
+    return make_agent(tag, ranker, table, 1000, 10, click_model=ClickModel.of(sim))
 
 
 def _episodes(sim, agent, n=6, seed=3):
@@ -198,7 +199,7 @@ def test_reinforce_log_probability_and_returns():
 
 
 def test_wolpertinger_picks_among_nearest_items_greedily_by_target_q(sim):
-    agent = _agent("sac_wknn", sim)
+    agent = _agent("sac_wknn_corrected", sim)
     eps = _episodes(sim, agent, n=4)
     slate, action, (h_actor, h_target) = agent.act(eps["slates"][:, 0], eps["clicks"][:, 0], None, deterministic=True)
     proto, _ = agent.policy(h_actor, deterministic=True)
@@ -213,7 +214,7 @@ def test_wolpertinger_picks_among_nearest_items_greedily_by_target_q(sim):
 
 
 def test_slateq_ranks_by_relevance_times_item_value_and_uses_true_click_probabilities(sim):
-    agent = _agent("slateq", sim)
+    agent = _agent("slateq_corrected", sim)
     eps = _episodes(sim, agent, n=4)
     assert eps["click_probs"].shape == (4, 100, 10)
     # recorded click probabilities are the simulator's: attractiveness x examination

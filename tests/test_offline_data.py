@@ -94,7 +94,8 @@ def _gems(seed: int = 0) -> GeMSRanker:
 
 def _agent(sim: TopicRec, gems: GeMSRanker, seed: int = 0):
     torch.manual_seed(seed)
-    return build_agent(TAG, sim.items, NUM_ITEMS, K, HORIZON, gems=gems, sac=SACConfig(hidden=32))
+    return build_agent(TAG, sim.items, NUM_ITEMS, K, HORIZON, gems=gems, sac=SACConfig(hidden=32),
+                       belief_table="ranker")
 
 
 @pytest.fixture(scope="module")

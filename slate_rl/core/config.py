@@ -27,6 +27,10 @@ from slate_rl.core.errors import ConfigError
 
 T = TypeVar("T")
 
+Variant = typing.Literal["published", "corrected"]
+"""A component that reproduces a bug of the published code (naver/gems) offers both: ``published`` (the bug, so
+the paper's numbers are reproduced) and ``corrected``."""
+
 
 def field_docs(cls: type) -> dict[str, str]:
     """Map field name -> the docstring written under it in the class body."""

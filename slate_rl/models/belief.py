@@ -50,3 +50,9 @@ class BeliefEncoder(nn.Module):
         h0 = None if hidden is None else hidden.unsqueeze(0).contiguous()
         out, _ = self.gru(self.embed(slates, clicks).unsqueeze(1), h0)
         return out[:, 0]
+
+
+def scratch_item_table(num_items: int, item_dim: int, device: torch.device | str = "cpu") -> Tensor:
+    """A fresh N(0, 1) item table (the published code's ``from_scratch`` belief embeddings), drawn from
+    torch's global generator."""
+    return torch.randn(num_items, item_dim, device=device)

@@ -7,7 +7,13 @@ Validation (the spec holds out 10% of sessions; a held-out session's user vector
 be fitted from something, so we split in time): in the first 10% of sessions, clicks at
 steps < H/2 are training data and clicks at steps >= H/2 are validation positives, paired
 with fixed (seeded) negatives. The validation AUC is the fraction of validation pairs whose
-positive outscores the negative.
+positive outscores the negative. This is the ``corrected`` variant (``mf.variant``).
+
+The ``published`` variant (the default, naver/gems ``MFEmbeddings.train``): the first 10% of
+sessions are held out, but both splits are renumbered from 0, so validation pairs (all clicks of
+held-out session j, one uniform negative each) are scored with the user vector of *training*
+session j: the validation reuses the training users. Training uses every click of the other
+sessions.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slate_rl.core.config import Variant
 from slate_rl.core.errors import ConfigError
 from slate_rl.data.logs import LoggedSessions
 
@@ -44,18 +51,25 @@ def bpr_loss(model: MatrixFactorization, users: Tensor, pos: Tensor, neg: Tensor
     return loss, {"loss": loss.detach(), "auc": (diff > 0).float().mean()}
 
 
-def interactions(logs: LoggedSessions, val_fraction: float, seed: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """(user, positive) training pairs and (user, positive, negative) validation triples."""
+def interactions(logs: LoggedSessions, val_fraction: float, seed: int, variant: Variant = "corrected"
+                 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(user, positive) training pairs and (user, positive, negative) validation triples (module doc)."""
     n, h, _ = logs.clicks.shape
     n_val = max(1, int(round(val_fraction * n))) if val_fraction > 0 else 0
     sess, step, rank = np.nonzero(logs.clicks)
     items = logs.slates[sess, step, rank].astype(np.int64)
-    is_val = (sess < n_val) & (step >= h // 2)
-    train = {"users": torch.from_numpy(sess[~is_val].astype(np.int64)), "pos": torch.from_numpy(items[~is_val])}
+    if variant == "published":
+        n_val = max(1, int(n * val_fraction))
+        is_val = sess < n_val
+        users = np.where(is_val, sess, sess - n_val)  # both splits renumbered from 0
+    else:
+        is_val = (sess < n_val) & (step >= h // 2)
+        users = sess
+    train = {"users": torch.from_numpy(users[~is_val].astype(np.int64)), "pos": torch.from_numpy(items[~is_val])}
     rng = np.random.default_rng(seed)
     num_items = int(logs.metadata.get("env_config", {}).get("num_items", 1000))
     val = {
-        "users": torch.from_numpy(sess[is_val].astype(np.int64)),
+        "users": torch.from_numpy(users[is_val].astype(np.int64)),
         "pos": torch.from_numpy(items[is_val]),
         "neg": torch.from_numpy(rng.integers(0, num_items, size=int(is_val.sum()), dtype=np.int64)),
     }
@@ -108,6 +122,9 @@ class MFConfig:
     """Share of sessions (the first ones) whose second half is held out."""
     seed: int = 0
     """Seed of initialisation, shuffling and negatives."""
+    variant: Variant = "published"
+    """Validation split: published (held-out sessions scored with training users' vectors, as the published code)
+    or corrected (the second half of held-out sessions, their own user vectors)."""
 
     def __post_init__(self) -> None:
         for name in ("dim", "batch_size", "max_epochs", "patience"):

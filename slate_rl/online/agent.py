@@ -46,6 +46,13 @@ class BeliefAgentConfig:
             raise ConfigError("lr must be > 0, hidden and belief_dim >= 1")
 
 
+def first_clicks(slates: Tensor, clicks: Tensor) -> tuple[Tensor, Tensor]:
+    """(..., k) slates and clicks -> (mask of observations with a click, item at the first clicked rank)."""
+    any_click = clicks.any(dim=-1)
+    first = clicks.long().argmax(dim=-1, keepdim=True)
+    return any_click, slates.gather(-1, first).squeeze(-1)
+
+
 class Agent(nn.Module):
     """Base class: subclasses implement ``act``, ``random_act``, ``update`` and ``optimizers``."""
 

@@ -12,8 +12,19 @@ Agent tags (the ``{agent_tag}`` of artifact paths):
 ``slateq``                     SlateQ with the simulator's true click model (privileged, no ranker)
 =============================  ===========================================================
 
-Belief encoders of SAC agents start from the ranker's item table (GeMS's learned table, MF or
-the simulator's) and are trained from there; REINFORCE's and SlateQ's start random. Agent
+**Variants** of the baselines whose published code has bugs (``sac_wknn``, ``reinforce``,
+``slateq``): the bare tag is the ``published`` variant (the published code's behaviour, bugs
+included, so the paper's table is reproduced); the tag with the suffix ``_corrected`` (e.g.
+``slateq_corrected``) is the ``corrected`` variant. Grammar: ``<base>[_corrected]``, where the
+suffix is allowed on those three bases only (:data:`VARIANT_AGENTS`). config.yaml chooses per
+agent with ``agents.variants``; :func:`slate_rl.pipeline.agent_tags` writes the tag.
+
+**Belief item tables** (``--belief-table``, config.yaml's ``agents.belief_table``):
+``scratch`` (default, the published code): every agent's belief encoders start from one fresh
+N(0, 1) item table, copied into each encoder (actor and critic own separate, equal copies),
+whatever the ranker; SAC+WkNN's k-NN table is a frozen copy of it too. ``ranker``: SAC agents'
+encoders start from the ranker's table (GeMS's learned table, MF or the simulator's; WkNN's
+k-NN uses the simulator's table); REINFORCE's and SlateQ's start from N(0, 0.1^2). Agent
 checkpoints hold tensors and JSON metadata (``weights_only`` loading) and the ranker's action
 bounds; loading an agent against a ranker with other bounds fails instead of silently losing
 most of the return.
@@ -24,43 +35,93 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from slate_rl.core.config import Variant
 from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import atomic_path, load_checkpoint
+from slate_rl.models.belief import scratch_item_table
 from slate_rl.models.gems import GEMS_TAG_WILDCARD
 from slate_rl.models.rankers import GeMSRanker, KArgmax, Ranker, TopK
 from slate_rl.online.agent import Agent
 from slate_rl.online.reinforce import Reinforce, ReinforceConfig
 from slate_rl.online.sac import SAC, SACConfig
-from slate_rl.online.slateq import SlateQ, SlateQConfig
+from slate_rl.online.slateq import ClickModel, SlateQ, SlateQConfig
 from slate_rl.online.wolpertinger import Wolpertinger
 
-AGENT_TAG_WILDCARD = rf"sac_gems_{GEMS_TAG_WILDCARD}|sac_topk_ideal|sac_topk_mf|sac_kargmax|sac_wknn|reinforce|slateq"
+VARIANTS: tuple[Variant, ...] = ("published", "corrected")
+VARIANT_AGENTS = ("sac_wknn", "reinforce", "slateq")
+"""Baselines with a ``published`` and a ``corrected`` variant (the tag suffix ``_corrected``)."""
+CORRECTED_SUFFIX = "_corrected"
+AGENT_TAG_WILDCARD = (rf"sac_gems_{GEMS_TAG_WILDCARD}|sac_topk_ideal|sac_topk_mf|sac_kargmax"
+                      rf"|(?:{'|'.join(VARIANT_AGENTS)})(?:{CORRECTED_SUFFIX})?")
 AGENT_CKPT_FORMAT = "slate_rl.agent"
 AGENT_CKPT_VERSION = 1
+BeliefTable = Literal["scratch", "ranker"]
+
+
+@dataclass(frozen=True)
+class AgentBuildConfig:
+    """How agents are built (config.yaml's ``agents.belief_table``)."""
+
+    belief_table: BeliefTable = "scratch"
+    """Initial item table of the belief encoders: scratch (a fresh N(0, 1) table, the published code) or ranker
+    (the ranker's table for SAC agents, today's earlier behaviour)."""
 
 
 def parse_agent_tag(tag: str) -> tuple[str, str | None]:
-    """``sac_gems_<gems_tag>`` -> ("sac_gems", gems_tag); other tags -> (tag, None)."""
+    """``sac_gems_<gems_tag>`` -> ("sac_gems", gems_tag); ``<base>_corrected`` -> (base, None); other tags ->
+    (tag, None). The variant is :func:`agent_variant`."""
     if not re.fullmatch(AGENT_TAG_WILDCARD, tag):
         raise ConfigError(
             f"unknown agent {tag!r}; choose sac_gems_<gems tag> (e.g. sac_gems_d32_beta1_lc0.5_scratch_s58407201), "
-            "sac_topk_ideal, sac_topk_mf, sac_kargmax, sac_wknn, reinforce or slateq"
+            "sac_topk_ideal, sac_topk_mf, sac_kargmax, sac_wknn, reinforce or slateq (the last three with an "
+            f"optional {CORRECTED_SUFFIX!r} suffix for the corrected variant)"
         )
     if tag.startswith("sac_gems_"):
         return "sac_gems", tag[len("sac_gems_"):]
-    return tag, None
+    return tag.removesuffix(CORRECTED_SUFFIX), None
+
+
+def agent_variant(tag: str) -> Variant:
+    """``published`` or ``corrected`` (the tag's suffix); ``published`` for agents without variants."""
+    parse_agent_tag(tag)
+    return "corrected" if tag.endswith(CORRECTED_SUFFIX) else "published"
+
+
+def variant_tag(base: str, variant: str) -> str:
+    """The tag of ``base`` (e.g. ``slateq``) in ``variant``; inverse of parse_agent_tag + agent_variant."""
+    if variant not in VARIANTS:
+        raise ConfigError(f"agent variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    if variant == "corrected":
+        if base not in VARIANT_AGENTS:
+            raise ConfigError(f"agent {base} has no corrected variant; only {', '.join(VARIANT_AGENTS)} have")
+        return base + CORRECTED_SUFFIX
+    return base
 
 
 def make_ranker(tag: str, sim_items: Tensor, gems: GeMSRanker | None = None, mf_items: Tensor | None = None,
-                slate_size: int = 10) -> tuple[Ranker | None, Tensor | None]:
-    """The ranker of an agent tag and the item table its belief encoders start from."""
+                slate_size: int = 10, belief_table: BeliefTable = "ranker") -> tuple[Ranker | None, Tensor | None]:
+    """The ranker of an agent tag and the item table its belief encoders start from.
+
+    ``belief_table="scratch"``: the table is a fresh N(0, 1) draw (torch's global generator), whatever the
+    ranker; SAC+WkNN's k-NN ranker then works over a frozen copy of it (the published code)."""
     kind, _ = parse_agent_tag(tag)
+    if belief_table not in ("scratch", "ranker"):
+        raise ConfigError(f"belief_table must be scratch or ranker, got {belief_table!r}")
+    if belief_table == "scratch":
+        scratch = scratch_item_table(sim_items.shape[0], sim_items.shape[1], sim_items.device)
+        if kind in ("reinforce", "slateq"):
+            return None, scratch
+        if kind == "sac_wknn":
+            return KArgmax(scratch.clone(), slate_size), scratch
+        ranker, _ = make_ranker(tag, sim_items, gems, mf_items, slate_size, "ranker")
+        return ranker, scratch
     if kind in ("reinforce", "slateq"):
         return None, None
     if kind == "sac_gems":
@@ -78,28 +139,33 @@ def make_ranker(tag: str, sim_items: Tensor, gems: GeMSRanker | None = None, mf_
 
 def make_agent(tag: str, ranker: Ranker | None, item_table: Tensor | None, num_items: int, slate_size: int,
                sac: SACConfig | None = None, reinforce: ReinforceConfig | None = None, item_dim: int = 20,
-               episode_length: int = 100, slateq: SlateQConfig | None = None) -> Agent:
+               episode_length: int = 100, slateq: SlateQConfig | None = None,
+               click_model: ClickModel | None = None) -> Agent:
+    """The agent of ``tag`` (its variant from the tag's suffix). The published SlateQ needs ``click_model``."""
     kind, _ = parse_agent_tag(tag)
+    variant = agent_variant(tag)
     if kind == "reinforce":
-        return Reinforce(num_items, item_dim, slate_size, reinforce, episode_length=episode_length)
+        return Reinforce(num_items, item_dim, slate_size, reinforce, item_table, episode_length, variant)
     if kind == "slateq":
-        return SlateQ(num_items, item_dim, slate_size, slateq)
+        return SlateQ(num_items, item_dim, slate_size, slateq, item_table, variant, click_model, episode_length)
     if ranker is None or item_table is None:
         raise ConfigError(f"agent {tag} needs a ranker and the item table of its belief encoders (make_ranker)")
     if kind == "sac_wknn":
         if not isinstance(ranker, KArgmax):
             raise ConfigError(f"agent {tag} acts through a kargmax ranker, not {type(ranker).__name__}")
-        return Wolpertinger(ranker, num_items, item_table.shape[1], slate_size, sac, item_table)
+        return Wolpertinger(ranker, num_items, item_table.shape[1], slate_size, sac, item_table, variant=variant)
     return SAC(ranker, num_items, item_table.shape[1], slate_size, sac, item_table)
 
 
 def build_agent(tag: str, sim_items: Tensor, num_items: int, slate_size: int, episode_length: int,
                 gems: GeMSRanker | None = None, mf_items: Tensor | None = None, sac: SACConfig | None = None,
-                reinforce: ReinforceConfig | None = None, slateq: SlateQConfig | None = None) -> Agent:
-    """An untrained agent of ``tag`` with its ranker, on the device of ``sim_items``."""
-    ranker, table = make_ranker(tag, sim_items, gems, mf_items, slate_size)
+                reinforce: ReinforceConfig | None = None, slateq: SlateQConfig | None = None,
+                belief_table: BeliefTable = "scratch", click_model: ClickModel | None = None) -> Agent:
+    """An untrained agent of ``tag`` with its ranker, on the device of ``sim_items``
+    (``click_model``: :meth:`ClickModel.of` the simulator, needed by the published SlateQ)."""
+    ranker, table = make_ranker(tag, sim_items, gems, mf_items, slate_size, belief_table)
     agent = make_agent(tag, ranker, table, num_items, slate_size, sac, reinforce, sim_items.shape[1],
-                       episode_length, slateq)
+                       episode_length, slateq, click_model)
     return agent.to(sim_items.device)
 
 

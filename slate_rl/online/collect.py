@@ -40,6 +40,9 @@ def run_agent_sessions(sim: TopicRec, agent: Agent, keys: Tensor, mode: Mode, re
         actions = torch.empty(b, h, agent.action_dim, dtype=torch.float32, device=sim.device)
         rewards = torch.empty(b, h, dtype=torch.float32, device=sim.device)
         click_probs = torch.empty(b, h, k, dtype=torch.float32, device=sim.device)
+        extras = agent.buffer_extras()
+        users = (torch.empty(b, h, c.embedding_dim, dtype=torch.float32, device=sim.device)
+                 if "users" in extras else None)
         slates[:, 0], clicks[:, 0] = obs.slate, obs.clicks
     for t in range(h):
         if mode == "random":
@@ -53,11 +56,15 @@ def run_agent_sessions(sim: TopicRec, agent: Agent, keys: Tensor, mode: Mode, re
             slates[:, t + 1], clicks[:, t + 1] = obs.slate, obs.clicks
             actions[:, t], rewards[:, t] = action, obs.reward
             click_probs[:, t] = obs.click_probability
+            if users is not None:  # the raw preference vector after the step (privileged)
+                users[:, t] = state.user
     episodes = None
     if record:
         episodes = {"slates": slates, "clicks": clicks, "actions": actions, "rewards": rewards}
-        if "click_probs" in agent.buffer_extras():
+        if "click_probs" in extras:
             episodes["click_probs"] = click_probs
+        if users is not None:
+            episodes["users"] = users
     return total, episodes
 
 

@@ -10,6 +10,15 @@ with ``G_t = sum_j gamma^j r_{t+j}``, the exact Plackett-Luce log-probability of
 slate, and ``v_t`` a per-timestep baseline: an exponential moving average (rate
 ``baseline_rate``) of past returns-to-go, so that the paper's one-session batches still get
 a useful advantage. The stored "action" of a step is the slate itself (item ids as floats).
+This is the ``corrected`` variant (tag ``reinforce_corrected``).
+
+The ``published`` variant (tag ``reinforce``, the default) reproduces the published code
+(naver/gems, ``REINFORCESlate``), bugs included: a training slate is k items sampled from the
+softmax *with* replacement (duplicates possible); the surrogate is, for every observation t
+with a click, ``log(1 - (1 - pi(i | b_t))^k + 1e-6)`` at the *first* clicked item ``i`` of
+observation t (which ``b_t`` has already seen: off by one, as in SlateQ), weighted by the
+return-to-go ``G_t`` of the slate chosen from ``b_t``; no baseline, no entropy bonus; the loss
+is the sum over steps (mean over the batch's episodes; the paper's batch is one episode).
 """
 
 from __future__ import annotations
@@ -20,9 +29,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from slate_rl.core.config import Variant
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.nets import mlp
-from slate_rl.online.agent import BeliefAgentConfig, SlateAgent
+from slate_rl.online.agent import BeliefAgentConfig, SlateAgent, first_clicks
 
 
 @dataclass(frozen=True)
@@ -65,10 +75,10 @@ class Reinforce(SlateAgent):
 
     def __init__(self, num_items: int, item_dim: int = 20, slate_size: int = 10,
                  config: ReinforceConfig | None = None, item_table: Tensor | None = None,
-                 episode_length: int = 100) -> None:
+                 episode_length: int = 100, variant: Variant = "corrected") -> None:
         super().__init__()
         cfg = config or ReinforceConfig()
-        self.cfg, self.num_items, self.slate_size = cfg, num_items, slate_size
+        self.cfg, self.num_items, self.slate_size, self.variant = cfg, num_items, slate_size, variant
         self.action_dim = slate_size
         self.belief = BeliefEncoder(num_items, item_dim, slate_size, cfg.belief_dim, item_table)
         self.policy_net = mlp([cfg.belief_dim, cfg.hidden, num_items])
@@ -85,13 +95,30 @@ class Reinforce(SlateAgent):
             privileged: Tensor | None = None) -> tuple[Tensor, Tensor, Any]:
         belief = self.belief.step(slates, clicks, hidden)
         logits = self.policy_net(belief)
+        if not deterministic and self.variant == "published":  # k independent draws: duplicates possible
+            slate = torch.multinomial(torch.softmax(logits.float(), dim=-1), self.slate_size, replacement=True)
+            return slate, slate.float(), belief
         if not deterministic:  # Gumbel-top-k = sampling without replacement from the softmax
             logits = logits - torch.log(-torch.log(torch.rand_like(logits).clamp_min(1e-20)))
         slate = logits.topk(self.slate_size, dim=1).indices
         return slate, slate.float(), belief
 
 
+    def published_losses(self, ep: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The published surrogate (see the module doc)."""
+        h = ep["rewards"].shape[1]
+        slates, clicks = ep["slates"][:, :h], ep["clicks"][:, :h]  # observations 0 .. H-1
+        clicked, item = first_clicks(slates, clicks)
+        probs = torch.softmax(self.policy_net(self.belief(ep["slates"], ep["clicks"])[:, :h]), dim=-1)
+        pi = probs.gather(-1, item.unsqueeze(-1)).squeeze(-1)
+        log_alpha = torch.log(1.0 - (1.0 - pi).pow(self.slate_size) + 1e-6)
+        g = returns_to_go(ep["rewards"], self.cfg.gamma)
+        loss = -(g * log_alpha * clicked).sum(dim=1).mean()
+        return loss, {"policy_loss": loss.detach(), "return_to_go": g.mean(), "clicked_steps": clicked.sum().float()}
+
     def losses(self, ep: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.variant == "published":
+            return self.published_losses(ep)
         beliefs = self.belief(ep["slates"], ep["clicks"])[:, :-1]  # b_t chooses slate t+1
         logits = self.policy_net(beliefs)
         shown = ep["actions"].long()  # the slates the policy chose

@@ -25,6 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from slate_rl.core.stats import mean_ci
+from slate_rl.online.agents import CORRECTED_SUFFIX, VARIANT_AGENTS
 from slate_rl.report.collect import REFERENCE_POLICIES, Reference, Results, SeedResult
 
 ONLINE_NAMES = {
@@ -54,7 +55,12 @@ COLUMNS = [
 def display_name(kind: str, method: str) -> str:
     """The name a reader knows a method or reference by (the tag itself when unknown)."""
     if kind == "online":
-        return "SAC+GeMS" if method.startswith("sac_gems_") else ONLINE_NAMES.get(method, method)
+        if method.startswith("sac_gems_"):
+            return "SAC+GeMS"
+        base = method.removesuffix(CORRECTED_SUFFIX)
+        if base != method and base in VARIANT_AGENTS:  # the corrected variant of a baseline
+            return f"{ONLINE_NAMES.get(base, base)} (corrected)"
+        return ONLINE_NAMES.get(method, method)
     if kind == "offline":
         return OFFLINE_NAMES.get(method, method)
     return REFERENCE_NAMES.get(method, method)

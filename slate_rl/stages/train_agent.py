@@ -32,11 +32,11 @@ from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
 from slate_rl.models.rankers import load_gems_ranker
 from slate_rl.online.agent import Agent
-from slate_rl.online.agents import build_agent, load_agent, parse_agent_tag, save_agent
+from slate_rl.online.agents import AgentBuildConfig, agent_variant, build_agent, load_agent, parse_agent_tag, save_agent
 from slate_rl.online.loop import LoopState, OnlineConfig, evaluate, train_online
 from slate_rl.online.reinforce import ReinforceConfig
 from slate_rl.online.sac import SACConfig
-from slate_rl.online.slateq import SlateQConfig
+from slate_rl.online.slateq import ClickModel, SlateQConfig
 from slate_rl.sim.embeddings import load_item_embeddings
 from slate_rl.stages.common import add_env_arguments, add_training_arguments, input_hashes, simulator_from_args
 
@@ -47,13 +47,15 @@ HELP = "train an online agent (SAC+GeMS/TopK/kargmax/WkNN, REINFORCE, SlateQ) an
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_env_arguments(parser, embeddings_required=True, device=False)
     parser.add_argument("--agent", required=True, help="agent tag, e.g. sac_gems_d32_beta1_lc0.5_scratch_s58407201, "
-                        "sac_topk_ideal, sac_topk_mf, sac_kargmax")
+                        "sac_topk_ideal, sac_topk_mf, sac_kargmax, sac_wknn, reinforce, slateq; "
+                        "sac_wknn/reinforce/slateq are the published variants, <tag>_corrected the corrected ones")
     parser.add_argument("--gems", default=None, help="GeMS checkpoint (sac_gems_* agents)")
     parser.add_argument("--mf", default=None, help="MF item embeddings .npy (sac_topk_mf)")
     parser.add_argument("--seed", type=int, required=True, help="training seed (users, networks, sampling)")
     parser.add_argument("--test-seed", type=int, default=58517, help="seed of the fixed test users")
     parser.add_argument("--test-sessions", type=int, default=500, help="test users")
     add_config_arguments(parser, OnlineConfig)
+    add_config_arguments(parser, AgentBuildConfig)
     add_config_arguments(parser, SACConfig)
     add_config_arguments(parser, ReinforceConfig, prefix="reinforce_")
     add_config_arguments(parser, SlateQConfig, prefix="slateq_")
@@ -64,6 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     online = from_namespace(OnlineConfig, args)
+    build = from_namespace(AgentBuildConfig, args)
     sac = from_namespace(SACConfig, args)
     reinforce = from_namespace(ReinforceConfig, args, prefix="reinforce_")
     slateq = from_namespace(SlateQConfig, args, prefix="slateq_")
@@ -76,11 +79,12 @@ def run(args: argparse.Namespace) -> None:
           if args.mf else None)
     torch.manual_seed(args.seed)
     agent = build_agent(args.agent, sim.items, c.num_items, c.slate_size, c.episode_length, gems, mf, sac,
-                        reinforce, slateq)
+                        reinforce, slateq, build.belief_table, ClickModel.of(sim))
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     best_work = out / "best.work.ckpt"  # not a Snakemake output, so it survives a failed job
-    meta = {"env": args.env, "env_config": to_dict(c), "agent": args.agent, "seed": args.seed,
+    meta = {"env": args.env, "env_config": to_dict(c), "agent": args.agent, "variant": agent_variant(args.agent),
+            "belief_table": build.belief_table, "seed": args.seed,
             "online": to_dict(online), "sac": to_dict(sac), "reinforce": to_dict(reinforce),
             "slateq": to_dict(slateq), "gems_tag": gems_tag,
             "inputs": input_hashes(embeddings=args.embeddings_file, gems=args.gems, mf=args.mf)}

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     logs = load_logs(args.logs)
     num_items = int(logs.metadata["env_config"]["num_items"])
-    train, val = interactions(logs, cfg.val_fraction, cfg.seed)
+    train, val = interactions(logs, cfg.val_fraction, cfg.seed, cfg.variant)
     inputs = input_hashes(logs=args.logs)
     seed_all(cfg.seed)  # the initial embeddings are drawn here
     system = MFSystem(logs.num_sessions, num_items, cfg.dim, cfg.lr, cfg.weight_decay)

@@ -16,6 +16,7 @@ rule online_agent:
         env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),
         ranker=agent_input_args,
         online=config_args(config["online"]),
+        build=f"--belief-table {config['agents']['belief_table']}",
         sac=config_args(config["sac"]),
         reinforce=config_args(config["reinforce"], prefix="reinforce_"),
         slateq=config_args(config["slateq"], prefix="slateq_"),
@@ -34,8 +35,9 @@ rule online_agent:
         runtime=1440,
         gpu=1,
     shell:
-        "slate-rl train-agent --threads {threads} --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
-        "--agent {wildcards.agent_tag} {params.ranker} --seed {wildcards.seed} {params.online} {params.sac} "
+        "slate-rl train-agent --threads {threads} --env {wildcards.env} {params.env_spec} "
+        "--embeddings-file {input.embeddings} --agent {wildcards.agent_tag} {params.ranker} --seed {wildcards.seed} "
+        "{params.online} {params.build} {params.sac} "
         "{params.reinforce} {params.slateq} "
         "{params.test} --device {params.device} --logger-mode {params.logger} "
         "--output-dir data/agents/{wildcards.env}/{wildcards.agent_tag}/seed{wildcards.seed} "
