@@ -104,11 +104,11 @@ class Wolpertinger(SAC):
             slate, action = self._refine(proto, h_target)
         return slate, action, (h_actor, h_target)
 
-    def losses(self, ep: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+    def critic_loss(self, ep: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         if self.variant == "published":  # the critic learns on observation t's slate (off by one)
             h = ep["rewards"].shape[1]
             ep = {**ep, "actions": self.items[ep["slates"][:, :h]].flatten(-2)}
-        return super().losses(ep)
+        return super().critic_loss(ep)
 
     @torch.no_grad()
     def random_act(self, slates: Tensor, clicks: Tensor, hidden: Any, width: float = 1.0
