@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -73,7 +73,7 @@ class DDConfig:
     """Steps per planned state sequence (theirs: 100 on 1000-step episodes; see the module doc)."""
     dim: int = 128
     """Base channel width of the temporal U-Net."""
-    dim_mults: tuple[int, ...] = (1, 4, 8)
+    dim_mults: list[int] = field(default_factory=lambda: [1, 4, 8])
     """Channel multipliers of the U-Net's resolutions (the horizon halves between them)."""
     kernel_size: int = 5
     """Temporal convolution kernel."""
@@ -103,7 +103,6 @@ class DDConfig:
     """Temperature of the initial noise and of the ancestral sampling noise (theirs: 0.5)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "dim_mults", tuple(self.dim_mults))
         check_config(self, "dd", positive=("total_steps", "batch_size", "grad_accumulation", "horizon", "dim",
                                            "kernel_size", "diffusion_steps", "sampling_steps", "hidden", "lr",
                                            "ema_every"),
