@@ -28,6 +28,9 @@ ALGO_CONFIGS: dict[str, type] = {"td3bc": TD3BCConfig, "cql": CQLConfig, "iql": 
 _CLASSES: dict[str, type[OfflineAlgo]] = {"td3bc": TD3BC, "cql": CQL, "iql": IQL, "bc": BC,
                                           "dt": DecisionTransformer, "dd": DecisionDiffuser}
 SEQUENCE_ALGOS = tuple(name for name in ALGOS if issubclass(_CLASSES[name], SequenceAlgo))
+"""The sequence family (trained on windows of sessions, acting with a per-user context)."""
+TD_ALGOS = tuple(name for name in ALGOS if name not in SEQUENCE_ALGOS)
+"""The TD family (trained on transitions, acting from the current state)."""
 
 
 def make_algo(name: str, obs_dim: int, action_center: Tensor, action_scale: Tensor, gamma: float,
