@@ -333,6 +333,8 @@ def test_train_offline_stage_runs_the_sequence_methods(stage_inputs, algo, capsy
     assert res["offline"]["total_steps"] == total and [s for s, _ in res["learning_curve"]] == [total // 2, total]
     assert res["algo_config"]["total_steps"] == total and res["n_sessions"] == 8
     assert set(res["references"]) >= {"behaviour", "zero_action", "random", "expert"}
+    seq = res["sequence"]
+    assert seq["max_return_to_go_at_t0"] >= 1.0 and "return_normalisation" in seq
     # the saved policy plays the conditioning table of `slate-rl bench conditioning`
     common = ["bench", "conditioning", "--env", "focused_topdown", "--embeddings-file", str(stage_inputs["table"]),
               "--policy", str(d / f"{algo}.pt"), "--gems", str(stage_inputs["gems"]), "--expert",

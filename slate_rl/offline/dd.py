@@ -47,6 +47,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -264,6 +265,12 @@ class DecisionDiffuser(SequenceAlgo):
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"dd": self.opt}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "return_normalisation": f"discounted ({self.cfg.discount}) return-to-go / its "
+                "per-timestep maximum in the dataset", "test_return": self.cfg.test_return,
+                "sampling": "ancestral" if self.cfg.sampling_steps == self.cfg.diffusion_steps
+                else f"strided DDIM, {self.cfg.sampling_steps} of {self.cfg.diffusion_steps} steps"}
 
     @torch.no_grad()
     def fit_states(self, buffer: EpisodeBuffer) -> None:

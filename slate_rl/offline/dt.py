@@ -26,7 +26,7 @@ causal mask already hides from them (padded positions have no loss).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -183,6 +183,12 @@ class DecisionTransformer(SequenceAlgo):
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"dt": self.opt}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "return_normalisation": "return-to-go / the dataset's best session return",
+                "best_session_return": float(self.rtg_max[0]),
+                "target_return": self.cfg.target_return,
+                "target_return_clicks": self.cfg.target_return * float(self.rtg_max[0])}
 
     def schedulers(self) -> dict[str, torch.optim.lr_scheduler.LRScheduler]:
         return {"dt": self.sched}

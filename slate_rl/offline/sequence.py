@@ -165,6 +165,10 @@ class SequenceAlgo(OfflineAlgo):
                 "actions": d["actions"][e, tc] * m.unsqueeze(-1), "rewards": rewards_full.gather(1, tc) * m,
                 "returns": rtg * m, "timesteps": t, "mask": m, "state_mask": state_mask.float()}
 
+    def describe(self) -> dict[str, Any]:
+        """How the method normalises and conditions on returns (stated in the result JSON)."""
+        return {"return_discount": self.return_discount, "max_return_to_go_at_t0": float(self.rtg_max[0])}
+
     # ------------------------------------------------------------------ acting
     def begin(self, batch: int, target: float | None = None) -> Context:
         raise NotImplementedError

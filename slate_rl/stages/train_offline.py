@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> None:
         "references": references, "test_seed": args.test_seed, "learning_curve": state.curve,
         "final_metrics": state.metrics, "train_seconds": elapsed, "device": str(sim.device),
         "item_embeddings": table_source, "returns": np.round(returns, 3).tolist(),
+        **({"sequence": algo.describe()} if isinstance(algo, SequenceAlgo) else {}),
     })
     print(f"wrote {args.results}: {args.algo} on {meta['quality']}: test return {stats['mean']:.2f} +- "
           f"{stats['ci']:.2f} (behaviour {references['behaviour']['return_mean']:.2f}, z=0 "
