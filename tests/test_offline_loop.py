@@ -325,3 +325,43 @@ def test_aggregate_over_seeds(tmp_path):
     bad = tmp_path / "other.json"
     bad.write_text(json.dumps({**json.loads(Path(paths[0]).read_text()), "algo": "cql"}))
     assert main(["aggregate", "--inputs", paths[0], str(bad), "--output", str(tmp_path / "x.json")]) == 2
+
+
+SEQUENCE_OPTIONS = {
+    "dt": ["--dt-total-steps", "4", "--dt-batch-size", "8", "--dt-context", "4", "--dt-embedding-dim", "16",
+           "--dt-layers", "1", "--dt-warmup-steps", "2"],
+    "dd": ["--dd-total-steps", "2", "--dd-batch-size", "4", "--dd-horizon", "4", "--dd-dim", "8", "--dd-dim-mults",
+           "[1, 2]", "--dd-diffusion-steps", "4", "--dd-sampling-steps", "2", "--dd-hidden", "16"],
+}
+
+
+@pytest.mark.parametrize("algo", ["dt", "dd"])
+def test_train_offline_stage_runs_the_sequence_methods(stage_inputs, algo, capsys):
+    """Same stage, same result schema, references and score as the TD methods; the method's own number
+    of updates, with the validation interval scaled alike (offline 8 steps / eval 4 -> 2 validations)."""
+    assert _stage(stage_inputs, algo, SEQUENCE_OPTIONS[algo]) == 0
+    d = stage_inputs["dir"]
+    res = json.loads((d / f"{algo}.json").read_text())
+    for key in ("return_mean", "return_ci95", "n_sessions", "normalized_score", "learning_curve", "inputs",
+                "references", "train_seconds", "final_metrics"):
+        assert key in res, key
+    total = int(SEQUENCE_OPTIONS[algo][1])
+    assert res["offline"]["total_steps"] == total and [s for s, _ in res["learning_curve"]] == [total // 2, total]
+    assert res["algo_config"]["total_steps"] == total and res["n_sessions"] == 8
+    assert set(res["references"]) >= {"behaviour", "zero_action", "random", "expert"}
+    seq = res["sequence"]
+    assert seq["max_return_to_go_at_t0"] >= 1.0 and "return_normalisation" in seq
+    # the saved policy plays the conditioning table of `slate-rl bench conditioning`
+    common = ["bench", "conditioning", "--env", "focused_topdown", "--embeddings-file", str(stage_inputs["table"]),
+              "--policy", str(d / f"{algo}.pt"), "--gems", str(stage_inputs["gems"]), "--expert",
+              str(stage_inputs["best"]), "--agent", AGENT, "--test-sessions", "4", "--device", "cpu"]
+    extra = ["--sampling-steps", "1,2"] if algo == "dd" else []
+    capsys.readouterr()
+    assert main([*common, "--targets", "0.5,1.0", "--output", str(d / "cond.json"), *extra]) == 0
+    rows = json.loads((d / "cond.json").read_text())["rows"]
+    assert [r["target"] for r in rows] == [0.5, 1.0] * (2 if algo == "dd" else 1)
+    assert all(r["n"] == 4 and np.isfinite(r["return_mean"]) for r in rows)
+    capsys.readouterr()
+    assert main([*common, "--targets", "0.5,high"]) == 2
+    err = capsys.readouterr().err
+    assert "target return 'high' must be a finite number" in err and err.count("\n") == 1

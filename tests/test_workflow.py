@@ -49,8 +49,8 @@ def test_dry_run_of_config_yaml_lists_the_paper_scale_jobs(tmp_path):
     counts = _job_counts(res.stdout)
     assert counts == {
         "item_embeddings": 2, "logged_sessions": 6, "reference_policy": 18, "mf_embeddings": 6, "gems": 6,
-        "online_agent": 420, "offline_dataset": 24, "offline_mixture": 6, "offline_policy": 600,
-        "offline_aggregate": 24, "report": 1, "all": 1, "total": 1114,
+        "online_agent": 420, "offline_dataset": 24, "offline_mixture": 6, "offline_policy": 900,
+        "offline_aggregate": 36, "report": 1, "all": 1, "total": 1426,
     }
 
 
@@ -135,7 +135,7 @@ def test_tiny_pipeline_end_to_end(tmp_path):
         assert len(ds) == 8 * 100 and ds.metadata["quality"] == quality
     assert (tmp_path / "data/agents/diffuse_mix/sac_gems_d8_beta1_lc0.5_scratch_s58407201/seed0/medium.ckpt"
             ).is_file()
-    for algo in ("td3bc", "bc"):
+    for algo in ("td3bc", "bc", "dt", "dd"):
         assert (tmp_path / f"data/policies/diffuse_mix/expert/{algo}/seed0.pt").is_file()
         agg = json.loads((tmp_path / f"results/diffuse_mix/{algo}.json").read_text())
         assert agg["seeds"] == [0] and agg["quality"] == "expert" and np.isfinite(agg["return_mean"])

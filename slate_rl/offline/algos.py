@@ -1,4 +1,10 @@
-"""Registry of the offline algorithms: names, config classes and one constructor."""
+"""Registry of the offline algorithms: names, config classes and one constructor.
+
+Two families over the same loop (:mod:`slate_rl.offline.loop`): TD methods (TD3+BC, CQL, IQL, BC)
+trained on transitions, and sequence methods (:mod:`slate_rl.offline.sequence`: Decision
+Transformer, Decision Diffuser) trained on windows of whole sessions. A new method is one file
+plus its three entries here.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +16,31 @@ from slate_rl.core.errors import ConfigError
 from slate_rl.offline.algo import OfflineAlgo
 from slate_rl.offline.bc import BC, BCConfig
 from slate_rl.offline.cql import CQL, CQLConfig
+from slate_rl.offline.dd import DDConfig, DecisionDiffuser
+from slate_rl.offline.dt import DecisionTransformer, DTConfig
 from slate_rl.offline.iql import IQL, IQLConfig
+from slate_rl.offline.sequence import SequenceAlgo, SessionSpec
 from slate_rl.offline.td3bc import TD3BC, TD3BCConfig
 
-ALGOS = ("td3bc", "cql", "iql", "bc")
-ALGO_CONFIGS: dict[str, type] = {"td3bc": TD3BCConfig, "cql": CQLConfig, "iql": IQLConfig, "bc": BCConfig}
-_CLASSES: dict[str, type[OfflineAlgo]] = {"td3bc": TD3BC, "cql": CQL, "iql": IQL, "bc": BC}
+ALGOS = ("td3bc", "cql", "iql", "bc", "dt", "dd")
+ALGO_CONFIGS: dict[str, type] = {"td3bc": TD3BCConfig, "cql": CQLConfig, "iql": IQLConfig, "bc": BCConfig,
+                                 "dt": DTConfig, "dd": DDConfig}
+_CLASSES: dict[str, type[OfflineAlgo]] = {"td3bc": TD3BC, "cql": CQL, "iql": IQL, "bc": BC,
+                                          "dt": DecisionTransformer, "dd": DecisionDiffuser}
+SEQUENCE_ALGOS = tuple(name for name in ALGOS if issubclass(_CLASSES[name], SequenceAlgo))
+"""The sequence family (trained on windows of sessions, acting with a per-user context)."""
+TD_ALGOS = tuple(name for name in ALGOS if name not in SEQUENCE_ALGOS)
+"""The TD family (trained on transitions, acting from the current state)."""
 
 
 def make_algo(name: str, obs_dim: int, action_center: Tensor, action_scale: Tensor, gamma: float,
-              total_steps: int, configs: dict[str, Any] | None = None) -> OfflineAlgo:
+              total_steps: int, configs: dict[str, Any] | None = None, session: SessionSpec | None = None
+              ) -> OfflineAlgo:
     """Build algorithm ``name`` with its config from ``configs`` (defaults when absent).
 
-    ``total_steps`` is the number of updates of the run (IQL's cosine actor schedule).
+    ``total_steps`` is the number of updates of the run (IQL's cosine actor schedule); ``session``
+    describes the sessions a sequence method trains on and acts in (defaults: 100 steps, 1000
+    items, slates of 10).
     """
     if name not in _CLASSES:
         raise ConfigError(f"unknown offline algorithm {name!r}; choose one of {', '.join(ALGOS)}")
@@ -30,5 +48,8 @@ def make_algo(name: str, obs_dim: int, action_center: Tensor, action_scale: Tens
     if not isinstance(config, ALGO_CONFIGS[name]):
         raise ConfigError(f"the config of {name} must be a {ALGO_CONFIGS[name].__name__}, got {type(config).__name__}")
     cls: Any = _CLASSES[name]
-    algo: OfflineAlgo = cls(obs_dim, action_center, action_scale, gamma, total_steps, config)
+    if name in SEQUENCE_ALGOS:
+        algo: OfflineAlgo = cls(obs_dim, action_center, action_scale, gamma, total_steps, config, session)
+    else:
+        algo = cls(obs_dim, action_center, action_scale, gamma, total_steps, config)
     return algo

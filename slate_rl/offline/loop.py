@@ -1,7 +1,9 @@
 """The one offline training loop: dataset in the replay buffer, batches, guard, evaluation, resume.
 
 Every algorithm (:mod:`slate_rl.offline.algos`) is a loss module with ``update(batch)``; this
-loop owns everything else:
+loop owns everything else, for both families: TD methods get batches of transitions
+(:func:`sample_batch`), sequence methods (:class:`~slate_rl.offline.sequence.SequenceAlgo`) fit
+their dataset statistics once and get windows of sessions from their own ``sample``:
 
 * the dataset lives in the :class:`~slate_rl.data.buffer.EpisodeBuffer` (whole episodes, so
   sequence methods can sample sessions from the same object); states are normalised once, in
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from slate_rl.core.logger import RunLogger
 from slate_rl.core.rng import cuda_devices, set_torch_rng_state, torch_rng_state
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.offline.algo import OfflineAlgo, check_config
+from slate_rl.offline.sequence import SequenceAlgo
 
 TRANSITION_FIELDS = ("observations", "actions", "rewards", "next_observations")
 
@@ -163,6 +166,16 @@ def sample_batch(buffer: EpisodeBuffer, cfg: OfflineConfig, generator: torch.Gen
             "next_observations": tr["next_observations"], "dones": dones}
 
 
+def with_total_steps(cfg: OfflineConfig, total_steps: int, batch_size: int) -> OfflineConfig:
+    """``cfg`` for a method with its own number of updates and batch (the sequence methods): the
+    validation, checkpoint and log intervals scale with the updates, so every method's learning
+    curve has the same number of points."""
+    f = total_steps / cfg.total_steps
+    return replace(cfg, total_steps=total_steps, batch_size=batch_size,
+                   **{k: max(1, round(getattr(cfg, k) * f)) for k in ("eval_interval", "checkpoint_interval",
+                                                                       "log_interval")})
+
+
 def train_offline(
     algo: OfflineAlgo,
     buffer: EpisodeBuffer,
@@ -182,6 +195,15 @@ def train_offline(
     state = OfflineState()
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
+    if isinstance(algo, SequenceAlgo):
+        algo.fit_dataset(buffer)
+        seq = algo
+
+        def sample() -> dict[str, Tensor]:
+            return seq.sample(buffer, seq.batch_windows, generator)
+    else:
+        def sample() -> dict[str, Tensor]:
+            return sample_batch(buffer, cfg, generator)
     last = Path(last_path)
     if last.is_file() and not _load_last(last, algo, state, generator, fingerprint):
         print(f"{last}: written by a run with other inputs or settings; starting over")
@@ -190,7 +212,7 @@ def train_offline(
                dynamic_ncols=True, mininterval=2.0)
     metrics: dict[str, Tensor] = {}
     while state.step < cfg.total_steps:
-        metrics = algo.update(sample_batch(buffer, cfg, generator))
+        metrics = algo.update(sample())
         state.step += 1
         guard.observe(state.step, metrics)
         done = state.step == cfg.total_steps

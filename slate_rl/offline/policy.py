@@ -27,6 +27,7 @@ from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.rankers import GeMSRanker
 from slate_rl.offline.algo import OfflineAlgo
 from slate_rl.offline.loop import Normalizer
+from slate_rl.offline.sequence import SequenceAlgo
 from slate_rl.online.agent import Agent
 
 POLICY_FORMAT = "slate_rl.offline_policy"
@@ -56,6 +57,43 @@ class LatentPolicy(Agent):
 def algo_policy(encoder: BeliefEncoder, ranker: GeMSRanker, algo: OfflineAlgo, normalizer: Normalizer) -> LatentPolicy:
     """The deterministic policy of a trained offline algorithm."""
     return LatentPolicy(encoder, ranker, lambda b: algo.act(normalizer(b)))
+
+
+class SequencePolicy(Agent):
+    """A sequence method acting online: ``encoder`` (frozen) gives the normalised belief of each user,
+    the method acts from its per-user context (carried in ``hidden`` with the belief), ``ranker``
+    decodes. The reward of the previous action is the number of clicks in the current observation.
+    The method is a submodule, so ``eval()`` (the evaluation's) switches its dropout off."""
+
+    name = "sequence_policy"
+
+    def __init__(self, encoder: BeliefEncoder, ranker: GeMSRanker, algo: SequenceAlgo, normalizer: Normalizer,
+                 target: float | None = None) -> None:
+        super().__init__()
+        self.encoder = copy.deepcopy(encoder).requires_grad_(False)
+        self.ranker, self.algo, self.normalizer, self.target = ranker, algo, normalizer, target
+        self.action_dim = ranker.action_dim
+
+    @torch.no_grad()
+    def act(self, slates: Tensor, clicks: Tensor, hidden: Any, deterministic: bool = True,
+            privileged: Tensor | None = None) -> tuple[Tensor, Tensor, Any]:
+        if hidden is None:
+            belief, context = None, self.algo.begin(slates.shape[0], self.target)
+            rewards = torch.zeros(slates.shape[0], device=slates.device)
+        else:
+            belief, context = hidden
+            rewards = clicks.sum(-1, dtype=torch.float32)
+        belief = self.encoder.step(slates, clicks, belief)
+        action, context = self.algo.step(context, self.normalizer(belief), slates, clicks, rewards)
+        return self.ranker.rank(action), action, (belief, context)
+
+
+def policy_for(encoder: BeliefEncoder, ranker: GeMSRanker, algo: OfflineAlgo, normalizer: Normalizer,
+               target: float | None = None) -> Agent:
+    """The policy of a trained offline algorithm of either family (``target``: sequence methods only)."""
+    if isinstance(algo, SequenceAlgo):
+        return SequencePolicy(encoder, ranker, algo, normalizer, target)
+    return algo_policy(encoder, ranker, algo, normalizer)
 
 
 def zero_policy(encoder: BeliefEncoder, ranker: GeMSRanker) -> LatentPolicy:

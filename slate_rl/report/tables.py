@@ -36,7 +36,7 @@ ONLINE_NAMES = {
     "reinforce": "REINFORCE+SoftMax",
     "slateq": "SlateQ",
 }
-OFFLINE_NAMES = {"td3bc": "TD3+BC", "cql": "CQL", "iql": "IQL", "bc": "BC"}
+OFFLINE_NAMES = {"td3bc": "TD3+BC", "cql": "CQL", "iql": "IQL", "bc": "BC", "dt": "DT", "dd": "DD"}
 REFERENCE_NAMES = {
     "oracle": "Oracle",
     "eps-greedy": "ε-greedy oracle",

@@ -4,12 +4,17 @@
 ``slate-rl bench gems``: GeMS training examples/s and the projected paper epoch (slate_rl.bench.gems);
 ``slate-rl bench online``: SAC+GeMS sessions/s and the projected paper budget (slate_rl.bench.online);
 ``slate-rl bench offline``: offline RL updates/s against a CORL-style loop (slate_rl.bench.offline);
-``slate-rl bench threads``: concurrent offline jobs (CPU), oversubscribed threads against one per core.
+``slate-rl bench threads``: concurrent offline jobs (CPU), oversubscribed threads against one per core;
+``slate-rl bench sequence``: Decision Transformer / Decision Diffuser updates/s (DT against a CORL-style
+loop) and decision latency for 500 users (slate_rl.bench.sequence);
+``slate-rl bench conditioning``: a trained DT/DD policy's test return at several target returns
+(``--policy``, ``--gems``, ``--expert``, ``--targets``; slate_rl.bench.sequence).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 from typing import Any
 
@@ -18,18 +23,24 @@ import torch
 from slate_rl.bench import gems as gems_bench
 from slate_rl.bench import offline as offline_bench
 from slate_rl.bench import online as online_bench
+from slate_rl.bench import sequence as sequence_bench
 from slate_rl.bench.sim import run_benchmark
+from slate_rl.core.config import from_dict
 from slate_rl.core.device import resolve_device
+from slate_rl.core.errors import ConfigError
 from slate_rl.core.io import write_json
+from slate_rl.offline.dd import DDConfig
 from slate_rl.stages.common import add_env_arguments, positive_int, simulator_from_args
 
 NAME = "bench"
 HELP = ("run a benchmark: sim (simulator steps/s vs batch size), gems (GeMS training), online (SAC+GeMS training), "
-        "offline (offline RL updates), threads (concurrent jobs' CPU threads)")
+        "offline (offline RL updates), threads (concurrent jobs' CPU threads), sequence (DT/DD updates and decision "
+        "latency), conditioning (a DT/DD policy's return at several target returns)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", choices=("sim", "gems", "online", "offline", "threads"), help="what to benchmark")
+    parser.add_argument("target", choices=("sim", "gems", "online", "offline", "threads", "sequence", "conditioning"),
+                        help="what to benchmark")
     add_env_arguments(parser)
     parser.set_defaults(env="focused_topdown")
     for action in parser._actions:
@@ -42,6 +53,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parallel", type=int, default=10, help="online: sessions per step of the parallel schedule")
     parser.add_argument("--algos", default="td3bc,cql,iql,bc", help="offline, threads: comma-separated algorithms")
     parser.add_argument("--processes", type=positive_int, default=2, help="threads: concurrent jobs (default: 2)")
+    parser.add_argument("--users", type=int, default=500, help="sequence: users acting in parallel (default: 500)")
+    parser.add_argument("--dd-config", type=json.loads, default=None,
+                        help="sequence: Decision Diffuser settings to change, JSON (e.g. '{\"dim\": 32}')")
+    parser.add_argument("--strided", type=int, default=20, help="sequence: strided DDIM steps (default: 20)")
+    parser.add_argument("--policy", default=None, help="conditioning: a trained dt/dd policy (.pt)")
+    parser.add_argument("--gems", default=None, help="conditioning: the policy's dataset's GeMS checkpoint")
+    parser.add_argument("--expert", default=None, help="conditioning: the dataset's state encoder (best.ckpt)")
+    parser.add_argument("--agent", default=None, help="conditioning: agent tag of --expert (sac_gems_<gems tag>)")
+    parser.add_argument("--targets", default="0.5,0.75,1.0",
+                        help="conditioning: target returns, multiples of the method's normalised maximum")
+    parser.add_argument("--sampling-steps", default=None,
+                        help="conditioning: comma-separated Decision Diffuser sampling steps to compare")
+    parser.add_argument("--test-seed", type=int, default=58517, help="conditioning: seed of the fixed test users")
+    parser.add_argument("--test-sessions", type=int, default=500, help="conditioning: test users")
     parser.add_argument("--output", default=None, help="also write the results as JSON")
 
 
@@ -54,6 +79,10 @@ _COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     "online": [("schedule", "schedule", "<18"), ("sessions/s", "sessions_per_second", ">11.2f"),
                ("100k budget (h)", "projected_paper_budget_hours", ">16.2f"),
                ("x paper", "speedup_vs_paper_schedule", ">8.2f")],
+    "sequence": [("case", "case", "<26"), ("value", "value", ">11.2f"), ("unit", "unit", "<20"),
+                 ("reference", "reference", ">10.2f"), ("ratio", "ratio", ">7.2f"), ("note", "note", "<")],
+    "conditioning": [("sampling", "sampling", "<9"), ("target", "target", ">7.2f"), ("return", "return_mean", ">8.2f"),
+                     ("+- 95% CI", "return_ci95", ">10.2f"), ("n", "n", ">5"), ("seconds", "seconds", ">8.1f")],
     "offline": [("algo", "algo", "<6"), ("updates/s", "steps_per_second", ">10.1f"),
                 ("CORL-style/s", "reference_steps_per_second", ">13.1f"), ("x CORL", "speedup_vs_reference", ">7.2f"),
                 ("GFLOP/update", "gflop_per_update", ">13.3f"), ("GFLOP/s", "gflop_per_second", ">8.1f")],
@@ -77,7 +106,17 @@ def run(args: argparse.Namespace) -> None:
                  "batch 256, best of 2 alternating rounds")
         _report(args.target, title, _machine(torch.device("cpu")), rows, args.output)
         return
+    if args.target == "sequence":
+        device = resolve_device(args.device)
+        dd = from_dict(DDConfig, args.dd_config or {}, "dd")
+        rows = sequence_bench.run_benchmark(device, args.min_seconds, args.users, dd=dd, strided=args.strided)
+        _report(args.target, "sequence methods: synthetic 100-step sessions, obs 20, action 32; DT at CORL's "
+                "settings, DD U-Net as configured", _machine(device), rows, args.output)
+        return
     sim, _ = simulator_from_args(args)
+    if args.target == "conditioning":
+        _conditioning(args, sim)
+        return
     if args.target == "gems":
         title = "GeMS training throughput, batch 256, d = 32"
         rows = gems_bench.run_benchmark(sim.device, args.steps)
@@ -88,6 +127,28 @@ def run(args: argparse.Namespace) -> None:
         title = f"simulator throughput, env {args.env}"
         sizes = [int(x) for x in args.batch_sizes.split(",")]
         rows = run_benchmark(sim, args.policies.split(","), sizes, args.min_seconds)
+    _report(args.target, title, _machine(sim.device), rows, args.output)
+
+
+def _conditioning(args: argparse.Namespace, sim: Any) -> None:
+    for key in ("policy", "gems", "expert", "agent"):
+        if getattr(args, key) is None:
+            raise ConfigError(f"bench conditioning needs --{key}")
+    targets = sequence_bench.parse_targets(args.targets)
+    settings: list[int | None] = [None]
+    if args.sampling_steps:
+        try:
+            settings = [int(v) for v in args.sampling_steps.split(",")]
+        except ValueError as exc:
+            raise ConfigError(f"--sampling-steps must be comma-separated integers, got "
+                              f"{args.sampling_steps!r}") from exc
+    rows = []
+    for steps in settings:
+        policy, meta = sequence_bench.load_sequence_policy(args.policy, sim, args.gems, args.expert, args.agent, steps)
+        for row in sequence_bench.return_conditioning(sim, policy, targets, args.test_seed, args.test_sessions):
+            rows.append({"sampling": "default" if steps is None else str(steps), **row})
+    title = (f"return conditioning of {meta['algo']} on {meta['env']}/{meta['quality']} (seed {meta['seed']}), "
+             f"targets x the method's normalised maximum")
     _report(args.target, title, _machine(sim.device), rows, args.output)
 
 

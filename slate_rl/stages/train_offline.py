@@ -35,8 +35,9 @@ from slate_rl.data.d4rl import load_dataset
 from slate_rl.models.rankers import GeMSRanker, load_gems_ranker
 from slate_rl.offline.algos import ALGO_CONFIGS, ALGOS, make_algo
 from slate_rl.offline.collect import NoisyPolicy, load_behaviour, relabel_actions
-from slate_rl.offline.loop import Normalizer, OfflineConfig, prepare_buffer, train_offline
-from slate_rl.offline.policy import algo_policy, random_policy, save_policy, zero_policy
+from slate_rl.offline.loop import Normalizer, OfflineConfig, prepare_buffer, train_offline, with_total_steps
+from slate_rl.offline.policy import policy_for, random_policy, save_policy, zero_policy
+from slate_rl.offline.sequence import SequenceAlgo, SessionSpec
 from slate_rl.online.agent import Agent
 from slate_rl.online.collect import Mode, policy_returns
 from slate_rl.online.sac import SACConfig
@@ -44,7 +45,8 @@ from slate_rl.sim.core import TopicRec
 from slate_rl.stages.common import add_env_arguments, add_training_arguments, input_hashes, simulator_from_args
 
 NAME = "train-offline"
-HELP = "train an offline algorithm (TD3+BC, CQL, IQL, BC) on a dataset and evaluate it in the simulator"
+HELP = ("train an offline algorithm (TD3+BC, CQL, IQL, BC, Decision Transformer, Decision Diffuser) on a dataset and "
+        "evaluate it in the simulator")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,8 +114,11 @@ def run(args: argparse.Namespace) -> None:
     prepare_buffer(buffer, normalizer, cfg.normalize_states)
     torch.manual_seed(args.seed)
     algo = make_algo(args.algo, normalizer.mean.shape[0], decoder.action_center, decoder.action_scale, cfg.gamma,
-                     cfg.total_steps, {args.algo: algo_cfg}).to(sim.device)
-    policy = algo_policy(encoder, decoder, algo, normalizer)
+                     cfg.total_steps, {args.algo: algo_cfg},
+                     SessionSpec(c.episode_length, c.num_items, c.slate_size)).to(sim.device)
+    if isinstance(algo, SequenceAlgo):  # its own number of updates and batch; intervals scaled alike
+        cfg = with_total_steps(cfg, algo_cfg.total_steps, algo.batch_windows)
+    policy = policy_for(encoder, decoder, algo, normalizer)
     inputs = input_hashes(dataset=args.dataset, gems=args.gems, expert=args.expert, relabel_gems=args.relabel_gems,
                           embeddings=args.embeddings_file)
     meta: dict[str, Any] = {
@@ -161,6 +166,7 @@ def run(args: argparse.Namespace) -> None:
         "references": references, "test_seed": args.test_seed, "learning_curve": state.curve,
         "final_metrics": state.metrics, "train_seconds": elapsed, "device": str(sim.device),
         "item_embeddings": table_source, "returns": np.round(returns, 3).tolist(),
+        **({"sequence": algo.describe()} if isinstance(algo, SequenceAlgo) else {}),
     })
     print(f"wrote {args.results}: {args.algo} on {meta['quality']}: test return {stats['mean']:.2f} +- "
           f"{stats['ci']:.2f} (behaviour {references['behaviour']['return_mean']:.2f}, z=0 "

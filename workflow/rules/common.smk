@@ -29,7 +29,7 @@ wildcard_constraints:
     agent_tag=AGENT_TAG_WILDCARD,
     seed=r"\d+",
     policy="random|oracle|eps-greedy",
-    algo="td3bc|cql|iql|bc",
+    algo="td3bc|cql|iql|bc|dt|dd",
     quality=r"(?!online\b|reference\b)[A-Za-z0-9_]+",
 
 
