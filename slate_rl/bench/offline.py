@@ -39,7 +39,7 @@ from torch.distributions import Normal, TanhTransform, TransformedDistribution
 from torch.utils.flop_counter import FlopCounterMode
 
 from slate_rl.core.device import available_cpus
-from slate_rl.offline.algos import ALGOS, make_algo
+from slate_rl.offline.algos import TD_ALGOS, make_algo
 
 OBS_DIM, ACTION_DIM, BATCH_SIZE, GAMMA = 20, 32, 256, 0.99
 WARMUP_STEPS = 3
@@ -448,7 +448,7 @@ def run_benchmark(device: torch.device, min_seconds: float, algos: list[str] | N
     data = synthetic_data(n_transitions, device)
     total_steps = 1_000_000
     rows = []
-    for name in algos or list(ALGOS):
+    for name in algos or list(TD_ALGOS):
         torch.manual_seed(0)
         np.random.seed(0)
         ours, ref = slate_rl_step(name, data, device, total_steps), reference_step(name, data, device, total_steps)
