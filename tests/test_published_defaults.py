@@ -172,3 +172,25 @@ def test_gems_training_sample_uses_the_variance_by_default() -> None:
     assert gems_config_from_tag(GeMSConfig().tag) == GeMSConfig()
     with pytest.raises(Exception, match="sample_scale"):
         replace(GeMSConfig(), sample_scale="var")
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_on_policy_agents_follow_their_warmup_flag(tmp_path, warmup: bool) -> None:
+    """Published REINFORCE (``on_policy_warmup``) acts randomly in the warm-up and learns from those
+    sessions; an on-policy agent without the flag acts with its policy from the start. Both update
+    on every step (no replay)."""
+    cfg = OnlineConfig(total_steps=5, warmup_sessions=3, batch_size=1, val_interval=10**6, checkpoint_interval=10**6)
+    sim = build_simulator(make_env_config("focused_topdown", episode_length=1))
+    agent = _CountingAgent()
+    agent.on_policy, agent.on_policy_warmup = True, warmup
+    train_online(sim, agent, cfg, seed=0, save_best=lambda a, s: None, last_path=tmp_path / "last.ckpt",
+                 progress=False)
+    assert agent.modes[:5] == (["random"] * 3 + ["policy"] * 2 if warmup else ["policy"] * 5)
+    assert agent.updates_at == [1, 2, 3, 4, 5]
+
+
+def test_published_reinforce_warms_up_and_corrected_does_not() -> None:
+    from slate_rl.online.reinforce import Reinforce
+
+    assert Reinforce(1000, variant="published").on_policy_warmup
+    assert not Reinforce(1000, variant="corrected").on_policy_warmup

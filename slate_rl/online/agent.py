@@ -60,6 +60,9 @@ class Agent(nn.Module):
     action_dim: int
     on_policy = False
     """True for agents that learn from the episodes they just collected (no replay)."""
+    on_policy_warmup = False
+    """For on-policy agents: act randomly during the warm-up too, and learn from those sessions (the
+    published loop does this for REINFORCE); off-policy agents always warm up without learning."""
     privileged = False
     """True for agents that use the simulator's click model (relevances, click probabilities)."""
 

@@ -184,14 +184,14 @@ def train_online(
     metrics: dict[str, float] = {}
     while state.step < cfg.total_steps:
         keys = user_keys(seed, state.sessions, cfg.sessions_per_step, sim.device)
-        warming_up = state.sessions < cfg.warmup_sessions and not agent.on_policy
+        warming_up = state.sessions < cfg.warmup_sessions and (not agent.on_policy or agent.on_policy_warmup)
         mode: Mode = "random" if warming_up else "train"
         returns, episodes = run_agent_sessions(sim, agent, keys, mode, random_width=cfg.warmup_action_width)
         assert episodes is not None
         buffer.add(episodes)
         state.sessions += cfg.sessions_per_step
         state.env_steps += cfg.sessions_per_step * c.episode_length
-        if agent.on_policy:  # learns from what it just collected (no warm-up, no replay)
+        if agent.on_policy:  # learns from what it just collected, warm-up included (no replay)
             metrics = agent.update(episodes)
         elif not warming_up:
             for _ in range(cfg.updates_per_step):

@@ -79,6 +79,8 @@ class Reinforce(SlateAgent):
         super().__init__()
         cfg = config or ReinforceConfig()
         self.cfg, self.num_items, self.slate_size, self.variant = cfg, num_items, slate_size, variant
+        # Published: random warm-up sessions, learned from as if on-policy (corrected: no warm-up).
+        self.on_policy_warmup = variant == "published"
         self.action_dim = slate_size
         self.belief = BeliefEncoder(num_items, item_dim, slate_size, cfg.belief_dim, item_table)
         self.policy_net = mlp([cfg.belief_dim, cfg.hidden, num_items])
