@@ -271,7 +271,7 @@ def _train_agent(tmp_path: Path, total_steps: int, env_spec: dict[str, object]) 
     out = tmp_path / "agent"
     rc = main(["train-agent", "--env", "mine", "--env-spec", json.dumps(env_spec), "--embeddings-file", str(table),
                "--agent", "sac_topk_ideal", "--seed", "1", "--test-sessions", "4", "--total-steps", str(total_steps),
-               "--sessions-per-step", "2", "--batch-size", "2", "--warmup-env-steps", "200", "--val-interval", "1",
+               "--sessions-per-step", "2", "--batch-size", "2", "--warmup-sessions", "2", "--val-interval", "1",
                "--val-sessions", "4", "--checkpoint-interval", "1", "--hidden", "16", "--device", "cpu",
                "--no-progress", "--logger-mode", "disabled", "--output-dir", str(out),
                "--results", str(tmp_path / "seed1.json")])
