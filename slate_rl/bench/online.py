@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.gems import GeMS
 from slate_rl.models.rankers import GeMSRanker
 from slate_rl.online.agents import make_agent
@@ -64,8 +65,9 @@ def measure_update(device: torch.device, fused: bool, min_seconds: float) -> flo
     gems = GeMSRanker(GeMS(latent_dim=32), torch.zeros(32), torch.ones(32)).to(device)
     agent = make_agent("sac_gems_d32_beta1_lc0.5_scratch_s0", gems, gems.gems.items.weight.detach().clone(),
                        1000, 10).to(device)
-    for enc in (agent.actor_belief, agent.critic.belief, agent.critic_target.belief):
-        enc.fused = fused
+    for enc in agent.modules():
+        if isinstance(enc, BeliefEncoder):
+            enc.fused = fused
     gen = torch.Generator().manual_seed(1)
     ep = {"slates": torch.randint(0, 1000, (20, 101, 10), generator=gen),
           "clicks": (torch.rand(20, 101, 10, generator=gen) < 0.1).float(),

@@ -51,13 +51,14 @@ class _GRUSequence(torch.autograd.Function):
             ghn = torch.addmm(b_n, h, w_n)
             n = torch.addcmul(gi_n_t[t], r, ghn).tanh_()
             h = torch.addcmul(n, z, h - n)
-            outs.append(h), rs.append(r), zs.append(z), ns.append(n), ghns.append(ghn)
+            for store, value in ((outs, h), (rs, r), (zs, z), (ns, n), (ghns, ghn)):
+                store.append(value)
         out, r_all, z_all, n_all, ghn_all = (torch.stack(x) for x in (outs, rs, zs, ns, ghns))
         ctx.save_for_backward(w_hh, out, r_all, z_all, n_all, ghn_all)
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         w_hh, out, r, z, n, ghn = ctx.saved_tensors
         steps, batch, h_dim = out.shape
         h_prev = torch.cat([out.new_zeros(1, batch, h_dim), out[:-1]])
@@ -114,9 +115,10 @@ class BeliefEncoder(nn.Module):
         if not self.fused or x.device.type != "cpu" or x.dim() != 3:
             out, _ = self.gru(x)
             return out
-        gru = self.gru
-        gi = F.linear(x.transpose(0, 1), gru.weight_ih_l0, gru.bias_ih_l0).contiguous()
-        return _GRUSequence.apply(gi, gru.weight_hh_l0, gru.bias_hh_l0).transpose(0, 1)
+        w_ih, b_ih, w_hh, b_hh = (getattr(self.gru, f"{n}_l0") for n in ("weight_ih", "bias_ih", "weight_hh",
+                                                                          "bias_hh"))
+        gi = F.linear(x.transpose(0, 1), w_ih, b_ih).contiguous()
+        return _GRUSequence.apply(gi, w_hh, b_hh).transpose(0, 1)
 
     def step(self, slates: Tensor, clicks: Tensor, hidden: Tensor | None) -> Tensor:
         """One observation (B, k) -> new belief (B, hidden); ``hidden`` None at episode start."""
