@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# Offline jobs get one thread each, so two of them share the 2 cores (their small ops gain nothing from a
+# second thread; bench/README.md, "threads").
 quick: $(STAMP)
-	snakemake --cores $(CORES) --configfile workflow/presets/quick.yaml
+	snakemake --cores $(CORES) --set-threads offline_policy=1 --configfile workflow/presets/quick.yaml
 
 # SLURM packages for tests/test_slurm.py (a no-op when installed; the test skips if this fails).
 slurm-deps:
