@@ -33,5 +33,5 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         all_targets(),
-        "results/report.md",
+        A.REPORT,
     default_target: True

@@ -1,7 +1,9 @@
 """Helpers for the Snakemake workflow: config validation and per-rule parameters.
 
 This module sits at the top of the layers (beside ``stages``): the Snakefile imports it to
-validate ``config`` once at parse time and to turn config entries into rule parameters.
+validate ``config`` once at parse time and to turn config entries into rule parameters. It
+imports torch-free modules only (artifact facts, config dataclasses), so that parsing the
+Snakefile never imports torch.
 """
 
 from __future__ import annotations
@@ -13,16 +15,12 @@ from typing import Any
 
 import yaml
 
+from slate_rl.core.artifacts import QUALITIES, RESERVED_QUALITIES, sac_gems_tag, variant_tag
 from slate_rl.core.config import from_dict, to_dict, validate_schema
 from slate_rl.core.errors import ConfigError
-from slate_rl.models.gems import GeMSConfig, gems_config_from_tag
-from slate_rl.offline.algos import ALGO_CONFIGS
-from slate_rl.offline.collect import QUALITIES
-from slate_rl.online.agents import variant_tag
+from slate_rl.models.config import GeMSConfig, gems_config_from_tag
+from slate_rl.offline.config import ALGO_CONFIGS
 from slate_rl.sim.config import PRESETS, TopicRecConfig, make_env_config
-
-RESERVED_QUALITIES = {"online": "the online agents' results", "reference": "the reference policies' results"}
-"""Folder names under results/{env}/ that a dataset quality (a mixture's name) cannot take."""
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -124,7 +122,7 @@ def agent_tags(config: dict[str, Any]) -> list[str]:
     """Agent tags of config.yaml's ``agents.names``: sac_gems gets the configured GeMS tag, the baselines of
     ``agents.variants`` their variant's tag (``<name>_corrected`` for the corrected one)."""
     variants = config["agents"].get("variants", {})
-    return [f"sac_gems_{gems_tag(config)}" if name == "sac_gems" else variant_tag(name, variants.get(name, "published"))
+    return [sac_gems_tag(gems_tag(config)) if name == "sac_gems" else variant_tag(name, variants.get(name, "published"))
             for name in config["agents"]["names"]]
 
 

@@ -34,13 +34,10 @@ reference implementations express for a ``[-max_action, max_action]`` box are sc
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import fields
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-
-from slate_rl.core.errors import ConfigError
 
 
 class OfflineAlgo(nn.Module):
@@ -128,23 +125,3 @@ class OfflineAlgo(nn.Module):
 def adam(params: Iterable[Tensor], lr: float) -> torch.optim.Adam:
     """Adam with the fused kernel (CPU and CUDA): the reference's update rule in one call per step."""
     return torch.optim.Adam(params, lr=lr, fused=True)
-
-
-def check_config(cfg: Any, prefix: str, positive: tuple[str, ...] = (), fraction: tuple[str, ...] = (),
-                 nonnegative: tuple[str, ...] = ()) -> None:
-    """Raise :class:`ConfigError` naming ``prefix.key`` unless each ``positive`` field is > 0, each
-    ``fraction`` field lies in (0, 1] and each ``nonnegative`` one is >= 0; integer fields (layer
-    counts, widths...) must be integers."""
-    for f in fields(cfg):
-        value = getattr(cfg, f.name)
-        if f.type in ("int", int) and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ConfigError(f"{prefix}.{f.name} must be an integer, got {value!r}")
-    for key in positive:
-        if not getattr(cfg, key) > 0:
-            raise ConfigError(f"{prefix}.{key} must be > 0, got {getattr(cfg, key)}")
-    for key in fraction:
-        if not 0.0 < getattr(cfg, key) <= 1.0:
-            raise ConfigError(f"{prefix}.{key} must be in (0, 1], got {getattr(cfg, key)}")
-    for key in nonnegative:
-        if not getattr(cfg, key) >= 0:
-            raise ConfigError(f"{prefix}.{key} must be >= 0, got {getattr(cfg, key)}")

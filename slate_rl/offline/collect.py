@@ -46,7 +46,6 @@ from slate_rl.online.collect import Mode, run_agent_sessions, user_keys
 from slate_rl.online.sac import SAC, SACConfig
 from slate_rl.sim.core import TopicRec
 
-QUALITIES = ("expert", "medium", "random", "replay")
 
 class NoisyPolicy(Agent):
     """A SAC+GeMS behaviour policy with Gaussian exploration noise on its latent action."""

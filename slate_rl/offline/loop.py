@@ -34,12 +34,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from slate_rl.core.errors import ArtifactError, ConfigError, SlateRLError
+from slate_rl.core.errors import ArtifactError, SlateRLError
 from slate_rl.core.io import atomic_path, read_resume_checkpoint
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.rng import cuda_devices, set_torch_rng_state, torch_rng_state
 from slate_rl.data.buffer import EpisodeBuffer
-from slate_rl.offline.algo import OfflineAlgo, check_config
+from slate_rl.offline.algo import OfflineAlgo
+from slate_rl.offline.config import OfflineConfig
 from slate_rl.offline.sequence import SequenceAlgo
 
 TRANSITION_FIELDS = ("observations", "actions", "rewards", "next_observations")
@@ -47,42 +48,6 @@ TRANSITION_FIELDS = ("observations", "actions", "rewards", "next_observations")
 
 class DivergenceError(SlateRLError):
     """A loss or a Q value became NaN/inf or exceeded the limit."""
-
-
-@dataclass(frozen=True)
-class OfflineConfig:
-    """The offline training loop (config.yaml's ``offline`` section)."""
-
-    total_steps: int = 1_000_000
-    """Gradient steps (CORL: 1M)."""
-    batch_size: int = 256
-    """Transitions per gradient step."""
-    gamma: float = 0.8
-    """Discount factor (the paper's online agents use 0.8, CORL 0.99)."""
-    reward_scale: float = 1.0
-    """Rewards are multiplied by this factor."""
-    normalize_states: bool = True
-    """Normalise states with the dataset's mean and std (CORL: on for TD3+BC)."""
-    bootstrap_timeout: bool = False
-    """Bootstrap the last step of a session (time limit) instead of treating it as terminal."""
-    eval_interval: int = 50_000
-    """Validate (online, fixed users) every this many steps."""
-    val_sessions: int = 200
-    """Validation users."""
-    val_seed: int = 7_000_001
-    """Seed of the validation users."""
-    checkpoint_interval: int = 50_000
-    """Write the resume checkpoint every this many steps."""
-    log_interval: int = 1000
-    """Log metrics and check the divergence guard every this many steps."""
-    q_limit: float = 1e6
-    """Stop when a Q-like quantity exceeds this magnitude."""
-
-    def __post_init__(self) -> None:
-        check_config(self, "offline", positive=("total_steps", "batch_size", "eval_interval", "val_sessions",
-                                                "checkpoint_interval", "log_interval", "reward_scale", "q_limit"))
-        if not 0.0 <= self.gamma < 1.0:
-            raise ConfigError(f"offline.gamma must be in [0, 1), got {self.gamma}")
 
 
 class Normalizer(torch.nn.Module):

@@ -36,14 +36,13 @@ statistics) plus its entry in :mod:`slate_rl.offline.algos`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from slate_rl.core.errors import ArtifactError, ConfigError
+from slate_rl.core.errors import ArtifactError
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.offline.algo import OfflineAlgo
 
@@ -60,14 +59,6 @@ class SessionSpec:
     """Catalogue size (the ``raw`` state encoder's item table)."""
     slate_size: int = 10
     """Items per slate."""
-
-
-def check_target(value: Any, key: str) -> float:
-    """``value`` as a finite float, else one :class:`ConfigError` naming ``key``."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(float(value)):
-        raise ConfigError(f"{key} must be a finite number (a multiple of the normalised maximum return), got "
-                          f"{value!r}")
-    return float(value)
 
 
 def returns_to_go(rewards: Tensor, discount: float) -> Tensor:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from slate_rl.core.config import from_dict, to_dict
+from slate_rl.core.config import from_dict
 from slate_rl.core.errors import ConfigError
 
 
@@ -125,6 +125,28 @@ def make_env_config(
     return from_dict(TopicRecConfig, params, prefix=f"environments.{name}")
 
 
-def env_config_dict(cfg: TopicRecConfig) -> dict[str, Any]:
-    """JSON-able view of an environment config (stored in artifact metadata)."""
-    return to_dict(cfg)
+@dataclass(frozen=True)
+class LogsConfig:
+    """Size and randomness of the logged data (config.yaml's ``logs`` section)."""
+
+    SECTION: ClassVar[str] = "logs"
+    """The config.yaml section (and the prefix of every key in its errors)."""
+
+    sessions: int = 100_000
+    """Number of logged sessions (users) per environment."""
+    epsilon: float = 0.5
+    """Probability that a slot shows a random item instead of the oracle's."""
+    seed: int = 2754851
+    """Seed of the logged users and of the policy's random choices."""
+    batch_size: int = 8192
+    """Users simulated in parallel."""
+
+    def __post_init__(self) -> None:
+        sec = self.SECTION
+
+        if self.sessions < 1:
+            raise ConfigError(f"{sec}.sessions must be >= 1, got {self.sessions}")
+        if self.batch_size < 1:
+            raise ConfigError(f"{sec}.batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ConfigError(f"{sec}.epsilon must be in [0, 1], got {self.epsilon}")

@@ -1,14 +1,68 @@
 # Stage 4: offline datasets collected with the trained SAC+GeMS agent (D4RL layout).
+# Helpers of the offline rules: the behaviour agent's checkpoints and the datasets' inputs.
+
+
+def behaviour_dir(wildcards):
+    return A.path(A.AGENT_DIR, env=wildcards.env, agent_tag=A.sac_gems_tag(gems_tag(config)),
+                  seed=config["offline_data"]["behaviour_seed"])
+
+
+def behaviour_checkpoint(wildcards, which):
+    return A.agent_checkpoint(which, behaviour_dir(wildcards))
+
+
+def shared_inputs(wildcards):
+    """The simulator's table, the GeMS and the expert (state encoder) every offline rule reads."""
+    return {
+        "embeddings": embeddings_of(wildcards),
+        "gems": A.path(A.GEMS, env=wildcards.env, gems_tag=gems_tag(config)),
+        "expert": behaviour_checkpoint(wildcards, "best"),
+    }
+
+
+def dataset_inputs(wildcards):
+    """The shared inputs, plus the medium checkpoint (medium) or the final training state (replay)."""
+    inputs = shared_inputs(wildcards)
+    if wildcards.quality == "medium":
+        inputs["behaviour"] = behaviour_checkpoint(wildcards, "medium")
+    if wildcards.quality == "replay":  # the expert's training buffer
+        inputs["replay"] = behaviour_checkpoint(wildcards, "last")
+    return inputs
+
+
+def mixture_inputs(wildcards):
+    weights = config["offline_data"]["mixtures"][wildcards.quality]
+    return {**shared_inputs(wildcards),
+            "components": [A.path(A.DATASET, env=wildcards.env, quality=q) for q in weights]}
+
+
+def mixture_args(wildcards, input):
+    weights = config["offline_data"]["mixtures"][wildcards.quality]
+    return " ".join(f"--mix {path}={w}" for path, w in zip(input.components, weights.values()))
+
+
+def collect_options():
+    """Options of every collect job; the behaviour agent's own settings come from its checkpoint."""
+    c = config["offline_data"]
+    options = (f"--episodes {c['episodes']} --seed {c['seed']} --noise {c['noise']} "
+               f"--label-margin {c['label_margin']} --batch-size {c['batch_size']} {TEST_ARGS}")
+    options += "" if c["deterministic"] else " --stochastic"
+    return options + ("" if c["label_check"] else " --skip-label-check")
+
+
+def offline_inputs(wildcards):
+    return {**shared_inputs(wildcards), "dataset": A.path(A.DATASET, **wildcards),
+            "meta": A.path(A.DATASET_META, **wildcards)}
 
 
 rule offline_dataset:
     input:
         unpack(dataset_inputs),
     output:
-        data="data/offline/{env}/{quality}.npz",
-        meta="data/offline/{env}/{quality}.json",
+        data=A.DATASET,
+        meta=A.DATASET_META,
     wildcard_constraints:
-        quality=BASE_QUALITIES,
+        quality="|".join(A.QUALITIES),
     params:
         env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),
         behaviour=lambda wildcards, input: f"--behaviour {input.behaviour}" if "behaviour" in input.keys() else "",
@@ -35,8 +89,8 @@ rule offline_mixture:
     input:
         unpack(mixture_inputs),
     output:
-        data="data/offline/{env}/{quality}.npz",
-        meta="data/offline/{env}/{quality}.json",
+        data=A.DATASET,
+        meta=A.DATASET_META,
     wildcard_constraints:
         quality="|".join(config["offline_data"]["mixtures"]) or "(?!)",
     params:
@@ -67,17 +121,15 @@ rule offline_policy:
     input:
         unpack(offline_inputs),
     output:
-        policy="data/policies/{env}/{quality}/{algo}/seed{seed}.pt",
-        results="results/{env}/{quality}/{algo}/seed{seed}.json",
+        policy=A.POLICY,
+        results=A.OFFLINE_RESULT,
     params:
         env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),
-        agent=f"sac_gems_{gems_tag(config)}",
         offline=config_args(config["offline"], skip=("algos", "seeds", "quality", "qualities")),
         algo=lambda wildcards: config_args(config[wildcards.algo], prefix=f"{wildcards.algo}_"),
-        sac=config_args(config["sac"], prefix="sac_"),
         expert=f"--expert-noise {config['offline_data']['noise']}"
         + ("" if config["offline_data"]["deterministic"] else " --expert-stochastic"),
-        test=f"--test-seed {config['evaluation']['test_seed']} --test-sessions {config['evaluation']['test_sessions']}",
+        test=TEST_ARGS,
         device=config["device"],
         logger=config["logger"]["mode"],
     log:
@@ -94,7 +146,7 @@ rule offline_policy:
     shell:
         "slate-rl train-offline --threads {threads} --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
         "--algo {wildcards.algo} --dataset {input.dataset} --gems {input.gems} --expert {input.expert} "
-        "--agent {params.agent} --seed {wildcards.seed} {params.offline} {params.algo} {params.sac} {params.expert} "
+        "--seed {wildcards.seed} {params.offline} {params.algo} {params.expert} "
         "{params.test} "
         "--device {params.device} --logger-mode {params.logger} --no-progress "
         "--policy-output {output.policy} --results {output.results} > {log} 2>&1"
@@ -103,11 +155,12 @@ rule offline_policy:
 rule offline_aggregate:
     input:
         lambda wildcards: [
-            f"results/{wildcards.env}/{config['offline']['quality']}/{wildcards.algo}/seed{seed}.json"
+            A.path(A.OFFLINE_RESULT, env=wildcards.env, quality=config["offline"]["quality"], algo=wildcards.algo,
+                   seed=seed)
             for seed in config["offline"]["seeds"]
         ],
     output:
-        "results/{env}/{algo}.json",
+        A.AGGREGATE_RESULT,
     log:
         "logs/offline/{env}/{algo}.aggregate.log",
     benchmark:
