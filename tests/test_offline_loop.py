@@ -202,7 +202,7 @@ def _stage(inputs, algo="bc", extra=()):
     d = inputs["dir"]
     return main(["train-offline", "--env", "focused_topdown", "--embeddings-file", str(inputs["table"]),
                  "--algo", algo, "--dataset", str(inputs["data"]), "--gems", str(inputs["gems"]),
-                 "--expert", str(inputs["best"]), "--agent", AGENT, "--seed", "0", "--total-steps", "8",
+                 "--expert", str(inputs["best"]), "--seed", "0", "--total-steps", "8",
                  "--batch-size", "32", "--eval-interval", "4", "--checkpoint-interval", "4", "--val-sessions", "4",
                  "--test-sessions", "8", "--device", "cpu", "--logger-mode", "disabled", "--no-progress",
                  "--policy-output", str(d / f"{algo}.pt"), "--results", str(d / f"{algo}.json"), *extra])

@@ -54,8 +54,8 @@ from torch import Tensor, nn
 
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.models.nets import mlp, soft_update
-from slate_rl.offline.config import DDConfig
-from slate_rl.offline.sequence import Context, SequenceAlgo, SessionSpec, check_target
+from slate_rl.offline.config import DDConfig, check_target
+from slate_rl.offline.sequence import Context, SequenceAlgo, SessionSpec
 
 
 # ---------------------------------------------------------------------------------- the temporal U-Net

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slate_rl.core.errors import ConfigError
-from slate_rl.offline.config import DTConfig
-from slate_rl.offline.sequence import Context, SequenceAlgo, SessionSpec, SlateClickEncoder, check_target
+from slate_rl.offline.config import DTConfig, check_target
+from slate_rl.offline.sequence import Context, SequenceAlgo, SessionSpec, SlateClickEncoder
 
 
 class CausalBlock(nn.Module):

@@ -130,7 +130,7 @@ def agent_from_checkpoint(path: str | os.PathLike[str], sim_items: Tensor, num_i
     tag = payload.get("agent")
     if not isinstance(tag, str):
         raise ArtifactError(f"{p}: field 'agent' missing; this is not an agent checkpoint")
-    configs = {name: from_dict(cls, build[name], prefix=f"{p}: build.{name}")
+    configs: dict[str, Any] = {name: from_dict(cls, build[name], prefix=f"{p}: build.{name}")
                for name, cls in (("sac", SACConfig), ("reinforce", ReinforceConfig), ("slateq", SlateQConfig))
                if name in build}
     agent = build_agent(tag, sim_items, num_items, slate_size, episode_length, gems, mf_items,

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from slate_rl.core.artifacts import CORRECTED_SUFFIX, VARIANT_AGENTS
 from slate_rl.core.stats import mean_ci
-from slate_rl.online.agents import CORRECTED_SUFFIX, VARIANT_AGENTS
 from slate_rl.report.collect import REFERENCE_POLICIES, Reference, Results, SeedResult
 
 ONLINE_NAMES = {

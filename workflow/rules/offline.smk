@@ -65,7 +65,9 @@ rule offline_dataset:
         quality="|".join(A.QUALITIES),
     params:
         env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),
-        behaviour=lambda wildcards, input: f"--behaviour {input.behaviour}" if "behaviour" in input.keys() else "",
+        behaviour=lambda wildcards, input: " ".join(
+            f"--{name} {input[name]}" for name in ("behaviour", "replay") if name in input.keys()
+        ),
         options=collect_options(),
         device=config["device"],
     log:
