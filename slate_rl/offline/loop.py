@@ -34,10 +34,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from slate_rl.core.errors import ArtifactError, SlateRLError
-from slate_rl.core.io import atomic_path, read_resume_checkpoint
+from slate_rl.core.errors import SlateRLError
+from slate_rl.core.io import load_resume, save_resume
 from slate_rl.core.logger import RunLogger
-from slate_rl.core.rng import cuda_devices, set_torch_rng_state, torch_rng_state
+from slate_rl.core.rng import cuda_devices
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.offline.algo import OfflineAlgo
 from slate_rl.offline.config import OfflineConfig
@@ -170,8 +170,9 @@ def train_offline(
         def sample() -> dict[str, Tensor]:
             return sample_batch(buffer, cfg, generator)
     last = Path(last_path)
-    if last.is_file() and not _load_last(last, algo, state, generator, fingerprint):
-        print(f"{last}: written by a run with other inputs or settings; starting over")
+    refused = _load_last(last, algo, state, generator, fingerprint) if last.is_file() else None
+    if refused:
+        print(f"{last}: {refused}; starting over")
     guard = Guard(cfg.q_limit)
     bar = tqdm(total=cfg.total_steps, initial=state.step, desc=algo.name, unit="step", disable=not progress,
                dynamic_ncols=True, mininterval=2.0)
@@ -205,28 +206,21 @@ def train_offline(
 
 def _save_last(path: Path, algo: OfflineAlgo, state: OfflineState, generator: torch.Generator,
                fingerprint: str) -> None:
-    payload: dict[str, Any] = {
+    save_resume(path, {
         "algo": algo.state_dict(), "step": torch.tensor(state.step),
         "curve": torch.tensor(state.curve, dtype=torch.float64).reshape(-1, 2),
-        **torch_rng_state(), "sample_rng": generator.get_state(), "fingerprint": fingerprint,
         "metrics": {k: torch.tensor(v, dtype=torch.float64) for k, v in state.metrics.items()},
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    }, fingerprint, generator)
 
 
 def _load_last(path: Path, algo: OfflineAlgo, state: OfflineState, generator: torch.Generator,
-               fingerprint: str) -> bool:
-    payload = read_resume_checkpoint(path)
-    if payload.get("fingerprint") != fingerprint:
-        return False
-    try:
+               fingerprint: str) -> str | None:
+    """Resume from ``path``; the reason why not, or None when resumed."""
+
+    def restore(payload: dict[str, Any]) -> None:
         algo.load_state_dict(payload["algo"])
         state.step = int(payload["step"])
         state.curve = payload["curve"].tolist()
         state.metrics = {k: float(v) for k, v in payload.get("metrics", {}).items()}
-        set_torch_rng_state(payload)
-        generator.set_state(payload["sample_rng"])
-    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-        raise ArtifactError(f"{path}: resume checkpoint does not fit this run ({exc}); delete it and rerun") from exc
-    return True
+
+    return load_resume(path, fingerprint, restore, generator)

@@ -35,10 +35,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from slate_rl.core.errors import ArtifactError
-from slate_rl.core.io import atomic_path, read_resume_checkpoint
+from slate_rl.core.io import load_resume, save_resume
 from slate_rl.core.logger import RunLogger
-from slate_rl.core.rng import cuda_devices, set_torch_rng_state, torch_rng_state
+from slate_rl.core.rng import cuda_devices
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.online.agent import Agent
 from slate_rl.online.collect import Mode, policy_returns, run_agent_sessions, user_keys
@@ -175,39 +174,30 @@ def train_online(
 
 
 def _save_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState, fingerprint: str) -> None:
-    payload: dict[str, Any] = {
+    save_resume(path, {
         "agent": agent.state_dict(),
         "buffer": buffer.state_dict(),
         "counters": torch.tensor([state.step, state.sessions, state.env_steps, state.best_step]),
         "best_val": torch.tensor(state.best_val, dtype=torch.float64),
         "curve": torch.tensor(state.curve or [], dtype=torch.float64).reshape(-1, 2),
-        **torch_rng_state(),
         "medium": state.medium.state_dict() if state.medium is not None else [],
-        "fingerprint": fingerprint,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    }, fingerprint)
 
 
 def _load_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState, fingerprint: str,
                total_steps: int) -> str | None:
     """Resume from ``path``; the reason why not, or None when resumed."""
-    payload = read_resume_checkpoint(path)
-    if payload.get("fingerprint", "") != fingerprint:
-        return "written by a run with other inputs or settings"
-    if "counters" in payload and int(payload["counters"][0]) > total_steps:
-        return f"written at step {int(payload['counters'][0])}, past total_steps={total_steps}"
-    try:
+
+    def restore(payload: dict[str, Any]) -> str | None:
+        if "counters" in payload and int(payload["counters"][0]) > total_steps:
+            return f"written at step {int(payload['counters'][0])}, past total_steps={total_steps}"
         agent.load_state_dict(payload["agent"])
         buffer.load_state_dict(payload["buffer"])
-        step, sessions, env_steps, best_step = (int(x) for x in payload["counters"])
+        state.step, state.sessions, state.env_steps, state.best_step = (int(x) for x in payload["counters"])
         state.best_val = float(payload["best_val"])
-        curve = payload["curve"].tolist()
-        set_torch_rng_state(payload)
+        state.curve = payload["curve"].tolist()
         if state.medium is not None:
             state.medium.load_state_dict(payload.get("medium", []))
-    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-        raise ArtifactError(f"{path}: resume checkpoint does not fit this run ({exc}); delete it and rerun") from exc
-    state.step, state.sessions, state.env_steps, state.best_step = step, sessions, env_steps, best_step
-    state.curve = curve
-    return None
+        return None
+
+    return load_resume(path, fingerprint, restore)
