@@ -133,8 +133,16 @@ def agent_from_checkpoint(path: str | os.PathLike[str], sim_items: Tensor, num_i
     configs: dict[str, Any] = {name: from_dict(cls, build[name], prefix=f"{p}: build.{name}")
                for name, cls in (("sac", SACConfig), ("reinforce", ReinforceConfig), ("slateq", SlateQConfig))
                if name in build}
+    belief_table = build.get("belief_table", "scratch")
     agent = build_agent(tag, sim_items, num_items, slate_size, episode_length, gems, mf_items,
-                        belief_table=build.get("belief_table", "scratch"), click_model=click_model, **configs)
+                        belief_table=belief_table, click_model=click_model, **configs)
+    ranker = _ranker_of(agent)
+    if ranker is not None and parse_agent_tag(tag)[0] == "sac_wknn" and belief_table == "scratch":
+        # the k-NN table is the agent's own (a frozen copy of its scratch table), not an artifact given by the
+        # caller: it comes from the checkpoint, like the rest of the agent
+        own = {k[len("ranker."):]: v for k, v in payload["state"].get("modules", {}).items()
+               if k.startswith("ranker.")}
+        ranker.load_state_dict(own)
     _load_into(p, payload, agent, tag)
     return agent, meta
 
