@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from slate_rl.core.artifacts import CORRECTED_SUFFIX, VARIANT_AGENTS
+from slate_rl.core.artifacts import OFFLINE_ALGOS, SAC_GEMS_PREFIX, agent_variant, parse_agent_tag
+from slate_rl.core.errors import ConfigError
 from slate_rl.core.stats import mean_ci
 from slate_rl.report.collect import REFERENCE_POLICIES, Reference, Results, SeedResult
 
@@ -36,7 +37,7 @@ ONLINE_NAMES = {
     "reinforce": "REINFORCE+SoftMax",
     "slateq": "SlateQ",
 }
-OFFLINE_NAMES = {"td3bc": "TD3+BC", "cql": "CQL", "iql": "IQL", "bc": "BC", "dt": "DT", "dd": "DD"}
+OFFLINE_NAMES = dict(zip(OFFLINE_ALGOS, ("TD3+BC", "CQL", "IQL", "BC", "DT", "DD"), strict=True))
 REFERENCE_NAMES = {
     "oracle": "Oracle",
     "eps-greedy": "ε-greedy oracle",
@@ -55,12 +56,14 @@ COLUMNS = [
 def display_name(kind: str, method: str) -> str:
     """The name a reader knows a method or reference by (the tag itself when unknown)."""
     if kind == "online":
-        if method.startswith("sac_gems_"):
+        try:
+            base, _ = parse_agent_tag(method)
+        except ConfigError:  # not a tag of this version: shown as it is
+            return method
+        if base == "sac_gems":
             return "SAC+GeMS"
-        base = method.removesuffix(CORRECTED_SUFFIX)
-        if base != method and base in VARIANT_AGENTS:  # the corrected variant of a baseline
-            return f"{ONLINE_NAMES.get(base, base)} (corrected)"
-        return ONLINE_NAMES.get(method, method)
+        name = ONLINE_NAMES.get(base, base)
+        return f"{name} (corrected)" if agent_variant(method) == "corrected" else name
     if kind == "offline":
         return OFFLINE_NAMES.get(method, method)
     return REFERENCE_NAMES.get(method, method)
@@ -69,7 +72,7 @@ def display_name(kind: str, method: str) -> str:
 def method_rank(kind: str, method: str) -> int:
     """Position of a method in the papers' usual order (SAC+GeMS, then the online baselines; TD3+BC,
     CQL, IQL, BC); unknown methods last."""
-    if kind == "online" and method.startswith("sac_gems_"):
+    if kind == "online" and method.startswith(SAC_GEMS_PREFIX):
         return 0
     names = list(ONLINE_NAMES if kind == "online" else OFFLINE_NAMES)
     return int(kind == "online") + (names.index(method) if method in names else len(names))
