@@ -15,12 +15,13 @@ from typing import Any
 
 import yaml
 
-from slate_rl.core.artifacts import QUALITIES, RESERVED_QUALITIES, sac_gems_tag, variant_tag
+from slate_rl.core.artifacts import QUALITIES, sac_gems_tag, variant_tag
 from slate_rl.core.config import from_dict, to_dict, validate_schema
 from slate_rl.core.errors import ConfigError
-from slate_rl.models.config import GeMSConfig, gems_config_from_tag
-from slate_rl.offline.config import ALGO_CONFIGS
-from slate_rl.sim.config import PRESETS, TopicRecConfig, make_env_config
+from slate_rl.models.config import GeMSConfig, MFConfig, gems_config_from_tag
+from slate_rl.offline.config import ALGO_CONFIGS, OfflineConfig, OfflineDataConfig
+from slate_rl.online.config import AgentBuildConfig, OnlineConfig, ReinforceConfig, SACConfig, SlateQConfig
+from slate_rl.sim.config import PRESETS, EvaluationConfig, LogsConfig, TopicRecConfig, make_env_config
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -55,6 +56,25 @@ def _coerce(value: Any, schema: dict[str, Any], root: dict[str, Any]) -> Any:
     return value
 
 
+SECTIONS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "logs": (LogsConfig, ()),
+    "evaluation": (EvaluationConfig, ()),
+    "mf": (MFConfig, ()),
+    "gems": (GeMSConfig, ()),
+    "agents": (AgentBuildConfig, ("names", "seeds", "variants")),
+    "online": (OnlineConfig, ()),
+    "sac": (SACConfig, ()),
+    "reinforce": (ReinforceConfig, ()),
+    "slateq": (SlateQConfig, ()),
+    "offline_data": (OfflineDataConfig, ()),
+    "offline": (OfflineConfig, ("algos", "seeds", "quality", "qualities")),
+    **{name: (cls, ()) for name, cls in ALGO_CONFIGS.items()},
+}
+"""Each config.yaml section with settings: its dataclass, and the keys only the workflow reads (which jobs to
+plan: names, seeds, qualities). The dataclass's fields plus those keys are the schema's properties of the section
+(tests/test_workflow.py checks it)."""
+
+
 def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     """Schema validation plus the checks a schema cannot express; raises one ConfigError.
 
@@ -75,12 +95,14 @@ def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PAT
             )
     for name in defined:
         make_env_config(name, defined)  # type checks of every user-defined environment
-    for name, cls in ALGO_CONFIGS.items():  # keys and values of the offline algorithms' sections
-        from_dict(cls, config.get(name) or {}, name)
-    for name in config["offline_data"]["mixtures"]:
-        if name in RESERVED_QUALITIES:
-            raise ConfigError(f"config: key 'offline_data.mixtures.{name}': the name {name!r} is taken "
-                              f"(results/{{env}}/{name}/ holds {RESERVED_QUALITIES[name]}); name the mixture otherwise")
+    for section, (cls, workflow_keys) in SECTIONS.items():  # the one validator of every section's values
+        values = {k: v for k, v in (config.get(section) or {}).items() if k not in workflow_keys}
+        try:
+            from_dict(cls, values, section)
+        except ConfigError as exc:  # range checks name '<section>.<key>'; type checks already say 'config key'
+            message = str(exc)
+            raise ConfigError(message if message.startswith(("config", "unknown")) else f"config: {message}"
+                              ) from None
     known = {*QUALITIES, *config["offline_data"]["mixtures"]}
     keys = [("offline.quality", config["offline"]["quality"])]
     for section in ("offline_data", "offline"):

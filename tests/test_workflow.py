@@ -218,3 +218,31 @@ def test_card_command_with_the_quick_preset(tmp_path):
     assert agg["quality"] == "expert" and agg["n_sessions"] == 500 and np.isfinite(agg["normalized_score"])
     behaviour = agg["references"]["behaviour"]["return_mean"]
     assert agg["return_mean"] >= 0.7 * behaviour, (agg["return_mean"], behaviour)
+
+
+def test_schema_properties_equal_the_config_dataclasses_of_every_section():
+    """One config discipline: each section's dataclass (plus the keys only the workflow reads) is its schema."""
+    import dataclasses
+
+    from slate_rl.pipeline import SECTIONS, load_schema
+
+    schema = load_schema()
+    with_settings = {k for k, v in schema["properties"].items() if "properties" in v and k != "embeddings"}
+    assert with_settings - {"logger"} == set(SECTIONS)  # every section with settings has its dataclass
+    for section, (cls, workflow_keys) in SECTIONS.items():
+        fields = {f.name for f in dataclasses.fields(cls)}
+        assert section == cls.SECTION, cls
+        assert set(schema["properties"][section]["properties"]) == fields | set(workflow_keys), section
+        assert not fields & set(workflow_keys), section
+
+
+@pytest.mark.parametrize(("section", "values", "key"), [
+    ("sac", {"tau": 0.0}, "sac.tau"), ("reinforce", {"lr": 0.0}, "reinforce.lr"),
+    ("slateq", {"epsilon_decay": 0.0}, "slateq.epsilon_decay"), ("td3bc", {"policy_freq": 0}, "td3bc.policy_freq"),
+    ("offline", {"gamma": -0.5}, "offline.gamma"), ("online", {"medium_fraction": 1.0}, "online.medium_fraction"),
+])
+def test_every_section_reports_its_own_key_names(section, values, key):
+    cfg = _config()
+    cfg[section].update(values)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate_config(cfg)

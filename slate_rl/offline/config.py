@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from slate_rl.core.artifacts import QUALITIES, RESERVED_QUALITIES
 from slate_rl.core.config import check_fields
 from slate_rl.core.errors import ConfigError
 
@@ -337,6 +338,45 @@ class DDConfig:
         if self.kernel_size % 2 == 0:
             raise ConfigError(f"{sec}.kernel_size must be odd, got {self.kernel_size}")
         check_target(self.test_return, f"{sec}.test_return")
+
+
+
+@dataclass(frozen=True)
+class OfflineDataConfig:
+    """How the offline datasets are collected (config.yaml's ``offline_data`` section)."""
+
+    SECTION: ClassVar[str] = "offline_data"
+    """The config.yaml section (and the prefix of every key in its errors)."""
+
+    behaviour_seed: int = 0
+    """Seed of the online run whose checkpoints act (best = expert, medium = medium, last = replay)."""
+    qualities: list[str] = field(default_factory=lambda: [*QUALITIES, "medium_expert"])
+    """Datasets the default target builds: base qualities or mixture names."""
+    mixtures: dict[str, Any] = field(default_factory=lambda: {"medium_expert": {"medium": 0.5, "expert": 0.5}})
+    """Mixtures: name -> {quality: weight}; episodes are split by weight."""
+    episodes: int = 10_000
+    """Episodes per dataset."""
+    seed: int = 0
+    """Seed of the users (each quality gets its own users) and of sampled actions."""
+    noise: float = 0.1
+    """Gaussian exploration noise on the behaviour's latent actions (std as a fraction of the bounds' half-width)."""
+    deterministic: bool = True
+    """Expert and medium act with their mean action plus noise (false: they sample their SAC policy)."""
+    label_margin: float = 0.1
+    """An expert/medium behaviour must return more than (1 + margin) x the random quality's return."""
+    label_check: bool = True
+    """Refuse mislabelled data (false: write it, recorded in the metadata)."""
+    batch_size: int = 4096
+    """Users simulated in parallel."""
+
+    def __post_init__(self) -> None:
+        check_fields(self, positive=("episodes", "batch_size"), nonnegative=("behaviour_seed", "seed", "noise",
+                                                                             "label_margin"))
+        sec = self.SECTION
+        for name in self.mixtures:
+            if name in RESERVED_QUALITIES:
+                raise ConfigError(f"{sec}.mixtures.{name}: the name {name!r} is taken (results/{{env}}/{name}/ "
+                                  f"holds {RESERVED_QUALITIES[name]}); name the mixture otherwise")
 
 
 ALGO_CONFIGS: dict[str, type] = {"td3bc": TD3BCConfig, "cql": CQLConfig, "iql": IQLConfig, "bc": BCConfig,
