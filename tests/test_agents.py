@@ -12,8 +12,10 @@ from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.models.gems import GeMS
 from slate_rl.models.rankers import GeMSRanker
-from slate_rl.online.agent import Agent
-from slate_rl.online.agents import (
+from slate_rl.online.base import Agent
+from slate_rl.online.config import ReinforceConfig, SACConfig, SlateQConfig
+from slate_rl.online.loop import OnlineConfig, train_online
+from slate_rl.online.registry import (
     agent_from_checkpoint,
     build_agent,
     load_agent,
@@ -22,9 +24,7 @@ from slate_rl.online.agents import (
     parse_agent_tag,
     save_agent,
 )
-from slate_rl.online.collect import run_agent_sessions, user_keys
-from slate_rl.online.config import ReinforceConfig, SACConfig, SlateQConfig
-from slate_rl.online.loop import OnlineConfig, train_online
+from slate_rl.online.rollouts import run_agent_sessions, user_keys
 from slate_rl.online.slateq import ClickModel
 from slate_rl.sim.gym_env import build_simulator
 

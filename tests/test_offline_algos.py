@@ -17,11 +17,11 @@ from torch import Tensor
 
 from slate_rl.bench.offline import load_reference
 from slate_rl.core.errors import ConfigError
-from slate_rl.offline.algo import OfflineAlgo
-from slate_rl.offline.algos import ALGO_CONFIGS, ALGOS, TD_ALGOS, make_algo
+from slate_rl.offline.base import OfflineAlgo
 from slate_rl.offline.bc import BCConfig
 from slate_rl.offline.cql import CQLConfig
 from slate_rl.offline.iql import IQLConfig
+from slate_rl.offline.registry import ALGO_CONFIGS, ALGOS, TD_ALGOS, make_algo
 from slate_rl.offline.td3bc import TD3BCConfig
 
 OBS, ACT = 20, 32

@@ -34,9 +34,10 @@ from slate_rl.data.d4rl import (
     save_dataset,
     validate_arrays,
 )
+from slate_rl.data.export import from_minari, to_d3rlpy, to_minari
 from slate_rl.models.gems import GeMS, gems_loss
 from slate_rl.models.rankers import GeMSRanker, load_gems_ranker, save_gems_ranker
-from slate_rl.offline.collect import (
+from slate_rl.offline.datasets import (
     NoisyPolicy,
     check_label,
     collect_episodes,
@@ -46,11 +47,10 @@ from slate_rl.offline.collect import (
     quality_seed,
     relabel_actions,
 )
-from slate_rl.offline.export import from_minari, to_d3rlpy, to_minari
-from slate_rl.online.agent import Agent
-from slate_rl.online.agents import build_agent, load_agent, save_agent
-from slate_rl.online.collect import policy_returns
+from slate_rl.online.base import Agent
 from slate_rl.online.loop import OnlineConfig, train_online
+from slate_rl.online.registry import build_agent, load_agent, save_agent
+from slate_rl.online.rollouts import policy_returns
 from slate_rl.online.sac import SACConfig
 from slate_rl.sim.config import make_env_config
 from slate_rl.sim.core import TopicRec

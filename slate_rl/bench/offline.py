@@ -3,7 +3,7 @@
 Two implementations of each algorithm on the same synthetic data (1M transitions, 20-d states,
 32-d actions in [-1, 1]), device and thread count, measured in the same run:
 
-* ``slate_rl``: :func:`slate_rl.offline.algos.make_algo` with its default (CORL) config, batches
+* ``slate_rl``: :func:`slate_rl.offline.registry.make_algo` with its default (CORL) config, batches
   drawn by a ``torch.randint`` index on the device;
 * ``reference``: eager loops in the style of the CORL single-file implementations, written in
   ``bench/corl_reference.py`` (a script of the source checkout, not shipped) from their behaviour
@@ -42,7 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from slate_rl.core.device import available_cpus
 from slate_rl.core.errors import ConfigError
-from slate_rl.offline.algos import TD_ALGOS, make_algo
+from slate_rl.offline.registry import TD_ALGOS, make_algo
 
 OBS_DIM, ACTION_DIM, BATCH_SIZE, GAMMA = 20, 32, 256, 0.99
 WARMUP_STEPS = 3

@@ -40,15 +40,15 @@ from slate_rl.core.io import load_checkpoint
 from slate_rl.core.stats import mean_ci
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.models.rankers import load_gems_ranker
-from slate_rl.offline.algos import ALGO_CONFIGS, SEQUENCE_ALGOS, make_algo
-from slate_rl.offline.collect import load_behaviour
+from slate_rl.offline.base import Normalizer
 from slate_rl.offline.config import check_target
+from slate_rl.offline.datasets import load_behaviour
 from slate_rl.offline.dd import DDConfig, DecisionDiffuser
 from slate_rl.offline.dt import DecisionTransformer, DTConfig
-from slate_rl.offline.loop import Normalizer
 from slate_rl.offline.policy import POLICY_FORMAT, POLICY_VERSION, SequencePolicy, load_policy
+from slate_rl.offline.registry import ALGO_CONFIGS, SEQUENCE_ALGOS, make_algo
 from slate_rl.offline.sequence import SequenceAlgo, SessionSpec
-from slate_rl.online.collect import policy_returns
+from slate_rl.online.rollouts import policy_returns
 from slate_rl.sim.core import TopicRec
 
 OBS_DIM, ACTION_DIM, HORIZON = 20, 32, 100

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from slate_rl.offline.algo import OfflineAlgo, adam
+from slate_rl.offline.base import OfflineAlgo, adam
 from slate_rl.offline.config import BCConfig
 from slate_rl.offline.nets import deterministic_actor
 

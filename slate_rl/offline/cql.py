@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slate_rl.models.nets import soft_update
-from slate_rl.offline.algo import OfflineAlgo, adam
+from slate_rl.offline.base import OfflineAlgo, adam
 from slate_rl.offline.config import CQLConfig
 from slate_rl.offline.nets import EnsembleQ, TanhGaussianActor
 

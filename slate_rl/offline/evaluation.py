@@ -20,10 +20,10 @@ import torch
 from slate_rl.core.stats import mean_ci
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.rankers import GeMSRanker
-from slate_rl.offline.collect import NoisyPolicy
+from slate_rl.offline.datasets import NoisyPolicy
 from slate_rl.offline.policy import random_policy, zero_policy
-from slate_rl.online.agent import Agent
-from slate_rl.online.collect import Mode, policy_returns
+from slate_rl.online.base import Agent
+from slate_rl.online.rollouts import Mode, policy_returns
 from slate_rl.online.sac import SAC
 from slate_rl.sim.core import TopicRec
 

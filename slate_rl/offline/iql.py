@@ -26,7 +26,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from slate_rl.core.errors import ConfigError
 from slate_rl.models.nets import mlp, soft_update
-from slate_rl.offline.algo import OfflineAlgo, adam
+from slate_rl.offline.base import OfflineAlgo, adam
 from slate_rl.offline.config import IQLConfig
 from slate_rl.offline.nets import (
     LOG_STD_MAX,

@@ -1,6 +1,6 @@
 """The one offline training loop: dataset in the replay buffer, batches, guard, evaluation, resume.
 
-Every algorithm (:mod:`slate_rl.offline.algos`) is a loss module with ``update(batch)``; this
+Every algorithm (:mod:`slate_rl.offline.registry`) is a loss module with ``update(batch)``; this
 loop owns everything else, for both families: TD methods get batches of transitions
 (:func:`sample_batch`), sequence methods (:class:`~slate_rl.offline.sequence.SequenceAlgo`) fit
 their dataset statistics once and get windows of sessions from their own ``sample``:
@@ -39,7 +39,7 @@ from slate_rl.core.io import load_resume, save_resume
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.rng import cuda_devices
 from slate_rl.data.buffer import EpisodeBuffer
-from slate_rl.offline.algo import OfflineAlgo
+from slate_rl.offline.base import Normalizer, OfflineAlgo
 from slate_rl.offline.config import OfflineConfig
 from slate_rl.offline.sequence import SequenceAlgo
 
@@ -48,24 +48,6 @@ TRANSITION_FIELDS = ("observations", "actions", "rewards", "next_observations")
 
 class DivergenceError(SlateRLError):
     """A loss or a Q value became NaN/inf or exceeded the limit."""
-
-
-class Normalizer(torch.nn.Module):
-    """State normalisation with the dataset's statistics (identity when disabled)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.mean: Tensor
-        self.std: Tensor
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
-
-    def fit(self, states: Tensor, eps: float = 1e-3) -> None:
-        self.mean.copy_(states.mean(0))
-        self.std.copy_(states.std(0) + eps)
-
-    def forward(self, states: Tensor) -> Tensor:
-        return (states - self.mean) / self.std
 
 
 @dataclass

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from slate_rl.models.nets import soft_update
-from slate_rl.offline.algo import OfflineAlgo, adam
+from slate_rl.offline.base import OfflineAlgo, adam
 from slate_rl.offline.config import TD3BCConfig
 from slate_rl.offline.nets import EnsembleQ, deterministic_actor
 

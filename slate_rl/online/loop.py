@@ -39,9 +39,9 @@ from slate_rl.core.io import load_resume, save_resume
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.rng import cuda_devices
 from slate_rl.data.buffer import EpisodeBuffer
-from slate_rl.online.agent import Agent
-from slate_rl.online.collect import Mode, policy_returns, run_agent_sessions, user_keys
+from slate_rl.online.base import Agent
 from slate_rl.online.config import OnlineConfig
+from slate_rl.online.rollouts import Mode, policy_returns, run_agent_sessions, user_keys
 from slate_rl.sim.core import TopicRec
 
 

@@ -31,7 +31,7 @@ from torch import Tensor
 from slate_rl.core.config import Variant
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.nets import mlp
-from slate_rl.online.agent import SlateAgent, first_clicks
+from slate_rl.online.base import SlateAgent, first_clicks
 from slate_rl.online.config import ReinforceConfig
 
 

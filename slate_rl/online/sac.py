@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.nets import mlp, soft_update
 from slate_rl.models.rankers import Ranker
-from slate_rl.online.agent import Agent
+from slate_rl.online.base import Agent
 from slate_rl.online.config import SACConfig
 
 

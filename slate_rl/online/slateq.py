@@ -50,7 +50,7 @@ from slate_rl.core.config import Variant
 from slate_rl.core.errors import ConfigError
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.nets import mlp, soft_update
-from slate_rl.online.agent import SlateAgent, first_clicks
+from slate_rl.online.base import SlateAgent, first_clicks
 from slate_rl.online.config import SlateQConfig
 from slate_rl.sim.core import TopicRec
 

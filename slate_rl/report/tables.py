@@ -27,7 +27,7 @@ from scipy import stats
 from slate_rl.core.artifacts import OFFLINE_ALGOS, SAC_GEMS_PREFIX, agent_variant, parse_agent_tag
 from slate_rl.core.errors import ConfigError
 from slate_rl.core.stats import mean_ci
-from slate_rl.report.collect import REFERENCE_POLICIES, Reference, Results, SeedResult
+from slate_rl.report.results import REFERENCE_POLICIES, Reference, Results, SeedResult
 
 ONLINE_NAMES = {
     "sac_topk_ideal": "SAC+TopK (ideal)",

@@ -6,7 +6,7 @@ with ``--behaviour``), ``random`` (uniform latent actions inside the GeMS bounds
 or any other name built as a mixture of existing datasets with ``--mix PATH=WEIGHT`` (repeatable).
 
 States are beliefs of the expert's actor GRU for every quality (one state space per
-environment). :mod:`slate_rl.offline.collect` builds the dataset; this stage parses, calls and
+environment). :mod:`slate_rl.offline.datasets` builds the dataset; this stage parses, calls and
 writes. The behaviour agents are rebuilt from the settings stored in their checkpoints. The
 behaviour return recorded in the metadata is measured online on the fixed test users, with the
 behaviour acting exactly as during collection (random, sampled or deterministic actions, same
@@ -22,7 +22,7 @@ import argparse
 from slate_rl.core.artifacts import TEST_SEED, TEST_SESSIONS
 from slate_rl.data.d4rl import save_dataset
 from slate_rl.models.rankers import load_gems_ranker
-from slate_rl.offline.collect import DatasetRequest, build_dataset
+from slate_rl.offline.datasets import DatasetRequest, build_dataset
 from slate_rl.stages.common import add_env_arguments, add_training_arguments, positive_int, simulator_from_args
 
 NAME = "collect"

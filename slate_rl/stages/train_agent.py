@@ -32,10 +32,10 @@ from slate_rl.core.io import fingerprint, remove_stale_temp_files, write_json, w
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
 from slate_rl.models.rankers import load_gems_ranker
-from slate_rl.online.agent import Agent
-from slate_rl.online.agents import agent_variant, build_agent, load_agent, parse_agent_tag, save_agent
+from slate_rl.online.base import Agent
 from slate_rl.online.config import AgentBuildConfig
 from slate_rl.online.loop import LoopState, OnlineConfig, evaluate, train_online
+from slate_rl.online.registry import agent_variant, build_agent, load_agent, parse_agent_tag, save_agent
 from slate_rl.online.reinforce import ReinforceConfig
 from slate_rl.online.sac import SACConfig
 from slate_rl.online.slateq import ClickModel, SlateQConfig

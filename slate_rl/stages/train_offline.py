@@ -31,16 +31,17 @@ from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
 from slate_rl.data.d4rl import load_dataset
 from slate_rl.models.rankers import GeMSRanker, load_gems_ranker
-from slate_rl.offline.algos import ALGO_CONFIGS, ALGOS, make_algo
-from slate_rl.offline.collect import load_behaviour, relabel_actions
+from slate_rl.offline.base import Normalizer
+from slate_rl.offline.datasets import load_behaviour, relabel_actions
 from slate_rl.offline.evaluation import (
     NORMALIZED_SCORE_DEFINITION,
     evaluate_returns,
     normalized_score,
     reference_returns,
 )
-from slate_rl.offline.loop import Normalizer, OfflineConfig, prepare_buffer, train_offline, with_total_steps
+from slate_rl.offline.loop import OfflineConfig, prepare_buffer, train_offline, with_total_steps
 from slate_rl.offline.policy import policy_for, save_policy
+from slate_rl.offline.registry import ALGO_CONFIGS, ALGOS, make_algo
 from slate_rl.offline.sequence import SequenceAlgo, SessionSpec
 from slate_rl.stages.common import (
     add_env_arguments,

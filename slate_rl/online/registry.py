@@ -37,7 +37,7 @@ from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import atomic_path, load_checkpoint
 from slate_rl.models.belief import scratch_item_table
 from slate_rl.models.rankers import GeMSRanker, KArgmax, Ranker, TopK
-from slate_rl.online.agent import Agent
+from slate_rl.online.base import Agent
 from slate_rl.online.config import BeliefTable
 from slate_rl.online.reinforce import Reinforce, ReinforceConfig
 from slate_rl.online.sac import SAC, SACConfig

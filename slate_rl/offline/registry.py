@@ -14,7 +14,7 @@ from torch import Tensor
 
 from slate_rl.core.artifacts import OFFLINE_ALGOS
 from slate_rl.core.errors import ConfigError
-from slate_rl.offline.algo import OfflineAlgo
+from slate_rl.offline.base import OfflineAlgo
 from slate_rl.offline.bc import BC
 from slate_rl.offline.config import ALGO_CONFIGS
 from slate_rl.offline.cql import CQL

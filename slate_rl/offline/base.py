@@ -125,3 +125,21 @@ class OfflineAlgo(nn.Module):
 def adam(params: Iterable[Tensor], lr: float) -> torch.optim.Adam:
     """Adam with the fused kernel (CPU and CUDA): the reference's update rule in one call per step."""
     return torch.optim.Adam(params, lr=lr, fused=True)
+
+
+class Normalizer(torch.nn.Module):
+    """State normalisation with the dataset's statistics (identity when disabled)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.mean: Tensor
+        self.std: Tensor
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def fit(self, states: Tensor, eps: float = 1e-3) -> None:
+        self.mean.copy_(states.mean(0))
+        self.std.copy_(states.std(0) + eps)
+
+    def forward(self, states: Tensor) -> Tensor:
+        return (states - self.mean) / self.std

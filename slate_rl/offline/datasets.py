@@ -48,9 +48,9 @@ from slate_rl.core.stats import mean_ci
 from slate_rl.data.d4rl import OfflineDataset, build_arrays, load_dataset
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.rankers import GeMSRanker
-from slate_rl.online.agent import Agent
-from slate_rl.online.agents import agent_from_checkpoint
-from slate_rl.online.collect import Mode, policy_returns, run_agent_sessions, user_keys
+from slate_rl.online.base import Agent
+from slate_rl.online.registry import agent_from_checkpoint
+from slate_rl.online.rollouts import Mode, policy_returns, run_agent_sessions, user_keys
 from slate_rl.online.sac import SAC
 from slate_rl.sim.core import TopicRec
 
