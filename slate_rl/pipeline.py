@@ -109,8 +109,8 @@ def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PAT
         keys += [(f"{section}.qualities[{i}]", q) for i, q in enumerate(config[section]["qualities"])]
     for key, value in keys:
         if value not in known:
-            raise ConfigError(f"config: key {key!r}: unknown dataset quality {value!r}; use expert, medium, random, "
-                              "replay or a mixture defined under 'offline_data.mixtures'")
+            raise ConfigError(f"config: key {key!r}: unknown dataset quality {value!r}; use {', '.join(QUALITIES)} "
+                              "or a mixture defined under 'offline_data.mixtures'")
     return config
 
 

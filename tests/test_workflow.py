@@ -246,3 +246,20 @@ def test_every_section_reports_its_own_key_names(section, values, key):
     cfg[section].update(values)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate_config(cfg)
+
+
+def test_the_schema_names_what_core_artifacts_names():
+    """The schema (YAML, read by Snakemake) repeats a few names of slate_rl.core.artifacts: they must agree."""
+    from slate_rl.core import artifacts
+    from slate_rl.pipeline import load_schema
+
+    props = load_schema()["properties"]
+    assert tuple(props["agents"]["properties"]["names"]["items"]["enum"]) == artifacts.AGENT_NAMES
+    assert set(props["agents"]["properties"]["variants"]["properties"]) == set(artifacts.VARIANT_AGENTS)
+    assert tuple(props["offline"]["properties"]["algos"]["items"]["enum"]) == artifacts.OFFLINE_ALGOS
+    assert set(props["evaluation"]["properties"]["reference_policies"]["items"]["enum"]) == set(
+        artifacts.REFERENCE_POLICIES)
+    mixtures = props["offline_data"]["properties"]["mixtures"]
+    assert tuple(mixtures["propertyNames"]["not"]["enum"]) == artifacts.QUALITIES
+    assert tuple(mixtures["additionalProperties"]["propertyNames"]["enum"]) == artifacts.QUALITIES
+    assert tuple(props["gems"]["properties"]["item_table"]["enum"]) == artifacts.GEMS_ITEM_TABLES

@@ -340,7 +340,6 @@ class DDConfig:
         check_target(self.test_return, f"{sec}.test_return")
 
 
-
 @dataclass(frozen=True)
 class OfflineDataConfig:
     """How the offline datasets are collected (config.yaml's ``offline_data`` section)."""

@@ -77,11 +77,13 @@ class NoisyPolicy(Agent):
                    ) -> tuple[Tensor, Tensor, Any]:
         return self.inner.random_act(slates, clicks, hidden, width)
 
+
 def behaviour_of(agent: Agent) -> SAC:
     """Check that ``agent`` can produce GeMS latent actions (a SAC+GeMS agent)."""
     if not isinstance(agent, SAC) or not isinstance(agent.ranker, GeMSRanker):
         raise ConfigError("offline datasets need a SAC+GeMS behaviour agent (offline_data.behaviour: sac_gems)")
     return agent
+
 
 def load_behaviour(path: str | os.PathLike[str], sim: TopicRec, gems: GeMSRanker) -> tuple[SAC, dict[str, Any]]:
     """A trained SAC+GeMS agent, rebuilt from its checkpoint alone (the settings stored in it), on the simulator's
@@ -113,10 +115,12 @@ def collection_mode(quality: str, deterministic: bool) -> Mode:
         return "random"
     return "eval" if deterministic else "train"
 
+
 @torch.no_grad()
 def encode_beliefs(encoder: BeliefEncoder, slates: Tensor, clicks: Tensor, batch: int = 4096) -> Tensor:
     """Belief after each observation of whole episodes: (E, H+1, k) -> (E, H+1, S)."""
     return torch.cat([encoder(slates[i:i + batch], clicks[i:i + batch]) for i in range(0, slates.shape[0], batch)])
+
 
 @torch.no_grad()
 def collect_episodes(sim: TopicRec, policy: Agent, encoder: BeliefEncoder, seed: int, episodes: int, mode: Mode,
@@ -143,6 +147,7 @@ def collect_episodes(sim: TopicRec, policy: Agent, encoder: BeliefEncoder, seed:
     cat = {k: np.concatenate(v) for k, v in parts.items()}
     return build_arrays(cat["slates"], cat["clicks"], cat["actions"], cat["rewards"], cat["beliefs"])
 
+
 @torch.no_grad()
 def replay_episodes(buffer_state: Mapping[str, Any], encoder: BeliefEncoder, episodes: int,
                     device: torch.device) -> dict[str, np.ndarray]:
@@ -157,6 +162,7 @@ def replay_episodes(buffer_state: Mapping[str, Any], encoder: BeliefEncoder, epi
     beliefs = encode_beliefs(encoder, slates, clicks)
     return build_arrays(slates.to(torch.int16).cpu().numpy(), clicks.cpu().numpy(), data["actions"][order].numpy(),
                         data["rewards"][order].numpy(), beliefs.cpu().numpy())
+
 
 def mix_datasets(parts: list[tuple[OfflineDataset, int]]) -> dict[str, np.ndarray]:
     """Concatenate the first ``n`` episodes of each dataset (which must share env, GeMS and encoder)."""
@@ -174,6 +180,7 @@ def mix_datasets(parts: list[tuple[OfflineDataset, int]]) -> dict[str, np.ndarra
     cat = {k: np.concatenate([e[k][:n] for e, n in eps]) for k in eps[0][0]}
     return build_arrays(cat["slates"], cat["clicks"], cat["actions"], cat["rewards"], cat["observations"])
 
+
 def mixture_counts(weights: Mapping[str, float], episodes: int) -> dict[str, int]:
     """Episodes per component of a mixture: ``episodes`` split by ``weights`` (largest remainders)."""
     if not weights:
@@ -186,6 +193,7 @@ def mixture_counts(weights: Mapping[str, float], episodes: int) -> dict[str, int
     for k in sorted(raw, key=lambda k: raw[k] - counts[k], reverse=True)[: episodes - sum(counts.values())]:
         counts[k] += 1
     return counts
+
 
 @torch.no_grad()
 def relabel_actions(ranker: GeMSRanker, slates: np.ndarray | Tensor, clicks: np.ndarray | Tensor,

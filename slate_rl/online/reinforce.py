@@ -95,7 +95,6 @@ class Reinforce(SlateAgent):
         slate = logits.topk(self.slate_size, dim=1).indices
         return slate, slate.float(), belief
 
-
     def published_losses(self, ep: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """The published surrogate (see the module doc)."""
         h = ep["rewards"].shape[1]

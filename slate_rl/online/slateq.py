@@ -190,7 +190,6 @@ class SlateQ(SlateAgent):
         return loss, {"q_loss": loss.detach(), "q_mean": q.detach().mean() if q.numel() else loss.detach(),
                       "clicked_items": clicked.sum().float()}
 
-
     def losses(self, ep: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         if self.variant == "published":
             return self.published_losses(ep)
