@@ -58,8 +58,17 @@ def parse_gems_tag(tag: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------- agent tags
-AGENT_NAMES = ("sac_gems", "sac_topk_ideal", "sac_topk_mf", "sac_kargmax", "sac_wknn", "reinforce", "slateq")
-"""The agents of config.yaml's ``agents.names``."""
+AGENT_DISPLAY_NAMES = {
+    "sac_gems": "SAC+GeMS",
+    "sac_topk_ideal": "SAC+TopK (ideal)",
+    "sac_topk_mf": "SAC+TopK (MF)",
+    "sac_kargmax": "SAC+kargmax",
+    "sac_wknn": "SAC+WkNN",
+    "reinforce": "REINFORCE+SoftMax",
+    "slateq": "SlateQ",
+}
+"""The agents (config.yaml's ``agents.names``, in the papers' order) and the names readers know them by."""
+AGENT_NAMES = tuple(AGENT_DISPLAY_NAMES)
 Variant = Literal["published", "corrected"]
 VARIANTS: tuple[Variant, ...] = ("published", "corrected")
 VARIANT_AGENTS = ("sac_wknn", "reinforce", "slateq")
@@ -115,8 +124,9 @@ QUALITIES = ("expert", "medium", "random", "replay")
 RESERVED_QUALITIES = {"online": "the online agents' results", "reference": "the reference policies' results"}
 """Folder names under results/{env}/ that a dataset quality (a mixture's name) cannot take."""
 QUALITY_WILDCARD = rf"(?!(?:{'|'.join(RESERVED_QUALITIES)})\b)[A-Za-z0-9_]+"
-OFFLINE_ALGOS = ("td3bc", "cql", "iql", "bc", "dt", "dd")
-"""The offline algorithms (:mod:`slate_rl.offline.registry` builds them)."""
+OFFLINE_ALGO_DISPLAY_NAMES = {"td3bc": "TD3+BC", "cql": "CQL", "iql": "IQL", "bc": "BC", "dt": "DT", "dd": "DD"}
+"""The offline algorithms (:mod:`slate_rl.offline.registry` builds them) and their names in tables."""
+OFFLINE_ALGOS = tuple(OFFLINE_ALGO_DISPLAY_NAMES)
 REFERENCE_POLICIES = ("random", "oracle", "eps-greedy")
 """The simulator's reference policies (:mod:`slate_rl.sim.policies`)."""
 EMBEDDING_KINDS = ("focused", "diffuse")

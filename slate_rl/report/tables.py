@@ -24,20 +24,19 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from slate_rl.core.artifacts import OFFLINE_ALGOS, SAC_GEMS_PREFIX, agent_variant, parse_agent_tag
+from slate_rl.core.artifacts import (
+    AGENT_DISPLAY_NAMES,
+    OFFLINE_ALGO_DISPLAY_NAMES,
+    SAC_GEMS_PREFIX,
+    agent_variant,
+    parse_agent_tag,
+)
 from slate_rl.core.errors import ConfigError
 from slate_rl.core.stats import mean_ci
 from slate_rl.report.results import REFERENCE_POLICIES, Reference, Results, SeedResult
 
-ONLINE_NAMES = {
-    "sac_topk_ideal": "SAC+TopK (ideal)",
-    "sac_topk_mf": "SAC+TopK (MF)",
-    "sac_kargmax": "SAC+kargmax",
-    "sac_wknn": "SAC+WkNN",
-    "reinforce": "REINFORCE+SoftMax",
-    "slateq": "SlateQ",
-}
-OFFLINE_NAMES = dict(zip(OFFLINE_ALGOS, ("TD3+BC", "CQL", "IQL", "BC", "DT", "DD"), strict=True))
+ONLINE_NAMES = {k: v for k, v in AGENT_DISPLAY_NAMES.items() if k != "sac_gems"}
+OFFLINE_NAMES = OFFLINE_ALGO_DISPLAY_NAMES
 REFERENCE_NAMES = {
     "oracle": "Oracle",
     "eps-greedy": "ε-greedy oracle",
@@ -60,9 +59,7 @@ def display_name(kind: str, method: str) -> str:
             base, _ = parse_agent_tag(method)
         except ConfigError:  # not a tag of this version: shown as it is
             return method
-        if base == "sac_gems":
-            return "SAC+GeMS"
-        name = ONLINE_NAMES.get(base, base)
+        name = AGENT_DISPLAY_NAMES.get(base, base)
         return f"{name} (corrected)" if agent_variant(method) == "corrected" else name
     if kind == "offline":
         return OFFLINE_NAMES.get(method, method)
