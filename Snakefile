@@ -23,6 +23,7 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/offline_common.smk"
 include: "workflow/rules/simulator.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/agents.smk"
@@ -33,5 +34,5 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         all_targets(),
-        "results/report.md",
+        A.REPORT,
     default_target: True

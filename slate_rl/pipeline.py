@@ -1,7 +1,9 @@
 """Helpers for the Snakemake workflow: config validation and per-rule parameters.
 
 This module sits at the top of the layers (beside ``stages``): the Snakefile imports it to
-validate ``config`` once at parse time and to turn config entries into rule parameters.
+validate ``config`` once at parse time and to turn config entries into rule parameters. It
+imports torch-free modules only (artifact facts, config dataclasses), so that parsing the
+Snakefile never imports torch.
 """
 
 from __future__ import annotations
@@ -13,16 +15,13 @@ from typing import Any
 
 import yaml
 
+from slate_rl.core.artifacts import QUALITIES, sac_gems_tag, variant_tag
 from slate_rl.core.config import from_dict, to_dict, validate_schema
 from slate_rl.core.errors import ConfigError
-from slate_rl.models.gems import GeMSConfig, gems_config_from_tag
-from slate_rl.offline.algos import ALGO_CONFIGS
-from slate_rl.offline.collect import QUALITIES
-from slate_rl.online.agents import variant_tag
-from slate_rl.sim.config import PRESETS, TopicRecConfig, make_env_config
-
-RESERVED_QUALITIES = {"online": "the online agents' results", "reference": "the reference policies' results"}
-"""Folder names under results/{env}/ that a dataset quality (a mixture's name) cannot take."""
+from slate_rl.models.config import GeMSConfig, MFConfig, gems_config_from_tag
+from slate_rl.offline.config import ALGO_CONFIGS, OfflineConfig, OfflineDataConfig
+from slate_rl.online.config import AgentBuildConfig, OnlineConfig, ReinforceConfig, SACConfig, SlateQConfig
+from slate_rl.sim.config import PRESETS, EvaluationConfig, LogsConfig, TopicRecConfig, make_env_config
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -57,6 +56,25 @@ def _coerce(value: Any, schema: dict[str, Any], root: dict[str, Any]) -> Any:
     return value
 
 
+SECTIONS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "logs": (LogsConfig, ()),
+    "evaluation": (EvaluationConfig, ()),
+    "mf": (MFConfig, ()),
+    "gems": (GeMSConfig, ()),
+    "agents": (AgentBuildConfig, ("names", "seeds", "variants")),
+    "online": (OnlineConfig, ()),
+    "sac": (SACConfig, ()),
+    "reinforce": (ReinforceConfig, ()),
+    "slateq": (SlateQConfig, ()),
+    "offline_data": (OfflineDataConfig, ()),
+    "offline": (OfflineConfig, ("algos", "seeds", "quality", "qualities")),
+    **{name: (cls, ()) for name, cls in ALGO_CONFIGS.items()},
+}
+"""Each config.yaml section with settings: its dataclass, and the keys only the workflow reads (which jobs to
+plan: names, seeds, qualities). The dataclass's fields plus those keys are the schema's properties of the section
+(tests/test_workflow.py checks it)."""
+
+
 def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     """Schema validation plus the checks a schema cannot express; raises one ConfigError.
 
@@ -77,20 +95,22 @@ def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PAT
             )
     for name in defined:
         make_env_config(name, defined)  # type checks of every user-defined environment
-    for name, cls in ALGO_CONFIGS.items():  # keys and values of the offline algorithms' sections
-        from_dict(cls, config.get(name) or {}, name)
-    for name in config["offline_data"]["mixtures"]:
-        if name in RESERVED_QUALITIES:
-            raise ConfigError(f"config: key 'offline_data.mixtures.{name}': the name {name!r} is taken "
-                              f"(results/{{env}}/{name}/ holds {RESERVED_QUALITIES[name]}); name the mixture otherwise")
+    for section, (cls, workflow_keys) in SECTIONS.items():  # the one validator of every section's values
+        values = {k: v for k, v in (config.get(section) or {}).items() if k not in workflow_keys}
+        try:
+            from_dict(cls, values, section)
+        except ConfigError as exc:  # range checks name '<section>.<key>'; type checks already say 'config key'
+            message = str(exc)
+            raise ConfigError(message if message.startswith(("config", "unknown")) else f"config: {message}"
+                              ) from None
     known = {*QUALITIES, *config["offline_data"]["mixtures"]}
     keys = [("offline.quality", config["offline"]["quality"])]
     for section in ("offline_data", "offline"):
         keys += [(f"{section}.qualities[{i}]", q) for i, q in enumerate(config[section]["qualities"])]
     for key, value in keys:
         if value not in known:
-            raise ConfigError(f"config: key {key!r}: unknown dataset quality {value!r}; use expert, medium, random, "
-                              "replay or a mixture defined under 'offline_data.mixtures'")
+            raise ConfigError(f"config: key {key!r}: unknown dataset quality {value!r}; use {', '.join(QUALITIES)} "
+                              "or a mixture defined under 'offline_data.mixtures'")
     return config
 
 
@@ -124,7 +144,7 @@ def agent_tags(config: dict[str, Any]) -> list[str]:
     """Agent tags of config.yaml's ``agents.names``: sac_gems gets the configured GeMS tag, the baselines of
     ``agents.variants`` their variant's tag (``<name>_corrected`` for the corrected one)."""
     variants = config["agents"].get("variants", {})
-    return [f"sac_gems_{gems_tag(config)}" if name == "sac_gems" else variant_tag(name, variants.get(name, "published"))
+    return [sac_gems_tag(gems_tag(config)) if name == "sac_gems" else variant_tag(name, variants.get(name, "published"))
             for name in config["agents"]["names"]]
 
 

@@ -6,15 +6,25 @@ import copy
 
 import pytest
 import torch
+from torch import nn
 
 from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.models.gems import GeMS
 from slate_rl.models.rankers import GeMSRanker
-from slate_rl.online.agent import Agent
-from slate_rl.online.agents import load_agent, make_agent, make_ranker, parse_agent_tag, save_agent
-from slate_rl.online.collect import run_agent_sessions, user_keys
+from slate_rl.online.base import Agent
+from slate_rl.online.config import ReinforceConfig, SACConfig, SlateQConfig
 from slate_rl.online.loop import OnlineConfig, train_online
+from slate_rl.online.registry import (
+    agent_from_checkpoint,
+    build_agent,
+    load_agent,
+    make_agent,
+    make_ranker,
+    parse_agent_tag,
+    save_agent,
+)
+from slate_rl.online.rollouts import run_agent_sessions, user_keys
 from slate_rl.online.slateq import ClickModel
 from slate_rl.sim.gym_env import build_simulator
 
@@ -227,3 +237,25 @@ def test_slateq_ranks_by_relevance_times_item_value_and_uses_true_click_probabil
     eps_no_clicks = {**eps, "clicks": torch.zeros_like(eps["clicks"])}
     loss, metrics = agent.losses(eps_no_clicks)
     assert float(loss.detach()) == 0.0 and float(metrics["clicked_items"]) == 0.0
+
+
+@pytest.mark.parametrize(("tag", "settings"), [
+    ("sac_gems_d8_beta1_lc0.5_scratch_s1", {"sac": SACConfig(hidden=24, belief_dim=12)}),
+    ("sac_wknn_corrected", {"sac": SACConfig(hidden=24, belief_dim=12)}),
+    ("reinforce", {"reinforce": ReinforceConfig(hidden=24, belief_dim=12)}),
+    ("slateq_corrected", {"slateq": SlateQConfig(hidden=24, belief_dim=12)}),
+])
+@pytest.mark.parametrize("belief_table", ["scratch", "ranker"])
+def test_a_checkpoint_alone_rebuilds_its_agent(tag, settings, belief_table, sim, tmp_path):
+    """Non-default settings are stored in the checkpoint: whoever loads it (collect, train-offline) passes none."""
+    gems = GeMSRanker(GeMS(latent_dim=8), torch.zeros(8), torch.ones(8) * 2)
+    torch.manual_seed(0)
+    agent = build_agent(tag, sim.items, 1000, 10, 100, gems=gems, belief_table=belief_table,
+                        click_model=ClickModel.of(sim), **settings)
+    agent.update(_episodes(sim, agent))
+    save_agent(tmp_path / "a.ckpt", agent, tag, {"step": 1})
+    rebuilt, meta = agent_from_checkpoint(tmp_path / "a.ckpt", sim.items, 1000, 10, 100, gems=gems,
+                                          click_model=ClickModel.of(sim))
+    assert meta == {"step": 1} and type(rebuilt) is type(agent) and rebuilt.build == agent.build
+    want, got = nn.Module.state_dict(agent), nn.Module.state_dict(rebuilt)
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)

@@ -12,9 +12,9 @@ import torch
 
 from slate_rl.models.gems import GeMS, gems_loss
 from slate_rl.models.rankers import GeMSRanker
-from slate_rl.offline.algos import make_algo
-from slate_rl.online.agents import make_agent, make_ranker
-from slate_rl.online.collect import run_agent_sessions, user_keys
+from slate_rl.offline.registry import make_algo
+from slate_rl.online.registry import make_agent, make_ranker
+from slate_rl.online.rollouts import run_agent_sessions, user_keys
 from slate_rl.sim.gym_env import build_simulator
 from slate_rl.sim.policies import make_policy
 from slate_rl.sim.rollout import run_sessions

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.gems import GeMS
 from slate_rl.models.rankers import GeMSRanker
-from slate_rl.online.agents import make_agent
+from slate_rl.online.registry import make_agent
 
 
 def _grads(enc: BeliefEncoder, slates: torch.Tensor, clicks: torch.Tensor, fused: bool, weights: torch.Tensor):

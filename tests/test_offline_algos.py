@@ -15,13 +15,13 @@ import pytest
 import torch
 from torch import Tensor
 
-from slate_rl.bench import offline as corl
+from slate_rl.bench.offline import load_reference
 from slate_rl.core.errors import ConfigError
-from slate_rl.offline.algo import OfflineAlgo
-from slate_rl.offline.algos import ALGO_CONFIGS, ALGOS, TD_ALGOS, make_algo
+from slate_rl.offline.base import OfflineAlgo
 from slate_rl.offline.bc import BCConfig
 from slate_rl.offline.cql import CQLConfig
 from slate_rl.offline.iql import IQLConfig
+from slate_rl.offline.registry import ALGO_CONFIGS, ALGOS, TD_ALGOS, make_algo
 from slate_rl.offline.td3bc import TD3BCConfig
 
 OBS, ACT = 20, 32
@@ -246,6 +246,7 @@ def test_in_place_activations_change_no_number(case):
 def _corl_pair(name: str, cfg: object | None = None) -> tuple[OfflineAlgo, Any, dict[torch.nn.Module, torch.nn.Module]]:
     """Our algorithm (unit box) and the benchmark's CORL-style reference with the same initial weights;
     returns the modules to compare, ours -> reference (targets included)."""
+    corl = load_reference()  # bench/corl_reference.py of the checkout
     torch.manual_seed(0)
     ours: Any = make_algo(name, OBS, torch.zeros(ACT), torch.ones(ACT), corl.GAMMA, 1000, {name: cfg} if cfg else None)
     if name == "bc":

@@ -34,27 +34,27 @@ from slate_rl.data.d4rl import (
     save_dataset,
     validate_arrays,
 )
+from slate_rl.data.export import from_minari, to_d3rlpy, to_minari
 from slate_rl.models.gems import GeMS, gems_loss
 from slate_rl.models.rankers import GeMSRanker, load_gems_ranker, save_gems_ranker
-from slate_rl.offline.collect import (
+from slate_rl.offline.datasets import (
     NoisyPolicy,
     check_label,
     collect_episodes,
     encode_beliefs,
     mix_datasets,
     mixture_counts,
+    quality_seed,
     relabel_actions,
 )
-from slate_rl.offline.export import from_minari, to_d3rlpy, to_minari
-from slate_rl.online.agent import Agent
-from slate_rl.online.agents import build_agent, load_agent, save_agent
-from slate_rl.online.collect import policy_returns
+from slate_rl.online.base import Agent
 from slate_rl.online.loop import OnlineConfig, train_online
+from slate_rl.online.registry import build_agent, load_agent, save_agent
+from slate_rl.online.rollouts import policy_returns
 from slate_rl.online.sac import SACConfig
 from slate_rl.sim.config import make_env_config
 from slate_rl.sim.core import TopicRec
 from slate_rl.sim.embeddings import generate_item_embeddings
-from slate_rl.stages.collect import quality_seed
 
 NUM_ITEMS, K, S, A = 100, 10, 20, 4  # items, slate size, belief size, GeMS latent size
 HORIZON = 10  # episode length of the tiny simulator
@@ -804,10 +804,12 @@ def cli_inputs(tmp_path_factory, table, tiny_sim) -> dict[str, Path]:
             "last": run / "last.ckpt"}
 
 
-def _cli(inputs, quality, output, *extra: str, expert: Path | None = None, agent: str = TAG) -> int:
+def _cli(inputs, quality, output, *extra: str, expert: Path | None = None) -> int:
+    """`slate-rl collect`: the agent (SAC hidden width 32, ranker belief table) is rebuilt from its checkpoint,
+    no agent flag is passed."""
     return main(["collect", "--env", "tiny", "--env-spec", json.dumps(ENV_SPEC), "--embeddings-file",
-                 str(inputs["embeddings"]), "--agent", agent, "--gems", str(inputs["gems"]), "--expert",
-                 str(expert or inputs["best"]), "--hidden", "32", "--episodes", "8", "--test-sessions", "8",
+                 str(inputs["embeddings"]), "--gems", str(inputs["gems"]), "--expert",
+                 str(expert or inputs["best"]), "--episodes", "8", "--test-sessions", "8",
                  "--device", "cpu", "--no-progress", "--logger-mode", "disabled", "--quality", quality,
                  "--output", str(output), *extra])
 
@@ -911,10 +913,13 @@ def test_cli_mixture_takes_episodes_in_proportion(collected):
     ("mislabelled expert", "expert", (), "not above the random-quality return"),
     ("mislabelled medium", "medium", ("--behaviour", "{best}"), "the medium behaviour returns"),
 ])
-def test_cli_bad_inputs_give_one_error_line(cli_inputs, collected, tmp_path, capsys, case, quality, extra, needle):
-    expert, agent = cli_inputs["best"], TAG
+def test_cli_bad_inputs_give_one_error_line(cli_inputs, collected, tmp_path, capsys, tiny_sim, case, quality, extra,
+                                           needle):
+    expert = cli_inputs["best"]
     if case == "non-GeMS agent":
-        agent = "sac_topk_ideal"
+        expert = tmp_path / "topk" / "best.ckpt"
+        other = build_agent("sac_topk_ideal", tiny_sim.items, NUM_ITEMS, K, HORIZON, sac=SACConfig(hidden=32))
+        save_agent(expert, other, "sac_topk_ideal", {"step": 0})
     if case == "replay without last.ckpt":
         expert = tmp_path / "lonely" / "best.ckpt"
         expert.parent.mkdir()
@@ -926,7 +931,7 @@ def test_cli_bad_inputs_give_one_error_line(cli_inputs, collected, tmp_path, cap
     extra = tuple(x.format(expert=collected["expert"], alien=alien, best=cli_inputs["best"]) for x in extra)
     out = tmp_path / "out.npz"
     capsys.readouterr()
-    assert _cli(cli_inputs, quality, out, *extra, expert=expert, agent=agent) == 2
+    assert _cli(cli_inputs, quality, out, *extra, expert=expert) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], err
     assert not out.exists() and not metadata_path(out).exists()

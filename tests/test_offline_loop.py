@@ -15,9 +15,8 @@ from slate_rl.core.errors import ArtifactError
 from slate_rl.data.d4rl import load_dataset, save_dataset
 from slate_rl.models.gems import GeMS
 from slate_rl.models.rankers import GeMSRanker, save_gems_ranker
-from slate_rl.offline.algo import OfflineAlgo
-from slate_rl.offline.algos import make_algo
-from slate_rl.offline.collect import collect_episodes
+from slate_rl.offline.base import OfflineAlgo
+from slate_rl.offline.datasets import collect_episodes
 from slate_rl.offline.loop import (
     DivergenceError,
     Normalizer,
@@ -27,8 +26,9 @@ from slate_rl.offline.loop import (
     train_offline,
 )
 from slate_rl.offline.policy import algo_policy, load_policy, save_policy, zero_policy
-from slate_rl.online.agents import build_agent, save_agent
+from slate_rl.offline.registry import make_algo
 from slate_rl.online.loop import evaluate
+from slate_rl.online.registry import build_agent, save_agent
 from slate_rl.sim.config import make_env_config
 from slate_rl.sim.embeddings import generate_item_embeddings
 from slate_rl.sim.gym_env import build_simulator
@@ -202,7 +202,7 @@ def _stage(inputs, algo="bc", extra=()):
     d = inputs["dir"]
     return main(["train-offline", "--env", "focused_topdown", "--embeddings-file", str(inputs["table"]),
                  "--algo", algo, "--dataset", str(inputs["data"]), "--gems", str(inputs["gems"]),
-                 "--expert", str(inputs["best"]), "--agent", AGENT, "--seed", "0", "--total-steps", "8",
+                 "--expert", str(inputs["best"]), "--seed", "0", "--total-steps", "8",
                  "--batch-size", "32", "--eval-interval", "4", "--checkpoint-interval", "4", "--val-sessions", "4",
                  "--test-sessions", "8", "--device", "cpu", "--logger-mode", "disabled", "--no-progress",
                  "--policy-output", str(d / f"{algo}.pt"), "--results", str(d / f"{algo}.json"), *extra])

@@ -12,21 +12,16 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from slate_rl.core.artifacts import VARIANT_AGENTS, variant_tag
 from slate_rl.core.errors import ConfigError
 from slate_rl.data.logs import LoggedSessions
 from slate_rl.models.gems import GeMS
 from slate_rl.models.mf import interactions
 from slate_rl.models.rankers import GeMSRanker
-from slate_rl.online.agent import first_clicks
-from slate_rl.online.agents import (
-    VARIANT_AGENTS,
-    agent_variant,
-    build_agent,
-    parse_agent_tag,
-    variant_tag,
-)
-from slate_rl.online.collect import run_agent_sessions, user_keys
+from slate_rl.online.base import first_clicks
+from slate_rl.online.registry import agent_variant, build_agent, parse_agent_tag
 from slate_rl.online.reinforce import Reinforce, returns_to_go
+from slate_rl.online.rollouts import run_agent_sessions, user_keys
 from slate_rl.online.sac import SAC
 from slate_rl.online.slateq import ClickModel, SlateQ, SlateQConfig
 from slate_rl.online.wolpertinger import Wolpertinger

@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from slate_rl.core.config import replace
-from slate_rl.models.gems import GeMS, GeMSConfig, gems_config_from_tag, gems_loss
+from slate_rl.models.config import GeMSConfig, gems_config_from_tag
+from slate_rl.models.gems import GeMS, gems_loss
 from slate_rl.models.rankers import GeMSRanker
-from slate_rl.online.agent import Agent
-from slate_rl.online.collect import run_agent_sessions, user_keys
+from slate_rl.online.base import Agent
 from slate_rl.online.loop import OnlineConfig, train_online
+from slate_rl.online.rollouts import run_agent_sessions, user_keys
 from slate_rl.online.sac import SAC, SACConfig
 from slate_rl.sim.config import make_env_config
 from slate_rl.sim.gym_env import build_simulator

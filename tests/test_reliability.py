@@ -429,7 +429,7 @@ def test_a_yaml_syntax_error_in_config_yaml_stops_snakemake_with_file_and_line(t
 def test_make_agent_without_its_ranker_is_a_clear_error():
     from slate_rl.core.errors import ConfigError
     from slate_rl.models.rankers import KArgmax, TopK
-    from slate_rl.online.agents import make_agent
+    from slate_rl.online.registry import make_agent
     from slate_rl.online.wolpertinger import Wolpertinger
 
     with pytest.raises(ConfigError, match="sac_topk_ideal needs a ranker"):

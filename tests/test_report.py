@@ -17,8 +17,8 @@ from scipy import stats
 
 from slate_rl.cli import main
 from slate_rl.core.stats import mean_ci
-from slate_rl.report.collect import Results, SeedResult, collect_results
 from slate_rl.report.markdown import fmt, fmt_p
+from slate_rl.report.results import Results, SeedResult, collect_results
 from slate_rl.report.tables import build_env_report, normalized_score, welch_p
 
 GEMS = "sac_gems_d32_beta1_lc0.5_scratch_s58407201"

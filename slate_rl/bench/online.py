@@ -20,8 +20,8 @@ import torch
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.gems import GeMS
 from slate_rl.models.rankers import GeMSRanker
-from slate_rl.online.agents import make_agent
 from slate_rl.online.loop import OnlineConfig, train_online
+from slate_rl.online.registry import make_agent
 from slate_rl.sim.core import TopicRec
 
 PAPER_STEPS = 100_000

@@ -40,14 +40,15 @@ from slate_rl.core.io import load_checkpoint
 from slate_rl.core.stats import mean_ci
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.models.rankers import load_gems_ranker
-from slate_rl.offline.algos import ALGO_CONFIGS, SEQUENCE_ALGOS, make_algo
-from slate_rl.offline.collect import load_behaviour
+from slate_rl.offline.base import Normalizer
+from slate_rl.offline.config import check_target
+from slate_rl.offline.datasets import load_behaviour
 from slate_rl.offline.dd import DDConfig, DecisionDiffuser
 from slate_rl.offline.dt import DecisionTransformer, DTConfig
-from slate_rl.offline.loop import Normalizer
 from slate_rl.offline.policy import POLICY_FORMAT, POLICY_VERSION, SequencePolicy, load_policy
-from slate_rl.offline.sequence import SequenceAlgo, SessionSpec, check_target
-from slate_rl.online.collect import policy_returns
+from slate_rl.offline.registry import ALGO_CONFIGS, SEQUENCE_ALGOS, make_algo
+from slate_rl.offline.sequence import SequenceAlgo, SessionSpec
+from slate_rl.online.rollouts import policy_returns
 from slate_rl.sim.core import TopicRec
 
 OBS_DIM, ACTION_DIM, HORIZON = 20, 32, 100
@@ -279,7 +280,7 @@ def load_sequence_policy(path: str | Path, sim: TopicRec, gems_path: str, expert
     gems = load_gems_ranker(gems_path, num_items=c.num_items, device=sim.device)
     relabel = meta.get("relabel")
     decoder = load_gems_ranker(relabel["gems"], num_items=c.num_items, device=sim.device) if relabel else gems
-    expert, _ = load_behaviour(expert_path, agent, sim, gems)
+    expert, _ = load_behaviour(expert_path, sim, gems)
     normalizer = Normalizer(payload["normalizer"]["mean"].shape[0]).to(sim.device)
     algo = make_algo(name, normalizer.mean.shape[0], decoder.action_center, decoder.action_scale,
                      meta["offline"]["gamma"], meta["offline"]["total_steps"], {name: algo_cfg},

@@ -23,11 +23,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from slate_rl.core import artifacts
 from slate_rl.core.errors import ConfigError
 
 T = TypeVar("T")
 
-Variant = typing.Literal["published", "corrected"]
+Variant = artifacts.Variant
 """A component that reproduces a bug of the published code (naver/gems) offers both: ``published`` (the bug, so
 the paper's numbers are reproduced) and ``corrected``."""
 
@@ -132,6 +133,28 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "") ->
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config {prefix or cls.__name__}: {exc}") from exc
     return obj
+
+
+def check_fields(cfg: Any, positive: tuple[str, ...] = (), fraction: tuple[str, ...] = (),
+                 nonnegative: tuple[str, ...] = ()) -> None:
+    """The range checks of a config section's dataclass: raise :class:`ConfigError` naming the key as written in
+    config.yaml (``<cfg.SECTION>.<field>``) unless each ``positive`` field is > 0, each
+    ``fraction`` field lies in (0, 1] and each ``nonnegative`` one is >= 0; integer fields (layer
+    counts, widths...) must be integers."""
+    prefix = getattr(cfg, "SECTION", type(cfg).__name__)
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.type in ("int", int) and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"{prefix}.{f.name} must be an integer, got {value!r}")
+    for key in positive:
+        if not getattr(cfg, key) > 0:
+            raise ConfigError(f"{prefix}.{key} must be > 0, got {getattr(cfg, key)}")
+    for key in fraction:
+        if not 0.0 < getattr(cfg, key) <= 1.0:
+            raise ConfigError(f"{prefix}.{key} must be in (0, 1], got {getattr(cfg, key)}")
+    for key in nonnegative:
+        if not getattr(cfg, key) >= 0:
+            raise ConfigError(f"{prefix}.{key} must be >= 0, got {getattr(cfg, key)}")
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -239,6 +239,48 @@ def load_checkpoint(path: str | os.PathLike[str], fmt: str, version: int, what: 
 def read_resume_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A training loop's resume checkpoint (``weights_only``); unreadable -> one clear error."""
     return _torch_load(Path(path), "resume checkpoint")
+
+
+def save_resume(path: str | os.PathLike[str], state: Mapping[str, Any], fingerprint: str,
+                generator: Any = None) -> None:
+    """Write a training loop's resume checkpoint atomically: the loop's ``state`` (tensors and plain data,
+    readable with ``weights_only``), the run's ``fingerprint`` and torch's RNG state (global CPU and CUDA
+    generators, and the loop's own ``torch.Generator`` if any; torch is imported here, not by this module)."""
+    import torch
+
+    from slate_rl.core.rng import torch_rng_state
+
+    payload: dict[str, Any] = {**state, **torch_rng_state(), "fingerprint": fingerprint}
+    if generator is not None:
+        payload["sample_rng"] = generator.get_state()
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_resume(path: str | os.PathLike[str], fingerprint: str, restore: Callable[[dict[str, Any]], str | None],
+                generator: Any = None) -> str | None:
+    """Resume a training loop from the checkpoint :func:`save_resume` wrote at ``path``.
+
+    ``restore(payload)`` loads the loop's own state, or returns why it refuses the checkpoint (before
+    changing anything). Returns None once resumed (RNG state restored too), else the reason why not: a
+    checkpoint written under another ``fingerprint`` or refused by ``restore``. A checkpoint of this run
+    that does not fit (missing fields, other shapes) is one :class:`ArtifactError`.
+    """
+    from slate_rl.core.rng import set_torch_rng_state
+
+    payload = read_resume_checkpoint(path)
+    if payload.get("fingerprint", "") != fingerprint:
+        return "written by a run with other inputs or settings"
+    try:
+        refused = restore(payload)
+        if refused is not None:
+            return refused
+        set_torch_rng_state(payload)
+        if generator is not None:
+            generator.set_state(payload["sample_rng"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise ArtifactError(f"{path}: resume checkpoint does not fit this run ({exc}); delete it and rerun") from exc
+    return None
 
 
 def fingerprint(settings: Any) -> str:

@@ -22,20 +22,13 @@ standard deviation, as published.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import lightning.pytorch as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slate_rl.core.config import replace
-from slate_rl.core.errors import ConfigError
+from slate_rl.models.config import ItemTableMode, SampleScale
 from slate_rl.models.nets import mlp
-
-ItemTableMode = Literal["scratch", "mf_fixed", "ideal"]
-SampleScale = Literal["variance", "std"]
 
 
 class GeMS(nn.Module):
@@ -168,71 +161,3 @@ class GeMSSystem(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=self.lr, fused=True)
-
-
-@dataclass(frozen=True)
-class GeMSConfig:
-    """GeMS pre-training (config.yaml's ``gems`` section); paper values by default."""
-
-    latent_dim: int = 32
-    """Latent (action) dimension d."""
-    beta: float = 1.0
-    """Weight of the KL term (KL averaged over latent dimensions)."""
-    lambda_click: float = 0.5
-    """Weight of the click BCE term."""
-    item_table: ItemTableMode = "scratch"
-    """Item table: learned from scratch, MF embeddings frozen (mf_fixed), or the simulator's (ideal)."""
-    epochs: int = 10
-    """Training epochs over every (slate, clicks) of the logs."""
-    batch_size: int = 256
-    """Examples per gradient step."""
-    lr: float = 1e-3
-    """Adam learning rate."""
-    seed: int = 58407201
-    """Seed of initialisation, shuffling and sampling."""
-    val_fraction: float = 0.1
-    """Share of sessions (the first ones) used for validation."""
-    bounds_sessions: int = 1000
-    """Sessions (the first ones) whose encodings define the action bounds."""
-    sample_scale: SampleScale = "variance"
-    """Scale of the training sample z = mu + eps * scale: the variance (published, the paper's beta) or the
-    standard deviation (``std``, tag suffix ``_std``)."""
-
-    def __post_init__(self) -> None:
-        for name in ("latent_dim", "epochs", "batch_size", "bounds_sessions"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"gems.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"gems.val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.beta < 0 or self.lambda_click < 0 or self.lr <= 0:
-            raise ConfigError("gems.beta and gems.lambda_click must be >= 0 and gems.lr > 0")
-        if self.sample_scale not in ("variance", "std"):
-            raise ConfigError(f"gems.sample_scale must be 'variance' or 'std', got {self.sample_scale!r}")
-
-    @property
-    def tag(self) -> str:
-        """Deterministic artifact name: latent dim, beta, lambda_click, item table, seed (+ ``_std``)."""
-        suffix = "_std" if self.sample_scale == "std" else ""
-        return f"d{self.latent_dim}_beta{self.beta:g}_lc{self.lambda_click:g}_{self.item_table}_s{self.seed}{suffix}"
-
-
-GEMS_TAG_PATTERN = (
-    r"d(?P<latent_dim>\d+)_beta(?P<beta>[0-9.e+-]+)_lc(?P<lambda_click>[0-9.e+-]+)"
-    r"_(?P<item_table>scratch|mf_fixed|ideal)_s(?P<seed>\d+)(?P<std>_std)?"
-)
-
-
-def gems_config_from_tag(tag: str, base: GeMSConfig | None = None) -> GeMSConfig:
-    """Inverse of :attr:`GeMSConfig.tag`: the tag's fields over ``base`` (for the other fields)."""
-    import re
-
-    m = re.fullmatch(GEMS_TAG_PATTERN, tag)
-    if m is None:
-        raise ConfigError(f"{tag!r} is not a GeMS tag like d32_beta1_lc0.5_scratch_s58407201")
-    g = m.groupdict()
-    base = base or GeMSConfig()
-    return replace(base, latent_dim=int(g["latent_dim"]), beta=float(g["beta"]), lambda_click=float(g["lambda_click"]),
-                   item_table=g["item_table"], seed=int(g["seed"]),
-                   sample_scale="std" if g["std"] else "variance")
-GEMS_TAG_WILDCARD = r"d\d+_beta[0-9.e+-]+_lc[0-9.e+-]+_(?:scratch|mf_fixed|ideal)_s\d+(?:_std)?"
-"""The same pattern without named groups (a Snakemake wildcard constraint)."""

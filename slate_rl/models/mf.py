@@ -18,8 +18,6 @@ sessions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import lightning.pytorch as L
 import numpy as np
 import torch
@@ -27,7 +25,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slate_rl.core.config import Variant
-from slate_rl.core.errors import ConfigError
 from slate_rl.data.logs import LoggedSessions
 
 
@@ -102,35 +99,3 @@ class MFSystem(L.LightningModule):
         return torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay, fused=True)
 
 
-@dataclass(frozen=True)
-class MFConfig:
-    """BPR-MF training (config.yaml's ``mf`` section); paper values by default."""
-
-    dim: int = 20
-    """Embedding dimension."""
-    batch_size: int = 256
-    """(user, positive, negative) triples per step."""
-    lr: float = 1e-4
-    """Adam learning rate."""
-    weight_decay: float = 0.0
-    """Adam weight decay."""
-    max_epochs: int = 100
-    """Upper bound on epochs (early stopping usually ends sooner)."""
-    patience: int = 3
-    """Early-stopping patience on the validation loss, in epochs."""
-    val_fraction: float = 0.1
-    """Share of sessions (the first ones) whose second half is held out."""
-    seed: int = 0
-    """Seed of initialisation, shuffling and negatives."""
-    variant: Variant = "published"
-    """Validation split: published (held-out sessions scored with training users' vectors, as the published code)
-    or corrected (the second half of held-out sessions, their own user vectors)."""
-
-    def __post_init__(self) -> None:
-        for name in ("dim", "batch_size", "max_epochs", "patience"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"mf.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"mf.val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.lr <= 0:
-            raise ConfigError(f"mf.lr must be > 0, got {self.lr}")

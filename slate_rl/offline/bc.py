@@ -9,29 +9,13 @@ dimension weighs by its range. The policy acts ``center + scale * tanh(f(s))``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from slate_rl.offline.algo import OfflineAlgo, adam, check_config
+from slate_rl.offline.base import OfflineAlgo, adam
+from slate_rl.offline.config import BCConfig
 from slate_rl.offline.nets import deterministic_actor
-
-
-@dataclass(frozen=True)
-class BCConfig:
-    """BC hyperparameters (CORL's defaults)."""
-
-    lr: float = 3e-4
-    """Learning rate of the actor."""
-    hidden: int = 256
-    """Width of the hidden layers of the actor."""
-    layers: int = 2
-    """Number of hidden layers of the actor."""
-
-    def __post_init__(self) -> None:
-        check_config(self, "bc", positive=("lr", "hidden", "layers"))
 
 
 class BC(OfflineAlgo):

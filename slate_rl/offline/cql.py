@@ -22,72 +22,15 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slate_rl.core.errors import ConfigError
 from slate_rl.models.nets import soft_update
-from slate_rl.offline.algo import OfflineAlgo, adam, check_config
+from slate_rl.offline.base import OfflineAlgo, adam
+from slate_rl.offline.config import CQLConfig
 from slate_rl.offline.nets import EnsembleQ, TanhGaussianActor
-
-
-@dataclass(frozen=True)
-class CQLConfig:
-    """CQL hyperparameters (CORL's D4RL defaults)."""
-
-    policy_lr: float = 3e-5
-    """Learning rate of the policy and of the entropy temperature."""
-    qf_lr: float = 3e-4
-    """Learning rate of the twin critics (and of the Lagrange multiplier)."""
-    tau: float = 0.005
-    """Polyak averaging rate of the target critics."""
-    target_update_period: int = 1
-    """Updates between two Polyak steps of the target critics."""
-    alpha_multiplier: float = 1.0
-    """Multiplier of the entropy temperature (the temperature itself when not tuned)."""
-    auto_entropy: bool = True
-    """Tune the entropy temperature towards the target entropy -action_dim."""
-    backup_entropy: bool = False
-    """Subtract alpha * log pi(a' | s') in the TD target."""
-    cql_alpha: float = 10.0
-    """Weight of the conservative penalty."""
-    n_actions: int = 10
-    """Actions sampled per state and per source (uniform, pi(s), pi(s')) for the penalty."""
-    importance_sample: bool = True
-    """Importance-weight the sampled actions by their proposal densities."""
-    temp: float = 1.0
-    """Temperature T of the log-sum-exp."""
-    max_target_backup: bool = False
-    """Back up the max over n_actions policy actions at s' instead of one sample."""
-    clip_diff_min: float = -math.inf
-    """Lower clip of the penalty difference (before the batch mean)."""
-    clip_diff_max: float = math.inf
-    """Upper clip of the penalty difference (before the batch mean)."""
-    lagrange: bool = False
-    """Tune the penalty weight by dual gradient descent (CQL-Lagrange)."""
-    target_action_gap: float = -1.0
-    """Target value of the penalty difference for the Lagrange version."""
-    bc_steps: int = 0
-    """First updates whose actor loss is the log-likelihood of the data actions."""
-    orthogonal_init: bool = True
-    """Orthogonal initialisation of the critics (CORL's default)."""
-    log_std_multiplier: float = 1.0
-    """Initial multiplier of the policy's log standard deviation (learnt)."""
-    hidden: int = 256
-    """Width of the hidden layers of the policy and critics."""
-    layers: int = 3
-    """Number of hidden layers of the policy and critics (CORL's CQL uses three)."""
-
-    def __post_init__(self) -> None:
-        check_config(self, "cql", positive=("policy_lr", "qf_lr", "target_update_period", "cql_alpha", "n_actions",
-                                            "temp", "hidden", "layers"),
-                     fraction=("tau",), nonnegative=("alpha_multiplier", "bc_steps"))
-        if not self.clip_diff_min < self.clip_diff_max:
-            raise ConfigError(f"cql.clip_diff_min must be < cql.clip_diff_max, got {self.clip_diff_min}, "
-                              f"{self.clip_diff_max}")
 
 
 class CQL(OfflineAlgo):

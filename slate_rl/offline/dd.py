@@ -46,85 +46,16 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from slate_rl.core.errors import ConfigError
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.models.nets import mlp, soft_update
-from slate_rl.offline.algo import check_config
-from slate_rl.offline.sequence import Context, SequenceAlgo, SessionSpec, check_target
-
-
-@dataclass(frozen=True)
-class DDConfig:
-    """Decision Diffuser hyperparameters (their locomotion config's defaults unless stated)."""
-
-    total_steps: int = 200_000
-    """Optimizer steps (theirs: 1M). Replaces offline.total_steps for this method (intervals scaled)."""
-    batch_size: int = 32
-    """Windows per micro-batch."""
-    grad_accumulation: int = 2
-    """Micro-batches whose gradients one optimizer step accumulates."""
-    horizon: int = 20
-    """Steps per planned state sequence (theirs: 100 on 1000-step episodes; see the module doc)."""
-    dim: int = 128
-    """Base channel width of the temporal U-Net."""
-    dim_mults: list[int] = field(default_factory=lambda: [1, 4, 8])
-    """Channel multipliers of the U-Net's resolutions (the horizon halves between them)."""
-    kernel_size: int = 5
-    """Temporal convolution kernel."""
-    diffusion_steps: int = 200
-    """Steps of the noise schedule (cosine)."""
-    sampling_steps: int = 200
-    """Denoising steps per decision: all of them (ancestral, as theirs), or fewer (strided DDIM)."""
-    condition_dropout: float = 0.25
-    """Probability of dropping the return condition in training (classifier-free guidance)."""
-    guidance_weight: float = 1.2
-    """Classifier-free guidance weight w."""
-    test_return: float = 0.9
-    """Return condition at test time, as a fraction of the per-timestep maximum of the data."""
-    discount: float = 0.99
-    """Discount of the return-to-go the condition is computed from."""
-    hidden: int = 256
-    """Width of the inverse dynamics MLP (two hidden layers)."""
-    lr: float = 2e-4
-    """Adam learning rate."""
-    ema_decay: float = 0.995
-    """Decay of the EMA networks the policy acts with."""
-    ema_every: int = 10
-    """Optimizer steps between EMA updates."""
-    ema_start: int = 2000
-    """Before this step the EMA networks are plain copies."""
-    noise_scale: float = 0.5
-    """Temperature of the initial noise and of the ancestral sampling noise (theirs: 0.5)."""
-
-    def __post_init__(self) -> None:
-        check_config(self, "dd", positive=("total_steps", "batch_size", "grad_accumulation", "horizon", "dim",
-                                           "kernel_size", "diffusion_steps", "sampling_steps", "hidden", "lr",
-                                           "ema_every"),
-                     fraction=("ema_decay", "discount"), nonnegative=("guidance_weight", "ema_start", "noise_scale"))
-        if not self.dim_mults or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.dim_mults):
-            raise ConfigError(f"dd.dim_mults must be a non-empty list of positive integers, got {list(self.dim_mults)}")
-        if any((self.dim * m) % 8 for m in self.dim_mults):
-            raise ConfigError(f"dd.dim * each of dd.dim_mults must be a multiple of 8 (GroupNorm groups), got dim "
-                              f"{self.dim}")
-        factor = 2 ** (len(self.dim_mults) - 1)
-        if self.horizon % factor or self.horizon < 2:
-            raise ConfigError(f"dd.horizon ({self.horizon}) must be a multiple of {factor} (the U-Net halves it "
-                              f"{len(self.dim_mults) - 1} times) and at least 2")
-        if self.sampling_steps > self.diffusion_steps:
-            raise ConfigError(f"dd.sampling_steps ({self.sampling_steps}) must be at most dd.diffusion_steps "
-                              f"({self.diffusion_steps})")
-        if not 0.0 <= self.condition_dropout < 1.0:
-            raise ConfigError(f"dd.condition_dropout must be in [0, 1), got {self.condition_dropout}")
-        if self.kernel_size % 2 == 0:
-            raise ConfigError(f"dd.kernel_size must be odd, got {self.kernel_size}")
-        check_target(self.test_return, "dd.test_return")
+from slate_rl.offline.config import DDConfig, check_target
+from slate_rl.offline.sequence import Context, SequenceAlgo, SessionSpec
 
 
 # ---------------------------------------------------------------------------------- the temporal U-Net

@@ -25,71 +25,15 @@ causal mask already hides from them (padded positions have no loss).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slate_rl.core.errors import ConfigError
-from slate_rl.offline.algo import check_config
-from slate_rl.offline.sequence import Context, SequenceAlgo, SessionSpec, SlateClickEncoder, check_target
-
-
-@dataclass(frozen=True)
-class DTConfig:
-    """Decision Transformer hyperparameters (CORL ``dt.py``'s defaults)."""
-
-    total_steps: int = 100_000
-    """Gradient steps (CORL: 100k); replaces offline.total_steps for this method, whose validation,
-    checkpoint and log intervals are scaled by the same factor."""
-    batch_size: int = 64
-    """Windows (sub-sequences of sessions) per gradient step."""
-    context: int = 20
-    """Steps per window, and of history the policy sees when it acts."""
-    embedding_dim: int = 128
-    """Width of the token embeddings and of the transformer."""
-    layers: int = 3
-    """Transformer blocks."""
-    heads: int = 1
-    """Attention heads."""
-    attention_dropout: float = 0.1
-    """Dropout on the attention weights."""
-    residual_dropout: float = 0.1
-    """Dropout on each block's residual branches."""
-    embedding_dropout: float = 0.1
-    """Dropout on the token embeddings."""
-    lr: float = 1e-4
-    """AdamW learning rate."""
-    weight_decay: float = 1e-4
-    """AdamW weight decay."""
-    beta1: float = 0.9
-    """AdamW beta1."""
-    beta2: float = 0.999
-    """AdamW beta2."""
-    warmup_steps: int = 10_000
-    """Linear learning-rate warm-up: lr * min((step + 1) / warmup_steps, 1)."""
-    clip_grad: float = 0.25
-    """Gradient norm clip."""
-    target_return: float = 1.0
-    """Return the policy is conditioned on at test time, as a multiple of the dataset's best session
-    return."""
-    states: Literal["belief", "raw"] = "belief"
-    """belief: the dataset's states; raw: the method's own encoding of each step's slate and clicks."""
-    item_dim: int = 20
-    """Item embedding size of the raw state encoder."""
-
-    def __post_init__(self) -> None:
-        check_config(self, "dt", positive=("total_steps", "batch_size", "context", "embedding_dim", "layers", "heads",
-                                           "lr", "warmup_steps", "clip_grad", "item_dim"),
-                     nonnegative=("weight_decay",))
-        for key in ("attention_dropout", "residual_dropout", "embedding_dropout", "beta1", "beta2"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise ConfigError(f"dt.{key} must be in [0, 1), got {getattr(self, key)}")
-        if self.embedding_dim % self.heads:
-            raise ConfigError(f"dt.embedding_dim ({self.embedding_dim}) must be a multiple of dt.heads ({self.heads})")
-        check_target(self.target_return, "dt.target_return")
+from slate_rl.offline.config import DTConfig, check_target
+from slate_rl.offline.sequence import Context, SequenceAlgo, SessionSpec, SlateClickEncoder
 
 
 class CausalBlock(nn.Module):

@@ -17,7 +17,6 @@ and the actor; with the deterministic actor the actor loss is ``|tanh(f(s)) - a~
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,7 +26,8 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from slate_rl.core.errors import ConfigError
 from slate_rl.models.nets import mlp, soft_update
-from slate_rl.offline.algo import OfflineAlgo, adam, check_config
+from slate_rl.offline.base import OfflineAlgo, adam
+from slate_rl.offline.config import IQLConfig
 from slate_rl.offline.nets import (
     LOG_STD_MAX,
     LOG_STD_MIN,
@@ -36,38 +36,6 @@ from slate_rl.offline.nets import (
     gaussian_log_prob,
     relu_inplace,
 )
-
-
-@dataclass(frozen=True)
-class IQLConfig:
-    """IQL hyperparameters (CORL's defaults)."""
-
-    actor_lr: float = 3e-4
-    """Initial learning rate of the actor (cosine-annealed to 0 over the run)."""
-    qf_lr: float = 3e-4
-    """Learning rate of the twin critics."""
-    vf_lr: float = 3e-4
-    """Learning rate of the value function."""
-    tau: float = 0.005
-    """Polyak averaging rate of the target critics."""
-    expectile: float = 0.7
-    """Expectile of the value loss (CORL's ``iql_tau``)."""
-    beta: float = 3.0
-    """Inverse temperature of the advantage weights (small: BC, large: maximise Q)."""
-    exp_adv_max: float = 100.0
-    """Clip of the exponentiated advantage weights."""
-    deterministic: bool = False
-    """Deterministic actor with a squared-error loss instead of the Gaussian log-likelihood."""
-    hidden: int = 256
-    """Width of the hidden layers of the actor, critics and value function."""
-    layers: int = 2
-    """Number of hidden layers of the actor, critics and value function."""
-
-    def __post_init__(self) -> None:
-        check_config(self, "iql", positive=("actor_lr", "qf_lr", "vf_lr", "beta", "exp_adv_max", "hidden", "layers"),
-                     fraction=("tau",))
-        if not 0.0 < self.expectile < 1.0:
-            raise ConfigError(f"iql.expectile must be in (0, 1), got {self.expectile}")
 
 
 class IQL(OfflineAlgo):

@@ -1,6 +1,6 @@
 """The one offline training loop: dataset in the replay buffer, batches, guard, evaluation, resume.
 
-Every algorithm (:mod:`slate_rl.offline.algos`) is a loss module with ``update(batch)``; this
+Every algorithm (:mod:`slate_rl.offline.registry`) is a loss module with ``update(batch)``; this
 loop owns everything else, for both families: TD methods get batches of transitions
 (:func:`sample_batch`), sequence methods (:class:`~slate_rl.offline.sequence.SequenceAlgo`) fit
 their dataset statistics once and get windows of sessions from their own ``sample``:
@@ -34,12 +34,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from slate_rl.core.errors import ArtifactError, ConfigError, SlateRLError
-from slate_rl.core.io import atomic_path, read_resume_checkpoint
+from slate_rl.core.errors import SlateRLError
+from slate_rl.core.io import load_resume, save_resume
 from slate_rl.core.logger import RunLogger
-from slate_rl.core.rng import cuda_devices, set_torch_rng_state, torch_rng_state
+from slate_rl.core.rng import cuda_devices
 from slate_rl.data.buffer import EpisodeBuffer
-from slate_rl.offline.algo import OfflineAlgo, check_config
+from slate_rl.offline.base import Normalizer, OfflineAlgo
+from slate_rl.offline.config import OfflineConfig
 from slate_rl.offline.sequence import SequenceAlgo
 
 TRANSITION_FIELDS = ("observations", "actions", "rewards", "next_observations")
@@ -47,60 +48,6 @@ TRANSITION_FIELDS = ("observations", "actions", "rewards", "next_observations")
 
 class DivergenceError(SlateRLError):
     """A loss or a Q value became NaN/inf or exceeded the limit."""
-
-
-@dataclass(frozen=True)
-class OfflineConfig:
-    """The offline training loop (config.yaml's ``offline`` section)."""
-
-    total_steps: int = 1_000_000
-    """Gradient steps (CORL: 1M)."""
-    batch_size: int = 256
-    """Transitions per gradient step."""
-    gamma: float = 0.8
-    """Discount factor (the paper's online agents use 0.8, CORL 0.99)."""
-    reward_scale: float = 1.0
-    """Rewards are multiplied by this factor."""
-    normalize_states: bool = True
-    """Normalise states with the dataset's mean and std (CORL: on for TD3+BC)."""
-    bootstrap_timeout: bool = False
-    """Bootstrap the last step of a session (time limit) instead of treating it as terminal."""
-    eval_interval: int = 50_000
-    """Validate (online, fixed users) every this many steps."""
-    val_sessions: int = 200
-    """Validation users."""
-    val_seed: int = 7_000_001
-    """Seed of the validation users."""
-    checkpoint_interval: int = 50_000
-    """Write the resume checkpoint every this many steps."""
-    log_interval: int = 1000
-    """Log metrics and check the divergence guard every this many steps."""
-    q_limit: float = 1e6
-    """Stop when a Q-like quantity exceeds this magnitude."""
-
-    def __post_init__(self) -> None:
-        check_config(self, "offline", positive=("total_steps", "batch_size", "eval_interval", "val_sessions",
-                                                "checkpoint_interval", "log_interval", "reward_scale", "q_limit"))
-        if not 0.0 <= self.gamma < 1.0:
-            raise ConfigError(f"offline.gamma must be in [0, 1), got {self.gamma}")
-
-
-class Normalizer(torch.nn.Module):
-    """State normalisation with the dataset's statistics (identity when disabled)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.mean: Tensor
-        self.std: Tensor
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
-
-    def fit(self, states: Tensor, eps: float = 1e-3) -> None:
-        self.mean.copy_(states.mean(0))
-        self.std.copy_(states.std(0) + eps)
-
-    def forward(self, states: Tensor) -> Tensor:
-        return (states - self.mean) / self.std
 
 
 @dataclass
@@ -205,8 +152,9 @@ def train_offline(
         def sample() -> dict[str, Tensor]:
             return sample_batch(buffer, cfg, generator)
     last = Path(last_path)
-    if last.is_file() and not _load_last(last, algo, state, generator, fingerprint):
-        print(f"{last}: written by a run with other inputs or settings; starting over")
+    refused = _load_last(last, algo, state, generator, fingerprint) if last.is_file() else None
+    if refused:
+        print(f"{last}: {refused}; starting over")
     guard = Guard(cfg.q_limit)
     bar = tqdm(total=cfg.total_steps, initial=state.step, desc=algo.name, unit="step", disable=not progress,
                dynamic_ncols=True, mininterval=2.0)
@@ -240,28 +188,21 @@ def train_offline(
 
 def _save_last(path: Path, algo: OfflineAlgo, state: OfflineState, generator: torch.Generator,
                fingerprint: str) -> None:
-    payload: dict[str, Any] = {
+    save_resume(path, {
         "algo": algo.state_dict(), "step": torch.tensor(state.step),
         "curve": torch.tensor(state.curve, dtype=torch.float64).reshape(-1, 2),
-        **torch_rng_state(), "sample_rng": generator.get_state(), "fingerprint": fingerprint,
         "metrics": {k: torch.tensor(v, dtype=torch.float64) for k, v in state.metrics.items()},
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    }, fingerprint, generator)
 
 
 def _load_last(path: Path, algo: OfflineAlgo, state: OfflineState, generator: torch.Generator,
-               fingerprint: str) -> bool:
-    payload = read_resume_checkpoint(path)
-    if payload.get("fingerprint") != fingerprint:
-        return False
-    try:
+               fingerprint: str) -> str | None:
+    """Resume from ``path``; the reason why not, or None when resumed."""
+
+    def restore(payload: dict[str, Any]) -> None:
         algo.load_state_dict(payload["algo"])
         state.step = int(payload["step"])
         state.curve = payload["curve"].tolist()
         state.metrics = {k: float(v) for k, v in payload.get("metrics", {}).items()}
-        set_torch_rng_state(payload)
-        generator.set_state(payload["sample_rng"])
-    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-        raise ArtifactError(f"{path}: resume checkpoint does not fit this run ({exc}); delete it and rerun") from exc
-    return True
+
+    return load_resume(path, fingerprint, restore, generator)

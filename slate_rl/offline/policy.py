@@ -1,6 +1,6 @@
 """Offline policies acting online: a frozen belief encoder, a latent policy and a GeMS decoder.
 
-:class:`LatentPolicy` follows the online :class:`~slate_rl.online.agent.Agent` interface, so the
+:class:`LatentPolicy` follows the online :class:`~slate_rl.online.base.Agent` interface, so the
 online loop's ``evaluate`` runs it on the fixed test users exactly like an online agent. It also
 gives the reference points every offline result is shown beside: a constant latent action
 (z = 0) and uniformly random latent actions inside the GeMS bounds.
@@ -25,10 +25,9 @@ from slate_rl.core.errors import ArtifactError
 from slate_rl.core.io import atomic_path, load_checkpoint
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.rankers import GeMSRanker
-from slate_rl.offline.algo import OfflineAlgo
-from slate_rl.offline.loop import Normalizer
+from slate_rl.offline.base import Normalizer, OfflineAlgo
 from slate_rl.offline.sequence import SequenceAlgo
-from slate_rl.online.agent import Agent
+from slate_rl.online.base import Agent
 
 POLICY_FORMAT = "slate_rl.offline_policy"
 POLICY_VERSION = 1

@@ -1,7 +1,7 @@
 """The sequence-method family: offline policies trained on whole sessions (Decision Transformer,
 Decision Diffuser), over the same loop, guard, checkpoints and evaluation as the TD methods.
 
-A sequence method is an :class:`~slate_rl.offline.algo.OfflineAlgo` (``update(batch) -> metrics``,
+A sequence method is an :class:`~slate_rl.offline.base.OfflineAlgo` (``update(batch) -> metrics``,
 ``state_dict`` with optimisers and counters, actions inside the GeMS box) that additionally
 
 * **fits the dataset's statistics** once before training (:meth:`SequenceAlgo.fit_dataset`): the
@@ -31,21 +31,20 @@ condition); ``None`` takes the method's configured default.
 
 A third method of the family is one file defining a config dataclass and a ``SequenceAlgo``
 subclass (``window``, ``update``, ``begin``, ``step``; ``fit_states`` if it needs more
-statistics) plus its entry in :mod:`slate_rl.offline.algos`.
+statistics) plus its entry in :mod:`slate_rl.offline.registry`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from slate_rl.core.errors import ArtifactError, ConfigError
+from slate_rl.core.errors import ArtifactError
 from slate_rl.data.buffer import EpisodeBuffer
-from slate_rl.offline.algo import OfflineAlgo
+from slate_rl.offline.base import OfflineAlgo
 
 Context = dict[str, Any]
 
@@ -60,14 +59,6 @@ class SessionSpec:
     """Catalogue size (the ``raw`` state encoder's item table)."""
     slate_size: int = 10
     """Items per slate."""
-
-
-def check_target(value: Any, key: str) -> float:
-    """``value`` as a finite float, else one :class:`ConfigError` naming ``key``."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(float(value)):
-        raise ConfigError(f"{key} must be a finite number (a multiple of the normalised maximum return), got "
-                          f"{value!r}")
-    return float(value)
 
 
 def returns_to_go(rewards: Tensor, discount: float) -> Tensor:

@@ -17,43 +17,15 @@ dimension by its range.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from slate_rl.models.nets import soft_update
-from slate_rl.offline.algo import OfflineAlgo, adam, check_config
+from slate_rl.offline.base import OfflineAlgo, adam
+from slate_rl.offline.config import TD3BCConfig
 from slate_rl.offline.nets import EnsembleQ, deterministic_actor
-
-
-@dataclass(frozen=True)
-class TD3BCConfig:
-    """TD3+BC hyperparameters (CORL's defaults)."""
-
-    actor_lr: float = 3e-4
-    """Learning rate of the actor."""
-    critic_lr: float = 3e-4
-    """Learning rate of the twin critics."""
-    tau: float = 0.005
-    """Polyak averaging rate of the target actor and critics."""
-    policy_noise: float = 0.2
-    """Std of the target policy smoothing noise, as a fraction of the action scale."""
-    noise_clip: float = 0.5
-    """Clip of the target policy smoothing noise, as a fraction of the action scale."""
-    policy_freq: int = 2
-    """Critic updates per actor (and target) update."""
-    alpha: float = 2.5
-    """Weight of the Q term against the BC term in the actor loss."""
-    hidden: int = 256
-    """Width of the hidden layers of the actor and critics."""
-    layers: int = 2
-    """Number of hidden layers of the actor and critics."""
-
-    def __post_init__(self) -> None:
-        check_config(self, "td3bc", positive=("actor_lr", "critic_lr", "policy_freq", "alpha", "hidden", "layers"),
-                     fraction=("tau",), nonnegative=("policy_noise", "noise_clip"))
 
 
 class TD3BC(OfflineAlgo):

@@ -35,57 +35,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from slate_rl.core.errors import ArtifactError, ConfigError
-from slate_rl.core.io import atomic_path, read_resume_checkpoint
+from slate_rl.core.io import load_resume, save_resume
 from slate_rl.core.logger import RunLogger
-from slate_rl.core.rng import cuda_devices, set_torch_rng_state, torch_rng_state
+from slate_rl.core.rng import cuda_devices
 from slate_rl.data.buffer import EpisodeBuffer
-from slate_rl.online.agent import Agent
-from slate_rl.online.collect import Mode, policy_returns, run_agent_sessions, user_keys
+from slate_rl.online.base import Agent
+from slate_rl.online.config import OnlineConfig
+from slate_rl.online.rollouts import Mode, policy_returns, run_agent_sessions, user_keys
 from slate_rl.sim.core import TopicRec
-
-
-@dataclass(frozen=True)
-class OnlineConfig:
-    """Schedule of online training (config.yaml's ``online`` section); paper values by default."""
-
-    total_steps: int = 100_000
-    """Training steps."""
-    sessions_per_step: int = 1
-    """Sessions collected per step (users simulated in parallel)."""
-    updates_per_step: int = 1
-    """Gradient steps per training step."""
-    batch_size: int = 20
-    """Episodes per gradient step."""
-    buffer_capacity: int = 10_000
-    """Replay capacity in episodes."""
-    warmup_sessions: int = 2000
-    """Sessions of uniformly random actions, with no gradient step, at the start (part of the total)."""
-    warmup_action_width: float = 0.5
-    """Warm-up actions are uniform in centre +- width x scale of the ranker's box: the published code draws
-    centre + scale * (U(0, 1) - 0.5), the middle half (0.5); 1.0 covers the whole box."""
-    val_interval: int = 1000
-    """Validate every this many training steps."""
-    val_sessions: int = 200
-    """Validation users (fixed)."""
-    val_seed: int = 7_000_001
-    """Seed of the validation users."""
-    checkpoint_interval: int = 1000
-    """Write last.ckpt every this many training steps."""
-    medium_fraction: float = 0.5
-    """The medium checkpoint is the validation snapshot closest to this fraction of the best validation return."""
-
-    def __post_init__(self) -> None:
-        for name in ("total_steps", "sessions_per_step", "updates_per_step", "batch_size", "buffer_capacity",
-                     "val_interval", "val_sessions", "checkpoint_interval"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"online.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 < self.medium_fraction < 1.0:
-            raise ConfigError(f"online.medium_fraction must be in (0, 1), got {self.medium_fraction}")
-        if not 0.0 < self.warmup_action_width <= 1.0:
-            raise ConfigError(f"online.warmup_action_width must be in (0, 1], got {self.warmup_action_width}")
-        if self.warmup_sessions < 0:
-            raise ConfigError(f"online.warmup_sessions must be >= 0, got {self.warmup_sessions}")
 
 
 @dataclass
@@ -217,39 +174,30 @@ def train_online(
 
 
 def _save_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState, fingerprint: str) -> None:
-    payload: dict[str, Any] = {
+    save_resume(path, {
         "agent": agent.state_dict(),
         "buffer": buffer.state_dict(),
         "counters": torch.tensor([state.step, state.sessions, state.env_steps, state.best_step]),
         "best_val": torch.tensor(state.best_val, dtype=torch.float64),
         "curve": torch.tensor(state.curve or [], dtype=torch.float64).reshape(-1, 2),
-        **torch_rng_state(),
         "medium": state.medium.state_dict() if state.medium is not None else [],
-        "fingerprint": fingerprint,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    }, fingerprint)
 
 
 def _load_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState, fingerprint: str,
                total_steps: int) -> str | None:
     """Resume from ``path``; the reason why not, or None when resumed."""
-    payload = read_resume_checkpoint(path)
-    if payload.get("fingerprint", "") != fingerprint:
-        return "written by a run with other inputs or settings"
-    if "counters" in payload and int(payload["counters"][0]) > total_steps:
-        return f"written at step {int(payload['counters'][0])}, past total_steps={total_steps}"
-    try:
+
+    def restore(payload: dict[str, Any]) -> str | None:
+        if "counters" in payload and int(payload["counters"][0]) > total_steps:
+            return f"written at step {int(payload['counters'][0])}, past total_steps={total_steps}"
         agent.load_state_dict(payload["agent"])
         buffer.load_state_dict(payload["buffer"])
-        step, sessions, env_steps, best_step = (int(x) for x in payload["counters"])
+        state.step, state.sessions, state.env_steps, state.best_step = (int(x) for x in payload["counters"])
         state.best_val = float(payload["best_val"])
-        curve = payload["curve"].tolist()
-        set_torch_rng_state(payload)
+        state.curve = payload["curve"].tolist()
         if state.medium is not None:
             state.medium.load_state_dict(payload.get("medium", []))
-    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-        raise ArtifactError(f"{path}: resume checkpoint does not fit this run ({exc}); delete it and rerun") from exc
-    state.step, state.sessions, state.env_steps, state.best_step = step, sessions, env_steps, best_step
-    state.curve = curve
-    return None
+        return None
+
+    return load_resume(path, fingerprint, restore)

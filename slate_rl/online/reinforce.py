@@ -23,7 +23,6 @@ is the sum over steps (mean over the batch's episodes; the paper's batch is one 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -32,17 +31,8 @@ from torch import Tensor
 from slate_rl.core.config import Variant
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.nets import mlp
-from slate_rl.online.agent import BeliefAgentConfig, SlateAgent, first_clicks
-
-
-@dataclass(frozen=True)
-class ReinforceConfig(BeliefAgentConfig):
-    """REINFORCE+SoftMax hyperparameters (gamma discounts the returns-to-go)."""
-
-    entropy_coef: float = 0.0
-    """Weight of the softmax entropy bonus."""
-    baseline_rate: float = 0.05
-    """Update rate of the moving-average baseline of returns-to-go."""
+from slate_rl.online.base import SlateAgent, first_clicks
+from slate_rl.online.config import ReinforceConfig
 
 
 def returns_to_go(rewards: Tensor, gamma: float) -> Tensor:
@@ -104,7 +94,6 @@ class Reinforce(SlateAgent):
             logits = logits - torch.log(-torch.log(torch.rand_like(logits).clamp_min(1e-20)))
         slate = logits.topk(self.slate_size, dim=1).indices
         return slate, slate.float(), belief
-
 
     def published_losses(self, ep: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """The published surrogate (see the module doc)."""

@@ -30,53 +30,17 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slate_rl.core.errors import ConfigError
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.nets import mlp, soft_update
 from slate_rl.models.rankers import Ranker
-from slate_rl.online.agent import Agent
-
-
-@dataclass(frozen=True)
-class SACConfig:
-    """SAC hyperparameters (the paper's values by default)."""
-
-    gamma: float = 0.8
-    """Discount factor."""
-    tau: float = 0.002
-    """Polyak averaging rate of the target critic."""
-    q_lr: float = 1e-3
-    """Learning rate of the critic (Q networks and critic belief)."""
-    policy_lr: float = 3e-3
-    """Learning rate of the actor (policy network and actor belief)."""
-    alpha_lr: float = 1e-3
-    """Learning rate of the entropy temperature."""
-    hidden: int = 256
-    """Hidden layer width of the policy and Q networks."""
-    belief_dim: int = 20
-    """GRU belief size."""
-    init_alpha: float = 1.0
-    """Initial entropy temperature."""
-    auto_entropy: bool = True
-    """Tune alpha towards the target entropy -action_dim."""
-    bootstrap_timeout: bool = False
-    """Bootstrap the last step of a session (time limit) instead of treating it as terminal."""
-    logprob_scale_term: bool = False
-    """Subtract sum log(action_scale) from log pi (the density of the scaled action); the published code
-    leaves it out, which changes the exploration that entropy tuning settles on (module doc)."""
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.gamma < 1.0:
-            raise ConfigError(f"sac.gamma must be in [0, 1), got {self.gamma}")
-        if not 0.0 < self.tau <= 1.0:
-            raise ConfigError(f"sac.tau must be in (0, 1], got {self.tau}")
+from slate_rl.online.base import Agent
+from slate_rl.online.config import SACConfig
 
 
 class Critic(nn.Module):

@@ -39,7 +39,6 @@ acting relevances zero the wrong coordinates of bored topics; not reproduced).
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,36 +50,9 @@ from slate_rl.core.config import Variant
 from slate_rl.core.errors import ConfigError
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.nets import mlp, soft_update
-from slate_rl.online.agent import BeliefAgentConfig, SlateAgent, first_clicks
+from slate_rl.online.base import SlateAgent, first_clicks
+from slate_rl.online.config import SlateQConfig
 from slate_rl.sim.core import TopicRec
-
-
-@dataclass(frozen=True)
-class SlateQConfig(BeliefAgentConfig):
-    """SlateQ hyperparameters."""
-
-    tau: float = 0.002
-    """Polyak averaging rate of the target network."""
-    epsilon: float = 0.1
-    """Corrected variant: probability that a slot shows a random item while training."""
-    epsilon_start: float = 1.0
-    """Published variant: whole-slate exploration probability at session 0 (decays exponentially)."""
-    epsilon_end: float = 0.01
-    """Published variant: the exploration probability it decays to."""
-    epsilon_decay: float = 1000.0
-    """Published variant: decay time of the exploration probability, in training sessions."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("epsilon", "epsilon_start", "epsilon_end"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"slateq.{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.epsilon_decay <= 0:
-            raise ConfigError(f"slateq.epsilon_decay must be > 0, got {self.epsilon_decay}")
-
-    def schedule(self, sessions: float) -> float:
-        """The published variant's exploration probability after ``sessions`` training sessions."""
-        return self.epsilon_end + (self.epsilon_start - self.epsilon_end) * math.exp(-sessions / self.epsilon_decay)
 
 
 @dataclass(frozen=True)
@@ -217,7 +189,6 @@ class SlateQ(SlateAgent):
         loss = F.mse_loss(q, y) if q.numel() else q.sum()
         return loss, {"q_loss": loss.detach(), "q_mean": q.detach().mean() if q.numel() else loss.detach(),
                       "clicked_items": clicked.sum().float()}
-
 
     def losses(self, ep: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         if self.variant == "published":

@@ -1,6 +1,6 @@
 """The report: result JSONs -> tables, statistics, figures and ``results/report.md``.
 
-* :mod:`slate_rl.report.collect`: read the result JSONs of a results directory (skipping, with
+* :mod:`slate_rl.report.results`: read the result JSONs of a results directory (skipping, with
   a warning, the files that cannot be used);
 * :mod:`slate_rl.report.tables`: per-environment tables (95% CIs, Welch's t-tests against the
   best method, normalised scores of offline methods);

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from slate_rl.report.collect import REFERENCE_POLICIES, Results
+from slate_rl.report.results import REFERENCE_POLICIES, Results
 from slate_rl.report.tables import EnvReport, dataset_table, method_rank
 
 SESSIONS_MARK = "†"

@@ -24,19 +24,19 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from slate_rl.core.artifacts import (
+    AGENT_DISPLAY_NAMES,
+    OFFLINE_ALGO_DISPLAY_NAMES,
+    SAC_GEMS_PREFIX,
+    agent_variant,
+    parse_agent_tag,
+)
+from slate_rl.core.errors import ConfigError
 from slate_rl.core.stats import mean_ci
-from slate_rl.online.agents import CORRECTED_SUFFIX, VARIANT_AGENTS
-from slate_rl.report.collect import REFERENCE_POLICIES, Reference, Results, SeedResult
+from slate_rl.report.results import REFERENCE_POLICIES, Reference, Results, SeedResult
 
-ONLINE_NAMES = {
-    "sac_topk_ideal": "SAC+TopK (ideal)",
-    "sac_topk_mf": "SAC+TopK (MF)",
-    "sac_kargmax": "SAC+kargmax",
-    "sac_wknn": "SAC+WkNN",
-    "reinforce": "REINFORCE+SoftMax",
-    "slateq": "SlateQ",
-}
-OFFLINE_NAMES = {"td3bc": "TD3+BC", "cql": "CQL", "iql": "IQL", "bc": "BC", "dt": "DT", "dd": "DD"}
+ONLINE_NAMES = {k: v for k, v in AGENT_DISPLAY_NAMES.items() if k != "sac_gems"}
+OFFLINE_NAMES = OFFLINE_ALGO_DISPLAY_NAMES
 REFERENCE_NAMES = {
     "oracle": "Oracle",
     "eps-greedy": "ε-greedy oracle",
@@ -55,12 +55,12 @@ COLUMNS = [
 def display_name(kind: str, method: str) -> str:
     """The name a reader knows a method or reference by (the tag itself when unknown)."""
     if kind == "online":
-        if method.startswith("sac_gems_"):
-            return "SAC+GeMS"
-        base = method.removesuffix(CORRECTED_SUFFIX)
-        if base != method and base in VARIANT_AGENTS:  # the corrected variant of a baseline
-            return f"{ONLINE_NAMES.get(base, base)} (corrected)"
-        return ONLINE_NAMES.get(method, method)
+        try:
+            base, _ = parse_agent_tag(method)
+        except ConfigError:  # not a tag of this version: shown as it is
+            return method
+        name = AGENT_DISPLAY_NAMES.get(base, base)
+        return f"{name} (corrected)" if agent_variant(method) == "corrected" else name
     if kind == "offline":
         return OFFLINE_NAMES.get(method, method)
     return REFERENCE_NAMES.get(method, method)
@@ -69,7 +69,7 @@ def display_name(kind: str, method: str) -> str:
 def method_rank(kind: str, method: str) -> int:
     """Position of a method in the papers' usual order (SAC+GeMS, then the online baselines; TD3+BC,
     CQL, IQL, BC); unknown methods last."""
-    if kind == "online" and method.startswith("sac_gems_"):
+    if kind == "online" and method.startswith(SAC_GEMS_PREFIX):
         return 0
     names = list(ONLINE_NAMES if kind == "online" else OFFLINE_NAMES)
     return int(kind == "online") + (names.index(method) if method in names else len(names))

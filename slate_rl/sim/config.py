@@ -7,10 +7,11 @@ not the published argparse defaults.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
-from slate_rl.core.config import from_dict, to_dict
+from slate_rl.core.artifacts import REFERENCE_POLICIES, TEST_SEED, TEST_SESSIONS
+from slate_rl.core.config import from_dict
 from slate_rl.core.errors import ConfigError
 
 
@@ -125,6 +126,56 @@ def make_env_config(
     return from_dict(TopicRecConfig, params, prefix=f"environments.{name}")
 
 
-def env_config_dict(cfg: TopicRecConfig) -> dict[str, Any]:
-    """JSON-able view of an environment config (stored in artifact metadata)."""
-    return to_dict(cfg)
+@dataclass(frozen=True)
+class LogsConfig:
+    """Size and randomness of the logged data (config.yaml's ``logs`` section)."""
+
+    SECTION: ClassVar[str] = "logs"
+    """The config.yaml section (and the prefix of every key in its errors)."""
+
+    sessions: int = 100_000
+    """Number of logged sessions (users) per environment."""
+    epsilon: float = 0.5
+    """Probability that a slot shows a random item instead of the oracle's."""
+    seed: int = 2754851
+    """Seed of the logged users and of the policy's random choices."""
+    batch_size: int = 8192
+    """Users simulated in parallel."""
+
+    def __post_init__(self) -> None:
+        sec = self.SECTION
+
+        if self.sessions < 1:
+            raise ConfigError(f"{sec}.sessions must be >= 1, got {self.sessions}")
+        if self.batch_size < 1:
+            raise ConfigError(f"{sec}.batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ConfigError(f"{sec}.epsilon must be in [0, 1], got {self.epsilon}")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """The fixed test users of every evaluation and the reference policies (config.yaml's ``evaluation``)."""
+
+    SECTION: ClassVar[str] = "evaluation"
+    """The config.yaml section (and the prefix of every key in its errors)."""
+
+    test_seed: int = TEST_SEED
+    """Seed of the test users; identical for every agent and algorithm."""
+    test_sessions: int = TEST_SESSIONS
+    """Sessions (users) of the test evaluation."""
+    reference_policies: list[str] = field(default_factory=lambda: list(REFERENCE_POLICIES))
+    """Reference policies evaluated per environment."""
+    epsilon: float = 0.5
+    """Epsilon of the eps-greedy reference policy."""
+
+    def __post_init__(self) -> None:
+        sec = self.SECTION
+        if self.test_sessions < 1:
+            raise ConfigError(f"{sec}.test_sessions must be >= 1, got {self.test_sessions}")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ConfigError(f"{sec}.epsilon must be in [0, 1], got {self.epsilon}")
+        unknown = [p for p in self.reference_policies if p not in REFERENCE_POLICIES]
+        if unknown:
+            raise ConfigError(f"{sec}.reference_policies: unknown policy {unknown[0]!r}; choose among "
+                              f"{', '.join(REFERENCE_POLICIES)}")

@@ -15,13 +15,14 @@ import torch
 from torch import Tensor
 
 from slate_rl.core import rng
+from slate_rl.core.artifacts import REFERENCE_POLICIES
 from slate_rl.core.errors import ConfigError
 
 STREAM_SLATE_ITEMS = 11
 STREAM_SLATE_ORDER = 12
 STREAM_EPSILON = 13
 
-POLICY_NAMES = ("random", "oracle", "eps-greedy")
+POLICY_NAMES = REFERENCE_POLICIES
 
 
 class SlatePolicy(Protocol):

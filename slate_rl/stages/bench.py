@@ -26,6 +26,7 @@ from slate_rl.bench import offline as offline_bench
 from slate_rl.bench import online as online_bench
 from slate_rl.bench import sequence as sequence_bench
 from slate_rl.bench.sim import run_benchmark
+from slate_rl.core.artifacts import TEST_SEED
 from slate_rl.core.config import from_dict
 from slate_rl.core.device import resolve_device
 from slate_rl.core.errors import ConfigError
@@ -67,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="conditioning: target returns, multiples of the method's normalised maximum")
     parser.add_argument("--sampling-steps", default=None,
                         help="conditioning: comma-separated Decision Diffuser sampling steps to compare")
-    parser.add_argument("--test-seed", type=int, default=58517, help="conditioning: seed of the fixed test users")
+    parser.add_argument("--test-seed", type=int, default=TEST_SEED, help="conditioning: seed of the fixed test users")
     parser.add_argument("--test-sessions", type=int, default=500, help="conditioning: test users")
     parser.add_argument("--output", default=None, help="also write the results as JSON")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from slate_rl.core.io import atomic_path
 from slate_rl.data.d4rl import load_dataset
-from slate_rl.offline.export import to_d3rlpy, to_minari
+from slate_rl.data.export import to_d3rlpy, to_minari
 
 NAME = "export-dataset"
 HELP = "export an offline dataset to Minari (HDF5) or d3rlpy (optional extra)"

@@ -8,7 +8,6 @@ so that the same seed gives the same bytes.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import platform
 
 from slate_rl import __version__
@@ -17,36 +16,13 @@ from slate_rl.core.config import from_namespace, to_dict
 from slate_rl.core.io import write_timings
 from slate_rl.core.stats import mean_ci
 from slate_rl.data.logs import LoggedSessions, save_logs
+from slate_rl.sim.config import LogsConfig
 from slate_rl.sim.policies import EpsilonGreedyOracle
 from slate_rl.sim.rollout import run_sessions
 from slate_rl.stages.common import add_env_arguments, simulator_from_args
 
 NAME = "generate-logs"
 HELP = "log sessions of the epsilon-greedy oracle (data/logs/{env}.npz)"
-
-
-@dataclasses.dataclass(frozen=True)
-class LogsConfig:
-    """Size and randomness of the logged data (config.yaml's ``logs`` section)."""
-
-    sessions: int = 100_000
-    """Number of logged sessions (users) per environment."""
-    epsilon: float = 0.5
-    """Probability that a slot shows a random item instead of the oracle's."""
-    seed: int = 2754851
-    """Seed of the logged users and of the policy's random choices."""
-    batch_size: int = 8192
-    """Users simulated in parallel."""
-
-    def __post_init__(self) -> None:
-        from slate_rl.core.errors import ConfigError
-
-        if self.sessions < 1:
-            raise ConfigError(f"logs.sessions must be >= 1, got {self.sessions}")
-        if self.batch_size < 1:
-            raise ConfigError(f"logs.batch_size must be >= 1, got {self.batch_size}")
-        if not 0.0 <= self.epsilon <= 1.0:
-            raise ConfigError(f"logs.epsilon must be in [0, 1], got {self.epsilon}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -19,9 +19,9 @@ import os
 from pathlib import Path
 
 from slate_rl.core.io import atomic_path
-from slate_rl.report.collect import collect_results
 from slate_rl.report.markdown import render_report
 from slate_rl.report.plots import plot_curves, plot_returns
+from slate_rl.report.results import collect_results
 from slate_rl.report.tables import build_env_report, dataset_table, summary_table
 
 NAME = "report"

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from slate_rl.core.artifacts import TEST_SEED, TEST_SESSIONS
 from slate_rl.core.config import add_arguments as add_config_arguments
 from slate_rl.core.config import from_namespace, to_dict
 from slate_rl.core.errors import ArtifactError
@@ -31,9 +32,10 @@ from slate_rl.core.io import fingerprint, remove_stale_temp_files, write_json, w
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
 from slate_rl.models.rankers import load_gems_ranker
-from slate_rl.online.agent import Agent
-from slate_rl.online.agents import AgentBuildConfig, agent_variant, build_agent, load_agent, parse_agent_tag, save_agent
+from slate_rl.online.base import Agent
+from slate_rl.online.config import AgentBuildConfig
 from slate_rl.online.loop import LoopState, OnlineConfig, evaluate, train_online
+from slate_rl.online.registry import agent_variant, build_agent, load_agent, parse_agent_tag, save_agent
 from slate_rl.online.reinforce import ReinforceConfig
 from slate_rl.online.sac import SACConfig
 from slate_rl.online.slateq import ClickModel, SlateQConfig
@@ -52,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gems", default=None, help="GeMS checkpoint (sac_gems_* agents)")
     parser.add_argument("--mf", default=None, help="MF item embeddings .npy (sac_topk_mf)")
     parser.add_argument("--seed", type=int, required=True, help="training seed (users, networks, sampling)")
-    parser.add_argument("--test-seed", type=int, default=58517, help="seed of the fixed test users")
-    parser.add_argument("--test-sessions", type=int, default=500, help="test users")
+    parser.add_argument("--test-seed", type=int, default=TEST_SEED, help="seed of the fixed test users")
+    parser.add_argument("--test-sessions", type=int, default=TEST_SESSIONS, help="test users")
     add_config_arguments(parser, OnlineConfig)
     add_config_arguments(parser, AgentBuildConfig)
     add_config_arguments(parser, SACConfig)

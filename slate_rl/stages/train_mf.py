@@ -13,7 +13,8 @@ from slate_rl.core.device import resolve_device
 from slate_rl.core.io import fingerprint, save_npy, write_json, write_timings
 from slate_rl.data.batches import TensorBatches
 from slate_rl.data.logs import load_logs
-from slate_rl.models.mf import MFConfig, MFSystem, bpr_loss, interactions
+from slate_rl.models.config import MFConfig
+from slate_rl.models.mf import MFSystem, bpr_loss, interactions
 from slate_rl.models.training import evaluate_batches, fit, remove_work_dir, seed_all
 from slate_rl.stages.common import add_training_arguments, input_hashes
 

@@ -4,12 +4,9 @@ The policy acts in the simulator through the dataset's state encoder (the expert
 frozen; ``--expert``) and the GeMS decoder whose latent space the actions live in: the dataset's
 (``--gems``), or another one (``--relabel-gems``), in which case the actions are re-encoded with
 that GeMS's encoder before training (stated in the result). The final policy is tested on the
-fixed test users beside its reference points: the behaviour return (dataset metadata), the
-expert (deterministic, and acting as during collection, same users), the constant latent action
-z = 0 and uniform random latent actions (same users).
-``normalized_score = 100 * (R - R_random) / (R_expert - R_random)`` with R_expert the expert agent's
-*deterministic* test return (as D4RL normalises by an expert policy, never by a dataset's own
-return) and R_random the return of uniform random latent actions, the random quality's behaviour.
+fixed test users beside its reference points and normalised
+(:mod:`slate_rl.offline.evaluation`). The expert is rebuilt from the settings stored in its
+checkpoint.
 
 Writes the policy (``--policy-output``, tensors + JSON), the results JSON and a resume checkpoint
 beside the policy (``<policy>.last.ckpt``); a rerun resumes from it.
@@ -25,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from slate_rl.core.artifacts import TEST_SEED, TEST_SESSIONS
 from slate_rl.core.config import add_arguments as add_config_arguments
 from slate_rl.core.config import from_namespace, to_dict
 from slate_rl.core.errors import ArtifactError
@@ -33,16 +31,25 @@ from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
 from slate_rl.data.d4rl import load_dataset
 from slate_rl.models.rankers import GeMSRanker, load_gems_ranker
-from slate_rl.offline.algos import ALGO_CONFIGS, ALGOS, make_algo
-from slate_rl.offline.collect import NoisyPolicy, load_behaviour, relabel_actions
-from slate_rl.offline.loop import Normalizer, OfflineConfig, prepare_buffer, train_offline, with_total_steps
-from slate_rl.offline.policy import policy_for, random_policy, save_policy, zero_policy
+from slate_rl.offline.base import Normalizer
+from slate_rl.offline.datasets import load_behaviour, relabel_actions
+from slate_rl.offline.evaluation import (
+    NORMALIZED_SCORE_DEFINITION,
+    evaluate_returns,
+    normalized_score,
+    reference_returns,
+)
+from slate_rl.offline.loop import OfflineConfig, prepare_buffer, train_offline, with_total_steps
+from slate_rl.offline.policy import policy_for, save_policy
+from slate_rl.offline.registry import ALGO_CONFIGS, ALGOS, make_algo
 from slate_rl.offline.sequence import SequenceAlgo, SessionSpec
-from slate_rl.online.agent import Agent
-from slate_rl.online.collect import Mode, policy_returns
-from slate_rl.online.sac import SACConfig
-from slate_rl.sim.core import TopicRec
-from slate_rl.stages.common import add_env_arguments, add_training_arguments, input_hashes, simulator_from_args
+from slate_rl.stages.common import (
+    add_env_arguments,
+    add_training_arguments,
+    input_hashes,
+    positive_int,
+    simulator_from_args,
+)
 
 NAME = "train-offline"
 HELP = ("train an offline algorithm (TD3+BC, CQL, IQL, BC, Decision Transformer, Decision Diffuser) on a dataset and "
@@ -55,7 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="dataset .npz (data/offline/{env}/{quality}.npz)")
     parser.add_argument("--gems", required=True, help="the dataset's GeMS checkpoint")
     parser.add_argument("--expert", required=True, help="the dataset's state encoder: the expert agent's best.ckpt")
-    parser.add_argument("--agent", required=True, help="agent tag of --expert (sac_gems_<gems tag>)")
     parser.add_argument("--relabel-gems", default=None,
                         help="train and act in the latent space of this other GeMS (actions are re-encoded)")
     parser.add_argument("--expert-stochastic", action="store_true",
@@ -64,22 +70,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--expert-noise", type=float, default=0.1,
                         help="exploration noise of the collection-mode expert reference (as offline_data.noise)")
     parser.add_argument("--seed", type=int, required=True, help="training seed")
-    parser.add_argument("--test-seed", type=int, default=58517, help="seed of the fixed test users")
-    parser.add_argument("--test-sessions", type=int, default=500, help="test users")
+    parser.add_argument("--test-seed", type=int, default=TEST_SEED, help="seed of the fixed test users")
+    parser.add_argument("--test-sessions", type=positive_int, default=TEST_SESSIONS, help="test users")
     add_config_arguments(parser, OfflineConfig)
     for name in ALGOS:
         add_config_arguments(parser, ALGO_CONFIGS[name], prefix=f"{name}_")
-    add_config_arguments(parser, SACConfig, prefix="sac_")
     add_training_arguments(parser)
     parser.add_argument("--policy-output", required=True, help="destination policy .pt")
     parser.add_argument("--results", required=True, help="destination results .json")
-
-
-def _returns(sim: TopicRec, policy: Agent, seed: int, sessions: int, mode: Mode = "eval") -> dict[str, Any]:
-    """Returns of ``policy`` on users ``0..sessions-1`` of ``seed`` (``mode`` "train" samples actions)."""
-    torch.manual_seed(seed)
-    s = mean_ci(policy_returns(sim, policy, seed, sessions, mode).cpu().numpy())
-    return {"return_mean": s["mean"], "return_ci95": s["ci"], "return_std": s["std"], "n_sessions": s["n"]}
 
 
 def run(args: argparse.Namespace) -> None:
@@ -98,7 +96,7 @@ def run(args: argparse.Namespace) -> None:
         raise ArtifactError(f"{args.dataset}: field 'state_encoder.sha256' is "
                             f"{dataset.metadata['state_encoder']['sha256']!r} but --expert {args.expert} has "
                             f"{expert_sha!r}: the states were encoded by another agent; pass that agent's best.ckpt")
-    expert, _ = load_behaviour(args.expert, args.agent, sim, gems, from_namespace(SACConfig, args, prefix="sac_"))
+    expert, _ = load_behaviour(args.expert, sim, gems)
     encoder = expert.actor_belief
     decoder: GeMSRanker = gems
     actions = None
@@ -134,35 +132,24 @@ def run(args: argparse.Namespace) -> None:
     logger = RunLogger(f"{args.algo}-{args.env}-{meta['quality']}-seed{args.seed}", meta, args.logger_mode,
                        group=args.env)
     start = time.perf_counter()
-    state = train_offline(algo, buffer, cfg, args.seed, lambda: _returns(sim, policy, cfg.val_seed,
-                                                                         cfg.val_sessions)["return_mean"],
+    state = train_offline(algo, buffer, cfg, args.seed,
+                          lambda: float(evaluate_returns(sim, policy, cfg.val_seed, cfg.val_sessions).mean()),
                           last, logger, progress=not args.no_progress, fingerprint=run_id)
     elapsed = time.perf_counter() - start
     logger.finish()
     algo.eval()
-    torch.manual_seed(args.test_seed)
-    returns = policy_returns(sim, policy, args.test_seed, args.test_sessions, "eval").cpu().numpy()
+    returns = evaluate_returns(sim, policy, args.test_seed, args.test_sessions)
     stats = mean_ci(returns)
-    references = {
-        "behaviour": {"return_mean": dataset.metadata["behaviour_return"]["mean"],
-                      "return_ci95": dataset.metadata["behaviour_return"]["ci95"],
-                      "source": dataset.metadata["behaviour_return"].get("source", "dataset metadata")},
-        "expert": _returns(sim, NoisyPolicy(expert, args.expert_noise), args.test_seed,
-                           args.test_sessions, mode="train" if args.expert_stochastic else "eval"),
-        "expert_deterministic": _returns(sim, expert, args.test_seed, args.test_sessions),
-        "zero_action": _returns(sim, zero_policy(encoder, decoder), args.test_seed, args.test_sessions),
-        "random": _returns(sim, random_policy(encoder, decoder), args.test_seed, args.test_sessions),
-    }
-    expert_ret = references["expert_deterministic"]["return_mean"]
+    references = reference_returns(sim, expert, encoder, decoder, dataset.metadata, args.test_seed,
+                                   args.test_sessions, args.expert_noise, args.expert_stochastic)
+    score = normalized_score(stats["mean"], references)
     rand = references["random"]["return_mean"]
-    score = 100.0 * (stats["mean"] - rand) / (expert_ret - rand) if expert_ret != rand else float("nan")
     save_policy(policy_path, algo, normalizer, encoder, meta)
     write_json(args.results, {
         **meta,
         "return_mean": stats["mean"], "return_std": stats["std"], "return_ci95": stats["ci"], "n_sessions": stats["n"],
         "normalized_score": score,
-        "normalized_score_definition": "100 * (R - R_random) / (R_expert - R_random); R_expert: the expert agent's "
-        "deterministic test return, R_random: uniform random latent actions (the random quality's behaviour)",
+        "normalized_score_definition": NORMALIZED_SCORE_DEFINITION,
         "references": references, "test_seed": args.test_seed, "learning_curve": state.curve,
         "final_metrics": state.metrics, "train_seconds": elapsed, "device": str(sim.device),
         "item_embeddings": table_source, "returns": np.round(returns, 3).tolist(),

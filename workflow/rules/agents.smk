@@ -6,12 +6,12 @@ rule online_agent:
         unpack(agent_inputs),
         embeddings=embeddings_of,
     output:
-        best="data/agents/{env}/{agent_tag}/seed{seed}/best.ckpt",
-        medium="data/agents/{env}/{agent_tag}/seed{seed}/medium.ckpt",
+        best=A.agent_checkpoint("best"),
+        medium=A.agent_checkpoint("medium"),
         # the final training state (replay buffer of "replay" datasets); the resume state while
         # training is last.work.ckpt, which survives a failed job
-        last="data/agents/{env}/{agent_tag}/seed{seed}/last.ckpt",
-        results="results/{env}/online/{agent_tag}/seed{seed}.json",
+        last=A.agent_checkpoint("last"),
+        results=A.ONLINE_RESULT,
     params:
         env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),
         ranker=agent_input_args,
@@ -20,7 +20,8 @@ rule online_agent:
         sac=config_args(config["sac"]),
         reinforce=config_args(config["reinforce"], prefix="reinforce_"),
         slateq=config_args(config["slateq"], prefix="slateq_"),
-        test=f"--test-seed {config['evaluation']['test_seed']} --test-sessions {config['evaluation']['test_sessions']}",
+        test=TEST_ARGS,
+        output_dir=lambda wildcards: A.path(A.AGENT_DIR, **wildcards),
         device=config["device"],
         logger=config["logger"]["mode"],
     log:
@@ -40,5 +41,5 @@ rule online_agent:
         "{params.online} {params.build} {params.sac} "
         "{params.reinforce} {params.slateq} "
         "{params.test} --device {params.device} --logger-mode {params.logger} "
-        "--output-dir data/agents/{wildcards.env}/{wildcards.agent_tag}/seed{wildcards.seed} "
+        "--output-dir {params.output_dir} "
         "--results {output.results} > {log} 2>&1"

@@ -3,10 +3,10 @@
 
 rule mf_embeddings:
     input:
-        logs="data/logs/{env}.npz",
+        logs=A.LOGS,
     output:
-        table="data/mf/{env}.npy",
-        metrics="data/mf/{env}.json",
+        table=A.MF,
+        metrics=A.MF_METRICS,
     params:
         options=lambda wildcards: config_args(config["mf"]),
         device=config["device"],
@@ -28,11 +28,11 @@ rule mf_embeddings:
 
 rule gems:
     input:
-        logs="data/logs/{env}.npz",
+        logs=A.LOGS,
         item_table=gems_item_table,
     output:
-        ckpt="data/gems/{env}/{gems_tag}.ckpt",
-        metrics="data/gems/{env}/{gems_tag}.json",
+        ckpt=A.GEMS,
+        metrics=A.GEMS_METRICS,
     params:
         options=lambda wildcards: config_args(gems_config(config, wildcards.gems_tag)),
         item_table=lambda wildcards, input: f"--item-embeddings {input.item_table}" if input.item_table else "",

@@ -5,13 +5,15 @@ rule offline_dataset:
     input:
         unpack(dataset_inputs),
     output:
-        data="data/offline/{env}/{quality}.npz",
-        meta="data/offline/{env}/{quality}.json",
+        data=A.DATASET,
+        meta=A.DATASET_META,
     wildcard_constraints:
-        quality=BASE_QUALITIES,
+        quality="|".join(A.QUALITIES),
     params:
         env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),
-        behaviour=lambda wildcards, input: f"--behaviour {input.behaviour}" if "behaviour" in input.keys() else "",
+        behaviour=lambda wildcards, input: " ".join(
+            f"--{name} {input[name]}" for name in ("behaviour", "replay") if name in input.keys()
+        ),
         options=collect_options(),
         device=config["device"],
     log:
@@ -35,8 +37,8 @@ rule offline_mixture:
     input:
         unpack(mixture_inputs),
     output:
-        data="data/offline/{env}/{quality}.npz",
-        meta="data/offline/{env}/{quality}.json",
+        data=A.DATASET,
+        meta=A.DATASET_META,
     wildcard_constraints:
         quality="|".join(config["offline_data"]["mixtures"]) or "(?!)",
     params:
@@ -67,17 +69,15 @@ rule offline_policy:
     input:
         unpack(offline_inputs),
     output:
-        policy="data/policies/{env}/{quality}/{algo}/seed{seed}.pt",
-        results="results/{env}/{quality}/{algo}/seed{seed}.json",
+        policy=A.POLICY,
+        results=A.OFFLINE_RESULT,
     params:
         env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),
-        agent=f"sac_gems_{gems_tag(config)}",
         offline=config_args(config["offline"], skip=("algos", "seeds", "quality", "qualities")),
         algo=lambda wildcards: config_args(config[wildcards.algo], prefix=f"{wildcards.algo}_"),
-        sac=config_args(config["sac"], prefix="sac_"),
         expert=f"--expert-noise {config['offline_data']['noise']}"
         + ("" if config["offline_data"]["deterministic"] else " --expert-stochastic"),
-        test=f"--test-seed {config['evaluation']['test_seed']} --test-sessions {config['evaluation']['test_sessions']}",
+        test=TEST_ARGS,
         device=config["device"],
         logger=config["logger"]["mode"],
     log:
@@ -94,7 +94,7 @@ rule offline_policy:
     shell:
         "slate-rl train-offline --threads {threads} --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
         "--algo {wildcards.algo} --dataset {input.dataset} --gems {input.gems} --expert {input.expert} "
-        "--agent {params.agent} --seed {wildcards.seed} {params.offline} {params.algo} {params.sac} {params.expert} "
+        "--seed {wildcards.seed} {params.offline} {params.algo} {params.expert} "
         "{params.test} "
         "--device {params.device} --logger-mode {params.logger} --no-progress "
         "--policy-output {output.policy} --results {output.results} > {log} 2>&1"
@@ -103,11 +103,12 @@ rule offline_policy:
 rule offline_aggregate:
     input:
         lambda wildcards: [
-            f"results/{wildcards.env}/{config['offline']['quality']}/{wildcards.algo}/seed{seed}.json"
+            A.path(A.OFFLINE_RESULT, env=wildcards.env, quality=config["offline"]["quality"], algo=wildcards.algo,
+                   seed=seed)
             for seed in config["offline"]["seeds"]
         ],
     output:
-        "results/{env}/{algo}.json",
+        A.AGGREGATE_RESULT,
     log:
         "logs/offline/{env}/{algo}.aggregate.log",
     benchmark:

@@ -7,8 +7,8 @@ rule report:
     input:
         [t for t in all_targets() if t.startswith("results/") and t.endswith(".json")],
     output:
-        markdown="results/report.md",
-        figures=directory("results/report"),
+        markdown=A.REPORT,
+        figures=directory(A.REPORT_DIR),
     params:
         envs=",".join(config["envs"]),
     log:

@@ -3,7 +3,7 @@
 
 rule item_embeddings:
     output:
-        "data/embeddings/{kind}.npy",
+        A.EMBEDDINGS,
     params:
         seed=lambda wildcards: config["embeddings"]["seeds"][wildcards.kind],
         power=lambda wildcards: config["embeddings"]["power"][wildcards.kind],
@@ -28,7 +28,7 @@ rule logged_sessions:
     input:
         embeddings=embeddings_of,
     output:
-        "data/logs/{env}.npz",
+        A.LOGS,
     params:
         env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),
         sessions=config["logs"]["sessions"],
@@ -56,7 +56,7 @@ rule reference_policy:
     input:
         embeddings=embeddings_of,
     output:
-        "results/{env}/reference/{policy}.json",
+        A.REFERENCE_RESULT,
     params:
         env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),
         sessions=config["evaluation"]["test_sessions"],

@@ -1,16 +1,7 @@
-"""Agent names, their rankers, and the agent checkpoint format.
+"""Agent builders, their rankers, and the agent checkpoint format.
 
-Agent tags (the ``{agent_tag}`` of artifact paths):
-
-=============================  ===========================================================
-``sac_gems_<gems_tag>``        SAC in the latent space of a GeMS checkpoint (the paper's method)
-``sac_topk_ideal``             SAC + TopK over the simulator's item table (privileged)
-``sac_topk_mf``                SAC + TopK over MF item embeddings
-``sac_kargmax``                SAC + kargmax over the simulator's item table (privileged)
-``sac_wknn``                   SAC + Wolpertinger (k-NN refinement greedy by target Q, simulator's table)
-``reinforce``                  REINFORCE + softmax over items (slate-level, no ranker)
-``slateq``                     SlateQ with the simulator's true click model (privileged, no ranker)
-=============================  ===========================================================
+Agent tags and their grammar (``sac_gems_<gems_tag>``, ``<base>[_corrected]``...) are facts of
+:mod:`slate_rl.core.artifacts`; this module builds the agent a tag names.
 
 **Variants** of the baselines whose published code has bugs (``sac_wknn``, ``reinforce``,
 ``slateq``): the bare tag is the ``published`` variant (the published code's behaviour, bugs
@@ -34,75 +25,27 @@ from __future__ import annotations
 
 import json
 import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from slate_rl.core.config import Variant
+from slate_rl.core.artifacts import agent_variant, parse_agent_tag
+from slate_rl.core.config import from_dict, to_dict
 from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import atomic_path, load_checkpoint
 from slate_rl.models.belief import scratch_item_table
-from slate_rl.models.gems import GEMS_TAG_WILDCARD
 from slate_rl.models.rankers import GeMSRanker, KArgmax, Ranker, TopK
-from slate_rl.online.agent import Agent
+from slate_rl.online.base import Agent
+from slate_rl.online.config import BeliefTable
 from slate_rl.online.reinforce import Reinforce, ReinforceConfig
 from slate_rl.online.sac import SAC, SACConfig
 from slate_rl.online.slateq import ClickModel, SlateQ, SlateQConfig
 from slate_rl.online.wolpertinger import Wolpertinger
 
-VARIANTS: tuple[Variant, ...] = ("published", "corrected")
-VARIANT_AGENTS = ("sac_wknn", "reinforce", "slateq")
-"""Baselines with a ``published`` and a ``corrected`` variant (the tag suffix ``_corrected``)."""
-CORRECTED_SUFFIX = "_corrected"
-AGENT_TAG_WILDCARD = (rf"sac_gems_{GEMS_TAG_WILDCARD}|sac_topk_ideal|sac_topk_mf|sac_kargmax"
-                      rf"|(?:{'|'.join(VARIANT_AGENTS)})(?:{CORRECTED_SUFFIX})?")
 AGENT_CKPT_FORMAT = "slate_rl.agent"
 AGENT_CKPT_VERSION = 1
-BeliefTable = Literal["scratch", "ranker"]
-
-
-@dataclass(frozen=True)
-class AgentBuildConfig:
-    """How agents are built (config.yaml's ``agents.belief_table``)."""
-
-    belief_table: BeliefTable = "scratch"
-    """Initial item table of the belief encoders: scratch (a fresh N(0, 1) table, the published code) or ranker
-    (the ranker's table for SAC agents, today's earlier behaviour)."""
-
-
-def parse_agent_tag(tag: str) -> tuple[str, str | None]:
-    """``sac_gems_<gems_tag>`` -> ("sac_gems", gems_tag); ``<base>_corrected`` -> (base, None); other tags ->
-    (tag, None). The variant is :func:`agent_variant`."""
-    if not re.fullmatch(AGENT_TAG_WILDCARD, tag):
-        raise ConfigError(
-            f"unknown agent {tag!r}; choose sac_gems_<gems tag> (e.g. sac_gems_d32_beta1_lc0.5_scratch_s58407201), "
-            "sac_topk_ideal, sac_topk_mf, sac_kargmax, sac_wknn, reinforce or slateq (the last three with an "
-            f"optional {CORRECTED_SUFFIX!r} suffix for the corrected variant)"
-        )
-    if tag.startswith("sac_gems_"):
-        return "sac_gems", tag[len("sac_gems_"):]
-    return tag.removesuffix(CORRECTED_SUFFIX), None
-
-
-def agent_variant(tag: str) -> Variant:
-    """``published`` or ``corrected`` (the tag's suffix); ``published`` for agents without variants."""
-    parse_agent_tag(tag)
-    return "corrected" if tag.endswith(CORRECTED_SUFFIX) else "published"
-
-
-def variant_tag(base: str, variant: str) -> str:
-    """The tag of ``base`` (e.g. ``slateq``) in ``variant``; inverse of parse_agent_tag + agent_variant."""
-    if variant not in VARIANTS:
-        raise ConfigError(f"agent variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
-    if variant == "corrected":
-        if base not in VARIANT_AGENTS:
-            raise ConfigError(f"agent {base} has no corrected variant; only {', '.join(VARIANT_AGENTS)} have")
-        return base + CORRECTED_SUFFIX
-    return base
 
 
 def make_ranker(tag: str, sim_items: Tensor, gems: GeMSRanker | None = None, mf_items: Tensor | None = None,
@@ -166,7 +109,42 @@ def build_agent(tag: str, sim_items: Tensor, num_items: int, slate_size: int, ep
     ranker, table = make_ranker(tag, sim_items, gems, mf_items, slate_size, belief_table)
     agent = make_agent(tag, ranker, table, num_items, slate_size, sac, reinforce, sim_items.shape[1],
                        episode_length, slateq, click_model)
+    kind, _ = parse_agent_tag(tag)
+    section, settings = {"reinforce": ("reinforce", reinforce or ReinforceConfig()),
+                         "slateq": ("slateq", slateq or SlateQConfig())}.get(kind, ("sac", sac or SACConfig()))
+    agent.build = {"agent": tag, "belief_table": belief_table, section: to_dict(settings)}
     return agent.to(sim_items.device)
+
+
+def agent_from_checkpoint(path: str | os.PathLike[str], sim_items: Tensor, num_items: int, slate_size: int,
+                          episode_length: int, gems: GeMSRanker | None = None, mf_items: Tensor | None = None,
+                          click_model: ClickModel | None = None) -> tuple[Agent, dict[str, Any]]:
+    """The agent a checkpoint holds, rebuilt from the settings stored in it (tag, its config section, belief
+    table) and loaded; and the checkpoint's metadata. The caller gives only what is not the agent's: the
+    simulator's table and the ranker's artifact (``gems``/``mf_items``)."""
+    p = Path(path)
+    payload = load_checkpoint(p, AGENT_CKPT_FORMAT, AGENT_CKPT_VERSION, "agent checkpoint")
+    meta = json.loads(payload["meta"])
+    build = json.loads(payload["build"]) if "build" in payload else \
+        {k: meta[k] for k in ("belief_table", "sac", "reinforce", "slateq") if k in meta}  # before "build"
+    tag = payload.get("agent")
+    if not isinstance(tag, str):
+        raise ArtifactError(f"{p}: field 'agent' missing; this is not an agent checkpoint")
+    configs: dict[str, Any] = {name: from_dict(cls, build[name], prefix=f"{p}: build.{name}")
+               for name, cls in (("sac", SACConfig), ("reinforce", ReinforceConfig), ("slateq", SlateQConfig))
+               if name in build}
+    belief_table = build.get("belief_table", "scratch")
+    agent = build_agent(tag, sim_items, num_items, slate_size, episode_length, gems, mf_items,
+                        belief_table=belief_table, click_model=click_model, **configs)
+    ranker = _ranker_of(agent)
+    if ranker is not None and parse_agent_tag(tag)[0] == "sac_wknn" and belief_table == "scratch":
+        # the k-NN table is the agent's own (a frozen copy of its scratch table), not an artifact given by the
+        # caller: it comes from the checkpoint, like the rest of the agent
+        own = {k[len("ranker."):]: v for k, v in payload["state"].get("modules", {}).items()
+               if k.startswith("ranker.")}
+        ranker.load_state_dict(own)
+    _load_into(p, payload, agent, tag)
+    return agent, meta
 
 
 def _ranker_of(agent: Agent) -> Ranker | None:
@@ -178,7 +156,7 @@ def save_agent(path: str | os.PathLike[str], agent: Agent, tag: str, meta: dict[
     ranker = _ranker_of(agent)
     payload: dict[str, Any] = {
         "format": AGENT_CKPT_FORMAT, "version": AGENT_CKPT_VERSION, "agent": tag,
-        "state": agent.state_dict(), "meta": json.dumps(meta),
+        "state": agent.state_dict(), "meta": json.dumps(meta), "build": json.dumps(agent.build),
     }
     if ranker is not None:
         payload["action_center"] = ranker.action_center.detach().cpu()
@@ -191,6 +169,12 @@ def load_agent(path: str | os.PathLike[str], agent: Agent, tag: str) -> dict[str
     """Load a checkpoint into ``agent`` (built with the environment's ranker); check it matches."""
     p = Path(path)
     payload = load_checkpoint(p, AGENT_CKPT_FORMAT, AGENT_CKPT_VERSION, "agent checkpoint")
+    _load_into(p, payload, agent, tag)
+    return json.loads(payload["meta"])
+
+
+def _load_into(p: Path, payload: dict[str, Any], agent: Agent, tag: str) -> None:
+    """Load a checkpoint's payload into ``agent``; every mismatch is an ArtifactError naming the field."""
     if payload.get("agent") != tag:
         raise ArtifactError(f"{p}: field 'agent' is {payload.get('agent')!r}, expected {tag!r}")
     ranker = _ranker_of(agent)
@@ -214,4 +198,3 @@ def load_agent(path: str | os.PathLike[str], agent: Agent, tag: str) -> dict[str
         agent.load_state_dict(payload["state"])
     except (RuntimeError, KeyError) as exc:
         raise ArtifactError(f"{p}: field 'state' does not fit this agent ({exc})") from exc
-    return json.loads(payload["meta"])

@@ -12,19 +12,19 @@ from typing import Any
 
 from torch import Tensor
 
+from slate_rl.core.artifacts import OFFLINE_ALGOS
 from slate_rl.core.errors import ConfigError
-from slate_rl.offline.algo import OfflineAlgo
-from slate_rl.offline.bc import BC, BCConfig
-from slate_rl.offline.cql import CQL, CQLConfig
-from slate_rl.offline.dd import DDConfig, DecisionDiffuser
-from slate_rl.offline.dt import DecisionTransformer, DTConfig
-from slate_rl.offline.iql import IQL, IQLConfig
+from slate_rl.offline.base import OfflineAlgo
+from slate_rl.offline.bc import BC
+from slate_rl.offline.config import ALGO_CONFIGS
+from slate_rl.offline.cql import CQL
+from slate_rl.offline.dd import DecisionDiffuser
+from slate_rl.offline.dt import DecisionTransformer
+from slate_rl.offline.iql import IQL
 from slate_rl.offline.sequence import SequenceAlgo, SessionSpec
-from slate_rl.offline.td3bc import TD3BC, TD3BCConfig
+from slate_rl.offline.td3bc import TD3BC
 
-ALGOS = ("td3bc", "cql", "iql", "bc", "dt", "dd")
-ALGO_CONFIGS: dict[str, type] = {"td3bc": TD3BCConfig, "cql": CQLConfig, "iql": IQLConfig, "bc": BCConfig,
-                                 "dt": DTConfig, "dd": DDConfig}
+ALGOS = OFFLINE_ALGOS
 _CLASSES: dict[str, type[OfflineAlgo]] = {"td3bc": TD3BC, "cql": CQL, "iql": IQL, "bc": BC,
                                           "dt": DecisionTransformer, "dd": DecisionDiffuser}
 SEQUENCE_ALGOS = tuple(name for name in ALGOS if issubclass(_CLASSES[name], SequenceAlgo))

@@ -34,13 +34,10 @@ reference implementations express for a ``[-max_action, max_action]`` box are sc
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import fields
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-
-from slate_rl.core.errors import ConfigError
 
 
 class OfflineAlgo(nn.Module):
@@ -130,21 +127,19 @@ def adam(params: Iterable[Tensor], lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, fused=True)
 
 
-def check_config(cfg: Any, prefix: str, positive: tuple[str, ...] = (), fraction: tuple[str, ...] = (),
-                 nonnegative: tuple[str, ...] = ()) -> None:
-    """Raise :class:`ConfigError` naming ``prefix.key`` unless each ``positive`` field is > 0, each
-    ``fraction`` field lies in (0, 1] and each ``nonnegative`` one is >= 0; integer fields (layer
-    counts, widths...) must be integers."""
-    for f in fields(cfg):
-        value = getattr(cfg, f.name)
-        if f.type in ("int", int) and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ConfigError(f"{prefix}.{f.name} must be an integer, got {value!r}")
-    for key in positive:
-        if not getattr(cfg, key) > 0:
-            raise ConfigError(f"{prefix}.{key} must be > 0, got {getattr(cfg, key)}")
-    for key in fraction:
-        if not 0.0 < getattr(cfg, key) <= 1.0:
-            raise ConfigError(f"{prefix}.{key} must be in (0, 1], got {getattr(cfg, key)}")
-    for key in nonnegative:
-        if not getattr(cfg, key) >= 0:
-            raise ConfigError(f"{prefix}.{key} must be >= 0, got {getattr(cfg, key)}")
+class Normalizer(torch.nn.Module):
+    """State normalisation with the dataset's statistics (identity when disabled)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.mean: Tensor
+        self.std: Tensor
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def fit(self, states: Tensor, eps: float = 1e-3) -> None:
+        self.mean.copy_(states.mean(0))
+        self.std.copy_(states.std(0) + eps)
+
+    def forward(self, states: Tensor) -> Tensor:
+        return (states - self.mean) / self.std

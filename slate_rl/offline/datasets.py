@@ -28,7 +28,11 @@ behaviour action and clips to the bounds; the stored action is the one executed.
 from __future__ import annotations
 
 import os
+import time
+import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,17 +40,20 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from slate_rl.core.artifacts import QUALITIES, agent_checkpoint
+from slate_rl.core.config import to_dict
 from slate_rl.core.errors import ArtifactError, ConfigError
-from slate_rl.data.d4rl import OfflineDataset, build_arrays
+from slate_rl.core.io import file_sha256, read_resume_checkpoint
+from slate_rl.core.stats import mean_ci
+from slate_rl.data.d4rl import OfflineDataset, build_arrays, load_dataset
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.rankers import GeMSRanker
-from slate_rl.online.agent import Agent
-from slate_rl.online.agents import build_agent, load_agent
-from slate_rl.online.collect import Mode, run_agent_sessions, user_keys
-from slate_rl.online.sac import SAC, SACConfig
+from slate_rl.online.base import Agent
+from slate_rl.online.registry import agent_from_checkpoint
+from slate_rl.online.rollouts import Mode, policy_returns, run_agent_sessions, user_keys
+from slate_rl.online.sac import SAC
 from slate_rl.sim.core import TopicRec
 
-QUALITIES = ("expert", "medium", "random", "replay")
 
 class NoisyPolicy(Agent):
     """A SAC+GeMS behaviour policy with Gaussian exploration noise on its latent action."""
@@ -70,18 +77,19 @@ class NoisyPolicy(Agent):
                    ) -> tuple[Tensor, Tensor, Any]:
         return self.inner.random_act(slates, clicks, hidden, width)
 
+
 def behaviour_of(agent: Agent) -> SAC:
     """Check that ``agent`` can produce GeMS latent actions (a SAC+GeMS agent)."""
     if not isinstance(agent, SAC) or not isinstance(agent.ranker, GeMSRanker):
         raise ConfigError("offline datasets need a SAC+GeMS behaviour agent (offline_data.behaviour: sac_gems)")
     return agent
 
-def load_behaviour(path: str | os.PathLike[str], tag: str, sim: TopicRec, gems: GeMSRanker,
-                   sac: SACConfig | None = None) -> tuple[SAC, dict[str, Any]]:
-    """A trained SAC+GeMS agent (``tag``) from its checkpoint, on the simulator's device, and its metadata."""
+
+def load_behaviour(path: str | os.PathLike[str], sim: TopicRec, gems: GeMSRanker) -> tuple[SAC, dict[str, Any]]:
+    """A trained SAC+GeMS agent, rebuilt from its checkpoint alone (the settings stored in it), on the simulator's
+    device, and its metadata."""
     c = sim.config
-    agent = build_agent(tag, sim.items, c.num_items, c.slate_size, c.episode_length, gems=gems, sac=sac)
-    meta = load_agent(path, agent, tag)
+    agent, meta = agent_from_checkpoint(path, sim.items, c.num_items, c.slate_size, c.episode_length, gems=gems)
     return behaviour_of(agent), meta
 
 
@@ -107,10 +115,12 @@ def collection_mode(quality: str, deterministic: bool) -> Mode:
         return "random"
     return "eval" if deterministic else "train"
 
+
 @torch.no_grad()
 def encode_beliefs(encoder: BeliefEncoder, slates: Tensor, clicks: Tensor, batch: int = 4096) -> Tensor:
     """Belief after each observation of whole episodes: (E, H+1, k) -> (E, H+1, S)."""
     return torch.cat([encoder(slates[i:i + batch], clicks[i:i + batch]) for i in range(0, slates.shape[0], batch)])
+
 
 @torch.no_grad()
 def collect_episodes(sim: TopicRec, policy: Agent, encoder: BeliefEncoder, seed: int, episodes: int, mode: Mode,
@@ -137,6 +147,7 @@ def collect_episodes(sim: TopicRec, policy: Agent, encoder: BeliefEncoder, seed:
     cat = {k: np.concatenate(v) for k, v in parts.items()}
     return build_arrays(cat["slates"], cat["clicks"], cat["actions"], cat["rewards"], cat["beliefs"])
 
+
 @torch.no_grad()
 def replay_episodes(buffer_state: Mapping[str, Any], encoder: BeliefEncoder, episodes: int,
                     device: torch.device) -> dict[str, np.ndarray]:
@@ -151,6 +162,7 @@ def replay_episodes(buffer_state: Mapping[str, Any], encoder: BeliefEncoder, epi
     beliefs = encode_beliefs(encoder, slates, clicks)
     return build_arrays(slates.to(torch.int16).cpu().numpy(), clicks.cpu().numpy(), data["actions"][order].numpy(),
                         data["rewards"][order].numpy(), beliefs.cpu().numpy())
+
 
 def mix_datasets(parts: list[tuple[OfflineDataset, int]]) -> dict[str, np.ndarray]:
     """Concatenate the first ``n`` episodes of each dataset (which must share env, GeMS and encoder)."""
@@ -168,6 +180,7 @@ def mix_datasets(parts: list[tuple[OfflineDataset, int]]) -> dict[str, np.ndarra
     cat = {k: np.concatenate([e[k][:n] for e, n in eps]) for k in eps[0][0]}
     return build_arrays(cat["slates"], cat["clicks"], cat["actions"], cat["rewards"], cat["observations"])
 
+
 def mixture_counts(weights: Mapping[str, float], episodes: int) -> dict[str, int]:
     """Episodes per component of a mixture: ``episodes`` split by ``weights`` (largest remainders)."""
     if not weights:
@@ -180,6 +193,7 @@ def mixture_counts(weights: Mapping[str, float], episodes: int) -> dict[str, int
     for k in sorted(raw, key=lambda k: raw[k] - counts[k], reverse=True)[: episodes - sum(counts.values())]:
         counts[k] += 1
     return counts
+
 
 @torch.no_grad()
 def relabel_actions(ranker: GeMSRanker, slates: np.ndarray | Tensor, clicks: np.ndarray | Tensor,
@@ -196,3 +210,154 @@ def relabel_actions(ranker: GeMSRanker, slates: np.ndarray | Tensor, clicks: np.
         c = torch.as_tensor(np.asarray(clicks[i:i + batch]), device=device).float()
         out.append(ranker.encode(s, c).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, ranker.action_dim), dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------- building one dataset
+@dataclass(frozen=True)
+class DatasetRequest:
+    """What the ``collect`` stage asks for: one dataset of one quality (or a mixture)."""
+
+    env: str
+    """Environment name (recorded, and checked against mixture components)."""
+    quality: str
+    """expert, medium, random, replay, or the name of a mixture."""
+    gems: str
+    """The GeMS checkpoint whose latent space the actions live in."""
+    expert: str
+    """The behaviour agent's best.ckpt: the expert and the state encoder of every quality."""
+    behaviour: str | None = None
+    """The checkpoint acting for ``medium`` (the run's medium.ckpt)."""
+    replay: str | None = None
+    """The run's final training state (``replay``); default: last.ckpt beside ``expert``."""
+    mix: tuple[str, ...] = ()
+    """``PATH=WEIGHT`` components of a mixture."""
+    episodes: int = 10_000
+    seed: int = 0
+    noise: float = 0.1
+    deterministic: bool = True
+    label_margin: float = 0.1
+    label_check: bool = True
+    batch_size: int = 4096
+    test_seed: int = 58517
+    test_sessions: int = 500
+
+    def __post_init__(self) -> None:
+        if self.noise < 0.0:
+            raise ConfigError(f"--noise must be >= 0, got {self.noise}")
+        if self.label_margin < 0.0:
+            raise ConfigError(f"--label-margin must be >= 0, got {self.label_margin}")
+        if self.mix and self.quality in QUALITIES:
+            raise ConfigError(f"--mix builds a mixture; give it its own name, not {self.quality!r}")
+        if self.quality == "medium" and not self.behaviour:
+            raise ConfigError("--quality medium needs --behaviour (the online run's medium.ckpt)")
+        if not self.mix and self.quality not in QUALITIES:
+            raise ConfigError(f"unknown quality {self.quality!r}: {', '.join(QUALITIES)}, or a mixture with --mix")
+
+
+def quality_seed(seed: int, quality: str) -> int:
+    """Users of each quality differ (a mixture of two qualities never repeats a user)."""
+    return seed * 1_000_003 + zlib.crc32(quality.encode()) % 1_000_003
+
+
+def parse_mixture(items: tuple[str, ...] | list[str]) -> dict[str, float]:
+    """``PATH=WEIGHT`` strings -> {path: weight}; a malformed one is one ConfigError."""
+    weights = {}
+    for item in items:
+        path, _, weight = item.rpartition("=")
+        if not path:
+            raise ConfigError(f"--mix expects PATH=WEIGHT, got {item!r}")
+        try:
+            weights[path] = float(weight)
+        except ValueError:
+            raise ConfigError(f"--mix expects PATH=WEIGHT with a number as weight, got {item!r}") from None
+    return weights
+
+
+def _mixture(req: DatasetRequest, sim: TopicRec, gems_sha: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    parts = [(load_dataset(path, expect_gems_sha256=gems_sha, expect_env=req.env,
+                           expect_env_config=to_dict(sim.config)), n)
+             for path, n in mixture_counts(parse_mixture(req.mix), req.episodes).items()]
+    return mix_datasets(parts), {"mixture": [{"dataset": str(ds.path), "quality": ds.metadata["quality"],
+                                              "episodes": n, "sha256": file_sha256(ds.path)} for ds, n in parts]}
+
+
+def _replay(req: DatasetRequest, sim: TopicRec, encoder: BeliefEncoder) -> tuple[dict[str, np.ndarray],
+                                                                                   dict[str, Any]]:
+    last = Path(req.replay) if req.replay else Path(agent_checkpoint("last", str(Path(req.expert).parent)))
+    if not last.is_file():
+        raise ArtifactError(f"{last}: the online run's final training state (replay buffer) is missing; rerun the "
+                            "online agent rule to rebuild it")
+    payload = read_resume_checkpoint(last)
+    if "buffer" not in payload:
+        raise ArtifactError(f"{last}: field 'buffer' missing; this is not an online run's training state")
+    arrays = replay_episodes(payload["buffer"], encoder, req.episodes, sim.device)
+    return arrays, {"checkpoint": str(last), "sha256": file_sha256(last), "source": "training replay buffer"}
+
+
+def _returns(sim: TopicRec, policy: Agent, seed: int, sessions: int, mode: Mode) -> np.ndarray:
+    torch.manual_seed(seed)  # sampled actions and noise of the measurement: reproducible
+    return policy_returns(sim, policy, seed, sessions, mode).cpu().numpy()
+
+
+def _collected(req: DatasetRequest, sim: TopicRec, gems: GeMSRanker, expert: SAC, expert_meta: dict[str, Any],
+               progress: bool) -> tuple[dict[str, np.ndarray], dict[str, Any], np.ndarray]:
+    """Episodes of a behaviour (expert, medium or random), its label checked against the random quality."""
+    path = req.behaviour if req.quality == "medium" and req.behaviour else req.expert
+    policy, meta = (expert, expert_meta) if path == req.expert else load_behaviour(path, sim, gems)
+    mode = collection_mode(req.quality, req.deterministic)
+    actor = NoisyPolicy(policy, req.noise) if mode != "random" else policy
+    returns = _returns(sim, actor, req.test_seed, req.test_sessions, mode)
+    random = mean_ci(_returns(sim, expert, req.test_seed, req.test_sessions, "random"))
+    if req.label_check:
+        check_label(req.quality, mean_ci(returns), random, req.label_margin)
+    arrays = collect_episodes(sim, actor, expert.actor_belief, quality_seed(req.seed, req.quality), req.episodes,
+                              mode, req.batch_size, progress=progress)
+    behaviour = {"checkpoint": str(path), "sha256": file_sha256(path), "mode": mode, "noise": req.noise,
+                 "step": meta.get("step"), "val_return": meta.get("val_return"),
+                 "random_quality_return": {"mean": random["mean"], "ci95": random["ci"]},
+                 "label_margin": req.label_margin, "label_checked": req.label_check}
+    return arrays, behaviour, returns
+
+
+def _summary(values: np.ndarray) -> dict[str, Any]:
+    s = mean_ci(values)
+    return {"mean": s["mean"], "ci95": s["ci"], "std": s["std"], "n": s["n"]}
+
+
+def build_dataset(req: DatasetRequest, sim: TopicRec, gems: GeMSRanker, table_source: dict[str, Any],
+                  progress: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays and metadata of the dataset ``req`` asks for (see the module docstring for the qualities)."""
+    c = sim.config
+    expert, expert_meta = load_behaviour(req.expert, sim, gems)
+    gems_sha = file_sha256(req.gems)
+    start = time.perf_counter()
+    behaviour: dict[str, Any] = {"agent": expert.build.get("agent")}
+    returns_online = None
+    if req.mix:
+        arrays, extra = _mixture(req, sim, gems_sha)
+    elif req.quality == "replay":
+        arrays, extra = _replay(req, sim, expert.actor_belief)
+    else:
+        arrays, extra, returns_online = _collected(req, sim, gems, expert, expert_meta, progress)
+    behaviour.update(extra)
+    elapsed = time.perf_counter() - start
+    episodes = arrays["reset_slates"].shape[0]
+    dataset_return = _summary(arrays["rewards"].reshape(episodes, -1).sum(axis=1, dtype=np.float64))
+    if returns_online is not None:
+        behaviour_return = {**_summary(returns_online),
+                            "source": f"online, {req.test_sessions} users of test seed {req.test_seed}"}
+    else:
+        behaviour_return = {**dataset_return, "source": "dataset"}
+    metadata = {
+        "env": req.env, "env_config": to_dict(c), "quality": req.quality, "episodes": episodes,
+        "episode_length": c.episode_length, "slate_size": c.slate_size, "num_items": c.num_items,
+        "obs_dim": int(arrays["observations"].shape[1]), "action_dim": int(arrays["actions"].shape[1]),
+        "action_center": gems.action_center.cpu().tolist(), "action_scale": gems.action_scale.cpu().tolist(),
+        "gems": str(req.gems), "gems_sha256": gems_sha,
+        "behaviour": behaviour, "behaviour_return": behaviour_return, "dataset_return": dataset_return,
+        "state_encoder": {"checkpoint": str(req.expert), "sha256": file_sha256(req.expert),
+                          "module": "actor_belief", "step": expert_meta.get("step")},
+        "seed": req.seed, "user_seed": quality_seed(req.seed, req.quality), "test_seed": req.test_seed,
+        "item_embeddings": table_source, "collect_seconds": elapsed, "device": str(sim.device),
+    }
+    return arrays, metadata

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from slate_rl.core import rng
-from slate_rl.online.agent import Agent
+from slate_rl.online.base import Agent
 from slate_rl.sim.core import TopicRec
 
 Mode = Literal["train", "eval", "random"]

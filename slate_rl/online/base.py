@@ -16,34 +16,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from slate_rl.core.errors import ConfigError
 from slate_rl.sim.policies import random_slates
-
-
-@dataclass(frozen=True)
-class BeliefAgentConfig:
-    """Settings every belief-based agent without SAC's split learning rates shares."""
-
-    gamma: float = 0.8
-    """Discount factor."""
-    lr: float = 1e-3
-    """Adam learning rate (networks and belief encoder)."""
-    hidden: int = 256
-    """Hidden layer width."""
-    belief_dim: int = 20
-    """GRU belief size."""
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.gamma < 1.0:
-            raise ConfigError(f"gamma must be in [0, 1), got {self.gamma}")
-        if self.lr <= 0 or self.hidden < 1 or self.belief_dim < 1:
-            raise ConfigError("lr must be > 0, hidden and belief_dim >= 1")
 
 
 def first_clicks(slates: Tensor, clicks: Tensor) -> tuple[Tensor, Tensor]:
@@ -65,6 +43,10 @@ class Agent(nn.Module):
     published loop does this for REINFORCE); off-policy agents always warm up without learning."""
     privileged = False
     """True for agents that use the simulator's click model (relevances, click probabilities)."""
+    build: dict[str, Any] = {}
+    """How the agent was built (tag, config section, belief table): set by
+    :func:`slate_rl.online.registry.build_agent`, stored in its checkpoints, so that a checkpoint alone rebuilds
+    the agent."""
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {}

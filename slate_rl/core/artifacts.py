@@ -1,0 +1,182 @@
+"""The facts of the pipeline's artifacts, written once: names, tag grammars, paths, evaluation constants.
+
+The Snakefile, :mod:`slate_rl.pipeline`, the stages and the report read these; nothing else
+spells an agent tag, a GeMS tag, a dataset quality, an algorithm name or an artifact path.
+This module imports the standard library only, so that ``snakemake -n`` never imports torch.
+
+Agent tags (the ``{agent_tag}`` of artifact paths):
+
+=============================  ===========================================================
+``sac_gems_<gems_tag>``        SAC in the latent space of a GeMS checkpoint (the paper's method)
+``sac_topk_ideal``             SAC + TopK over the simulator's item table (privileged)
+``sac_topk_mf``                SAC + TopK over MF item embeddings
+``sac_kargmax``                SAC + kargmax over the simulator's item table (privileged)
+``sac_wknn``                   SAC + Wolpertinger (k-NN refinement greedy by target Q, simulator's table)
+``reinforce``                  REINFORCE + softmax over items (slate-level, no ranker)
+``slateq``                     SlateQ with the simulator's true click model (privileged, no ranker)
+=============================  ===========================================================
+
+The baselines whose published code has bugs (:data:`VARIANT_AGENTS`) take the suffix
+``_corrected`` for the corrected variant; the bare tag is the published one.
+GeMS tags: ``d<latent_dim>_beta<beta>_lc<lambda_click>_<item_table>_s<seed>[_std]``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any, Literal
+
+from slate_rl.core.errors import ConfigError
+
+# ---------------------------------------------------------------------------------------------- GeMS tags
+GEMS_ITEM_TABLES = ("scratch", "mf_fixed", "ideal")
+"""Item tables of GeMS: learned from scratch, MF embeddings frozen, the simulator's (ideal)."""
+GEMS_TAG_PATTERN = (
+    r"d(?P<latent_dim>\d+)_beta(?P<beta>[0-9.e+-]+)_lc(?P<lambda_click>[0-9.e+-]+)"
+    rf"_(?P<item_table>{'|'.join(GEMS_ITEM_TABLES)})_s(?P<seed>\d+)(?P<std>_std)?"
+)
+GEMS_TAG_WILDCARD = re.sub(r"\(\?P<\w+>", "(?:", GEMS_TAG_PATTERN)
+"""The same pattern without named groups (a Snakemake wildcard constraint)."""
+
+
+def gems_tag(latent_dim: int, beta: float, lambda_click: float, item_table: str, seed: int,
+             sample_scale: str = "variance") -> str:
+    """The deterministic name of a GeMS checkpoint; inverse of :func:`parse_gems_tag`."""
+    suffix = "_std" if sample_scale == "std" else ""
+    return f"d{latent_dim}_beta{beta:g}_lc{lambda_click:g}_{item_table}_s{seed}{suffix}"
+
+
+def parse_gems_tag(tag: str) -> dict[str, Any]:
+    """The GeMS settings a tag names (latent_dim, beta, lambda_click, item_table, seed, sample_scale)."""
+    m = re.fullmatch(GEMS_TAG_PATTERN, tag)
+    if m is None:
+        raise ConfigError(f"{tag!r} is not a GeMS tag like d32_beta1_lc0.5_scratch_s58407201")
+    g = m.groupdict()
+    return {"latent_dim": int(g["latent_dim"]), "beta": float(g["beta"]), "lambda_click": float(g["lambda_click"]),
+            "item_table": g["item_table"], "seed": int(g["seed"]), "sample_scale": "std" if g["std"] else "variance"}
+
+
+# --------------------------------------------------------------------------------------------- agent tags
+AGENT_DISPLAY_NAMES = {
+    "sac_gems": "SAC+GeMS",
+    "sac_topk_ideal": "SAC+TopK (ideal)",
+    "sac_topk_mf": "SAC+TopK (MF)",
+    "sac_kargmax": "SAC+kargmax",
+    "sac_wknn": "SAC+WkNN",
+    "reinforce": "REINFORCE+SoftMax",
+    "slateq": "SlateQ",
+}
+"""The agents (config.yaml's ``agents.names``, in the papers' order) and the names readers know them by."""
+AGENT_NAMES = tuple(AGENT_DISPLAY_NAMES)
+Variant = Literal["published", "corrected"]
+VARIANTS: tuple[Variant, ...] = ("published", "corrected")
+VARIANT_AGENTS = ("sac_wknn", "reinforce", "slateq")
+"""Baselines with a ``published`` and a ``corrected`` variant (the tag suffix ``_corrected``)."""
+CORRECTED_SUFFIX = "_corrected"
+SAC_GEMS_PREFIX = "sac_gems_"
+AGENT_TAG_WILDCARD = "|".join([
+    rf"{SAC_GEMS_PREFIX}{GEMS_TAG_WILDCARD}",
+    *(name for name in AGENT_NAMES if name not in ("sac_gems", *VARIANT_AGENTS)),
+    rf"(?:{'|'.join(VARIANT_AGENTS)})(?:{CORRECTED_SUFFIX})?",
+])
+
+
+def sac_gems_tag(gems: str) -> str:
+    """The tag of SAC+GeMS over the GeMS checkpoint named ``gems``."""
+    return SAC_GEMS_PREFIX + gems
+
+
+def parse_agent_tag(tag: str) -> tuple[str, str | None]:
+    """``sac_gems_<gems_tag>`` -> ("sac_gems", gems_tag); ``<base>_corrected`` -> (base, None); other tags ->
+    (tag, None). The variant is :func:`agent_variant`."""
+    if not re.fullmatch(AGENT_TAG_WILDCARD, tag):
+        raise ConfigError(
+            f"unknown agent {tag!r}; choose sac_gems_<gems tag> (e.g. sac_gems_d32_beta1_lc0.5_scratch_s58407201), "
+            f"{', '.join(AGENT_NAMES[1:-1])} or {AGENT_NAMES[-1]} ({', '.join(VARIANT_AGENTS)} with an "
+            f"optional {CORRECTED_SUFFIX!r} suffix for the corrected variant)"
+        )
+    if tag.startswith(SAC_GEMS_PREFIX):
+        return "sac_gems", tag[len(SAC_GEMS_PREFIX):]
+    return tag.removesuffix(CORRECTED_SUFFIX), None
+
+
+def agent_variant(tag: str) -> Variant:
+    """``published`` or ``corrected`` (the tag's suffix); ``published`` for agents without variants."""
+    parse_agent_tag(tag)
+    return "corrected" if tag.endswith(CORRECTED_SUFFIX) else "published"
+
+
+def variant_tag(base: str, variant: str) -> str:
+    """The tag of ``base`` (e.g. ``slateq``) in ``variant``; inverse of parse_agent_tag + agent_variant."""
+    if variant not in VARIANTS:
+        raise ConfigError(f"agent variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    if variant == "corrected":
+        if base not in VARIANT_AGENTS:
+            raise ConfigError(f"agent {base} has no corrected variant; only {', '.join(VARIANT_AGENTS)} have")
+        return base + CORRECTED_SUFFIX
+    return base
+
+
+# ------------------------------------------------------------------- datasets, algorithms, reference policies
+QUALITIES = ("expert", "medium", "random", "replay")
+"""The dataset qualities collected from the behaviour agent (others are mixtures of these)."""
+RESERVED_QUALITIES = {"online": "the online agents' results", "reference": "the reference policies' results"}
+"""Folder names under results/{env}/ that a dataset quality (a mixture's name) cannot take."""
+QUALITY_WILDCARD = rf"(?!(?:{'|'.join(RESERVED_QUALITIES)})\b)[A-Za-z0-9_]+"
+OFFLINE_ALGO_DISPLAY_NAMES = {"td3bc": "TD3+BC", "cql": "CQL", "iql": "IQL", "bc": "BC", "dt": "DT", "dd": "DD"}
+"""The offline algorithms (:mod:`slate_rl.offline.registry` builds them) and their names in tables."""
+OFFLINE_ALGOS = tuple(OFFLINE_ALGO_DISPLAY_NAMES)
+REFERENCE_POLICIES = ("random", "oracle", "eps-greedy")
+"""The simulator's reference policies (:mod:`slate_rl.sim.policies`)."""
+EMBEDDING_KINDS = ("focused", "diffuse")
+
+# ---------------------------------------------------------------------------------------------- evaluation
+TEST_SEED = 58517
+"""Seed of the fixed test users of every online and offline evaluation."""
+TEST_SESSIONS = 500
+"""Test users per evaluation."""
+
+
+def evaluation_args(seed: int = TEST_SEED, sessions: int = TEST_SESSIONS) -> str:
+    """The command-line options naming the test users (the stages' ``--test-seed``/``--test-sessions``)."""
+    return f"--test-seed {shlex.quote(str(seed))} --test-sessions {shlex.quote(str(sessions))}"
+
+
+# --------------------------------------------------------------------------------------------- path templates
+# Templates name their fields like the Snakemake wildcards, so that rules use them as they are and code
+# fills them with :func:`path`.
+EMBEDDINGS = "data/embeddings/{kind}.npy"
+LOGS = "data/logs/{env}.npz"
+MF = "data/mf/{env}.npy"
+MF_METRICS = "data/mf/{env}.json"
+GEMS = "data/gems/{env}/{gems_tag}.ckpt"
+GEMS_METRICS = "data/gems/{env}/{gems_tag}.json"
+AGENT_DIR = "data/agents/{env}/{agent_tag}/seed{seed}"
+AGENT_CHECKPOINTS = ("best", "medium", "last")
+"""Checkpoints of an agent run: best validation (expert, state encoder), medium (the medium behaviour), last (the
+final training state, with the replay buffer of the ``replay`` quality)."""
+DATASET = "data/offline/{env}/{quality}.npz"
+DATASET_META = "data/offline/{env}/{quality}.json"
+POLICY = "data/policies/{env}/{quality}/{algo}/seed{seed}.pt"
+ONLINE_RESULT = "results/{env}/online/{agent_tag}/seed{seed}.json"
+OFFLINE_RESULT = "results/{env}/{quality}/{algo}/seed{seed}.json"
+AGGREGATE_RESULT = "results/{env}/{algo}.json"
+REFERENCE_RESULT = "results/{env}/reference/{policy}.json"
+REPORT = "results/report.md"
+REPORT_DIR = "results/report"
+
+
+def agent_checkpoint(which: str, template: str = AGENT_DIR) -> str:
+    """``<agent dir>/<which>.ckpt`` for ``which`` in :data:`AGENT_CHECKPOINTS` (a template, or a filled path)."""
+    if which not in AGENT_CHECKPOINTS:
+        raise ConfigError(f"unknown agent checkpoint {which!r}; one of {', '.join(AGENT_CHECKPOINTS)}")
+    return f"{template}/{which}.ckpt"
+
+
+def path(template: str, **fields: Any) -> str:
+    """``template`` with its fields filled in, e.g. ``path(GEMS, env="focused_topdown", gems_tag=tag)``."""
+    try:
+        return template.format(**fields)
+    except KeyError as exc:
+        raise ConfigError(f"path {template!r} needs the field {exc.args[0]!r}") from None

@@ -1,0 +1,55 @@
+# Helpers of the offline rules (workflow/rules/offline.smk): the behaviour agent's checkpoints and the
+# datasets' inputs. Apart from the rules, as `snakemake --lint` asks.
+
+
+def behaviour_dir(wildcards):
+    return A.path(A.AGENT_DIR, env=wildcards.env, agent_tag=A.sac_gems_tag(gems_tag(config)),
+                  seed=config["offline_data"]["behaviour_seed"])
+
+
+def behaviour_checkpoint(wildcards, which):
+    return A.agent_checkpoint(which, behaviour_dir(wildcards))
+
+
+def shared_inputs(wildcards):
+    """The simulator's table, the GeMS and the expert (state encoder) every offline rule reads."""
+    return {
+        "embeddings": embeddings_of(wildcards),
+        "gems": A.path(A.GEMS, env=wildcards.env, gems_tag=gems_tag(config)),
+        "expert": behaviour_checkpoint(wildcards, "best"),
+    }
+
+
+def dataset_inputs(wildcards):
+    """The shared inputs, plus the medium checkpoint (medium) or the final training state (replay)."""
+    inputs = shared_inputs(wildcards)
+    if wildcards.quality == "medium":
+        inputs["behaviour"] = behaviour_checkpoint(wildcards, "medium")
+    if wildcards.quality == "replay":  # the expert's training buffer
+        inputs["replay"] = behaviour_checkpoint(wildcards, "last")
+    return inputs
+
+
+def mixture_inputs(wildcards):
+    weights = config["offline_data"]["mixtures"][wildcards.quality]
+    return {**shared_inputs(wildcards),
+            "components": [A.path(A.DATASET, env=wildcards.env, quality=q) for q in weights]}
+
+
+def mixture_args(wildcards, input):
+    weights = config["offline_data"]["mixtures"][wildcards.quality]
+    return " ".join(f"--mix {path}={w}" for path, w in zip(input.components, weights.values()))
+
+
+def collect_options():
+    """Options of every collect job; the behaviour agent's own settings come from its checkpoint."""
+    c = config["offline_data"]
+    options = (f"--episodes {c['episodes']} --seed {c['seed']} --noise {c['noise']} "
+               f"--label-margin {c['label_margin']} --batch-size {c['batch_size']} {TEST_ARGS}")
+    options += "" if c["deterministic"] else " --stochastic"
+    return options + ("" if c["label_check"] else " --skip-label-check")
+
+
+def offline_inputs(wildcards):
+    return {**shared_inputs(wildcards), "dataset": A.path(A.DATASET, **wildcards),
+            "meta": A.path(A.DATASET_META, **wildcards)}
