@@ -354,7 +354,7 @@ def test_train_offline_stage_runs_the_sequence_methods(stage_inputs, algo, capsy
     # the saved policy plays the conditioning table of `slate-rl bench conditioning`
     common = ["bench", "conditioning", "--env", "focused_topdown", "--embeddings-file", str(stage_inputs["table"]),
               "--policy", str(d / f"{algo}.pt"), "--gems", str(stage_inputs["gems"]), "--expert",
-              str(stage_inputs["best"]), "--agent", AGENT, "--test-sessions", "4", "--device", "cpu"]
+              str(stage_inputs["best"]), "--test-sessions", "4", "--device", "cpu"]
     extra = ["--sampling-steps", "1,2"] if algo == "dd" else []
     capsys.readouterr()
     assert main([*common, "--targets", "0.5,1.0", "--output", str(d / "cond.json"), *extra]) == 0

@@ -262,7 +262,7 @@ def parse_targets(text: str) -> list[float]:
     return out
 
 
-def load_sequence_policy(path: str | Path, sim: TopicRec, gems_path: str, expert_path: str, agent: str,
+def load_sequence_policy(path: str | Path, sim: TopicRec, gems_path: str, expert_path: str,
                          sampling_steps: int | None = None) -> tuple[SequencePolicy, dict[str, Any]]:
     """A saved DT/DD policy with its state encoder (the expert's) and decoder (its GeMS)."""
     payload = load_checkpoint(Path(path), POLICY_FORMAT, POLICY_VERSION, "offline policy")
@@ -285,7 +285,8 @@ def load_sequence_policy(path: str | Path, sim: TopicRec, gems_path: str, expert
     algo = make_algo(name, normalizer.mean.shape[0], decoder.action_center, decoder.action_scale,
                      meta["offline"]["gamma"], meta["offline"]["total_steps"], {name: algo_cfg},
                      SessionSpec(c.episode_length, c.num_items, c.slate_size)).to(sim.device)
-    assert isinstance(algo, SequenceAlgo)
+    if not isinstance(algo, SequenceAlgo):
+        raise ArtifactError(f"{path}: {name} is not a sequence method")
     encoder = expert.actor_belief
     load_policy(path, algo, normalizer, encoder)
     return SequencePolicy(encoder, decoder, algo, normalizer), meta

@@ -63,7 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", default=None, help="conditioning: a trained dt/dd policy (.pt)")
     parser.add_argument("--gems", default=None, help="conditioning: the policy's dataset's GeMS checkpoint")
     parser.add_argument("--expert", default=None, help="conditioning: the dataset's state encoder (best.ckpt)")
-    parser.add_argument("--agent", default=None, help="conditioning: agent tag of --expert (sac_gems_<gems tag>)")
     parser.add_argument("--targets", default="0.5,0.75,1.0",
                         help="conditioning: target returns, multiples of the method's normalised maximum")
     parser.add_argument("--sampling-steps", default=None,
@@ -142,7 +141,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _conditioning(args: argparse.Namespace, sim: Any) -> None:
-    for key in ("policy", "gems", "expert", "agent"):
+    for key in ("policy", "gems", "expert"):
         if getattr(args, key) is None:
             raise ConfigError(f"bench conditioning needs --{key}")
     targets = sequence_bench.parse_targets(args.targets)
@@ -155,7 +154,7 @@ def _conditioning(args: argparse.Namespace, sim: Any) -> None:
                               f"{args.sampling_steps!r}") from exc
     rows = []
     for steps in settings:
-        policy, meta = sequence_bench.load_sequence_policy(args.policy, sim, args.gems, args.expert, args.agent, steps)
+        policy, meta = sequence_bench.load_sequence_policy(args.policy, sim, args.gems, args.expert, steps)
         for row in sequence_bench.return_conditioning(sim, policy, targets, args.test_seed, args.test_sessions):
             rows.append({"sampling": "default" if steps is None else str(steps), **row})
     title = (f"return conditioning of {meta['algo']} on {meta['env']}/{meta['quality']} (seed {meta['seed']}), "
