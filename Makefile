@@ -13,10 +13,12 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-# Offline jobs get one thread each, so two of them share the 2 cores (their small ops gain nothing from a
-# second thread; bench/README.md, "threads").
+# Training jobs get one thread each, so two of them share the 2 cores: their small ops gain nothing from a
+# second thread (SAC update 72.5 ms with 1 thread, 70.2 with 2), and idle OpenMP threads sleep instead of
+# spinning on a busy core (bench/README.md, "threads").
+quick: export OMP_WAIT_POLICY ?= PASSIVE
 quick: $(STAMP)
-	snakemake --cores $(CORES) --set-threads offline_policy=1 --configfile workflow/presets/quick.yaml
+	snakemake --cores $(CORES) --set-threads offline_policy=1 online_agent=1 --configfile workflow/presets/quick.yaml
 
 # SLURM packages for tests/test_slurm.py (a no-op when installed; the test skips if this fails).
 slurm-deps:
