@@ -25,6 +25,7 @@ The policy reported is the final one (offline RL selects no checkpoint on online
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -57,6 +58,8 @@ class OfflineState:
     step: int = 0
     curve: list[list[float]] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    """Wall-clock seconds spent in the loop, summed over the segments of a resumed run."""
 
 
 def prepare_buffer(buffer: EpisodeBuffer, normalizer: Normalizer, normalize: bool) -> None:
@@ -159,6 +162,7 @@ def train_offline(
     bar = tqdm(total=cfg.total_steps, initial=state.step, desc=algo.name, unit="step", disable=not progress,
                dynamic_ncols=True, mininterval=2.0)
     metrics: dict[str, Tensor] = {}
+    segment_start = time.perf_counter()
     while state.step < cfg.total_steps:
         metrics = algo.update(sample())
         state.step += 1
@@ -181,6 +185,9 @@ def train_offline(
         if state.step % cfg.checkpoint_interval == 0 or done:
             guard.check(algo.name)  # never checkpoint diverged weights
             state.metrics = {k: float(v) for k, v in metrics.items()}
+            now = time.perf_counter()
+            state.train_seconds += now - segment_start
+            segment_start = now
             _save_last(last, algo, state, generator, fingerprint)
     bar.close()
     return state
@@ -192,6 +199,7 @@ def _save_last(path: Path, algo: OfflineAlgo, state: OfflineState, generator: to
         "algo": algo.state_dict(), "step": torch.tensor(state.step),
         "curve": torch.tensor(state.curve, dtype=torch.float64).reshape(-1, 2),
         "metrics": {k: torch.tensor(v, dtype=torch.float64) for k, v in state.metrics.items()},
+        "train_seconds": torch.tensor(state.train_seconds, dtype=torch.float64),
     }, fingerprint, generator)
 
 
@@ -204,5 +212,6 @@ def _load_last(path: Path, algo: OfflineAlgo, state: OfflineState, generator: to
         state.step = int(payload["step"])
         state.curve = payload["curve"].tolist()
         state.metrics = {k: float(v) for k, v in payload.get("metrics", {}).items()}
+        state.train_seconds = float(payload.get("train_seconds", 0.0))
 
     return load_resume(path, fingerprint, restore, generator)

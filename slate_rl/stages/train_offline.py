@@ -15,7 +15,6 @@ beside the policy (``<policy>.last.ckpt``); a rerun resumes from it.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from slate_rl.core.artifacts import TEST_SEED, TEST_SESSIONS
 from slate_rl.core.config import add_arguments as add_config_arguments
 from slate_rl.core.config import from_namespace, to_dict
 from slate_rl.core.errors import ArtifactError
-from slate_rl.core.io import file_sha256, fingerprint, write_json
+from slate_rl.core.io import file_sha256, fingerprint, write_json, write_timings
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
 from slate_rl.data.d4rl import load_dataset
@@ -131,11 +130,9 @@ def run(args: argparse.Namespace) -> None:
     last = policy_path.with_name(policy_path.name + ".last.ckpt")
     logger = RunLogger(f"{args.algo}-{args.env}-{meta['quality']}-seed{args.seed}", meta, args.logger_mode,
                        group=args.env)
-    start = time.perf_counter()
     state = train_offline(algo, buffer, cfg, args.seed,
                           lambda: float(evaluate_returns(sim, policy, cfg.val_seed, cfg.val_sessions).mean()),
                           last, logger, progress=not args.no_progress, fingerprint=run_id)
-    elapsed = time.perf_counter() - start
     logger.finish()
     algo.eval()
     returns = evaluate_returns(sim, policy, args.test_seed, args.test_sessions)
@@ -151,11 +148,12 @@ def run(args: argparse.Namespace) -> None:
         "normalized_score": score,
         "normalized_score_definition": NORMALIZED_SCORE_DEFINITION,
         "references": references, "test_seed": args.test_seed, "learning_curve": state.curve,
-        "final_metrics": state.metrics, "train_seconds": elapsed, "device": str(sim.device),
+        "final_metrics": state.metrics, "device": str(sim.device),
         "item_embeddings": table_source, "returns": np.round(returns, 3).tolist(),
         **({"sequence": algo.describe()} if isinstance(algo, SequenceAlgo) else {}),
     })
+    write_timings(args.results, train_seconds=state.train_seconds, device=str(sim.device))
     print(f"wrote {args.results}: {args.algo} on {meta['quality']}: test return {stats['mean']:.2f} +- "
           f"{stats['ci']:.2f} (behaviour {references['behaviour']['return_mean']:.2f}, z=0 "
           f"{references['zero_action']['return_mean']:.2f}, random {rand:.2f}; normalised {score:.1f}), "
-          f"{elapsed:.0f} s on {sim.device}")
+          f"{state.train_seconds:.0f} s on {sim.device}")
