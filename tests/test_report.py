@@ -282,3 +282,38 @@ def test_stale_results_outside_the_declared_inputs_stay_out_of_the_report(full_t
     assert f"{len(inputs)} result files read" in markdown
     everything, _ = run_report(full_tree, tmp_path / "all")  # by hand, without --inputs: whatever exists
     assert f"{len(inputs) + 3} result files read" in everything
+
+
+def test_dataset_tables_compare_methods_on_the_same_data(tmp_path):
+    """Per dataset: p against the best method on that dataset (not the env's best), return as a % of
+    that dataset's behaviour, training time from the result or its timings file; timings files are not
+    results."""
+    root = tmp_path / "results"
+    for seed in (0, 1):
+        write_offline(root, "e", "expert", "td3bc", seed, 85.0)
+        write_offline(root, "e", "expert", "dt", seed, 80.0)
+        write_offline(root, "e", "medium", "td3bc", seed, 50.0)
+        write_offline(root, "e", "medium", "dt", seed, 55.0)
+    for rel in ("e/expert/td3bc/seed0.json", "e/expert/td3bc/seed1.json"):  # time inside the result
+        data = json.loads((root / rel).read_text())
+        (root / rel).write_text(json.dumps({**data, "train_seconds": 10.0 + data["seed"]}))
+    _write(root, "e/expert/dt/seed0.timings.json", {"train_seconds": 4.0})  # time in the timings file
+    _write(root, "e/expert/dt/seed1.timings.json", {"train_seconds": 6.0})
+    results = collect_results(root)
+    assert not results.skipped and not any("timings" in p for p in results.ignored + [s.path for s in results.seeds])
+    from slate_rl.report.tables import dataset_table
+    table = dataset_table(build_env_report(results, "e"))
+    medium = table[table["quality"] == "medium"].set_index("method")
+    assert bool(medium.loc["dt", "best"])  # DT wins on medium although TD3+BC is the env's best
+    td3bc_medium = [s for s in results.seeds if s.method == "td3bc" and s.quality == "medium"]
+    dt_medium = [s for s in results.seeds if s.method == "dt" and s.quality == "medium"]
+    expected_p = welch_p([s.return_mean for s in td3bc_medium], [s.return_mean for s in dt_medium])
+    assert medium.loc["td3bc", "p_value"] == pytest.approx(expected_p)
+    assert medium.loc["td3bc", "pct_behaviour"] == pytest.approx(100 * medium.loc["td3bc", "return_mean"] / 90.0)
+    expert = table[(table["quality"] == "expert") & (table["kind"] == "offline")].set_index("method")
+    assert expert.loc["td3bc", "train_seconds"] == pytest.approx(10.5)
+    assert expert.loc["dt", "train_seconds"] == pytest.approx(5.0)
+    refs = table[(table["quality"] == "expert") & (table["kind"] == "reference")]
+    assert list(refs["method"]) == ["behaviour", "zero_action", "random_action"]
+    markdown, _ = run_report(root, tmp_path / "out")
+    assert "### e: medium data" in markdown and "% of behaviour" in markdown

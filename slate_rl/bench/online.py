@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.gems import GeMS
 from slate_rl.models.rankers import GeMSRanker
 from slate_rl.online.loop import OnlineConfig, train_online
@@ -56,3 +57,38 @@ def run_benchmark(sim: TopicRec, parallel: int, steps: int) -> list[dict[str, An
     for r in rows:
         r["speedup_vs_paper_schedule"] = r["sessions_per_second"] / rows[0]["sessions_per_second"]
     return rows
+
+
+def measure_update(device: torch.device, fused: bool, min_seconds: float) -> float:
+    """Milliseconds per SAC+GeMS gradient step on a fixed batch of 20 episodes of 100 steps."""
+    torch.manual_seed(0)
+    gems = GeMSRanker(GeMS(latent_dim=32), torch.zeros(32), torch.ones(32)).to(device)
+    agent = make_agent("sac_gems_d32_beta1_lc0.5_scratch_s0", gems, gems.gems.items.weight.detach().clone(),
+                       1000, 10).to(device)
+    for enc in agent.modules():
+        if isinstance(enc, BeliefEncoder):
+            enc.fused = fused
+    gen = torch.Generator().manual_seed(1)
+    ep = {"slates": torch.randint(0, 1000, (20, 101, 10), generator=gen),
+          "clicks": (torch.rand(20, 101, 10, generator=gen) < 0.1).float(),
+          "actions": torch.randn(20, 100, 32, generator=gen), "rewards": torch.rand(20, 100, generator=gen)}
+    ep = {k: v.to(device) for k, v in ep.items()}
+    for _ in range(3):
+        agent.update(ep)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < min_seconds or n < 5:
+        agent.update(ep)  # returns floats: one host sync per update, as in training
+        n += 1
+    return (time.perf_counter() - start) / n * 1000
+
+
+def run_update_benchmark(device: torch.device, min_seconds: float) -> list[dict[str, Any]]:
+    """One SAC update with the belief GRUs unrolled by ``nn.GRU`` (baseline) and by the fused CPU unroll
+    (models/belief.py; on CUDA both rows use cuDNN), best of 2 alternating rounds."""
+    best = {False: float("inf"), True: float("inf")}
+    for _ in range(2):
+        for fused in (False, True):
+            best[fused] = min(best[fused], measure_update(device, fused, min_seconds))
+    return [{"gru": "nn.GRU" if not fused else "fused", "ms_per_update": best[fused],
+             "updates_per_second": 1000 / best[fused], "speedup_vs_nn_gru": best[False] / best[fused]}
+            for fused in (False, True)]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from slate_rl.report.results import REFERENCE_POLICIES, Results
-from slate_rl.report.tables import EnvReport, method_rank
+from slate_rl.report.tables import EnvReport, dataset_table, method_rank
 
 SESSIONS_MARK = "†"
 _KIND_ORDER = {"online": 0, "offline": 1, "reference": 2}
@@ -116,6 +116,28 @@ def _footnotes(report: EnvReport) -> str:
     return "\n".join(f"- {line}" for line in lines)
 
 
+def _dataset_sections(report: EnvReport) -> list[str]:
+    """The offline methods compared dataset by dataset (p against the best method on that dataset)."""
+    table = dataset_table(report)
+    parts = []
+    for quality, block in table.groupby("quality", sort=False):
+        rows = []
+        for _, row in block.iterrows():
+            if row["kind"] == "reference":
+                label, p = f"*{row['label']}*", "—"
+            else:
+                label = f"**{row['label']}**" if row["best"] else row["label"]
+                mark = SESSIONS_MARK if row["p_over"] == "sessions" else ""
+                p = "best" if row["best"] else fmt_p(row["p_value"]) + mark
+            rows.append([label, fmt(row["return_mean"]), _ci_cell(row["return_ci95"], row["ci_over"]),
+                         fmt(row["pct_behaviour"], 1), fmt(row["normalized_score"], 1), p,
+                         fmt(row["train_seconds"], 0), "—" if row["kind"] == "reference" else str(row["n_seeds"])])
+        headers = ["Method", "Return", "95% CI", "% of behaviour", "Norm. score", "p vs best here", "Train (s)",
+                   "Seeds"]
+        parts.append(f"### {report.env}: {quality} data\n\n" + markdown_table(headers, rows, "lrrrrrrr"))
+    return parts
+
+
 def _env_section(report: EnvReport, figures_link: str) -> str:
     parts = [f"## {report.env}"]
     if not len(report.table):
@@ -127,6 +149,11 @@ def _env_section(report: EnvReport, figures_link: str) -> str:
     headers = ["Method", "Data", "Return", "95% CI", "Sessions", "Seeds", "p vs best", "Norm. score"]
     parts.append(markdown_table(headers, _env_rows(report.table), "llrrrrrr"))
     parts.append(_footnotes(report))
+    datasets = _dataset_sections(report)
+    if datasets:
+        parts.append("Offline methods dataset by dataset (p: Welch's t-test against the best method on the same data; "
+                     "Train: mean wall-clock training time per seed):")
+        parts.extend(datasets)
     parts.append(
         f"![{report.env}: learning curves]({figures_link}/{report.env}_curves.png)\n\n"
         f"![{report.env}: test returns]({figures_link}/{report.env}_returns.png)\n\n"

@@ -3,6 +3,7 @@
 ``slate-rl bench sim``: simulator steps/s for several batch sizes (slate_rl.bench.sim);
 ``slate-rl bench gems``: GeMS training examples/s and the projected paper epoch (slate_rl.bench.gems);
 ``slate-rl bench online``: SAC+GeMS sessions/s and the projected paper budget (slate_rl.bench.online);
+``slate-rl bench sac-update``: ms per SAC+GeMS gradient step, fused CPU GRU unroll against nn.GRU;
 ``slate-rl bench offline``: offline RL updates/s against a CORL-style loop (slate_rl.bench.offline);
 ``slate-rl bench threads``: concurrent offline jobs (CPU), oversubscribed threads against one per core;
 ``slate-rl bench sequence``: Decision Transformer / Decision Diffuser updates/s (DT against a CORL-style
@@ -35,13 +36,14 @@ from slate_rl.stages.common import add_env_arguments, positive_int, simulator_fr
 
 NAME = "bench"
 HELP = ("run a benchmark: sim (simulator steps/s vs batch size), gems (GeMS training), online (SAC+GeMS training), "
-        "offline (offline RL updates), threads (concurrent jobs' CPU threads), sequence (DT/DD updates and decision "
-        "latency), conditioning (a DT/DD policy's return at several target returns)")
+        "sac-update (one SAC gradient step), offline (offline RL updates), threads (concurrent jobs' CPU threads), "
+        "sequence (DT/DD updates and decision latency), conditioning (a DT/DD policy's return at several targets)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", choices=("sim", "gems", "online", "offline", "threads", "sequence", "conditioning"),
-                        help="what to benchmark")
+    parser.add_argument("target", help="what to benchmark",
+                        choices=("sim", "gems", "online", "sac-update", "offline", "threads", "sequence",
+                                 "conditioning"))
     add_env_arguments(parser)
     parser.set_defaults(env="focused_topdown")
     for action in parser._actions:
@@ -80,6 +82,8 @@ _COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     "online": [("schedule", "schedule", "<18"), ("sessions/s", "sessions_per_second", ">11.2f"),
                ("100k budget (h)", "projected_paper_budget_hours", ">16.2f"),
                ("x paper", "speedup_vs_paper_schedule", ">8.2f")],
+    "sac-update": [("GRU unroll", "gru", "<11"), ("ms/update", "ms_per_update", ">10.2f"),
+                   ("updates/s", "updates_per_second", ">10.1f"), ("x nn.GRU", "speedup_vs_nn_gru", ">9.2f")],
     "sequence": [("case", "case", "<26"), ("value", "value", ">11.2f"), ("unit", "unit", "<20"),
                  ("reference", "reference", ">10.2f"), ("ratio", "ratio", ">7.2f"), ("note", "note", "<")],
     "conditioning": [("sampling", "sampling", "<9"), ("target", "target", ">7.2f"), ("return", "return_mean", ">8.2f"),
@@ -100,6 +104,12 @@ def run(args: argparse.Namespace) -> None:
         title = ("offline RL updates, batch 256, obs 20, action 32, 1M synthetic transitions, best of 3 rounds; "
                  f"matmul peak {offline_bench.matmul_gflop_per_second(device):.0f} GFLOP/s")
         _report(args.target, title, _machine(device), rows, args.output)
+        return
+    if args.target == "sac-update":
+        device = resolve_device(args.device)
+        rows = online_bench.run_update_benchmark(device, args.min_seconds)
+        _report(args.target, "SAC+GeMS gradient step, batch 20 episodes x 100 steps, d = 32, best of 2 rounds",
+                _machine(device), rows, args.output)
         return
     if args.target == "threads":
         rows = offline_bench.run_threads_benchmark(args.algos.split(","), args.processes, args.min_seconds)

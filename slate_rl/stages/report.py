@@ -22,7 +22,7 @@ from slate_rl.core.io import atomic_path
 from slate_rl.report.markdown import render_report
 from slate_rl.report.plots import plot_curves, plot_returns
 from slate_rl.report.results import collect_results
-from slate_rl.report.tables import build_env_report, summary_table
+from slate_rl.report.tables import build_env_report, dataset_table, summary_table
 
 NAME = "report"
 HELP = "summarise every result (tables, Welch tests, learning curves, bar charts) into results/report.md"
@@ -51,6 +51,10 @@ def run(args: argparse.Namespace) -> None:
             continue
         with atomic_path(figures / f"{report.env}.csv") as tmp:
             report.table.to_csv(tmp, index=False)
+        datasets = dataset_table(report)
+        if len(datasets):
+            with atomic_path(figures / f"{report.env}_datasets.csv") as tmp:
+                datasets.to_csv(tmp, index=False)
         with atomic_path(figures / f"{report.env}_curves.png") as tmp:
             plot_curves(report, tmp)
         with atomic_path(figures / f"{report.env}_returns.png") as tmp:
