@@ -8,6 +8,7 @@ import copy
 
 import pytest
 import torch
+from scipy import stats
 
 from slate_rl.core.errors import ConfigError
 from slate_rl.models.belief import BeliefEncoder
@@ -15,8 +16,10 @@ from slate_rl.models.gems import GeMS
 from slate_rl.models.rankers import GeMSRanker
 from slate_rl.models.stacked import StackedBeliefEncoder, StackedLinear
 from slate_rl.online.config import OnlineConfig, SACConfig
+from slate_rl.online.loop import evaluate, train_online
 from slate_rl.online.multiseed import StackedSAC, seed_generator, train_seeds
-from slate_rl.online.registry import make_agent
+from slate_rl.online.registry import load_agent, make_agent, save_agent
+from slate_rl.online.rollouts import user_keys
 from slate_rl.online.sac import SAC
 from slate_rl.sim.config import make_env_config
 from slate_rl.sim.gym_env import build_simulator
@@ -149,3 +152,105 @@ def test_multiseed_refuses_other_agents_and_bad_input(tmp_path):
                     [tmp_path / "a.ckpt", tmp_path / "b.ckpt"], progress=False)
     with pytest.raises(ConfigError, match="one seed, one last path"):
         train_seeds(sim, [_sac(0, ranker)], cfg, [0, 1], lambda i, a, s: None, [tmp_path / "a.ckpt"], progress=False)
+
+
+# ---------------------------------------------------------------------------------------------- training
+TINY_ENV = dict(num_items=ITEMS, slate_size=K, episode_length=6)
+TINY = OnlineConfig(total_steps=12, sessions_per_step=2, updates_per_step=1, batch_size=4, buffer_capacity=50,
+                    warmup_sessions=4, val_interval=4, val_sessions=8, checkpoint_interval=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_sim():
+    return build_simulator(make_env_config("focused_topdown", **TINY_ENV))
+
+
+def _train(sim, seeds, path, cfg=TINY, ranker=None, bests=None, fingerprints=None):
+    ranker = ranker or _ranker()
+    agents = [_sac(s, ranker) for s in seeds]
+
+    def save_best(i, agent, state):
+        if bests is not None:
+            bests[seeds[i]] = (state.step, copy.deepcopy(agent.state_dict()))
+
+    states = train_seeds(sim, agents, cfg, seeds, save_best, [path / f"seed{s}.last.ckpt" for s in seeds],
+                         progress=False, fingerprints=fingerprints)
+    return agents, states
+
+
+def test_a_seed_trained_alone_equals_the_same_seed_trained_among_others(tiny_sim, tmp_path):
+    """Seed 1 alone (S = 1) and among seeds 0, 1, 2 (S = 3): the same users, the same random stream, so the
+    same learning curve, best step and final networks up to float rounding."""
+    alone_agents, alone = _train(tiny_sim, [1], tmp_path / "alone")
+    group_agents, group = _train(tiny_sim, [0, 1, 2], tmp_path / "group")
+    assert alone[0].step == group[1].step == TINY.total_steps
+    assert alone[0].sessions == group[1].sessions == TINY.total_steps * TINY.sessions_per_step
+    assert [s for s, _ in alone[0].curve] == [s for s, _ in group[1].curve] == [4, 8, 12]
+    assert [v for _, v in alone[0].curve] == pytest.approx([v for _, v in group[1].curve], abs=1e-4)
+    assert alone[0].best_step == group[1].best_step
+    _assert_state_close(alone_agents[0].state_dict(), group_agents[1].state_dict(), rtol=1e-4, atol=1e-5)
+    # the neighbours are other seeds: different users, different networks
+    assert not torch.equal(group_agents[0].actor[0].weight, group_agents[1].actor[0].weight)
+
+
+def test_seeds_trained_together_agree_statistically_with_the_single_seed_loop(tiny_sim, tmp_path):
+    """The single-seed loop (torch's global generator) and the multi-seed loop (one generator per seed) are
+    the same algorithm: 6 seeds trained alone by ``train_online`` and the same 6 seeds trained together give
+    test returns and validation curves that a Welch test cannot tell apart."""
+    cfg = OnlineConfig(**{**TINY.__dict__, "total_steps": 24, "val_interval": 8, "checkpoint_interval": 24})
+    seeds = list(range(10, 16))
+    ranker = _ranker()
+    agents, group_states = _train(tiny_sim, seeds, tmp_path, cfg, ranker)
+    together = [float(evaluate(tiny_sim, a, 99, 40).mean()) for a in agents]
+    alone, alone_states = [], []
+    for s in seeds:
+        agent = _sac(s, ranker)
+        alone_states.append(train_online(tiny_sim, agent, cfg, s, lambda a, st: None, tmp_path / f"alone{s}.ckpt",
+                                         progress=False))
+        alone.append(float(evaluate(tiny_sim, agent, 99, 40).mean()))
+    assert stats.ttest_ind(together, alone, equal_var=False).pvalue > 0.01, (together, alone)
+    for j in range(3):  # each point of the validation curve
+        a = [st.curve[j][1] for st in group_states]
+        b = [st.curve[j][1] for st in alone_states]
+        assert stats.ttest_ind(a, b, equal_var=False).pvalue > 0.01, (j, a, b)
+    assert len(set(together)) > 1 and together != alone  # the seeds differ, and so do the two RNG schemes
+
+
+def test_per_seed_checkpoints_load_as_ordinary_agents_and_act_like_the_stacked_agent(tiny_sim, tmp_path):
+    ranker = _ranker()
+    seeds = [3, 4]
+    bests: dict[int, tuple[int, dict]] = {}
+    agents, states = _train(tiny_sim, seeds, tmp_path, ranker=ranker, bests=bests)
+    stacked = StackedSAC(agents, [seed_generator(s) for s in seeds])
+    keys = torch.cat([user_keys(77, 0, 5, tiny_sim.device)] * 2)
+    sim_state, obs = tiny_sim.reset(keys)
+    slate, action, hidden = stacked.act(obs.slate, obs.clicks, None, deterministic=True)
+    for i, s in enumerate(seeds):
+        path = tmp_path / f"seed{s}.best.ckpt"
+        save_agent(path, agents[i], TAG, {"seed": s})
+        fresh = _sac(100 + s, ranker)
+        load_agent(path, fresh, TAG)
+        _assert_state_close(fresh.state_dict(), agents[i].state_dict(), rtol=0, atol=0)
+        one_slate, one_action, _ = fresh.act(obs.slate[i * 5:(i + 1) * 5], obs.clicks[i * 5:(i + 1) * 5], None,
+                                             deterministic=True)
+        torch.testing.assert_close(one_action, action[i * 5:(i + 1) * 5], rtol=1e-5, atol=1e-5)
+        assert torch.equal(one_slate, slate[i * 5:(i + 1) * 5])
+        # the resume checkpoint is a single-seed one (plus the seed's generator), and the best agent was
+        # saved through the same callback a single-seed run uses
+        last = torch.load(tmp_path / f"seed{s}.last.ckpt", weights_only=True)
+        assert {"agent", "buffer", "counters", "best_val", "curve", "medium", "sample_rng"} <= last.keys()
+        assert int(last["counters"][0]) == TINY.total_steps and bests[s][0] == states[i].best_step
+
+
+def test_a_killed_group_resumes_to_the_same_result(tiny_sim, tmp_path):
+    seeds = [0, 1]
+    straight, s1 = _train(tiny_sim, seeds, tmp_path / "a")
+    _train(tiny_sim, seeds, tmp_path / "b", OnlineConfig(**{**TINY.__dict__, "total_steps": 8}))  # killed at 8
+    resumed, s2 = _train(tiny_sim, seeds, tmp_path / "b")
+    for i in range(2):
+        assert s1[i].curve == s2[i].curve and s1[i].best_step == s2[i].best_step
+        _assert_state_close(straight[i].state_dict(), resumed[i].state_dict(), rtol=0, atol=0)
+    # one seed's checkpoint from another run: the whole group starts over (and ends as a straight run)
+    (tmp_path / "b" / "seed1.last.ckpt").unlink()
+    restarted, s3 = _train(tiny_sim, seeds, tmp_path / "b")
+    assert [st.curve for st in s3] == [st.curve for st in s1]
