@@ -254,3 +254,57 @@ def test_a_killed_group_resumes_to_the_same_result(tiny_sim, tmp_path):
     (tmp_path / "b" / "seed1.last.ckpt").unlink()
     restarted, s3 = _train(tiny_sim, seeds, tmp_path / "b")
     assert [st.curve for st in s3] == [st.curve for st in s1]
+
+
+# ---------------------------------------------------------------------------------------------- the stage
+def _stage(tmp_path, agent: str, seed_args: list[str], out: str, results: str) -> int:
+    import json
+
+    import numpy as np
+
+    from slate_rl.cli import main
+    from slate_rl.sim.embeddings import generate_item_embeddings
+
+    table = tmp_path / "focused.npy"
+    if not table.is_file():
+        np.save(table, generate_item_embeddings("focused", 0, 1000, 10, 2))
+    env = json.dumps({"base": "focused_topdown", "episode_length": 5})
+    return main(["train-agent", "--env", "mine", "--env-spec", env, "--embeddings-file", str(table), "--agent", agent,
+                 *seed_args, "--test-sessions", "4", "--total-steps", "3", "--sessions-per-step", "2",
+                 "--batch-size", "2", "--warmup-sessions", "2", "--val-interval", "1", "--val-sessions", "4",
+                 "--checkpoint-interval", "1", "--hidden", "16", "--device", "cpu", "--no-progress",
+                 "--logger-mode", "disabled", "--output-dir", out, "--results", results])
+
+
+def test_train_agent_with_seeds_writes_every_file_of_a_single_seed_run(tmp_path, capsys):
+    import json
+
+    from slate_rl.online.registry import agent_from_checkpoint
+
+    single = tmp_path / "single"
+    assert _stage(tmp_path, "sac_topk_ideal", ["--seed", "2"], str(single / "agent"), str(single / "seed2.json")) == 0
+    group = tmp_path / "group"
+    assert _stage(tmp_path, "sac_topk_ideal", ["--seeds", "1,2"], str(group / "agent{seed}"),
+                  str(group / "seed{seed}.json")) == 0
+    expected = sorted(p.name for p in (single / "agent").iterdir())
+    assert expected == ["best.ckpt", "best.work.ckpt", "last.ckpt", "medium.ckpt"]
+    import numpy as np
+
+    sim = build_simulator("focused_topdown", np.load(tmp_path / "focused.npy"))
+    for s in (1, 2):
+        assert sorted(p.name for p in (group / f"agent{s}").iterdir()) == expected
+        result = json.loads((group / f"seed{s}.json").read_text())
+        reference = json.loads((single / "seed2.json").read_text())
+        assert result.keys() == reference.keys() and result["seed"] == s
+        assert [st for st, _ in result["learning_curve"]] == [1, 2, 3]
+        agent, meta = agent_from_checkpoint(group / f"agent{s}" / "best.ckpt", sim.items, 1000, 10, 5)
+        assert meta["seed"] == s and meta["step"] == result["best_step"]
+        assert json.loads((group / f"seed{s}.timings.json").read_text())["seeds_trained_together"] == "1,2"
+    # bad input: one clear message each
+    assert _stage(tmp_path, "reinforce", ["--seeds", "1,2"], str(group / "r{seed}"), str(group / "r{seed}.json")) == 2
+    assert "not Reinforce" in capsys.readouterr().err
+    assert _stage(tmp_path, "sac_topk_ideal", ["--seeds", "1,2"], str(group / "x"), str(group / "x{seed}.json")) == 2
+    assert "--output-dir must contain {seed}" in capsys.readouterr().err
+    assert _stage(tmp_path, "sac_topk_ideal", ["--seed", "1", "--seeds", "1,2"], str(group / "y{seed}"),
+                  str(group / "y{seed}.json")) == 2
+    assert "exactly one of --seed and --seeds" in capsys.readouterr().err

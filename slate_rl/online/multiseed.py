@@ -247,14 +247,15 @@ def train_seeds(
     seeds: Sequence[int],
     save_best: Callable[[int, Agent, LoopState], None],
     last_paths: Sequence[str | os.PathLike[str]],
-    loggers: Sequence[RunLogger | None] | None = None,
+    logger: RunLogger | None = None,
     progress: bool = True,
     fingerprints: Sequence[str] | None = None,
 ) -> list[LoopState]:
     """Train ``agents[i]`` on seed ``seeds[i]``'s users, all together (module doc); the multi-seed
     :func:`~slate_rl.online.loop.train_online`, with its schedule, validation, medium tracking and
     resume. ``save_best(i, agent, state)`` is called with seed ``i``'s agent whenever its validation
-    improves; ``last_paths[i]`` is seed ``i``'s resume checkpoint, written under ``fingerprints[i]``."""
+    improves; ``last_paths[i]`` is seed ``i``'s resume checkpoint, written under ``fingerprints[i]``. ``logger``
+    gets every seed's metrics under ``seed<s>/`` (one run for the group)."""
     n = len(agents)
     if n == 0 or len(seeds) != n or len(last_paths) != n or (fingerprints is not None and len(fingerprints) != n):
         raise ConfigError(f"multi-seed training needs one seed, one last path and one fingerprint per agent "
@@ -320,9 +321,9 @@ def train_seeds(
                     st.best_val, st.best_step = val, step
                     save_best(i, sacs[i], st)
                 st.medium.observe(step, val, st.best_val, sacs[i])
-                logger = loggers[i] if loggers is not None else None
                 if logger is not None:
-                    logger.log({"val_return": val, "train_return": train_returns[i], **metrics[i]}, step=step)
+                    logger.log({f"seed{seeds[i]}/{k}": v for k, v in
+                                {"val_return": val, "train_return": train_returns[i], **metrics[i]}.items()}, step=step)
             bar.set_postfix(val=f"{sum(vals) / n:.1f}", best=f"{max(s.best_val for s in states):.1f}")
         if step % cfg.checkpoint_interval == 0 or step == cfg.total_steps:
             for i in range(n):

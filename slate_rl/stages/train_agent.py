@@ -27,7 +27,7 @@ import torch
 from slate_rl.core.artifacts import TEST_SEED, TEST_SESSIONS
 from slate_rl.core.config import add_arguments as add_config_arguments
 from slate_rl.core.config import from_namespace, to_dict
-from slate_rl.core.errors import ArtifactError
+from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import fingerprint, remove_stale_temp_files, write_json, write_timings
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
@@ -53,7 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "sac_wknn/reinforce/slateq are the published variants, <tag>_corrected the corrected ones")
     parser.add_argument("--gems", default=None, help="GeMS checkpoint (sac_gems_* agents)")
     parser.add_argument("--mf", default=None, help="MF item embeddings .npy (sac_topk_mf)")
-    parser.add_argument("--seed", type=int, required=True, help="training seed (users, networks, sampling)")
+    parser.add_argument("--seed", type=int, default=None, help="training seed (users, networks, sampling)")
+    parser.add_argument("--seeds", default=None,
+                        help="instead of --seed: comma-separated seeds of a plain SAC agent trained together in one "
+                        "process, each writing the files of a --seed run; --output-dir and --results then contain "
+                        "{seed}")
     parser.add_argument("--test-seed", type=int, default=TEST_SEED, help="seed of the fixed test users")
     parser.add_argument("--test-sessions", type=int, default=TEST_SESSIONS, help="test users")
     add_config_arguments(parser, OnlineConfig)
@@ -67,6 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    if (args.seed is None) == (args.seeds is None):
+        raise ConfigError("train-agent needs exactly one of --seed and --seeds")
+    if args.seeds is not None:
+        from slate_rl.stages import train_agent_seeds
+
+        train_agent_seeds.run(args)
+        return
     online = from_namespace(OnlineConfig, args)
     build = from_namespace(AgentBuildConfig, args)
     sac = from_namespace(SACConfig, args)
