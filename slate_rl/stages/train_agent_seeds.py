@@ -5,7 +5,8 @@ writes: ``--output-dir`` and ``--results`` hold ``{seed}`` (e.g. ``data/agents/e
 and each results JSON its test return, learning curve and metadata (``"seed": s``; the group is named in
 the ``.timings.json`` beside it). Resume: one ``last.work.ckpt`` per seed; the group resumes
 only when every seed's checkpoint fits. Agents other than plain SAC (sac_gems_*, sac_topk_*,
-sac_kargmax) are refused with a ConfigError.
+sac_kargmax) are refused with a ConfigError. Also :func:`save_medium`, the stage's medium checkpoint for one
+seed or many.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from slate_rl.core.config import from_namespace, to_dict
-from slate_rl.core.errors import ConfigError
+from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import fingerprint, remove_stale_temp_files, write_json, write_timings
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
@@ -55,8 +56,6 @@ def _per_seed(template: str, seed: int, option: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> None:
-    from slate_rl.stages.train_agent import _save_medium
-
     seeds = parse_seeds(args.seeds)
     online = from_namespace(OnlineConfig, args)
     build = from_namespace(AgentBuildConfig, args)
@@ -109,7 +108,7 @@ def run(args: argparse.Namespace) -> None:
     elapsed = time.perf_counter() - start
     logger.finish()
     for i, (s, out, agent, state, meta) in enumerate(zip(seeds, outs, agents, states, metas, strict=True)):
-        medium = _save_medium(out / "medium.ckpt", agent, args.agent, meta, state)
+        medium = save_medium(out / "medium.ckpt", agent, args.agent, meta, state)
         load_agent(out / "best.work.ckpt", agent, args.agent)
         returns = evaluate(sim, agent, args.test_seed, args.test_sessions).cpu().numpy()
         stats = mean_ci(returns)
@@ -129,3 +128,20 @@ def run(args: argparse.Namespace) -> None:
         print(f"wrote {results[i]}: seed {s} test return {stats['mean']:.2f} +- {stats['ci']:.2f} "
               f"(best validation {state.best_val:.2f} at step {state.best_step})")
     print(f"{len(seeds)} seeds trained together in {elapsed:.0f} s on {sim.device}")
+
+
+def save_medium(path: Path, agent: Agent, tag: str, meta: dict[str, object], state: LoopState) -> tuple[int, float]:
+    """Write the medium checkpoint chosen by the loop's tracker; return its step and validation return (the
+    train-agent stage's, for one seed or many)."""
+    assert state.medium is not None
+    chosen = state.medium.choose(state.best_val)
+    if chosen is None:
+        raise ArtifactError(f"{path.parent / 'last.work.ckpt'}: the resumed run holds no validation snapshots (written "
+                            "by an older slate_rl, before medium checkpoints); delete it and rerun the rule")
+    step, val, modules = chosen
+    result = torch.nn.Module.load_state_dict(agent, modules, strict=False)
+    if result.unexpected_keys or any(not k.startswith("ranker.") for k in result.missing_keys):
+        raise RuntimeError(f"medium snapshot does not fit the agent: {result}")
+    save_agent(path, agent, tag, {**meta, "step": step, "val_return": val, "quality": "medium",
+                                  "medium_fraction": state.medium.fraction, "best_val_return": state.best_val})
+    return step, val
