@@ -173,7 +173,9 @@ def train_online(
     return state
 
 
-def _save_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState, fingerprint: str) -> None:
+def _save_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState, fingerprint: str,
+               generator: torch.Generator | None = None) -> None:
+    """Write the resume checkpoint (``generator``: the run's own sampling generator, if it has one)."""
     save_resume(path, {
         "agent": agent.state_dict(),
         "buffer": buffer.state_dict(),
@@ -181,11 +183,11 @@ def _save_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState
         "best_val": torch.tensor(state.best_val, dtype=torch.float64),
         "curve": torch.tensor(state.curve or [], dtype=torch.float64).reshape(-1, 2),
         "medium": state.medium.state_dict() if state.medium is not None else [],
-    }, fingerprint)
+    }, fingerprint, generator)
 
 
 def _load_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState, fingerprint: str,
-               total_steps: int) -> str | None:
+               total_steps: int, generator: torch.Generator | None = None) -> str | None:
     """Resume from ``path``; the reason why not, or None when resumed."""
 
     def restore(payload: dict[str, Any]) -> str | None:
@@ -200,4 +202,4 @@ def _load_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState
             state.medium.load_state_dict(payload.get("medium", []))
         return None
 
-    return load_resume(path, fingerprint, restore)
+    return load_resume(path, fingerprint, restore, generator)

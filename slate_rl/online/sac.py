@@ -88,7 +88,7 @@ class SAC(Agent):
         mean, log_std = self.actor(beliefs).chunk(2, dim=-1)
         log_std = log_std.clamp(-20.0, 2.0)
         std = log_std.exp()
-        u = mean if deterministic else mean + std * torch.randn_like(mean)
+        u = mean if deterministic else mean + std * self._noise(mean)
         a = torch.tanh(u)
         log_prob = (-0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
         log_prob = log_prob - torch.log1p(-a.pow(2) + 1e-6).sum(-1)
@@ -117,26 +117,27 @@ class SAC(Agent):
         b_actor = self.actor_belief(slates, clicks)
         b_critic = self.critic.belief(slates, clicks)
         with torch.no_grad():
-            next_action, next_logp = self.policy(b_actor[:, 1:].detach())
-            tq1, tq2 = self.critic_target.q(b_critic[:, 1:].detach(), next_action)
+            next_action, next_logp = self.policy(b_actor[..., 1:, :].detach())
+            tq1, tq2 = self.critic_target.q(b_critic[..., 1:, :].detach(), next_action)
             not_done = torch.ones_like(rewards)
             if not self.cfg.bootstrap_timeout:
-                not_done[:, -1] = 0.0
+                not_done[..., -1] = 0.0
             y = rewards + self.cfg.gamma * not_done * (torch.minimum(tq1, tq2) - alpha * next_logp)
-        q1, q2 = self.critic.q(b_critic[:, :-1], actions)
-        loss = 0.5 * (F.mse_loss(q1, y) + F.mse_loss(q2, y))
-        return loss, b_actor, b_critic, {"critic_loss": loss.detach(), "alpha": alpha, "q_mean": q1.detach().mean()}
+        q1, q2 = self.critic.q(b_critic[..., :-1, :], actions)
+        loss = 0.5 * (self._mse(q1, y) + self._mse(q2, y))
+        return loss, b_actor, b_critic, {"critic_loss": loss.detach(), "alpha": alpha,
+                                         "q_mean": self._mean(q1.detach())}
 
     def actor_losses(self, b_actor: Tensor, b_critic: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """Actor and temperature losses at the critic's current Q networks."""
         alpha = self.log_alpha.exp()
-        new_action, logp = self.policy(b_actor[:, :-1])
+        new_action, logp = self.policy(b_actor[..., :-1, :])
         self.critic.requires_grad_(False)  # the actor loss must leave critic gradients alone
-        nq1, nq2 = self.critic.q(b_critic[:, :-1].detach(), new_action)
+        nq1, nq2 = self.critic.q(b_critic[..., :-1, :].detach(), new_action)
         self.critic.requires_grad_(True)
-        actor_loss = (alpha.detach() * logp - torch.minimum(nq1, nq2)).mean()
-        alpha_loss = -(alpha * (logp.detach() + self.target_entropy)).mean()
-        return actor_loss, alpha_loss, {"actor_loss": actor_loss.detach(), "entropy": -logp.detach().mean()}
+        actor_loss = self._mean(alpha.detach() * logp - torch.minimum(nq1, nq2))
+        alpha_loss = -self._mean(alpha * (logp.detach() + self.target_entropy))
+        return actor_loss, alpha_loss, {"actor_loss": actor_loss.detach(), "entropy": -self._mean(logp.detach())}
 
     def losses(self, ep: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         """Critic, actor and temperature losses at the same parameters (no optimisation; ``update``
@@ -146,21 +147,43 @@ class SAC(Agent):
         return critic_loss, actor_loss, alpha_loss, {**metrics, **more}
 
     def update(self, episodes: dict[str, Tensor]) -> dict[str, float]:
+        return {k: float(v) for k, v in self.update_step(episodes).items()}
+
+    def update_step(self, episodes: dict[str, Tensor]) -> dict[str, Tensor]:
+        """One gradient step (critic, then actor and temperature at the updated critic, then Polyak); the
+        metrics as tensors (no host sync). The losses are summed before ``backward``: a no-op for one agent,
+        the sum over seeds for :class:`~slate_rl.online.multiseed.StackedSAC`."""
         critic_loss, b_actor, b_critic, metrics = self.critic_loss(episodes)
         self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
+        critic_loss.sum().backward()
         self.critic_opt.step()
         actor_loss, alpha_loss, more = self.actor_losses(b_actor, b_critic)
         self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        actor_loss.sum().backward()
         self.actor_opt.step()
         if self.cfg.auto_entropy:
             self.alpha_opt.zero_grad(set_to_none=True)
-            alpha_loss.backward()
+            alpha_loss.sum().backward()
             self.alpha_opt.step()
         soft_update(self.critic_target, self.critic, self.cfg.tau)
         self.updates.add_(1)
-        return {k: float(v) for k, v in {**metrics, **more}.items()}
+        return {**metrics, **more}
+
+    # Hooks of the loss code above. A single agent reduces a batch to one scalar and draws its exploration
+    # noise from torch's global generator; StackedSAC (online/multiseed.py) overrides them to keep a leading
+    # seed dimension (one loss per seed) and to draw each seed's noise from that seed's own generator, so
+    # the same loss code trains S seeds at once.
+    def _noise(self, mean: Tensor) -> Tensor:
+        """Standard normal noise shaped like ``mean``."""
+        return torch.randn_like(mean)
+
+    def _mean(self, x: Tensor) -> Tensor:
+        """Mean over a batch."""
+        return x.mean()
+
+    def _mse(self, a: Tensor, b: Tensor) -> Tensor:
+        """Mean squared error over a batch."""
+        return F.mse_loss(a, b)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"actor": self.actor_opt, "critic": self.critic_opt, "alpha": self.alpha_opt}

@@ -2,7 +2,9 @@
 
 ``slate-rl bench sim``: simulator steps/s for several batch sizes (slate_rl.bench.sim);
 ``slate-rl bench gems``: GeMS training examples/s and the projected paper epoch (slate_rl.bench.gems);
-``slate-rl bench online``: SAC+GeMS sessions/s and the projected paper budget (slate_rl.bench.online);
+``slate-rl bench online``: SAC+GeMS sessions/s and the projected paper budget (slate_rl.bench.online); with
+``--seeds 1,10``: seed-sessions/s of 1 and 10 seeds trained together in one process and the projected hours of
+the paper's 10-seed protocol (slate_rl.bench.multiseed);
 ``slate-rl bench sac-update``: ms per SAC+GeMS gradient step, fused CPU GRU unroll against nn.GRU;
 ``slate-rl bench offline``: offline RL updates/s against a CORL-style loop (slate_rl.bench.offline);
 ``slate-rl bench threads``: concurrent offline jobs (CPU), oversubscribed threads against one per core;
@@ -22,6 +24,7 @@ from typing import Any
 import torch
 
 from slate_rl.bench import gems as gems_bench
+from slate_rl.bench import multiseed as multiseed_bench
 from slate_rl.bench import offline as offline_bench
 from slate_rl.bench import online as online_bench
 from slate_rl.bench import sequence as sequence_bench
@@ -54,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-seconds", type=float, default=2.0, help="timed seconds per case (default: 2)")
     parser.add_argument("--steps", type=int, default=200, help="gems/online: timed training steps per pipeline")
     parser.add_argument("--parallel", type=int, default=10, help="online: sessions per step of the parallel schedule")
+    parser.add_argument("--seeds", default=None,
+                        help="online: comma-separated numbers of seeds trained together in one process (e.g. 1,10): "
+                        "seed-sessions/s per number of seeds instead of the single-seed schedules")
     parser.add_argument("--algos", default="td3bc,cql,iql,bc", help="offline, threads: comma-separated algorithms")
     parser.add_argument("--processes", type=positive_int, default=2, help="threads: concurrent jobs (default: 2)")
     parser.add_argument("--users", type=int, default=500, help="sequence: users acting in parallel (default: 500)")
@@ -81,6 +87,10 @@ _COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     "online": [("schedule", "schedule", "<18"), ("sessions/s", "sessions_per_second", ">11.2f"),
                ("100k budget (h)", "projected_paper_budget_hours", ">16.2f"),
                ("x paper", "speedup_vs_paper_schedule", ">8.2f")],
+    "online-seeds": [("seeds", "seeds", ">5"), ("schedule", "schedule", "<14"),
+                     ("seed-sessions/s", "seed_sessions_per_second", ">16.2f"),
+                     ("10 seeds x 100k (h)", "projected_10_seed_hours", ">20.2f"),
+                     ("x first", "speedup_vs_first", ">8.2f")],
     "sac-update": [("GRU unroll", "gru", "<11"), ("ms/update", "ms_per_update", ">10.2f"),
                    ("updates/s", "updates_per_second", ">10.1f"), ("x nn.GRU", "speedup_vs_nn_gru", ">9.2f")],
     "sequence": [("case", "case", "<26"), ("value", "value", ">11.2f"), ("unit", "unit", "<20"),
@@ -130,6 +140,13 @@ def run(args: argparse.Namespace) -> None:
     if args.target == "gems":
         title = "GeMS training throughput, batch 256, d = 32"
         rows = gems_bench.run_benchmark(sim.device, args.steps)
+    elif args.target == "online" and args.seeds:
+        counts = _seed_counts(args.seeds)
+        title = ("SAC+GeMS online training, seeds trained together in one process (simulation + updates, batch 20 "
+                 "episodes)")
+        rows = multiseed_bench.run_benchmark(sim, counts, args.parallel, args.steps)
+        _report("online-seeds", title, _machine(sim.device), rows, args.output)
+        return
     elif args.target == "online":
         title = "SAC+GeMS online training (simulation + updates, batch 20 episodes)"
         rows = online_bench.run_benchmark(sim, args.parallel, args.steps)
@@ -138,6 +155,16 @@ def run(args: argparse.Namespace) -> None:
         sizes = [int(x) for x in args.batch_sizes.split(",")]
         rows = run_benchmark(sim, args.policies.split(","), sizes, args.min_seconds)
     _report(args.target, title, _machine(sim.device), rows, args.output)
+
+
+def _seed_counts(text: str) -> list[int]:
+    try:
+        counts = [int(v) for v in text.split(",")]
+    except ValueError as exc:
+        raise ConfigError(f"--seeds must be comma-separated positive integers, got {text!r}") from exc
+    if not counts or min(counts) < 1:
+        raise ConfigError(f"--seeds must be comma-separated positive integers, got {text!r}")
+    return counts
 
 
 def _conditioning(args: argparse.Namespace, sim: Any) -> None:

@@ -27,7 +27,7 @@ import torch
 from slate_rl.core.artifacts import TEST_SEED, TEST_SESSIONS
 from slate_rl.core.config import add_arguments as add_config_arguments
 from slate_rl.core.config import from_namespace, to_dict
-from slate_rl.core.errors import ArtifactError
+from slate_rl.core.errors import ConfigError
 from slate_rl.core.io import fingerprint, remove_stale_temp_files, write_json, write_timings
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
@@ -40,7 +40,9 @@ from slate_rl.online.reinforce import ReinforceConfig
 from slate_rl.online.sac import SACConfig
 from slate_rl.online.slateq import ClickModel, SlateQConfig
 from slate_rl.sim.embeddings import load_item_embeddings
+from slate_rl.stages import train_agent_seeds
 from slate_rl.stages.common import add_env_arguments, add_training_arguments, input_hashes, simulator_from_args
+from slate_rl.stages.train_agent_seeds import save_medium
 
 NAME = "train-agent"
 HELP = "train an online agent (SAC+GeMS/TopK/kargmax/WkNN, REINFORCE, SlateQ) and test it (data/agents, results)"
@@ -53,7 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "sac_wknn/reinforce/slateq are the published variants, <tag>_corrected the corrected ones")
     parser.add_argument("--gems", default=None, help="GeMS checkpoint (sac_gems_* agents)")
     parser.add_argument("--mf", default=None, help="MF item embeddings .npy (sac_topk_mf)")
-    parser.add_argument("--seed", type=int, required=True, help="training seed (users, networks, sampling)")
+    parser.add_argument("--seed", type=int, default=None, help="training seed (users, networks, sampling)")
+    parser.add_argument("--seeds", default=None,
+                        help="instead of --seed: comma-separated seeds of a plain SAC agent trained together in one "
+                        "process, each writing the files of a --seed run; --output-dir and --results then contain "
+                        "{seed}")
     parser.add_argument("--test-seed", type=int, default=TEST_SEED, help="seed of the fixed test users")
     parser.add_argument("--test-sessions", type=int, default=TEST_SESSIONS, help="test users")
     add_config_arguments(parser, OnlineConfig)
@@ -67,6 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    if (args.seed is None) == (args.seeds is None):
+        raise ConfigError("train-agent needs exactly one of --seed and --seeds")
+    if args.seeds is not None:
+        train_agent_seeds.run(args)
+        return
     online = from_namespace(OnlineConfig, args)
     build = from_namespace(AgentBuildConfig, args)
     sac = from_namespace(SACConfig, args)
@@ -108,7 +119,7 @@ def run(args: argparse.Namespace) -> None:
                          progress=not args.no_progress, fingerprint=fingerprint(settings))
     elapsed = time.perf_counter() - start
     logger.finish()
-    medium = _save_medium(out / "medium.ckpt", agent, args.agent, meta, state)
+    medium = save_medium(out / "medium.ckpt", agent, args.agent, meta, state)
     load_agent(best_work, agent, args.agent)
     returns = evaluate(sim, agent, args.test_seed, args.test_sessions).cpu().numpy()
     stats = mean_ci(returns)
@@ -125,19 +136,3 @@ def run(args: argparse.Namespace) -> None:
     os.replace(resume, last)
     print(f"wrote {args.results}: test return {stats['mean']:.2f} +- {stats['ci']:.2f} "
           f"(best validation {state.best_val:.2f} at step {state.best_step}), {elapsed:.0f} s on {sim.device}")
-
-
-def _save_medium(path: Path, agent: Agent, tag: str, meta: dict[str, object], state: LoopState) -> tuple[int, float]:
-    """Write the medium checkpoint chosen by the loop's tracker; return its step and validation return."""
-    assert state.medium is not None
-    chosen = state.medium.choose(state.best_val)
-    if chosen is None:
-        raise ArtifactError(f"{path.parent / 'last.work.ckpt'}: the resumed run holds no validation snapshots (written "
-                            "by an older slate_rl, before medium checkpoints); delete it and rerun the rule")
-    step, val, modules = chosen
-    result = torch.nn.Module.load_state_dict(agent, modules, strict=False)
-    if result.unexpected_keys or any(not k.startswith("ranker.") for k in result.missing_keys):
-        raise RuntimeError(f"medium snapshot does not fit the agent: {result}")
-    save_agent(path, agent, tag, {**meta, "step": step, "val_return": val, "quality": "medium",
-                                  "medium_fraction": state.medium.fraction, "best_val_return": state.best_val})
-    return step, val
