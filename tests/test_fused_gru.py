@@ -1,4 +1,4 @@
-"""The CPU GRU unroll used by belief encoders (models/belief.py:_GRUSequence) against nn.GRU.
+"""The CPU GRU unroll used by belief encoders (models/belief.py:GRUSequence) against nn.GRU.
 
 The fused path exists for speed only: every value it produces (beliefs, gradients, a whole SAC update)
 must equal nn.GRU's up to floating-point rounding."""
@@ -46,10 +46,10 @@ def test_fused_gru_passes_gradcheck():
     torch.manual_seed(0)
     gru = torch.nn.GRU(5, 4).double()
     gi = torch.randn(6, 3, 12, dtype=torch.float64, requires_grad=True)
-    from slate_rl.models.belief import _GRUSequence
+    from slate_rl.models.belief import GRUSequence
     w = gru.weight_hh_l0.detach().clone().requires_grad_(True)
     b = gru.bias_hh_l0.detach().clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(_GRUSequence.apply, (gi, w, b))
+    assert torch.autograd.gradcheck(GRUSequence.apply, (gi, w, b))
 
 
 def test_sac_update_with_the_fused_gru_equals_the_nn_gru_update():

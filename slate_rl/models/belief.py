@@ -18,37 +18,43 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-class _GRUSequence(torch.autograd.Function):
+def _mm_add(bias: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``bias + a @ b``: one matmul, or one per seed for stacked (S, ...) operands."""
+    return torch.addmm(bias, a, b) if a.dim() == 2 else torch.baddbmm(bias, a, b)
+
+
+class GRUSequence(torch.autograd.Function):
     """A single-layer GRU over a whole sequence from zero state, on precomputed input gates.
 
     Same arithmetic as ``nn.GRU`` (PyTorch's gate layout r, z, n; ``h' = n + z (h - n)``), but the
     backward pass is written out: everything that does not depend on the recursion (the gate
-    derivatives) is computed for all steps at once, so each step of the backward loop is three small
+    derivatives) is computed for all steps at once, so each step of the backward loop is four small
     kernels instead of autograd's dozen. On CPU this is what a SAC update spends most of its time in.
 
-    Inputs: ``gi`` (T, B, 3H) = x W_ih^T + b_ih, time-major; ``w_hh`` (3H, H); ``b_hh`` (3H,).
-    Output: hidden states (T, B, H).
+    Inputs: ``gi`` (T, [S,] B, 3H) = x W_ih^T + b_ih, time-major; ``w_hh`` ([S,] 3H, H); ``b_hh``
+    ([S,] 3H). The optional S is a leading seed dimension (models/stacked.py: S networks at once, a
+    batched matmul per step). Output: hidden states (T, [S,] B, H).
     """
 
     @staticmethod
     def forward(ctx: Any, gi: Tensor, w_hh: Tensor, b_hh: Tensor) -> Tensor:
-        steps, batch, three_h = gi.shape
-        h_dim = three_h // 3
-        w_r, w_z, w_n = (w.t() for w in w_hh.split(h_dim))
-        b_r, b_z, b_n = b_hh.split(h_dim)
+        h_dim = gi.shape[-1] // 3
+        w_r, w_z, w_n = (w.transpose(-1, -2) for w in w_hh.split(h_dim, dim=-2))
+        b_r, b_z, b_n = (b.unsqueeze(-2) for b in b_hh.split(h_dim, dim=-1))
         gi_r, gi_z, gi_n = gi.split(h_dim, dim=-1)
         a_r, a_z = (gi_r + b_r).unbind(0), (gi_z + b_z).unbind(0)  # the hidden-gate biases folded in
         gi_n_t = gi_n.unbind(0)
-        h = gi.new_zeros(batch, h_dim)
+        h = gi.new_zeros(*gi.shape[1:-1], h_dim)
+        b_n = b_n.expand(h.shape)
         outs: list[Tensor] = []
         rs: list[Tensor] = []
         zs: list[Tensor] = []
         ns: list[Tensor] = []
         ghns: list[Tensor] = []
-        for t in range(steps):  # per step: 3 small matmuls and 6 element-wise kernels, no indexing
-            r = torch.addmm(a_r[t], h, w_r).sigmoid_()
-            z = torch.addmm(a_z[t], h, w_z).sigmoid_()
-            ghn = torch.addmm(b_n, h, w_n)
+        for t in range(gi.shape[0]):  # per step: 3 small matmuls and 6 element-wise kernels, no indexing
+            r = _mm_add(a_r[t], h, w_r).sigmoid_()
+            z = _mm_add(a_z[t], h, w_z).sigmoid_()
+            ghn = _mm_add(b_n, h, w_n)
             n = torch.addcmul(gi_n_t[t], r, ghn).tanh_()
             h = torch.addcmul(n, z, h - n)
             for store, value in ((outs, h), (rs, r), (zs, z), (ns, n), (ghns, ghn)):
@@ -60,24 +66,27 @@ class _GRUSequence(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         w_hh, out, r, z, n, ghn = ctx.saved_tensors
-        steps, batch, h_dim = out.shape
-        h_prev = torch.cat([out.new_zeros(1, batch, h_dim), out[:-1]])
+        h_dim, lead = out.shape[-1], out.dim() - 3  # lead: 1 with a seed dimension, else 0
+        h_prev = torch.cat([out.new_zeros(1, *out.shape[1:]), out[:-1]])
         a_n = (1 - z) * (1 - n * n)                 # d h' / d (n's pre-activation)
         a_z = (h_prev - n) * z * (1 - z)            # d h' / d (z's pre-activation)
         a_r = a_n * ghn * r * (1 - r)               # d h' / d (r's pre-activation)
-        c_gh = torch.cat([a_r, a_z, a_n * r], dim=-1)  # (T, B, 3H): d h' / d (W_hh h + b_hh)
-        c_t, z_t, g_t = c_gh.unbind(0), z.unbind(0), grad_out.unbind(0)
+        c_gh = torch.cat([a_r, a_z, a_n * r], dim=-1)  # (T, [S,] B, 3H): d h' / d (W_hh h + b_hh)
+        c_t, z_t, g_t = c_gh.unbind(0), z.unbind(0), grad_out.contiguous().unbind(0)
+        thrice = (1,) * (out.dim() - 2) + (3,)
         dhs: list[Tensor] = []
         dh_next = torch.zeros_like(out[0])
-        for t in range(steps - 1, -1, -1):
+        for t in range(out.shape[0] - 1, -1, -1):
             dh = g_t[t] + dh_next
-            dh_next = torch.addmm(dh * z_t[t], dh.repeat(1, 3) * c_t[t], w_hh)
+            dh_next = _mm_add(dh * z_t[t], dh.repeat(*thrice) * c_t[t], w_hh)
             dhs.append(dh)
         dh_all = torch.stack(dhs[::-1])
-        dgh = dh_all.repeat(1, 1, 3) * c_gh
+        dgh = dh_all.repeat(1, *thrice) * c_gh
         dgi = torch.cat([dgh[..., : 2 * h_dim], dh_all * a_n], dim=-1)
-        dw_hh = dgh.reshape(-1, 3 * h_dim).t() @ h_prev.reshape(-1, h_dim)
-        return dgi, dw_hh, dgh.sum(dim=(0, 1))
+        # sum over steps and users of dgh^T h_prev, per seed: (T, [S,] B, .) -> ([S,] T * B, .)
+        dgh_rows = dgh.movedim(0, lead).reshape(*out.shape[1:1 + lead], -1, 3 * h_dim)
+        h_rows = h_prev.movedim(0, lead).reshape(*out.shape[1:1 + lead], -1, h_dim)
+        return dgi, dgh_rows.transpose(-1, -2) @ h_rows, dgh.sum(dim=(0, dgh.dim() - 2))
 
 
 class BeliefEncoder(nn.Module):
@@ -106,7 +115,7 @@ class BeliefEncoder(nn.Module):
         return torch.cat([emb, clicks.to(emb.dtype).unsqueeze(-1)], dim=-1).flatten(-2)
 
     fused = True
-    """On CPU, unroll the GRU with :class:`_GRUSequence` (same arithmetic as ``nn.GRU``, about twice as
+    """On CPU, unroll the GRU with :class:`GRUSequence` (same arithmetic as ``nn.GRU``, about twice as
     fast forward and backward); ``False``, or a CUDA tensor, uses ``nn.GRU`` (cuDNN on GPU)."""
 
     def forward(self, slates: Tensor, clicks: Tensor) -> Tensor:
@@ -118,7 +127,7 @@ class BeliefEncoder(nn.Module):
         w_ih, b_ih, w_hh, b_hh = (getattr(self.gru, f"{n}_l0") for n in ("weight_ih", "bias_ih", "weight_hh",
                                                                           "bias_hh"))
         gi = F.linear(x.transpose(0, 1), w_ih, b_ih).contiguous()
-        return _GRUSequence.apply(gi, w_hh, b_hh).transpose(0, 1)
+        return GRUSequence.apply(gi, w_hh, b_hh).transpose(0, 1)
 
     def step(self, slates: Tensor, clicks: Tensor, hidden: Tensor | None) -> Tensor:
         """One observation (B, k) -> new belief (B, hidden); ``hidden`` None at episode start."""

@@ -13,13 +13,12 @@ launch overhead).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slate_rl.models.belief import BeliefEncoder
+from slate_rl.models.belief import BeliefEncoder, GRUSequence
 
 
 def _stack(params: Sequence[Tensor]) -> nn.Parameter:
@@ -57,63 +56,6 @@ def stack_mlp(nets: Sequence[nn.Sequential]) -> nn.Sequential:
         else:
             raise ValueError(f"cannot stack a {type(first).__name__} layer")
     return nn.Sequential(*layers)
-
-
-class _StackedGRUSequence(torch.autograd.Function):
-    """:class:`slate_rl.models.belief._GRUSequence` for S seeds at once: ``gi`` (T, S, B, 3H) time-major (so
-    that each step's slice is contiguous), ``w_hh`` (S, 3H, H), ``b_hh`` (S, 3H) -> hidden states (T, S, B, H).
-    The same recursion and hand-written backward pass, with batched matmuls (``baddbmm``) over the seeds."""
-
-    @staticmethod
-    def forward(ctx: Any, gi: Tensor, w_hh: Tensor, b_hh: Tensor) -> Tensor:
-        steps, seeds, batch, three_h = gi.shape
-        h_dim = three_h // 3
-        w_r, w_z, w_n = (w.transpose(1, 2) for w in w_hh.split(h_dim, dim=1))
-        b_r, b_z, b_n = (b.unsqueeze(1) for b in b_hh.split(h_dim, dim=1))  # (S, 1, H)
-        gi_r, gi_z, gi_n = gi.split(h_dim, dim=-1)
-        a_r, a_z = (gi_r + b_r).unbind(0), (gi_z + b_z).unbind(0)  # the hidden-gate biases folded in
-        gi_n_t = gi_n.unbind(0)
-        b_n = b_n.expand(seeds, batch, h_dim)
-        h = gi.new_zeros(seeds, batch, h_dim)
-        outs: list[Tensor] = []
-        rs: list[Tensor] = []
-        zs: list[Tensor] = []
-        ns: list[Tensor] = []
-        ghns: list[Tensor] = []
-        for t in range(steps):
-            r = torch.baddbmm(a_r[t], h, w_r).sigmoid_()
-            z = torch.baddbmm(a_z[t], h, w_z).sigmoid_()
-            ghn = torch.baddbmm(b_n, h, w_n)
-            n = torch.addcmul(gi_n_t[t], r, ghn).tanh_()
-            h = torch.addcmul(n, z, h - n)
-            for store, value in ((outs, h), (rs, r), (zs, z), (ns, n), (ghns, ghn)):
-                store.append(value)
-        out, r_all, z_all, n_all, ghn_all = (torch.stack(x) for x in (outs, rs, zs, ns, ghns))
-        ctx.save_for_backward(w_hh, out, r_all, z_all, n_all, ghn_all)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        w_hh, out, r, z, n, ghn = ctx.saved_tensors
-        steps, seeds, batch, h_dim = out.shape
-        h_prev = torch.cat([out.new_zeros(1, seeds, batch, h_dim), out[:-1]])
-        a_n = (1 - z) * (1 - n * n)
-        a_z = (h_prev - n) * z * (1 - z)
-        a_r = a_n * ghn * r * (1 - r)
-        c_gh = torch.cat([a_r, a_z, a_n * r], dim=-1)  # (T, S, B, 3H)
-        c_t, z_t, g_t = c_gh.unbind(0), z.unbind(0), grad_out.contiguous().unbind(0)
-        dhs: list[Tensor] = []
-        dh_next = torch.zeros_like(out[0])
-        for t in range(steps - 1, -1, -1):
-            dh = g_t[t] + dh_next
-            dh_next = torch.baddbmm(dh * z_t[t], dh.repeat(1, 1, 3) * c_t[t], w_hh)
-            dhs.append(dh)
-        dh_all = torch.stack(dhs[::-1])
-        dgh = dh_all.repeat(1, 1, 1, 3) * c_gh
-        dgi = torch.cat([dgh[..., : 2 * h_dim], dh_all * a_n], dim=-1)
-        dw_hh = torch.bmm(dgh.transpose(0, 1).reshape(seeds, -1, 3 * h_dim).transpose(1, 2),
-                          h_prev.transpose(0, 1).reshape(seeds, -1, h_dim))
-        return dgi, dw_hh, dgh.sum(dim=(0, 2))
 
 
 class StackedBeliefEncoder(nn.Module):
@@ -156,7 +98,7 @@ class StackedBeliefEncoder(nn.Module):
         x = self.embed(slates, clicks)  # (S, B, T, in)
         seeds, batch, steps, n_in = x.shape
         gi = self._input_gates(x.reshape(seeds, batch * steps, n_in)).reshape(seeds, batch, steps, -1)
-        out = _StackedGRUSequence.apply(gi.permute(2, 0, 1, 3).contiguous(), self.gru["weight_hh_l0"],
+        out = GRUSequence.apply(gi.permute(2, 0, 1, 3).contiguous(), self.gru["weight_hh_l0"],
                                         self.gru["bias_hh_l0"])
         return out.permute(1, 2, 0, 3)
 
