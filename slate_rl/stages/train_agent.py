@@ -26,7 +26,7 @@ import torch
 
 from slate_rl.core.artifacts import TEST_SEED, TEST_SESSIONS
 from slate_rl.core.config import add_arguments as add_config_arguments
-from slate_rl.core.config import from_namespace, to_dict
+from slate_rl.core.config import to_dict
 from slate_rl.core.errors import ConfigError
 from slate_rl.core.io import fingerprint, remove_stale_temp_files, write_json, write_timings
 from slate_rl.core.logger import RunLogger
@@ -42,7 +42,7 @@ from slate_rl.online.slateq import ClickModel, SlateQConfig
 from slate_rl.sim.embeddings import load_item_embeddings
 from slate_rl.stages import train_agent_seeds
 from slate_rl.stages.common import add_env_arguments, add_training_arguments, input_hashes, simulator_from_args
-from slate_rl.stages.train_agent_seeds import save_medium
+from slate_rl.stages.train_agent_seeds import agent_settings, save_medium
 
 NAME = "train-agent"
 HELP = "train an online agent (SAC+GeMS/TopK/kargmax/WkNN, REINFORCE, SlateQ) and test it (data/agents, results)"
@@ -78,11 +78,7 @@ def run(args: argparse.Namespace) -> None:
     if args.seeds is not None:
         train_agent_seeds.run(args)
         return
-    online = from_namespace(OnlineConfig, args)
-    build = from_namespace(AgentBuildConfig, args)
-    sac = from_namespace(SACConfig, args)
-    reinforce = from_namespace(ReinforceConfig, args, prefix="reinforce_")
-    slateq = from_namespace(SlateQConfig, args, prefix="slateq_")
+    online, build, sac, reinforce, slateq = agent_settings(args)
     kind, gems_tag = parse_agent_tag(args.agent)
     sim, table_source = simulator_from_args(args)
     c = sim.config

@@ -55,13 +55,17 @@ def _per_seed(template: str, seed: int, option: str) -> Path:
     return Path(template.replace("{seed}", str(seed)))
 
 
+def agent_settings(args: argparse.Namespace
+                   ) -> tuple[OnlineConfig, AgentBuildConfig, SACConfig, ReinforceConfig, SlateQConfig]:
+    """The loop's and the agents' config sections from train-agent's options."""
+    return (from_namespace(OnlineConfig, args), from_namespace(AgentBuildConfig, args), from_namespace(SACConfig, args),
+            from_namespace(ReinforceConfig, args, prefix="reinforce_"),
+            from_namespace(SlateQConfig, args, prefix="slateq_"))
+
+
 def run(args: argparse.Namespace) -> None:
     seeds = parse_seeds(args.seeds)
-    online = from_namespace(OnlineConfig, args)
-    build = from_namespace(AgentBuildConfig, args)
-    sac = from_namespace(SACConfig, args)
-    reinforce = from_namespace(ReinforceConfig, args, prefix="reinforce_")
-    slateq = from_namespace(SlateQConfig, args, prefix="slateq_")
+    online, build, sac, reinforce, slateq = agent_settings(args)
     kind, gems_tag = parse_agent_tag(args.agent)
     outs = [_per_seed(args.output_dir, s, "--output-dir") for s in seeds]
     results = [_per_seed(args.results, s, "--results") for s in seeds]
