@@ -177,7 +177,7 @@ def test_replay_buffer_episodes_and_transitions():
     assert all(torch.equal(fresh.data[k], buf.data[k]) for k in buf.data)
 
 
-def test_online_training_resumes_to_the_same_result(sim, tmp_path):
+def test_online_training_resumes_to_the_same_result(sim, tmp_path, capsys):
     cfg = OnlineConfig(total_steps=4, sessions_per_step=2, updates_per_step=1, batch_size=2, warmup_sessions=2,
                        val_interval=2, val_sessions=4, checkpoint_interval=2)
     saved = []
@@ -189,6 +189,7 @@ def test_online_training_resumes_to_the_same_result(sim, tmp_path):
         return agent, state
 
     straight, s1 = run(4, tmp_path / "a.ckpt")
+    assert "online: step 4/4, validation" in capsys.readouterr().out  # progress=False: plain lines for logs
     run(2, tmp_path / "b.ckpt")  # "killed" after step 2
     resumed, s2 = run(4, tmp_path / "b.ckpt")
     assert s1.curve == s2.curve and s1.step == s2.step == 4 and s1.sessions == s2.sessions == 8

@@ -211,8 +211,11 @@ def _stage(inputs, algo="bc", extra=()):
                  "--policy-output", str(d / f"{algo}.pt"), "--results", str(d / f"{algo}.json"), *extra])
 
 
-def test_train_offline_stage_writes_policy_and_results(stage_inputs):
+def test_train_offline_stage_writes_policy_and_results(stage_inputs, capsys):
     assert _stage(stage_inputs, "td3bc") == 0
+    # --no-progress (as the rules run it): plain progress lines for the job's log instead of a bar
+    out = capsys.readouterr().out
+    assert "td3bc: step 8/8" in out and "steps/s" in out
     res = json.loads((stage_inputs["dir"] / "td3bc.json").read_text())
     for key in ("return_mean", "return_ci95", "n_sessions", "normalized_score", "learning_curve", "inputs"):
         assert key in res, key

@@ -162,7 +162,8 @@ def train_offline(
     bar = tqdm(total=cfg.total_steps, initial=state.step, desc=algo.name, unit="step", disable=not progress,
                dynamic_ncols=True, mininterval=2.0)
     metrics: dict[str, Tensor] = {}
-    segment_start = time.perf_counter()
+    segment_start = run_start = time.perf_counter()
+    first_step = state.step
     while state.step < cfg.total_steps:
         metrics = algo.update(sample())
         state.step += 1
@@ -172,6 +173,10 @@ def train_offline(
             guard.check(algo.name)
             state.metrics = {k: float(v) for k, v in metrics.items()}
             bar.update(state.step - bar.n)
+            if not progress:  # a plain line for log files (a job's log shows where a long run is)
+                rate = (state.step - first_step) / max(time.perf_counter() - run_start, 1e-9)
+                print(f"{algo.name}: step {state.step}/{cfg.total_steps}, {rate:.1f} steps/s, about "
+                      f"{(cfg.total_steps - state.step) / max(rate, 1e-9):.0f} s left", flush=True)
             if logger is not None:
                 logger.log(state.metrics, step=state.step)
         if state.step % cfg.eval_interval == 0 or done:

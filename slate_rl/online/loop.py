@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,7 @@ def train_online(
     bar = tqdm(total=cfg.total_steps, initial=state.step, desc="online", unit="step", disable=not progress,
                dynamic_ncols=True)
     metrics: dict[str, float] = {}
+    run_start, first_step = time.perf_counter(), state.step
     while state.step < cfg.total_steps:
         keys = user_keys(seed, state.sessions, cfg.sessions_per_step, sim.device)
         warming_up = state.sessions < cfg.warmup_sessions and (not agent.on_policy or agent.on_policy_warmup)
@@ -165,6 +167,10 @@ def train_online(
             assert state.medium is not None
             state.medium.observe(state.step, val, state.best_val, agent)
             bar.set_postfix(val=f"{val:.1f}", best=f"{state.best_val:.1f}")
+            if not progress:  # a plain line for log files
+                rate = (state.step - first_step) / max(time.perf_counter() - run_start, 1e-9)
+                print(f"online: step {state.step}/{cfg.total_steps}, validation {val:.1f} (best {state.best_val:.1f}), "
+                      f"{rate:.2f} steps/s", flush=True)
             if logger is not None:
                 logger.log({"val_return": val, "train_return": float(returns.mean()), **metrics}, step=state.step)
         if state.step % cfg.checkpoint_interval == 0 or state.step == cfg.total_steps:
