@@ -317,3 +317,9 @@ def test_dataset_tables_compare_methods_on_the_same_data(tmp_path):
     assert list(refs["method"]) == ["behaviour", "zero_action", "random_action"]
     markdown, _ = run_report(root, tmp_path / "out")
     assert "### e: medium data" in markdown and "% of behaviour" in markdown
+
+
+@pytest.mark.parametrize(("p", "text"), [(0.5, "0.500"), (0.001, "0.001"), (2.5e-7, "2.5e-07"), (0.0, "< 1e-300"),
+                                         (float("nan"), "n/a")])
+def test_p_values_are_formatted_without_claiming_zero(p, text):
+    assert fmt_p(p) == text

@@ -36,9 +36,11 @@ def fmt(x: float | None, digits: int = 2) -> str:
 
 
 def fmt_p(p: float) -> str:
-    """A p-value: three decimals, or two significant digits below 0.001."""
+    """A p-value: three decimals, or two significant digits below 0.001 (``< 1e-300`` where it underflows)."""
     if pd.isna(p):
         return "n/a"
+    if p < 1e-300:
+        return "< 1e-300"
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
