@@ -373,3 +373,18 @@ def test_train_offline_stage_runs_the_sequence_methods(stage_inputs, algo, capsy
     assert main([*common, "--targets", "0.5,high"]) == 2
     err = capsys.readouterr().err
     assert "target return 'high' must be a finite number" in err and err.count("\n") == 1
+
+
+def test_train_offline_writes_the_same_bytes_twice(stage_inputs):
+    """Same seed, same inputs: the result JSON and the policy file are byte-identical (wall-clock figures go
+    to the timings file beside the result)."""
+    d = stage_inputs["dir"]
+    outputs = ("bc.json", "bc.pt")
+    assert _stage(stage_inputs, "bc") == 0
+    first = {name: (d / name).read_bytes() for name in outputs}
+    for name in (*outputs, "bc.timings.json", "bc.pt.last.ckpt"):
+        (d / name).unlink(missing_ok=True)
+    assert _stage(stage_inputs, "bc") == 0
+    for name in outputs:
+        assert (d / name).read_bytes() == first[name], name
+    assert json.loads((d / "bc.timings.json").read_text())["train_seconds"] > 0
