@@ -27,6 +27,7 @@ behaviour action and clips to the bounds; the stored action is the one executed.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import zlib
@@ -40,7 +41,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from slate_rl.core.artifacts import QUALITIES, agent_checkpoint
+from slate_rl.core.artifacts import QUALITIES, TEST_SEED, TEST_SESSIONS, agent_checkpoint
 from slate_rl.core.config import to_dict
 from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import file_sha256, read_resume_checkpoint
@@ -48,6 +49,7 @@ from slate_rl.core.stats import mean_ci
 from slate_rl.data.d4rl import OfflineDataset, build_arrays, load_dataset
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.rankers import GeMSRanker
+from slate_rl.offline.config import OfflineDataConfig
 from slate_rl.online.base import Agent
 from slate_rl.online.registry import agent_from_checkpoint
 from slate_rl.online.rollouts import Mode, policy_returns, run_agent_sessions, user_keys
@@ -231,21 +233,13 @@ class DatasetRequest:
     """The run's final training state (``replay``); default: last.ckpt beside ``expert``."""
     mix: tuple[str, ...] = ()
     """``PATH=WEIGHT`` components of a mixture."""
-    episodes: int = 10_000
-    seed: int = 0
-    noise: float = 0.1
-    deterministic: bool = True
-    label_margin: float = 0.1
-    label_check: bool = True
-    batch_size: int = 4096
-    test_seed: int = 58517
-    test_sessions: int = 500
+    settings: OfflineDataConfig = dataclasses.field(default_factory=OfflineDataConfig)
+    """Episodes, seed, noise, label check and batch size (config.yaml's ``offline_data``, validated there)."""
+    test_seed: int = TEST_SEED
+    """Users measuring the behaviour (and the label check)."""
+    test_sessions: int = TEST_SESSIONS
 
     def __post_init__(self) -> None:
-        if self.noise < 0.0:
-            raise ConfigError(f"--noise must be >= 0, got {self.noise}")
-        if self.label_margin < 0.0:
-            raise ConfigError(f"--label-margin must be >= 0, got {self.label_margin}")
         if self.mix and self.quality in QUALITIES:
             raise ConfigError(f"--mix builds a mixture; give it its own name, not {self.quality!r}")
         if self.quality == "medium" and not self.behaviour:
@@ -276,7 +270,7 @@ def parse_mixture(items: tuple[str, ...] | list[str]) -> dict[str, float]:
 def _mixture(req: DatasetRequest, sim: TopicRec, gems_sha: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     parts = [(load_dataset(path, expect_gems_sha256=gems_sha, expect_env=req.env,
                            expect_env_config=to_dict(sim.config)), n)
-             for path, n in mixture_counts(parse_mixture(req.mix), req.episodes).items()]
+             for path, n in mixture_counts(parse_mixture(req.mix), req.settings.episodes).items()]
     return mix_datasets(parts), {"mixture": [{"dataset": str(ds.path), "quality": ds.metadata["quality"],
                                               "episodes": n, "sha256": file_sha256(ds.path)} for ds, n in parts]}
 
@@ -290,7 +284,7 @@ def _replay(req: DatasetRequest, sim: TopicRec, encoder: BeliefEncoder) -> tuple
     payload = read_resume_checkpoint(last)
     if "buffer" not in payload:
         raise ArtifactError(f"{last}: field 'buffer' missing; this is not an online run's training state")
-    arrays = replay_episodes(payload["buffer"], encoder, req.episodes, sim.device)
+    arrays = replay_episodes(payload["buffer"], encoder, req.settings.episodes, sim.device)
     return arrays, {"checkpoint": str(last), "sha256": file_sha256(last), "source": "training replay buffer"}
 
 
@@ -304,18 +298,19 @@ def _collected(req: DatasetRequest, sim: TopicRec, gems: GeMSRanker, expert: SAC
     """Episodes of a behaviour (expert, medium or random), its label checked against the random quality."""
     path = req.behaviour if req.quality == "medium" and req.behaviour else req.expert
     policy, meta = (expert, expert_meta) if path == req.expert else load_behaviour(path, sim, gems)
-    mode = collection_mode(req.quality, req.deterministic)
-    actor = NoisyPolicy(policy, req.noise) if mode != "random" else policy
+    mode = collection_mode(req.quality, req.settings.deterministic)
+    actor = NoisyPolicy(policy, req.settings.noise) if mode != "random" else policy
     returns = _returns(sim, actor, req.test_seed, req.test_sessions, mode)
     random = mean_ci(_returns(sim, expert, req.test_seed, req.test_sessions, "random"))
-    if req.label_check:
-        check_label(req.quality, mean_ci(returns), random, req.label_margin)
-    arrays = collect_episodes(sim, actor, expert.actor_belief, quality_seed(req.seed, req.quality), req.episodes,
-                              mode, req.batch_size, progress=progress)
-    behaviour = {"checkpoint": str(path), "sha256": file_sha256(path), "mode": mode, "noise": req.noise,
+    if req.settings.label_check:
+        check_label(req.quality, mean_ci(returns), random, req.settings.label_margin)
+    cfg = req.settings
+    arrays = collect_episodes(sim, actor, expert.actor_belief, quality_seed(cfg.seed, req.quality), cfg.episodes,
+                              mode, cfg.batch_size, progress=progress)
+    behaviour = {"checkpoint": str(path), "sha256": file_sha256(path), "mode": mode, "noise": req.settings.noise,
                  "step": meta.get("step"), "val_return": meta.get("val_return"),
                  "random_quality_return": {"mean": random["mean"], "ci95": random["ci"]},
-                 "label_margin": req.label_margin, "label_checked": req.label_check}
+                 "label_margin": req.settings.label_margin, "label_checked": req.settings.label_check}
     return arrays, behaviour, returns
 
 
@@ -357,7 +352,8 @@ def build_dataset(req: DatasetRequest, sim: TopicRec, gems: GeMSRanker, table_so
         "behaviour": behaviour, "behaviour_return": behaviour_return, "dataset_return": dataset_return,
         "state_encoder": {"checkpoint": str(req.expert), "sha256": file_sha256(req.expert),
                           "module": "actor_belief", "step": expert_meta.get("step")},
-        "seed": req.seed, "user_seed": quality_seed(req.seed, req.quality), "test_seed": req.test_seed,
+        "seed": req.settings.seed, "user_seed": quality_seed(req.settings.seed, req.quality),
+        "test_seed": req.test_seed,
         "item_embeddings": table_source, "collect_seconds": elapsed, "device": str(sim.device),
     }
     return arrays, metadata

@@ -20,8 +20,10 @@ from __future__ import annotations
 import argparse
 
 from slate_rl.core.artifacts import TEST_SEED, TEST_SESSIONS
+from slate_rl.core.errors import ConfigError
 from slate_rl.data.d4rl import save_dataset
 from slate_rl.models.rankers import load_gems_ranker
+from slate_rl.offline.config import OfflineDataConfig
 from slate_rl.offline.datasets import DatasetRequest, build_dataset
 from slate_rl.stages.common import add_env_arguments, add_training_arguments, positive_int, simulator_from_args
 
@@ -66,11 +68,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    for flag, value in (("--noise", args.noise), ("--label-margin", args.label_margin)):
+        if value < 0.0:  # named by its flag here; OfflineDataConfig names the config key
+            raise ConfigError(f"{flag} must be >= 0, got {value}")
     req = DatasetRequest(env=args.env, quality=args.quality, gems=args.gems, expert=args.expert,
-                         behaviour=args.behaviour, replay=args.replay, mix=tuple(args.mix), episodes=args.episodes,
-                         seed=args.seed, noise=args.noise, deterministic=not args.stochastic,
-                         label_margin=args.label_margin, label_check=not args.skip_label_check,
-                         batch_size=args.batch_size, test_seed=args.test_seed, test_sessions=args.test_sessions)
+                         behaviour=args.behaviour, replay=args.replay, mix=tuple(args.mix),
+                         settings=OfflineDataConfig(episodes=args.episodes, seed=args.seed, noise=args.noise,
+                                                    deterministic=not args.stochastic, label_margin=args.label_margin,
+                                                    label_check=not args.skip_label_check, batch_size=args.batch_size),
+                         test_seed=args.test_seed, test_sessions=args.test_sessions)
     sim, table_source = simulator_from_args(args)
     gems = load_gems_ranker(args.gems, num_items=sim.config.num_items, device=sim.device)
     arrays, metadata = build_dataset(req, sim, gems, table_source, progress=not args.no_progress)
