@@ -23,11 +23,9 @@ from typing import Any
 
 import torch
 
-from slate_rl.models.gems import GeMS
-from slate_rl.models.rankers import GeMSRanker
+from slate_rl.bench.online import random_gems_ranker, sac_gems_agent
 from slate_rl.online.config import OnlineConfig
 from slate_rl.online.multiseed import projected_hours, train_seeds
-from slate_rl.online.registry import make_agent
 from slate_rl.sim.core import TopicRec
 
 PROTOCOL_SEEDS = 10
@@ -35,13 +33,11 @@ PROTOCOL_SESSIONS = 100_000
 
 
 def _agents(sim: TopicRec, seeds: int) -> list[Any]:
-    torch.manual_seed(0)
-    gems = GeMSRanker(GeMS(latent_dim=32), torch.zeros(32), torch.ones(32)).to(sim.device)
+    gems = random_gems_ranker(sim.device)
     agents = []
     for s in range(seeds):
         torch.manual_seed(s)
-        agents.append(make_agent("sac_gems_d32_beta1_lc0.5_scratch_s0", gems, gems.gems.items.weight.detach().clone(),
-                                 sim.config.num_items, sim.config.slate_size).to(sim.device))
+        agents.append(sac_gems_agent(gems, sim.config.num_items, sim.config.slate_size))
     return agents
 
 

@@ -20,6 +20,7 @@ import torch
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.gems import GeMS
 from slate_rl.models.rankers import GeMSRanker
+from slate_rl.online.base import Agent
 from slate_rl.online.loop import OnlineConfig, train_online
 from slate_rl.online.registry import make_agent
 from slate_rl.sim.core import TopicRec
@@ -27,11 +28,20 @@ from slate_rl.sim.core import TopicRec
 PAPER_STEPS = 100_000
 
 
-def measure(sim: TopicRec, sessions_per_step: int, steps: int) -> dict[str, Any]:
+def random_gems_ranker(device: torch.device) -> GeMSRanker:
+    """The benchmarks' GeMS: randomly initialised (seed 0), d = 32, unit action box."""
     torch.manual_seed(0)
-    gems = GeMSRanker(GeMS(latent_dim=32), torch.zeros(32), torch.ones(32)).to(sim.device)
-    agent = make_agent("sac_gems_d32_beta1_lc0.5_scratch_s0", gems, gems.gems.items.weight.detach().clone(),
-                       sim.config.num_items, sim.config.slate_size).to(sim.device)
+    return GeMSRanker(GeMS(latent_dim=32), torch.zeros(32), torch.ones(32)).to(device)
+
+
+def sac_gems_agent(gems: GeMSRanker, num_items: int = 1000, slate_size: int = 10) -> Agent:
+    """A SAC+GeMS agent on ``gems`` (its belief tables start from the GeMS item table), on its device."""
+    return make_agent("sac_gems_d32_beta1_lc0.5_scratch_s0", gems, gems.gems.items.weight.detach().clone(),
+                      num_items, slate_size).to(gems.action_center.device)
+
+
+def measure(sim: TopicRec, sessions_per_step: int, steps: int) -> dict[str, Any]:
+    agent = sac_gems_agent(random_gems_ranker(sim.device), sim.config.num_items, sim.config.slate_size)
     e = sessions_per_step
     warm = OnlineConfig(total_steps=1, sessions_per_step=max(e, 20), updates_per_step=1, warmup_sessions=0,
                         val_interval=10**9, checkpoint_interval=10**9)
@@ -61,10 +71,7 @@ def run_benchmark(sim: TopicRec, parallel: int, steps: int) -> list[dict[str, An
 
 def measure_update(device: torch.device, fused: bool, min_seconds: float) -> float:
     """Milliseconds per SAC+GeMS gradient step on a fixed batch of 20 episodes of 100 steps."""
-    torch.manual_seed(0)
-    gems = GeMSRanker(GeMS(latent_dim=32), torch.zeros(32), torch.ones(32)).to(device)
-    agent = make_agent("sac_gems_d32_beta1_lc0.5_scratch_s0", gems, gems.gems.items.weight.detach().clone(),
-                       1000, 10).to(device)
+    agent = sac_gems_agent(random_gems_ranker(device))
     for enc in agent.modules():
         if isinstance(enc, BeliefEncoder):
             enc.fused = fused
