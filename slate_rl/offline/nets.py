@@ -58,9 +58,13 @@ class EnsembleQ(nn.Module):
         if actions.dim() > obs.dim():
             obs = obs.unsqueeze(-2).expand(*actions.shape[:-1], obs.shape[-1])
         x = torch.cat([obs, actions], dim=-1)
+        batch = x.shape[:-1]
+        # 2-D rows: F.linear on a 3-D input returns a view, and the in-place ReLU on a view makes
+        # autograd copy the whole activation back (CopySlices) in the backward pass.
+        x = x.reshape(-1, x.shape[-1])
         nets = list(self.members)[:members]
         outs = [_forward(net, x, detach) for net in nets]
-        return torch.cat(outs, dim=-1).movedim(-1, 0)
+        return torch.cat(outs, dim=-1).movedim(-1, 0).reshape(len(nets), *batch)
 
 
 def _forward(net: nn.Module, x: Tensor, detach: bool) -> Tensor:
