@@ -369,6 +369,10 @@ def test_train_offline_stage_runs_the_sequence_methods(stage_inputs, algo, capsy
     rows = json.loads((d / "cond.json").read_text())["rows"]
     assert [r["target"] for r in rows] == [0.5, 1.0] * (2 if algo == "dd" else 1)
     assert all(r["n"] == 4 and np.isfinite(r["return_mean"]) for r in rows)
+    assert np.isnan(rows[0]["vs_previous"]) and np.isfinite(rows[1]["vs_previous"])  # paired with target 0.5
+    verdict = json.loads((d / "cond.json").read_text())["verdict"]
+    assert set(verdict) == ({"1", "2"} if algo == "dd" else {"default"})
+    assert all(v.startswith(("non-decreasing", "decreasing")) for v in verdict.values())
     capsys.readouterr()
     assert main([*common, "--targets", "0.5,high"]) == 2
     err = capsys.readouterr().err

@@ -324,3 +324,18 @@ def test_sequence_schedule_scales_the_intervals():
     cfg = with_total_steps(OfflineConfig(), 100_000, 64)
     assert (cfg.total_steps, cfg.batch_size, cfg.eval_interval, cfg.checkpoint_interval, cfg.log_interval) == \
         (100_000, 64, 5_000, 5_000, 100)
+
+
+def test_conditioning_verdict_reads_the_paired_differences():
+    """`bench conditioning` calls a table non-decreasing unless a paired drop is significant at 5%."""
+    from slate_rl.bench.sequence import conditioning_verdict
+
+    def rows(*diffs: tuple[float, float]) -> list[dict[str, float]]:
+        first = {"target": 0.25, "vs_previous": float("nan"), "vs_previous_ci95": float("nan")}
+        return [first, *({"target": 0.25 * (i + 2), "vs_previous": m, "vs_previous_ci95": c}
+                         for i, (m, c) in enumerate(diffs))]
+
+    assert conditioning_verdict(rows((-1.0, 2.0), (0.5, 1.0))).startswith("non-decreasing (flat")
+    assert conditioning_verdict(rows((-1.0, 2.0), (30.0, 5.0))) == "non-decreasing (increasing: +30.00 +- 5.00 at 0.75)"
+    assert conditioning_verdict(rows((10.0, 2.0), (-3.0, 2.0))) == \
+        "decreasing: the return drops by 3.00 +- 2.00 (paired 95% CI) at target 0.75"

@@ -22,6 +22,7 @@ target returns (and optionally several DD sampling settings) and prints the tabl
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from dataclasses import replace
@@ -294,13 +295,36 @@ def load_sequence_policy(path: str | Path, sim: TopicRec, gems_path: str, expert
 
 def return_conditioning(sim: TopicRec, policy: SequencePolicy, targets: list[float], seed: int, sessions: int
                         ) -> list[dict[str, Any]]:
-    """Test return at each target (fixed users ``0..sessions-1`` of ``seed``, the evaluation's)."""
-    rows = []
+    """Test return at each target (fixed users ``0..sessions-1`` of ``seed``, the evaluation's).
+
+    The same users and the same simulator seed serve every target, so consecutive targets are compared
+    on paired sessions: ``vs_previous`` is the mean per-user difference to the previous target and
+    ``vs_previous_ci95`` its paired 95% CI half-width (NaN on the first row)."""
+    rows, previous = [], None
     for target in targets:
         policy.target = target
         torch.manual_seed(seed)
         start = time.perf_counter()
-        stats = mean_ci(policy_returns(sim, policy, seed, sessions, "eval").cpu().numpy())
+        returns = policy_returns(sim, policy, seed, sessions, "eval").cpu().numpy()
+        stats = mean_ci(returns)
+        diff = mean_ci(returns - previous) if previous is not None else {"mean": math.nan, "ci": math.nan}
         rows.append({"target": target, "return_mean": stats["mean"], "return_ci95": stats["ci"], "n": stats["n"],
+                     "vs_previous": diff["mean"], "vs_previous_ci95": diff["ci"],
                      "seconds": time.perf_counter() - start})
+        previous = returns
     return rows
+
+
+def conditioning_verdict(rows: list[dict[str, Any]]) -> str:
+    """Whether the returns are non-decreasing in the target: no paired drop significant at 5% (two-sided
+    95% CI entirely below zero), and whether some rise is significant."""
+    steps = [r for r in rows[1:] if math.isfinite(r["vs_previous"])]
+    drops = [r for r in steps if r["vs_previous"] + r["vs_previous_ci95"] < 0]
+    rises = [r for r in steps if r["vs_previous"] - r["vs_previous_ci95"] > 0]
+    if drops:
+        worst = min(drops, key=lambda r: r["vs_previous"])
+        return (f"decreasing: the return drops by {-worst['vs_previous']:.2f} +- {worst['vs_previous_ci95']:.2f} "
+                f"(paired 95% CI) at target {worst['target']:g}")
+    kind = "increasing" if rises else "flat"
+    detail = ", ".join(f"+{r['vs_previous']:.2f} +- {r['vs_previous_ci95']:.2f} at {r['target']:g}" for r in rises)
+    return f"non-decreasing ({kind}{': ' + detail if detail else ': no paired difference significant at 5%'})"

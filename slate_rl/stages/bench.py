@@ -96,7 +96,9 @@ _COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     "sequence": [("case", "case", "<26"), ("value", "value", ">11.2f"), ("unit", "unit", "<20"),
                  ("reference", "reference", ">10.2f"), ("ratio", "ratio", ">7.2f"), ("note", "note", "<")],
     "conditioning": [("sampling", "sampling", "<9"), ("target", "target", ">7.2f"), ("return", "return_mean", ">8.2f"),
-                     ("+- 95% CI", "return_ci95", ">10.2f"), ("n", "n", ">5"), ("seconds", "seconds", ">8.1f")],
+                     ("+- 95% CI", "return_ci95", ">10.2f"), ("n", "n", ">5"),
+                     ("vs previous", "vs_previous", ">12.2f"), ("+- paired CI", "vs_previous_ci95", ">13.2f"),
+                     ("seconds", "seconds", ">8.1f")],
     "offline": [("algo", "algo", "<6"), ("updates/s", "steps_per_second", ">10.1f"),
                 ("CORL-style/s", "reference_steps_per_second", ">13.1f"), ("x CORL", "speedup_vs_reference", ">7.2f"),
                 ("GFLOP/update", "gflop_per_update", ">13.3f"), ("GFLOP/s", "gflop_per_second", ">8.1f")],
@@ -179,18 +181,22 @@ def _conditioning(args: argparse.Namespace, sim: Any) -> None:
         except ValueError as exc:
             raise ConfigError(f"--sampling-steps must be comma-separated integers, got "
                               f"{args.sampling_steps!r}") from exc
-    rows = []
+    rows, verdicts = [], {}
     for steps in settings:
         policy, meta = sequence_bench.load_sequence_policy(args.policy, sim, args.gems, args.expert, steps)
-        for row in sequence_bench.return_conditioning(sim, policy, targets, args.test_seed, args.test_sessions):
-            rows.append({"sampling": "default" if steps is None else str(steps), **row})
+        group = sequence_bench.return_conditioning(sim, policy, targets, args.test_seed, args.test_sessions)
+        sampling = "default" if steps is None else str(steps)
+        verdicts[sampling] = sequence_bench.conditioning_verdict(group)
+        rows.extend({"sampling": sampling, **row} for row in group)
     title = (f"return conditioning of {meta['algo']} on {meta['env']}/{meta['quality']} (seed {meta['seed']}), "
              f"targets x the method's normalised maximum")
-    _report(args.target, title, _machine(sim.device), rows, args.output)
+    _report(args.target, title, _machine(sim.device), rows, args.output, {"verdict": verdicts})
+    for sampling, verdict in verdicts.items():
+        print(f"# sampling {sampling}: {verdict}")
 
 
 def _report(target: str, title: str, machine: dict[str, object], rows: list[dict[str, Any]],
-            output: str | None) -> None:
+            output: str | None, extra: dict[str, Any] | None = None) -> None:
     """Print the table of a benchmark (and write it as JSON with the machine it ran on)."""
     columns = _COLUMNS[target]
     print(f"# {title}, {machine}")
@@ -198,7 +204,7 @@ def _report(target: str, title: str, machine: dict[str, object], rows: list[dict
     for r in rows:
         print(" ".join(f"{r[key]:{fmt}}" for _, key, fmt in columns))
     if output:
-        write_json(output, {"benchmark": target, "title": title, "machine": machine, "rows": rows})
+        write_json(output, {"benchmark": target, "title": title, "machine": machine, "rows": rows, **(extra or {})})
 
 
 def _machine(device: torch.device) -> dict[str, object]:
