@@ -58,7 +58,7 @@ from slate_rl.core import rng
 from slate_rl.core.errors import ConfigError
 from slate_rl.core.logger import RunLogger
 from slate_rl.data.buffer import EpisodeBuffer
-from slate_rl.models.stacked import StackedBeliefEncoder, stack_mlp
+from slate_rl.models.stacked import SeedStates, StackedBeliefEncoder, stack_mlp, stack_optimizer
 from slate_rl.online.base import Agent
 from slate_rl.online.config import OnlineConfig
 from slate_rl.online.loop import LoopState, MediumTracker, _load_last, _save_last
@@ -97,7 +97,7 @@ class StackedCritic(Critic):
         self.q2 = stack_mlp([c.q2 for c in critics])
 
 
-class StackedSAC(SAC):
+class StackedSAC(SAC, SeedStates):
     """S SAC agents of one configuration as one agent over S x E users (seed-major rows).
 
     Args:
@@ -125,15 +125,11 @@ class StackedSAC(SAC):
         self.critic_target = StackedCritic([a.critic_target for a in agents]).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.stack([a.log_alpha.detach() for a in agents]).view(-1, 1, 1).clone())
         self.register_buffer("updates", first.updates.detach().clone())
-        # the agent's own optimisers (same class and hyperparameters) over the stacked tensors, same order
-        names = {id(p): n for n, p in first.named_parameters()}
-        mine = dict(self.named_parameters())
-        for attr, opt in (("actor_opt", first.actor_opt), ("critic_opt", first.critic_opt),
-                          ("alpha_opt", first.alpha_opt)):
-            params = [mine[names[id(p)]] for group in opt.param_groups for p in group["params"]]
-            setattr(self, attr, type(opt)(params, **opt.defaults))
-        self._seed_shapes = {k: v.shape for k, v in nn.Module.state_dict(first).items()}
-        self._names = {id(p): n for n, p in self.named_parameters()}
+        # the agent's own optimisers (same class and hyperparameters) over the stacked tensors
+        self.actor_opt = stack_optimizer(first.actor_opt, first, self)
+        self.critic_opt = stack_optimizer(first.critic_opt, first, self)
+        self.alpha_opt = stack_optimizer(first.alpha_opt, first, self)
+        self._record_seed_shapes(first)
         self.load_seed_states([a.state_dict() for a in agents])
 
     # ------------------------------------------------------------------ hooks of SAC's loss code
@@ -183,43 +179,9 @@ class StackedSAC(SAC):
         table = torch.stack([v.reshape(self.num_seeds, -1)[:, 0] for v in metrics.values()], dim=1).tolist()
         return [dict(zip(metrics, row, strict=True)) for row in table]
 
-    # ------------------------------------------------------------------ per-seed state
-    def seed_state_dict(self, i: int) -> dict[str, Any]:
-        """Seed ``i``'s state in the format of ``SAC.state_dict()`` (networks, optimisers, counter)."""
-        stacked = self.state_dict()
-        modules = {k: (v.clone() if _shared(k) else v[i].reshape(self._seed_shapes[k]).clone())
-                   for k, v in stacked["modules"].items()}
-        optimizers = {}
-        for name, opt in self.optimizers().items():
-            shapes = [self._seed_shapes[self._names[id(p)]] for g in opt.param_groups for p in g["params"]]
-            sd = stacked["optimizers"][name]
-            state = {idx: {k: (t.clone() if k == "step" else t[i].reshape(shapes[idx]).clone()) for k, t in s.items()}
-                     for idx, s in sd["state"].items()}  # Adam: a shared step counter, per-element moments
-            optimizers[name] = {"state": state, "param_groups": copy.deepcopy(sd["param_groups"])}
-        return {"modules": modules, "optimizers": optimizers}
-
-    def load_seed_states(self, states: Sequence[dict[str, Any]]) -> None:
-        """Load S states in the format of ``SAC.state_dict()`` (seed i's into slice i); the seeds must have
-        made the same number of updates."""
-        if len(states) != self.num_seeds:
-            raise ValueError(f"{len(states)} states for {self.num_seeds} seeds")
-        mine = nn.Module.state_dict(self)
-        modules = {k: (states[0]["modules"][k] if _shared(k) else
-                       torch.stack([s["modules"][k] for s in states]).reshape(mine[k].shape)) for k in mine}
-        optimizers = {}
-        for name, opt in self.optimizers().items():
-            params = [p for g in opt.param_groups for p in g["params"]]
-            per_seed = [s["optimizers"][name] for s in states]
-            state = {idx: {k: (t if k == "step" else torch.stack([ps["state"][idx][k] for ps in per_seed])
-                               .reshape(params[idx].shape)) for k, t in first.items()}
-                     for idx, first in per_seed[0]["state"].items()}
-            optimizers[name] = {"state": state, "param_groups": per_seed[0]["param_groups"]}
-        self.load_state_dict({"modules": modules, "optimizers": optimizers})
-
-
-def _shared(key: str) -> bool:
-    """State-dict entries common to every seed: the frozen ranker and the update counter."""
-    return key.startswith("ranker.") or key == "updates"
+    def _shared(self, key: str) -> bool:
+        """State-dict entries common to every seed: the frozen ranker and the update counter."""
+        return key.startswith("ranker.") or key == "updates"
 
 
 def _same_ranker(a: nn.Module, b: nn.Module) -> bool:
