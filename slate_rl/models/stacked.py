@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slate_rl.models.belief import BeliefEncoder, GRUSequence
+
+_Opt = TypeVar("_Opt", bound=torch.optim.Optimizer)
 
 
 def _stack(params: Sequence[Tensor]) -> nn.Parameter:
@@ -38,10 +40,12 @@ class StackedLinear(nn.Module):
         self.weight = _stack([layer.weight for layer in layers])
         self.bias = _stack([layer.bias for layer in layers])
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, detach: bool = False) -> Tensor:
+        """``detach``: with detached parameters (no gradient reaches them)."""
         s, n_in = x.shape[0], x.shape[-1]
         flat = x.reshape(s, -1, n_in)
-        out = torch.baddbmm(self.bias.unsqueeze(1), flat, self.weight.transpose(1, 2))
+        weight, bias = (self.weight.detach(), self.bias.detach()) if detach else (self.weight, self.bias)
+        out = torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
         return out.reshape(*x.shape[:-1], self.weight.shape[1])
 
 
@@ -118,7 +122,7 @@ class StackedBeliefEncoder(nn.Module):
         return n + z * (h - n)
 
 
-def stack_optimizer(opt: torch.optim.Optimizer, seed_module: nn.Module, stacked: nn.Module) -> torch.optim.Optimizer:
+def stack_optimizer(opt: _Opt, seed_module: nn.Module, stacked: nn.Module) -> _Opt:
     """``opt`` (an optimiser of ``seed_module``) rebuilt over ``stacked``'s parameters of the same names: the same
     class and hyperparameters, one group. An element-wise optimiser (Adam) over S stacked tensors is S independent
     ones (their step counters coincide, as every seed steps together)."""
