@@ -10,6 +10,7 @@ import copy
 import pytest
 import torch
 from scipy import stats
+from test_offline_loop import arrays, expert, sim, stage_inputs  # noqa: F401  (fixtures of the stage test)
 
 from slate_rl.core.errors import ConfigError
 from slate_rl.data.buffer import EpisodeBuffer
@@ -262,3 +263,65 @@ def test_a_diverging_seed_stops_alone(tmp_path):
     assert not isinstance(out[0], DivergenceError) and not isinstance(alone[0], DivergenceError)
     assert [v for _, v in out[0].curve] == pytest.approx([v for _, v in alone[0].curve], rel=1e-5, abs=1e-6)
     assert not (tmp_path / "s1").exists()
+
+
+# ---------------------------------------------------------------------------------------------- the stage
+def test_the_stage_function_writes_every_file_of_a_single_seed_run(tmp_path, stage_inputs, expert, sim):  # noqa: F811
+    """``train_offline_seeds.run(args, [1, 2])`` with train-offline's options writes, per seed, the files
+    ``train-offline --seed s`` writes, with the same result fields; seed 2's policy acts like the single-seed
+    one up to float rounding; a non-stackable algorithm and a path without {seed} are refused."""
+    import argparse
+    import json
+
+    from test_offline_loop import _stage
+
+    from slate_rl.offline.policy import algo_policy
+    from slate_rl.online.loop import evaluate
+    from slate_rl.stages import train_offline, train_offline_seeds
+
+    inputs = stage_inputs
+    single = tmp_path / "single"
+    single.mkdir()
+    assert _stage({**inputs, "dir": single}, "td3bc", ["--seed", "2"]) == 0
+    parser = argparse.ArgumentParser()
+    train_offline.add_arguments(parser)
+    d = tmp_path / "group"
+
+    def args(algo="td3bc", policy="seed{seed}.pt"):
+        return parser.parse_args([
+            "--env", "focused_topdown", "--embeddings-file", str(inputs["table"]), "--algo", algo,
+            "--dataset", str(inputs["data"]), "--gems", str(inputs["gems"]), "--expert", str(inputs["best"]),
+            "--seed", "0", "--total-steps", "8", "--batch-size", "32", "--eval-interval", "4",
+            "--checkpoint-interval", "4", "--val-sessions", "4", "--test-sessions", "8", "--device", "cpu",
+            "--logger-mode", "disabled", "--no-progress", "--policy-output", str(d / policy),
+            "--results", str(d / "seed{seed}.json")])
+
+    out = train_offline_seeds.run(args(), [1, 2])
+    assert [r["seed"] for r in out] == [1, 2]
+    reference = json.loads((single / "td3bc.json").read_text())
+    for s in (1, 2):
+        result = json.loads((d / f"seed{s}.json").read_text())
+        assert result.keys() == reference.keys() and result["seed"] == s
+        assert [st for st, _ in result["learning_curve"]] == [4, 8]
+        assert result["references"] == reference["references"]
+        for name in (f"seed{s}.pt", f"seed{s}.pt.last.ckpt", f"seed{s}.timings.json"):
+            assert (d / name).is_file(), name
+        assert json.loads((d / f"seed{s}.timings.json").read_text())["seeds_trained_together"] == "1,2"
+    group2 = json.loads((d / "seed2.json").read_text())
+    # seed 0 of the single run's options is not seed 2: compare seed 2 with a single-seed run of seed 2
+    assert reference["seed"] == 2
+    assert [v for _, v in group2["learning_curve"]] == pytest.approx([v for _, v in reference["learning_curve"]],
+                                                                    abs=0.5)
+    acts = []
+    for path in (d / "seed2.pt", single / "td3bc.pt"):
+        algo, norm = make_algo("td3bc", 20, expert.ranker.action_center, expert.ranker.action_scale, 0.8, 8), \
+            Normalizer(20)
+        enc = copy.deepcopy(expert.actor_belief)
+        load_policy(path, algo, norm, enc)
+        acts.append(algo.act(norm(HELD_OUT.repeat(1, 20 // OBS + 1)[:, :20])))
+        assert evaluate(sim, algo_policy(enc, expert.ranker, algo, norm), 5, 4).shape == (4,)
+    torch.testing.assert_close(acts[0], acts[1], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ConfigError, match="supports td3bc, not bc"):
+        train_offline_seeds.run(args("bc"), [1, 2])
+    with pytest.raises(ConfigError, match="--policy-output must contain"):
+        train_offline_seeds.run(args(policy="p.pt"), [1, 2])
