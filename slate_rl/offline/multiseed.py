@@ -46,7 +46,6 @@ checkpoint fits (same fingerprint, same step); otherwise every seed starts over.
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -58,6 +57,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from slate_rl.core.errors import ConfigError
+from slate_rl.core.io import check_seed_group, resume_group
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.rng import cuda_devices
 from slate_rl.data.buffer import EpisodeBuffer
@@ -174,33 +174,21 @@ def train_offline_seeds(
     state), or the :class:`~slate_rl.offline.loop.DivergenceError` that stopped it.
     """
     n = len(algos)
-    if n == 0 or len(seeds) != n or len(last_paths) != n or (fingerprints is not None and len(fingerprints) != n):
-        raise ConfigError(f"multi-seed training needs one seed, one last path and one fingerprint per algorithm "
-                          f"({n} algorithms, {len(seeds)} seeds, {len(last_paths)} paths)")
-    if len(set(seeds)) != n:
-        raise ConfigError(f"multi-seed training needs distinct seeds, got {list(seeds)}")
+    check_seed_group(n, seeds, last_paths, fingerprints, "algorithm")
     tds = [check_stackable(a) for a in algos]
     device = tds[0].action_center.device
     prints = list(fingerprints or [""] * n)
     lasts = [Path(p) for p in last_paths]
-    initial = [copy.deepcopy(a.state_dict()) for a in tds]
 
     def fresh() -> tuple[list[OfflineState], list[torch.Generator], list[torch.Generator]]:
         return ([OfflineState() for _ in range(n)], [torch.Generator().manual_seed(s) for s in seeds],
                 [noise_generator(s, device) for s in seeds])
 
     states, samplers, noises = fresh()
-    if any(p.is_file() for p in lasts):
-        reasons = [_load_seed(p, a, st, g, noise, fp) if p.is_file() else "no checkpoint"
-                   for p, a, st, g, noise, fp in zip(lasts, tds, states, samplers, noises, prints, strict=True)]
-        steps = {st.step for st in states}
-        if any(r is not None for r in reasons) or len(steps) > 1:
-            why = "; ".join(f"seed {s}: {r}" for s, r in zip(seeds, reasons, strict=True) if r is not None)
-            print(f"multi-seed resume refused ({why or f'seeds at different steps {sorted(steps)}'}); "
-                  "every seed starts over")
-            for a, start in zip(tds, initial, strict=True):
-                a.load_state_dict(start)
-            states, samplers, noises = fresh()
+    if not resume_group(seeds, lasts, tds, lambda i: _load_seed(lasts[i], tds[i], states[i], samplers[i], noises[i],
+                                                                prints[i]),
+                        lambda: [st.step for st in states]):
+        states, samplers, noises = fresh()
     stacked = StackedTD3BC(tds, noises)
     failed: dict[int, DivergenceError] = {}
     guard = Guard(cfg.q_limit)

@@ -42,7 +42,6 @@ nor the other way round: the fingerprint carries the RNG scheme.
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -56,6 +55,7 @@ from tqdm.auto import tqdm
 
 from slate_rl.core import rng
 from slate_rl.core.errors import ConfigError
+from slate_rl.core.io import check_seed_group, resume_group
 from slate_rl.core.logger import RunLogger
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.models.stacked import SeedStates, StackedBeliefEncoder, stack_mlp, stack_optimizer
@@ -219,16 +219,11 @@ def train_seeds(
     improves; ``last_paths[i]`` is seed ``i``'s resume checkpoint, written under ``fingerprints[i]``. ``logger``
     gets every seed's metrics under ``seed<s>/`` (one run for the group)."""
     n = len(agents)
-    if n == 0 or len(seeds) != n or len(last_paths) != n or (fingerprints is not None and len(fingerprints) != n):
-        raise ConfigError(f"multi-seed training needs one seed, one last path and one fingerprint per agent "
-                          f"({n} agents, {len(seeds)} seeds, {len(last_paths)} paths)")
-    if len(set(seeds)) != n:
-        raise ConfigError(f"multi-seed training needs distinct seeds, got {list(seeds)}")
+    check_seed_group(n, seeds, last_paths, fingerprints, "agent")
     sacs = [check_stackable(a) for a in agents]
     c = sim.config
     prints = [f"{fp}:{RNG_SCHEME}" for fp in (fingerprints or [""] * n)]
     lasts = [Path(p) for p in last_paths]
-    initial = [copy.deepcopy(a.state_dict()) for a in sacs]
 
     def fresh() -> tuple[list[EpisodeBuffer], list[LoopState], list[torch.Generator]]:
         return ([EpisodeBuffer(cfg.buffer_capacity, c.episode_length, c.slate_size, sacs[0].action_dim, sim.device)
@@ -237,17 +232,10 @@ def train_seeds(
                 [seed_generator(s) for s in seeds])
 
     buffers, states, gens = fresh()
-    if any(p.is_file() for p in lasts):
-        reasons = [_load_last(p, a, b, s, fp, cfg.total_steps, g) if p.is_file() else "no checkpoint"
-                   for p, a, b, s, fp, g in zip(lasts, sacs, buffers, states, prints, gens, strict=True)]
-        steps = {s.step for s in states}
-        if any(r is not None for r in reasons) or len(steps) > 1:
-            why = "; ".join(f"seed {s}: {r}" for s, r in zip(seeds, reasons, strict=True) if r is not None)
-            print(f"multi-seed resume refused ({why or f'seeds at different steps {sorted(steps)}'}); "
-                  "every seed starts over")
-            for a, start in zip(sacs, initial, strict=True):
-                a.load_state_dict(start)
-            buffers, states, gens = fresh()
+    if not resume_group(seeds, lasts, sacs, lambda i: _load_last(lasts[i], sacs[i], buffers[i], states[i], prints[i],
+                                                                 cfg.total_steps, gens[i]),
+                        lambda: [s.step for s in states]):
+        buffers, states, gens = fresh()
     stacked = StackedSAC(sacs, gens)
     step, sessions = states[0].step, states[0].sessions
     e = cfg.sessions_per_step
