@@ -7,6 +7,7 @@ the end, so a killed stage never leaves an output that looks complete.
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import glob
 import hashlib
@@ -14,13 +15,13 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from slate_rl.core.errors import ArtifactError
+from slate_rl.core.errors import ArtifactError, ConfigError
 
 
 def temp_path(path: str | os.PathLike[str]) -> Path:
@@ -281,6 +282,39 @@ def load_resume(path: str | os.PathLike[str], fingerprint: str, restore: Callabl
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise ArtifactError(f"{path}: resume checkpoint does not fit this run ({exc}); delete it and rerun") from exc
     return None
+
+
+def check_seed_group(count: int, seeds: Sequence[int], paths: Sequence[Any], fingerprints: Sequence[str] | None,
+                     what: str) -> None:
+    """ConfigError unless ``count`` models (``what``: their kind) come with as many distinct seeds, resume paths
+    and (if given) fingerprints: the arguments of a multi-seed training loop."""
+    if count == 0 or len(seeds) != count or len(paths) != count or (fingerprints is not None
+                                                                      and len(fingerprints) != count):
+        raise ConfigError(f"multi-seed training needs one seed, one last path and one fingerprint per {what} "
+                          f"({count} {what}s, {len(seeds)} seeds, {len(paths)} paths)")
+    if len(set(seeds)) != count:
+        raise ConfigError(f"multi-seed training needs distinct seeds, got {list(seeds)}")
+
+
+def resume_group(seeds: Sequence[int], paths: Sequence[str | os.PathLike[str]], models: Sequence[Any],
+                 load: Callable[[int], str | None], steps: Callable[[], Sequence[int]]) -> bool:
+    """Resume a group of seeds trained together, each from its checkpoint ``paths[i]`` (``load(i)`` resumes seed
+    ``i`` into ``models[i]`` and the loop's state, and returns why not, or None; ``steps()`` are then the seeds'
+    steps). True when the group resumed or had nothing to resume; False when it must start over (a seed without
+    a checkpoint, one refused, or seeds at different steps): then it says why and has put every model back in
+    its initial state, and the caller starts its loop state afresh."""
+    if not any(Path(p).is_file() for p in paths):
+        return True
+    initial = [copy.deepcopy(m.state_dict()) for m in models]
+    reasons = [load(i) if Path(p).is_file() else "no checkpoint" for i, p in enumerate(paths)]
+    why = "; ".join(f"seed {s}: {r}" for s, r in zip(seeds, reasons, strict=True) if r is not None)
+    at = sorted(set(steps()))
+    if not why and len(at) == 1:
+        return True
+    print(f"multi-seed resume refused ({why or f'seeds at different steps {at}'}); every seed starts over")
+    for m, start in zip(models, initial, strict=True):
+        m.load_state_dict(start)
+    return False
 
 
 def fingerprint(settings: Any) -> str:

@@ -12,13 +12,17 @@ launch overhead).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slate_rl.models.belief import BeliefEncoder, GRUSequence
+
+_Opt = TypeVar("_Opt", bound=torch.optim.Optimizer)
 
 
 def _stack(params: Sequence[Tensor]) -> nn.Parameter:
@@ -36,10 +40,12 @@ class StackedLinear(nn.Module):
         self.weight = _stack([layer.weight for layer in layers])
         self.bias = _stack([layer.bias for layer in layers])
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, detach: bool = False) -> Tensor:
+        """``detach``: with detached parameters (no gradient reaches them)."""
         s, n_in = x.shape[0], x.shape[-1]
         flat = x.reshape(s, -1, n_in)
-        out = torch.baddbmm(self.bias.unsqueeze(1), flat, self.weight.transpose(1, 2))
+        weight, bias = (self.weight.detach(), self.bias.detach()) if detach else (self.weight, self.bias)
+        out = torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
         return out.reshape(*x.shape[:-1], self.weight.shape[1])
 
 
@@ -114,3 +120,73 @@ class StackedBeliefEncoder(nn.Module):
         z = torch.sigmoid(i_z + h_z)
         n = torch.tanh(i_n + r * h_n)
         return n + z * (h - n)
+
+
+def stack_optimizer(opt: _Opt, seed_module: nn.Module, stacked: nn.Module) -> _Opt:
+    """``opt`` (an optimiser of ``seed_module``) rebuilt over ``stacked``'s parameters of the same names: the same
+    class and hyperparameters, one group. An element-wise optimiser (Adam) over S stacked tensors is S independent
+    ones (their step counters coincide, as every seed steps together)."""
+    names = {id(p): n for n, p in seed_module.named_parameters()}
+    mine = dict(stacked.named_parameters())
+    params = [mine[names[id(p)]] for group in opt.param_groups for p in group["params"]]
+    return type(opt)(params, **opt.defaults)
+
+
+class SeedStates:
+    """Mixin of a module stacking S modules of one class: the state of seed ``i`` in the format of that class's
+    ``state_dict()`` (``modules``, ``optimizers`` and any other entry, e.g. ``schedulers``) and back.
+
+    The subclass calls :meth:`_record_seed_shapes` with one seed's module once its stacked parameters and
+    optimisers exist, and says which state-dict entries every seed shares (``_shared``: frozen modules,
+    counters, constants), which are stored once instead of stacked.
+    """
+
+    num_seeds: int
+    _seed_shapes: dict[str, torch.Size]
+    _param_names: dict[int, str]
+
+    def _record_seed_shapes(self, seed_module: nn.Module) -> None:
+        self._seed_shapes = {k: v.shape for k, v in nn.Module.state_dict(seed_module).items()}
+        assert isinstance(self, nn.Module)
+        self._param_names = {id(p): n for n, p in self.named_parameters()}
+
+    if TYPE_CHECKING:  # provided by the stacked class (declared here for the type checker only)
+        def _shared(self, key: str) -> bool: ...
+        def optimizers(self) -> dict[str, torch.optim.Optimizer]: ...
+        def state_dict(self) -> dict[str, Any]: ...
+        def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+    def seed_state_dict(self, i: int) -> dict[str, Any]:
+        """Seed ``i``'s state in the format of its class's ``state_dict()``."""
+        stacked = self.state_dict()
+        modules = {k: (v.clone() if self._shared(k) else v[i].reshape(self._seed_shapes[k]).clone())
+                   for k, v in stacked["modules"].items()}
+        optimizers = {}
+        for name, opt in self.optimizers().items():
+            shapes = [self._seed_shapes[self._param_names[id(p)]] for g in opt.param_groups for p in g["params"]]
+            sd = stacked["optimizers"][name]
+            state = {idx: {k: (t.clone() if k == "step" else t[i].reshape(shapes[idx]).clone()) for k, t in s.items()}
+                     for idx, s in sd["state"].items()}  # Adam: a shared step counter, per-element moments
+            optimizers[name] = {"state": state, "param_groups": copy.deepcopy(sd["param_groups"])}
+        rest = {k: copy.deepcopy(v) for k, v in stacked.items() if k not in ("modules", "optimizers")}
+        return {"modules": modules, "optimizers": optimizers, **rest}
+
+    def load_seed_states(self, states: Sequence[dict[str, Any]]) -> None:
+        """Load S states in the format of ``seed_state_dict`` (seed i's into slice i); the seeds must have made
+        the same number of updates (shared entries come from the first)."""
+        if len(states) != self.num_seeds:
+            raise ValueError(f"{len(states)} states for {self.num_seeds} seeds")
+        assert isinstance(self, nn.Module)
+        mine = nn.Module.state_dict(self)
+        modules = {k: (states[0]["modules"][k] if self._shared(k) else
+                       torch.stack([s["modules"][k] for s in states]).reshape(mine[k].shape)) for k in mine}
+        optimizers = {}
+        for name, opt in self.optimizers().items():
+            params = [p for g in opt.param_groups for p in g["params"]]
+            per_seed = [s["optimizers"][name] for s in states]
+            state = {idx: {k: (t if k == "step" else torch.stack([ps["state"][idx][k] for ps in per_seed])
+                               .reshape(params[idx].shape)) for k, t in first.items()}
+                     for idx, first in per_seed[0]["state"].items()}
+            optimizers[name] = {"state": state, "param_groups": per_seed[0]["param_groups"]}
+        rest = {k: v for k, v in states[0].items() if k not in ("modules", "optimizers")}
+        self.load_state_dict({"modules": modules, "optimizers": optimizers, **rest})

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slate_rl.models.nets import mlp
+from slate_rl.models.stacked import StackedLinear
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -71,7 +72,12 @@ def _forward(net: nn.Module, x: Tensor, detach: bool) -> Tensor:
     if not detach:
         return net(x)
     for layer in net.children():
-        x = F.linear(x, layer.weight.detach(), layer.bias.detach()) if isinstance(layer, nn.Linear) else layer(x)
+        if isinstance(layer, nn.Linear):
+            x = F.linear(x, layer.weight.detach(), layer.bias.detach())
+        elif isinstance(layer, StackedLinear):  # the members of a stacked critic (offline/multiseed.py)
+            x = layer(x, detach=True)
+        else:
+            x = layer(x)
     return x
 
 

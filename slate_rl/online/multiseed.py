@@ -42,7 +42,6 @@ nor the other way round: the fingerprint carries the RNG scheme.
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -56,9 +55,10 @@ from tqdm.auto import tqdm
 
 from slate_rl.core import rng
 from slate_rl.core.errors import ConfigError
+from slate_rl.core.io import check_seed_group, resume_group
 from slate_rl.core.logger import RunLogger
 from slate_rl.data.buffer import EpisodeBuffer
-from slate_rl.models.stacked import StackedBeliefEncoder, stack_mlp
+from slate_rl.models.stacked import SeedStates, StackedBeliefEncoder, stack_mlp, stack_optimizer
 from slate_rl.online.base import Agent
 from slate_rl.online.config import OnlineConfig
 from slate_rl.online.loop import LoopState, MediumTracker, _load_last, _save_last
@@ -97,7 +97,7 @@ class StackedCritic(Critic):
         self.q2 = stack_mlp([c.q2 for c in critics])
 
 
-class StackedSAC(SAC):
+class StackedSAC(SAC, SeedStates):
     """S SAC agents of one configuration as one agent over S x E users (seed-major rows).
 
     Args:
@@ -125,15 +125,11 @@ class StackedSAC(SAC):
         self.critic_target = StackedCritic([a.critic_target for a in agents]).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.stack([a.log_alpha.detach() for a in agents]).view(-1, 1, 1).clone())
         self.register_buffer("updates", first.updates.detach().clone())
-        # the agent's own optimisers (same class and hyperparameters) over the stacked tensors, same order
-        names = {id(p): n for n, p in first.named_parameters()}
-        mine = dict(self.named_parameters())
-        for attr, opt in (("actor_opt", first.actor_opt), ("critic_opt", first.critic_opt),
-                          ("alpha_opt", first.alpha_opt)):
-            params = [mine[names[id(p)]] for group in opt.param_groups for p in group["params"]]
-            setattr(self, attr, type(opt)(params, **opt.defaults))
-        self._seed_shapes = {k: v.shape for k, v in nn.Module.state_dict(first).items()}
-        self._names = {id(p): n for n, p in self.named_parameters()}
+        # the agent's own optimisers (same class and hyperparameters) over the stacked tensors
+        self.actor_opt = stack_optimizer(first.actor_opt, first, self)
+        self.critic_opt = stack_optimizer(first.critic_opt, first, self)
+        self.alpha_opt = stack_optimizer(first.alpha_opt, first, self)
+        self._record_seed_shapes(first)
         self.load_seed_states([a.state_dict() for a in agents])
 
     # ------------------------------------------------------------------ hooks of SAC's loss code
@@ -183,43 +179,9 @@ class StackedSAC(SAC):
         table = torch.stack([v.reshape(self.num_seeds, -1)[:, 0] for v in metrics.values()], dim=1).tolist()
         return [dict(zip(metrics, row, strict=True)) for row in table]
 
-    # ------------------------------------------------------------------ per-seed state
-    def seed_state_dict(self, i: int) -> dict[str, Any]:
-        """Seed ``i``'s state in the format of ``SAC.state_dict()`` (networks, optimisers, counter)."""
-        stacked = self.state_dict()
-        modules = {k: (v.clone() if _shared(k) else v[i].reshape(self._seed_shapes[k]).clone())
-                   for k, v in stacked["modules"].items()}
-        optimizers = {}
-        for name, opt in self.optimizers().items():
-            shapes = [self._seed_shapes[self._names[id(p)]] for g in opt.param_groups for p in g["params"]]
-            sd = stacked["optimizers"][name]
-            state = {idx: {k: (t.clone() if k == "step" else t[i].reshape(shapes[idx]).clone()) for k, t in s.items()}
-                     for idx, s in sd["state"].items()}  # Adam: a shared step counter, per-element moments
-            optimizers[name] = {"state": state, "param_groups": copy.deepcopy(sd["param_groups"])}
-        return {"modules": modules, "optimizers": optimizers}
-
-    def load_seed_states(self, states: Sequence[dict[str, Any]]) -> None:
-        """Load S states in the format of ``SAC.state_dict()`` (seed i's into slice i); the seeds must have
-        made the same number of updates."""
-        if len(states) != self.num_seeds:
-            raise ValueError(f"{len(states)} states for {self.num_seeds} seeds")
-        mine = nn.Module.state_dict(self)
-        modules = {k: (states[0]["modules"][k] if _shared(k) else
-                       torch.stack([s["modules"][k] for s in states]).reshape(mine[k].shape)) for k in mine}
-        optimizers = {}
-        for name, opt in self.optimizers().items():
-            params = [p for g in opt.param_groups for p in g["params"]]
-            per_seed = [s["optimizers"][name] for s in states]
-            state = {idx: {k: (t if k == "step" else torch.stack([ps["state"][idx][k] for ps in per_seed])
-                               .reshape(params[idx].shape)) for k, t in first.items()}
-                     for idx, first in per_seed[0]["state"].items()}
-            optimizers[name] = {"state": state, "param_groups": per_seed[0]["param_groups"]}
-        self.load_state_dict({"modules": modules, "optimizers": optimizers})
-
-
-def _shared(key: str) -> bool:
-    """State-dict entries common to every seed: the frozen ranker and the update counter."""
-    return key.startswith("ranker.") or key == "updates"
+    def _shared(self, key: str) -> bool:
+        """State-dict entries common to every seed: the frozen ranker and the update counter."""
+        return key.startswith("ranker.") or key == "updates"
 
 
 def _same_ranker(a: nn.Module, b: nn.Module) -> bool:
@@ -257,16 +219,11 @@ def train_seeds(
     improves; ``last_paths[i]`` is seed ``i``'s resume checkpoint, written under ``fingerprints[i]``. ``logger``
     gets every seed's metrics under ``seed<s>/`` (one run for the group)."""
     n = len(agents)
-    if n == 0 or len(seeds) != n or len(last_paths) != n or (fingerprints is not None and len(fingerprints) != n):
-        raise ConfigError(f"multi-seed training needs one seed, one last path and one fingerprint per agent "
-                          f"({n} agents, {len(seeds)} seeds, {len(last_paths)} paths)")
-    if len(set(seeds)) != n:
-        raise ConfigError(f"multi-seed training needs distinct seeds, got {list(seeds)}")
+    check_seed_group(n, seeds, last_paths, fingerprints, "agent")
     sacs = [check_stackable(a) for a in agents]
     c = sim.config
     prints = [f"{fp}:{RNG_SCHEME}" for fp in (fingerprints or [""] * n)]
     lasts = [Path(p) for p in last_paths]
-    initial = [copy.deepcopy(a.state_dict()) for a in sacs]
 
     def fresh() -> tuple[list[EpisodeBuffer], list[LoopState], list[torch.Generator]]:
         return ([EpisodeBuffer(cfg.buffer_capacity, c.episode_length, c.slate_size, sacs[0].action_dim, sim.device)
@@ -275,17 +232,10 @@ def train_seeds(
                 [seed_generator(s) for s in seeds])
 
     buffers, states, gens = fresh()
-    if any(p.is_file() for p in lasts):
-        reasons = [_load_last(p, a, b, s, fp, cfg.total_steps, g) if p.is_file() else "no checkpoint"
-                   for p, a, b, s, fp, g in zip(lasts, sacs, buffers, states, prints, gens, strict=True)]
-        steps = {s.step for s in states}
-        if any(r is not None for r in reasons) or len(steps) > 1:
-            why = "; ".join(f"seed {s}: {r}" for s, r in zip(seeds, reasons, strict=True) if r is not None)
-            print(f"multi-seed resume refused ({why or f'seeds at different steps {sorted(steps)}'}); "
-                  "every seed starts over")
-            for a, start in zip(sacs, initial, strict=True):
-                a.load_state_dict(start)
-            buffers, states, gens = fresh()
+    if not resume_group(seeds, lasts, sacs, lambda i: _load_last(lasts[i], sacs[i], buffers[i], states[i], prints[i],
+                                                                 cfg.total_steps, gens[i]),
+                        lambda: [s.step for s in states]):
+        buffers, states, gens = fresh()
     stacked = StackedSAC(sacs, gens)
     step, sessions = states[0].step, states[0].sessions
     e = cfg.sessions_per_step

@@ -49,7 +49,7 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _per_seed(template: str, seed: int, option: str) -> Path:
+def per_seed_path(template: str, seed: int, option: str) -> Path:
     if "{seed}" not in template:
         raise ConfigError(f"{option} must contain {{seed}} when training several seeds (--seeds), got {template!r}")
     return Path(template.replace("{seed}", str(seed)))
@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> None:
     seeds = parse_seeds(args.seeds)
     online, build, sac, reinforce, slateq = agent_settings(args)
     kind, gems_tag = parse_agent_tag(args.agent)
-    outs = [_per_seed(args.output_dir, s, "--output-dir") for s in seeds]
-    results = [_per_seed(args.results, s, "--results") for s in seeds]
+    outs = [per_seed_path(args.output_dir, s, "--output-dir") for s in seeds]
+    results = [per_seed_path(args.results, s, "--results") for s in seeds]
     sim, table_source = simulator_from_args(args)
     c = sim.config
     gems = load_gems_ranker(args.gems, num_items=c.num_items, device=sim.device) if kind == "sac_gems" else None
