@@ -56,13 +56,13 @@ class EnsembleQ(nn.Module):
         detached weights (an actor loss then leaves the critic without gradient); ``members`` keeps the
         first members only (TD3+BC's actor uses Q1 alone).
         """
+        batch = actions.shape[:-1]
         if actions.dim() > obs.dim():
-            obs = obs.unsqueeze(-2).expand(*actions.shape[:-1], obs.shape[-1])
+            # (B, K) pairs as 2-D rows: F.linear on a 3-D input returns a view, and the in-place ReLU on a
+            # view makes autograd copy the whole activation back (CopySlices) in the backward pass.
+            obs = obs.unsqueeze(-2).expand(*batch, obs.shape[-1]).reshape(-1, obs.shape[-1])
+            actions = actions.reshape(-1, actions.shape[-1])
         x = torch.cat([obs, actions], dim=-1)
-        batch = x.shape[:-1]
-        # 2-D rows: F.linear on a 3-D input returns a view, and the in-place ReLU on a view makes
-        # autograd copy the whole activation back (CopySlices) in the backward pass.
-        x = x.reshape(-1, x.shape[-1])
         nets = list(self.members)[:members]
         outs = [_forward(net, x, detach) for net in nets]
         return torch.cat(outs, dim=-1).movedim(-1, 0).reshape(len(nets), *batch)
