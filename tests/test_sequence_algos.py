@@ -327,15 +327,21 @@ def test_sequence_schedule_scales_the_intervals():
 
 
 def test_conditioning_verdict_reads_the_paired_differences():
-    """`bench conditioning` calls a table non-decreasing unless a paired drop is significant at 5%."""
+    """`bench conditioning` calls a table non-decreasing unless some target's return is below a lower
+    target's by a paired difference significant at 5%."""
     from slate_rl.bench.sequence import conditioning_verdict
 
-    def rows(*diffs: tuple[float, float]) -> list[dict[str, float]]:
-        first = {"target": 0.25, "vs_previous": float("nan"), "vs_previous_ci95": float("nan")}
-        return [first, *({"target": 0.25 * (i + 2), "vs_previous": m, "vs_previous_ci95": c}
-                         for i, (m, c) in enumerate(diffs))]
+    def rows(*diffs: tuple[float, float, float, float]) -> list[dict[str, float]]:
+        nan = float("nan")
+        first = {"target": 0.25, "vs_previous": nan, "vs_previous_ci95": nan, "worst_vs_lower": nan,
+                 "worst_vs_lower_ci95": nan, "worst_vs_lower_target": nan}
+        return [first, *({"target": 0.25 * (i + 2), "vs_previous": m, "vs_previous_ci95": c, "worst_vs_lower": wm,
+                          "worst_vs_lower_ci95": wc, "worst_vs_lower_target": 0.25}
+                         for i, (m, c, wm, wc) in enumerate(diffs))]
 
-    assert conditioning_verdict(rows((-1.0, 2.0), (0.5, 1.0))).startswith("non-decreasing (flat")
-    assert conditioning_verdict(rows((-1.0, 2.0), (30.0, 5.0))) == "non-decreasing (increasing: +30.00 +- 5.00 at 0.75)"
-    assert conditioning_verdict(rows((10.0, 2.0), (-3.0, 2.0))) == \
-        "decreasing: the return drops by 3.00 +- 2.00 (paired 95% CI) at target 0.75"
+    assert conditioning_verdict(rows((-1.0, 2.0, -1.0, 2.0), (0.5, 1.0, -0.5, 1.0))).startswith("non-decreasing (flat")
+    assert conditioning_verdict(rows((-1.0, 2.0, -1.0, 2.0), (30.0, 5.0, 29.0, 5.0))) == \
+        "non-decreasing (increasing: +30.00 +- 5.00 at 0.75)"
+    # each step within noise, but 0.75 is surely below 0.25: decreasing
+    assert conditioning_verdict(rows((-0.5, 0.7, -0.5, 0.7), (-0.5, 0.7, -1.0, 0.6))) == \
+        "decreasing: the return at target 0.75 is 1.00 +- 0.60 (paired 95% CI) below target 0.25"

@@ -297,34 +297,41 @@ def return_conditioning(sim: TopicRec, policy: SequencePolicy, targets: list[flo
                         ) -> list[dict[str, Any]]:
     """Test return at each target (fixed users ``0..sessions-1`` of ``seed``, the evaluation's).
 
-    The same users and the same simulator seed serve every target, so consecutive targets are compared
-    on paired sessions: ``vs_previous`` is the mean per-user difference to the previous target and
-    ``vs_previous_ci95`` its paired 95% CI half-width (NaN on the first row)."""
-    rows, previous = [], None
+    The same users and the same simulator seed serve every target, so targets are compared on paired
+    sessions: ``vs_previous`` is the mean per-user difference to the previous target and
+    ``vs_previous_ci95`` its paired 95% CI half-width; ``worst_vs_lower`` (with ``worst_vs_lower_ci95`` and
+    ``worst_vs_lower_target``) is the paired difference to the lower target it is most surely below
+    (smallest upper confidence bound). Both are NaN on the first row."""
+    rows: list[dict[str, Any]] = []
+    seen: list[tuple[float, np.ndarray]] = []
+    nan = {"mean": math.nan, "ci": math.nan}
     for target in targets:
         policy.target = target
         torch.manual_seed(seed)
         start = time.perf_counter()
         returns = policy_returns(sim, policy, seed, sessions, "eval").cpu().numpy()
         stats = mean_ci(returns)
-        diff = mean_ci(returns - previous) if previous is not None else {"mean": math.nan, "ci": math.nan}
+        diffs = [(t, mean_ci(returns - r)) for t, r in seen]
+        previous = diffs[-1][1] if diffs else nan
+        worst_target, worst = min(diffs, key=lambda d: d[1]["mean"] + d[1]["ci"]) if diffs else (math.nan, nan)
         rows.append({"target": target, "return_mean": stats["mean"], "return_ci95": stats["ci"], "n": stats["n"],
-                     "vs_previous": diff["mean"], "vs_previous_ci95": diff["ci"],
-                     "seconds": time.perf_counter() - start})
-        previous = returns
+                     "vs_previous": previous["mean"], "vs_previous_ci95": previous["ci"],
+                     "worst_vs_lower": worst["mean"], "worst_vs_lower_ci95": worst["ci"],
+                     "worst_vs_lower_target": worst_target, "seconds": time.perf_counter() - start})
+        seen.append((target, returns))
     return rows
 
 
 def conditioning_verdict(rows: list[dict[str, Any]]) -> str:
-    """Whether the returns are non-decreasing in the target: no paired drop significant at 5% (two-sided
-    95% CI entirely below zero), and whether some rise is significant."""
+    """Whether the returns are non-decreasing in the target: no target's return below a lower target's by a
+    paired difference significant at 5% (95% CI entirely below zero); and which consecutive rises are."""
     steps = [r for r in rows[1:] if math.isfinite(r["vs_previous"])]
-    drops = [r for r in steps if r["vs_previous"] + r["vs_previous_ci95"] < 0]
+    drops = [r for r in steps if r["worst_vs_lower"] + r["worst_vs_lower_ci95"] < 0]
     rises = [r for r in steps if r["vs_previous"] - r["vs_previous_ci95"] > 0]
     if drops:
-        worst = min(drops, key=lambda r: r["vs_previous"])
-        return (f"decreasing: the return drops by {-worst['vs_previous']:.2f} +- {worst['vs_previous_ci95']:.2f} "
-                f"(paired 95% CI) at target {worst['target']:g}")
+        worst = min(drops, key=lambda r: r["worst_vs_lower"] + r["worst_vs_lower_ci95"])
+        return (f"decreasing: the return at target {worst['target']:g} is {-worst['worst_vs_lower']:.2f} +- "
+                f"{worst['worst_vs_lower_ci95']:.2f} (paired 95% CI) below target {worst['worst_vs_lower_target']:g}")
     kind = "increasing" if rises else "flat"
     detail = ", ".join(f"+{r['vs_previous']:.2f} +- {r['vs_previous_ci95']:.2f} at {r['target']:g}" for r in rises)
     return f"non-decreasing ({kind}{': ' + detail if detail else ': no paired difference significant at 5%'})"

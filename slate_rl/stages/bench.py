@@ -101,6 +101,7 @@ _COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     "conditioning": [("sampling", "sampling", "<9"), ("target", "target", ">7.2f"), ("return", "return_mean", ">8.2f"),
                      ("+- 95% CI", "return_ci95", ">10.2f"), ("n", "n", ">5"),
                      ("vs previous", "vs_previous", ">12.2f"), ("+- paired CI", "vs_previous_ci95", ">13.2f"),
+                     ("worst vs lower", "worst_vs_lower", ">15.2f"), ("+- paired CI", "worst_vs_lower_ci95", ">13.2f"),
                      ("seconds", "seconds", ">8.1f")],
     "offline": [("algo", "algo", "<6"), ("updates/s", "steps_per_second", ">10.1f"),
                 ("CORL-style/s", "reference_steps_per_second", ">13.1f"), ("x CORL", "speedup_vs_reference", ">7.2f"),
