@@ -308,3 +308,42 @@ def test_train_agent_with_seeds_writes_every_file_of_a_single_seed_run(tmp_path,
     assert _stage(tmp_path, "sac_topk_ideal", ["--seed", "1", "--seeds", "1,2"], str(group / "y{seed}"),
                   str(group / "y{seed}.json")) == 2
     assert "exactly one of --seed and --seeds" in capsys.readouterr().err
+
+
+def test_a_group_killed_while_testing_resumes_every_seed(tmp_path, monkeypatch):
+    """Seeds are renamed last.work.ckpt -> last.ckpt only once every seed is tested: a job killed while testing (whose
+    outputs Snakemake deletes, last.ckpt included) leaves every seed's resume state, and its rerun resumes the group
+    to the results of an uninterrupted run."""
+    import json
+
+    from slate_rl.stages import train_agent_seeds
+
+    whole = tmp_path / "whole"
+    assert _stage(tmp_path, "sac_topk_ideal", ["--seeds", "1,2"], str(whole / "a{seed}"),
+                  str(whole / "s{seed}.json")) == 0
+    real = train_agent_seeds.write_json
+    written: list[str] = []
+
+    def write_then_die(path, payload):
+        if written:
+            raise KeyboardInterrupt  # killed while testing the second seed
+        written.append(str(path))
+        real(path, payload)
+
+    monkeypatch.setattr(train_agent_seeds, "write_json", write_then_die)
+    killed = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        _stage(tmp_path, "sac_topk_ideal", ["--seeds", "1,2"], str(killed / "a{seed}"), str(killed / "s{seed}.json"))
+    monkeypatch.setattr(train_agent_seeds, "write_json", real)
+    for s in (1, 2):
+        assert (killed / f"a{s}" / "last.work.ckpt").is_file()
+        for name in ("best.ckpt", "medium.ckpt", "last.ckpt"):  # what Snakemake deletes of a failed job
+            (killed / f"a{s}" / name).unlink(missing_ok=True)
+        (killed / f"s{s}.json").unlink(missing_ok=True)
+    assert _stage(tmp_path, "sac_topk_ideal", ["--seeds", "1,2"], str(killed / "a{seed}"),
+                  str(killed / "s{seed}.json")) == 0
+    for s in (1, 2):
+        resumed, reference = (json.loads((d / f"s{s}.json").read_text()) for d in (killed, whole))
+        assert resumed["learning_curve"] == reference["learning_curve"]
+        assert resumed["return_mean"] == reference["return_mean"]
+        assert (killed / f"a{s}" / "last.ckpt").is_file() and not (killed / f"a{s}" / "last.work.ckpt").exists()
