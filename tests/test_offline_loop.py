@@ -406,11 +406,11 @@ def test_train_offline_seeds_write_the_bytes_of_one_run_per_seed(stage_inputs, a
     group_dir.mkdir()
     alone = {}
     for seed in (0, 1):
-        extra = ["--seed", str(seed), "--policy-output", str(alone_dir / f"seed{seed}.pt"),
-                 "--results", str(alone_dir / f"seed{seed}.json")]
+        extra = [*SEQUENCE_OPTIONS.get(algo, []), "--seed", str(seed), "--policy-output",
+                 str(alone_dir / f"seed{seed}.pt"), "--results", str(alone_dir / f"seed{seed}.json")]
         assert _stage(stage_inputs, algo, extra) == 0
         alone[seed] = [_sha(alone_dir / f"seed{seed}{ext}") for ext in (".json", ".pt")]
-    args = ["--seeds", "0,1", "--policy-output", str(group_dir / "seed{seed}.pt"),
+    args = [*SEQUENCE_OPTIONS.get(algo, []), "--seeds", "0,1", "--policy-output", str(group_dir / "seed{seed}.pt"),
             "--results", str(group_dir / "seed{seed}.json")]
     assert _stage(stage_inputs, algo, args) == 0
     for seed in (0, 1):
