@@ -5,6 +5,7 @@ checkpoints in the single-seed format, resume."""
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
@@ -347,3 +348,26 @@ def test_a_group_killed_while_testing_resumes_every_seed(tmp_path, monkeypatch):
         assert resumed["learning_curve"] == reference["learning_curve"]
         assert resumed["return_mean"] == reference["return_mean"]
         assert (killed / f"a{s}" / "last.ckpt").is_file() and not (killed / f"a{s}" / "last.work.ckpt").exists()
+
+
+def test_the_workflow_groups_the_seeds_of_exactly_the_agents_multiseed_trains():
+    """core.artifacts.MULTISEED_AGENTS (the agents whose seeds the rules group, read without torch) are the agents
+    check_stackable accepts."""
+    from slate_rl.core import artifacts
+    from slate_rl.online.multiseed import check_stackable
+    from slate_rl.online.registry import build_agent
+    from slate_rl.online.slateq import ClickModel
+
+    sim = build_simulator(make_env_config("focused_topdown", num_items=ITEMS, slate_size=K, episode_length=4))
+    ranker = _ranker(item_dim=sim.items.shape[1])
+    mf = torch.randn(ITEMS, sim.items.shape[1])
+    for name in artifacts.AGENT_NAMES:
+        tag = artifacts.sac_gems_tag("d4_beta1_lc0.5_scratch_s0") if name == "sac_gems" else name
+        agent = build_agent(tag, sim.items, ITEMS, K, 4, ranker, mf, SMALL, click_model=ClickModel.of(sim))
+        try:
+            check_stackable(agent)
+            stackable = True
+        except ConfigError:
+            stackable = False
+        assert stackable == (name in artifacts.MULTISEED_AGENTS), name
+        assert stackable == bool(re.fullmatch(artifacts.MULTISEED_AGENT_WILDCARD, tag)), tag
