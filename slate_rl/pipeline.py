@@ -62,17 +62,18 @@ SECTIONS: dict[str, tuple[type, tuple[str, ...]]] = {
     "mf": (MFConfig, ()),
     "gems": (GeMSConfig, ()),
     "agents": (AgentBuildConfig, ("names", "seeds", "variants")),
-    "online": (OnlineConfig, ()),
+    "online": (OnlineConfig, ("seeds_per_job",)),
     "sac": (SACConfig, ()),
     "reinforce": (ReinforceConfig, ()),
     "slateq": (SlateQConfig, ()),
     "offline_data": (OfflineDataConfig, ()),
-    "offline": (OfflineConfig, ("algos", "seeds", "quality", "qualities")),
+    "offline": (OfflineConfig, ("algos", "seeds", "quality", "qualities", "seeds_per_job")),
     **{name: (cls, ()) for name, cls in ALGO_CONFIGS.items()},
 }
 """Each config.yaml section with settings: its dataclass, and the keys only the workflow reads (which jobs to
-plan: names, seeds, qualities). The dataclass's fields plus those keys are the schema's properties of the section
-(tests/test_workflow.py checks it)."""
+plan: names, seeds, qualities, seeds per job). The dataclass's fields plus those keys are the schema's properties of
+the section (tests/test_workflow.py checks it); the rules pass a section's fields to the stages, never these keys
+(:func:`section_args`)."""
 
 
 def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
@@ -103,6 +104,8 @@ def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PAT
             message = str(exc)
             raise ConfigError(message if message.startswith(("config", "unknown")) else f"config: {message}"
                               ) from None
+    for section in ("online", "offline"):
+        seeds_per_job(config, section)
     known = {*QUALITIES, *config["offline_data"]["mixtures"]}
     keys = [("offline.quality", config["offline"]["quality"])]
     for section in ("offline_data", "offline"):
@@ -146,6 +149,48 @@ def agent_tags(config: dict[str, Any]) -> list[str]:
     variants = config["agents"].get("variants", {})
     return [sac_gems_tag(gems_tag(config)) if name == "sac_gems" else variant_tag(name, variants.get(name, "published"))
             for name in config["agents"]["names"]]
+
+
+def section_args(config: dict[str, Any], section: str, prefix: str = "") -> str:
+    """:func:`config_args` of config.yaml's ``section`` without the keys only the workflow reads
+    (:data:`SECTIONS`): the options a stage takes from that section."""
+    return config_args(config[section], skip=SECTIONS[section][1], prefix=prefix)
+
+
+def seeds_per_job(config: dict[str, Any], section: str) -> int:
+    """``<section>.seeds_per_job`` (``online`` or ``offline``): how many seeds one training job trains; an integer
+    >= 1, else one ConfigError naming the key."""
+    value = config[section].get("seeds_per_job", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"config: key '{section}.seeds_per_job' must be an integer >= 1 (the seeds one training "
+                          f"job trains; 1: one job per seed), got {value!r}")
+    return value
+
+
+def seed_chunks(seeds: list[int], size: int) -> list[list[int]]:
+    """``seeds`` in order, cut into consecutive groups of ``size`` (the last one may be smaller)."""
+    return [list(seeds[i:i + size]) for i in range(0, len(seeds), size)]
+
+
+def seed_jobs(config: dict[str, Any], section: str) -> list[list[int]]:
+    """The seed groups of the multi-seed jobs of ``section`` (``online``: ``agents.seeds``, ``offline``:
+    ``offline.seeds``), in order; none when ``<section>.seeds_per_job`` is 1 (one job per seed, as the single-seed
+    rules plan it)."""
+    size = seeds_per_job(config, section)
+    seeds = config["agents"]["seeds"] if section == "online" else config["offline"]["seeds"]
+    return seed_chunks(seeds, size) if size > 1 else []
+
+
+def per_seed(template: str, seeds: list[int]) -> list[str]:
+    """``template`` (a path template of :mod:`slate_rl.core.artifacts`) for each of ``seeds``, its other fields
+    left as wildcards."""
+    return [template.replace("{seed}", str(s)) for s in seeds]
+
+
+def seeds_template(template: str, wildcards: Any) -> str:
+    """``template`` with the job's wildcards filled in and ``{seed}`` kept: the ``--output-dir``/``--results``/
+    ``--policy-output`` of a ``--seeds`` run (quoted for the shell)."""
+    return shlex.quote(template.format(**{**dict(wildcards.items()), "seed": "{seed}"}))
 
 
 def config_args(values: dict[str, Any] | Any, skip: tuple[str, ...] = (), prefix: str = "") -> str:

@@ -5,6 +5,7 @@ checkpoints in the single-seed format, resume."""
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
@@ -308,3 +309,65 @@ def test_train_agent_with_seeds_writes_every_file_of_a_single_seed_run(tmp_path,
     assert _stage(tmp_path, "sac_topk_ideal", ["--seed", "1", "--seeds", "1,2"], str(group / "y{seed}"),
                   str(group / "y{seed}.json")) == 2
     assert "exactly one of --seed and --seeds" in capsys.readouterr().err
+
+
+def test_a_group_killed_while_testing_resumes_every_seed(tmp_path, monkeypatch):
+    """Seeds are renamed last.work.ckpt -> last.ckpt only once every seed is tested: a job killed while testing (whose
+    outputs Snakemake deletes, last.ckpt included) leaves every seed's resume state, and its rerun resumes the group
+    to the results of an uninterrupted run."""
+    import json
+
+    from slate_rl.stages import train_agent_seeds
+
+    whole = tmp_path / "whole"
+    assert _stage(tmp_path, "sac_topk_ideal", ["--seeds", "1,2"], str(whole / "a{seed}"),
+                  str(whole / "s{seed}.json")) == 0
+    real = train_agent_seeds.write_json
+    written: list[str] = []
+
+    def write_then_die(path, payload):
+        if written:
+            raise KeyboardInterrupt  # killed while testing the second seed
+        written.append(str(path))
+        real(path, payload)
+
+    monkeypatch.setattr(train_agent_seeds, "write_json", write_then_die)
+    killed = tmp_path / "killed"
+    assert _stage(tmp_path, "sac_topk_ideal", ["--seeds", "1,2"], str(killed / "a{seed}"),
+                  str(killed / "s{seed}.json")) != 0
+    monkeypatch.setattr(train_agent_seeds, "write_json", real)
+    for s in (1, 2):
+        assert (killed / f"a{s}" / "last.work.ckpt").is_file()
+        for name in ("best.ckpt", "medium.ckpt", "last.ckpt"):  # what Snakemake deletes of a failed job
+            (killed / f"a{s}" / name).unlink(missing_ok=True)
+        (killed / f"s{s}.json").unlink(missing_ok=True)
+    assert _stage(tmp_path, "sac_topk_ideal", ["--seeds", "1,2"], str(killed / "a{seed}"),
+                  str(killed / "s{seed}.json")) == 0
+    for s in (1, 2):
+        resumed, reference = (json.loads((d / f"s{s}.json").read_text()) for d in (killed, whole))
+        assert resumed["learning_curve"] == reference["learning_curve"]
+        assert resumed["return_mean"] == reference["return_mean"]
+        assert (killed / f"a{s}" / "last.ckpt").is_file() and not (killed / f"a{s}" / "last.work.ckpt").exists()
+
+
+def test_the_workflow_groups_the_seeds_of_exactly_the_agents_multiseed_trains():
+    """core.artifacts.MULTISEED_AGENTS (the agents whose seeds the rules group, read without torch) are the agents
+    check_stackable accepts."""
+    from slate_rl.core import artifacts
+    from slate_rl.online.multiseed import check_stackable
+    from slate_rl.online.registry import build_agent
+    from slate_rl.online.slateq import ClickModel
+
+    sim = build_simulator(make_env_config("focused_topdown", num_items=ITEMS, slate_size=K, episode_length=4))
+    ranker = _ranker(item_dim=sim.items.shape[1])
+    mf = torch.randn(ITEMS, sim.items.shape[1])
+    for name in artifacts.AGENT_NAMES:
+        tag = artifacts.sac_gems_tag("d4_beta1_lc0.5_scratch_s0") if name == "sac_gems" else name
+        agent = build_agent(tag, sim.items, ITEMS, K, 4, ranker, mf, SMALL, click_model=ClickModel.of(sim))
+        try:
+            check_stackable(agent)
+            stackable = True
+        except ConfigError:
+            stackable = False
+        assert stackable == (name in artifacts.MULTISEED_AGENTS), name
+        assert stackable == bool(re.fullmatch(artifacts.MULTISEED_AGENT_WILDCARD, tag)), tag

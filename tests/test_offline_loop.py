@@ -203,9 +203,10 @@ def stage_inputs(tmp_path, sim, expert, arrays):
 
 def _stage(inputs, algo="bc", extra=()):
     d = inputs["dir"]
+    seed = [] if "--seeds" in extra else ["--seed", "0"]
     return main(["train-offline", "--env", "focused_topdown", "--embeddings-file", str(inputs["table"]),
                  "--algo", algo, "--dataset", str(inputs["data"]), "--gems", str(inputs["gems"]),
-                 "--expert", str(inputs["best"]), "--seed", "0", "--total-steps", "8",
+                 "--expert", str(inputs["best"]), *seed, "--total-steps", "8",
                  "--batch-size", "32", "--eval-interval", "4", "--checkpoint-interval", "4", "--val-sessions", "4",
                  "--test-sessions", "8", "--device", "cpu", "--logger-mode", "disabled", "--no-progress",
                  "--policy-output", str(d / f"{algo}.pt"), "--results", str(d / f"{algo}.json"), *extra])
@@ -392,3 +393,56 @@ def test_train_offline_writes_the_same_bytes_twice(stage_inputs):
     for name in outputs:
         assert (d / name).read_bytes() == first[name], name
     assert json.loads((d / "bc.timings.json").read_text())["train_seconds"] > 0
+
+
+def _sha(path) -> str:  # a digest, not the bytes: pytest's diff of two long byte strings takes minutes
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("algo", ["bc", "dt"])
+def test_train_offline_seeds_write_the_bytes_of_one_run_per_seed(stage_inputs, algo):
+    """`--seeds 0,1` (one process, the seeds one after another; TD3+BC's stacked seeds are
+    tests/test_offline_multiseed.py's) writes for each seed the result JSON and the policy
+    file of a `--seed` run, byte for byte, and a timings file beside each result."""
+    alone_dir, group_dir = stage_inputs["dir"] / "alone", stage_inputs["dir"] / "group"  # same file names: the
+    alone_dir.mkdir()  # policy archive holds its own name
+    group_dir.mkdir()
+    alone = {}
+    for seed in (0, 1):
+        extra = [*SEQUENCE_OPTIONS.get(algo, []), "--seed", str(seed), "--policy-output",
+                 str(alone_dir / f"seed{seed}.pt"), "--results", str(alone_dir / f"seed{seed}.json")]
+        assert _stage(stage_inputs, algo, extra) == 0
+        alone[seed] = [_sha(alone_dir / f"seed{seed}{ext}") for ext in (".json", ".pt")]
+    args = [*SEQUENCE_OPTIONS.get(algo, []), "--seeds", "0,1", "--policy-output", str(group_dir / "seed{seed}.pt"),
+            "--results", str(group_dir / "seed{seed}.json")]
+    assert _stage(stage_inputs, algo, args) == 0
+    for seed in (0, 1):
+        assert [_sha(group_dir / f"seed{seed}{ext}") for ext in (".json", ".pt")] == alone[seed], seed
+        assert (group_dir / f"seed{seed}.timings.json").is_file()
+        assert (group_dir / f"seed{seed}.pt.last.ckpt").is_file()
+    assert alone[0] != alone[1]
+
+
+def test_train_offline_seeds_resume_each_seed_and_check_their_options(stage_inputs, capsys):
+    """A rerun of a group resumes every seed from its own checkpoint (a finished seed only re-evaluates); --seed and
+    --seeds exclude each other and --seeds needs {seed} in the output paths."""
+    d = stage_inputs["dir"]
+    args = ["--seeds", "0,1", "--policy-output", str(d / "g{seed}.pt"), "--results", str(d / "g{seed}.json")]
+    assert _stage(stage_inputs, "bc", args) == 0
+    first = [json.loads((d / f"g{seed}.json").read_text()) for seed in (0, 1)]
+    for seed in (0, 1):  # Snakemake deletes the outputs of a failed job; the resume checkpoints stay
+        (d / f"g{seed}.json").unlink()
+        (d / f"g{seed}.pt").unlink()
+    capsys.readouterr()
+    assert _stage(stage_inputs, "bc", args) == 0
+    out = capsys.readouterr().out
+    assert "starting over" not in out and "bc: step" not in out  # both seeds resumed at their last step
+    for seed, before in zip((0, 1), first, strict=True):
+        after = json.loads((d / f"g{seed}.json").read_text())
+        assert after["seed"] == seed and after["learning_curve"] == before["learning_curve"]
+    assert _stage(stage_inputs, "bc", ["--seeds", "0,1"]) != 0  # outputs without {seed}
+    assert "must contain {seed}" in capsys.readouterr().err
+    assert _stage(stage_inputs, "bc", ["--seeds", "0,0", *args[2:]]) != 0
+    assert "distinct" in capsys.readouterr().err

@@ -267,14 +267,17 @@ def test_a_diverging_seed_stops_alone(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- the stage
 def test_the_stage_function_writes_every_file_of_a_single_seed_run(tmp_path, stage_inputs, expert, sim):  # noqa: F811
-    """``train_offline_seeds.run(args, [1, 2])`` with train-offline's options writes, per seed, the files
+    """``train-offline --seeds 1,2`` for TD3+BC (the stacked trainer) writes, per seed, the files
     ``train-offline --seed s`` writes, with the same result fields; seed 2's policy acts like the single-seed
     one up to float rounding; a non-stackable algorithm and a path without {seed} are refused."""
     import argparse
     import json
+    from pathlib import Path
 
     from test_offline_loop import _stage
 
+    from slate_rl.core.config import from_namespace
+    from slate_rl.offline.config import ALGO_CONFIGS
     from slate_rl.offline.policy import algo_policy
     from slate_rl.online.loop import evaluate
     from slate_rl.stages import train_offline, train_offline_seeds
@@ -296,8 +299,14 @@ def test_the_stage_function_writes_every_file_of_a_single_seed_run(tmp_path, sta
             "--logger-mode", "disabled", "--no-progress", "--policy-output", str(d / policy),
             "--results", str(d / "seed{seed}.json")])
 
-    out = train_offline_seeds.run(args(), [1, 2])
-    assert [r["seed"] for r in out] == [1, 2]
+    def group(a: argparse.Namespace, seeds: list[int]) -> list[dict]:
+        cfg = from_namespace(OfflineConfig, a)
+        algo_cfg = from_namespace(ALGO_CONFIGS[a.algo], a, prefix=f"{a.algo}_")
+        paths = [[Path(str(t).replace("{seed}", str(s))) for s in seeds] for t in (a.policy_output, a.results)]
+        return train_offline_seeds.train_together(a, train_offline.load_inputs(a), cfg, algo_cfg, seeds, *paths)
+
+    assert _stage({**inputs, "dir": d}, "td3bc", ["--seeds", "1,2", "--policy-output", str(d / "seed{seed}.pt"),
+                                                   "--results", str(d / "seed{seed}.json")]) == 0
     reference = json.loads((single / "td3bc.json").read_text())
     for s in (1, 2):
         result = json.loads((d / f"seed{s}.json").read_text())
@@ -321,7 +330,7 @@ def test_the_stage_function_writes_every_file_of_a_single_seed_run(tmp_path, sta
         acts.append(algo.act(norm(HELD_OUT.repeat(1, 20 // OBS + 1)[:, :20])))
         assert evaluate(sim, algo_policy(enc, expert.ranker, algo, norm), 5, 4).shape == (4,)
     torch.testing.assert_close(acts[0], acts[1], rtol=1e-4, atol=1e-4)
-    with pytest.raises(ConfigError, match="supports td3bc, not bc"):
-        train_offline_seeds.run(args("bc"), [1, 2])
-    with pytest.raises(ConfigError, match="--policy-output must contain"):
-        train_offline_seeds.run(args(policy="p.pt"), [1, 2])
+    with pytest.raises(ConfigError, match="trains td3bc together, not bc"):
+        group(args("bc"), [1, 2])
+    with pytest.raises(ConfigError, match="--seeds must be distinct"):
+        group(args(), [1, 1])

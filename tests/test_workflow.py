@@ -263,3 +263,104 @@ def test_the_schema_names_what_core_artifacts_names():
     assert tuple(mixtures["propertyNames"]["not"]["enum"]) == artifacts.QUALITIES
     assert tuple(mixtures["additionalProperties"]["propertyNames"]["enum"]) == artifacts.QUALITIES
     assert tuple(props["gems"]["properties"]["item_table"]["enum"]) == artifacts.GEMS_ITEM_TABLES
+
+
+# --------------------------------------------------------------------- seeds per job (online and offline)
+
+
+def _plan(tmp_path: Path, overlay: dict) -> list[dict]:
+    """The jobs of `snakemake -n -p` on the tiny config plus ``overlay``: rule, outputs and shell command each."""
+    extra = tmp_path / "overlay.yaml"
+    extra.write_text(yaml.safe_dump(overlay))
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    res = snakemake("-n", "-p", "--configfile", str(TINY), str(extra), cwd=work)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    jobs = []
+    for block in res.stdout.split("\nrule ")[1:]:
+        lines = block.splitlines()
+        fields = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in lines[1:] if ":" in line}
+        jobs.append({"rule": lines[0].rstrip(":"), "output": fields.get("output", "").split(", "),
+                     "shell": fields.get("Shell command", "")})
+    return jobs
+
+
+def _training_jobs(jobs: list[dict], stage: str) -> list[dict]:
+    return [j for j in jobs if f"slate-rl {stage} " in j["shell"]]
+
+
+def _option(shell: str, name: str) -> str | None:
+    words = shell.split()
+    return words[words.index(name) + 1] if name in words else None
+
+
+GROUPED = {"agents": {"names": ["sac_gems", "reinforce"], "seeds": [0, 1, 2, 3, 4]},
+           "offline": {"algos": ["td3bc"], "seeds": [0, 1, 2]}}
+
+
+def test_one_seed_per_job_plans_one_single_seed_job_per_seed(tmp_path):
+    """seeds_per_job 1 (the default): today's plan, one online_agent / offline_policy job per seed running --seed,
+    and the key reaches no stage."""
+    overlay = {"agents": GROUPED["agents"], "online": {"seeds_per_job": 1},
+               "offline": {**GROUPED["offline"], "seeds_per_job": 1}}
+    jobs = _plan(tmp_path, overlay)
+    agents, offline = _training_jobs(jobs, "train-agent"), _training_jobs(jobs, "train-offline")
+    assert {j["rule"] for j in agents} == {"online_agent"} and {j["rule"] for j in offline} == {"offline_policy"}
+    assert sorted((_option(j["shell"], "--agent"), _option(j["shell"], "--seed")) for j in agents) == sorted(
+        (agent, str(s)) for agent in ("sac_gems_d8_beta1_lc0.5_scratch_s58407201", "reinforce") for s in range(5))
+    assert sorted(_option(j["shell"], "--seed") for j in offline) == ["0", "1", "2"]
+    for job in agents + offline:
+        assert "--seeds" not in job["shell"] and "seeds-per-job" not in job["shell"], job["shell"]
+
+
+def test_seeds_per_job_groups_the_seeds_of_sac_agents_and_offline_algorithms(tmp_path):
+    overlay = {"agents": GROUPED["agents"], "online": {"seeds_per_job": 2},
+               "offline": {**GROUPED["offline"], "seeds_per_job": 2}}
+    jobs = _plan(tmp_path, overlay)
+    sac = "sac_gems_d8_beta1_lc0.5_scratch_s58407201"
+    agents = _training_jobs(jobs, "train-agent")
+    grouped = sorted((j for j in agents if _option(j["shell"], "--agent") == sac),
+                     key=lambda j: _option(j["shell"], "--seeds") or "")
+    assert [_option(j["shell"], "--seeds") for j in grouped] == ["0,1", "2,3", "4"]
+    assert [j["rule"] for j in grouped] == ["online_agent_seeds_0_1", "online_agent_seeds_2_3", "online_agent_seeds_4"]
+    for job, seeds in zip(grouped, ([0, 1], [2, 3], [4]), strict=True):
+        assert "--seed" not in job["shell"].split() and "seeds-per-job" not in job["shell"]
+        assert _option(job["shell"], "--output-dir") == f"'data/agents/diffuse_mix/{sac}/seed{{seed}}'"
+        assert _option(job["shell"], "--results") == f"'results/diffuse_mix/online/{sac}/seed{{seed}}.json'"
+        assert sorted(job["output"]) == sorted(
+            [f"data/agents/diffuse_mix/{sac}/seed{s}/{c}.ckpt" for s in seeds for c in ("best", "medium", "last")]
+            + [f"results/diffuse_mix/online/{sac}/seed{s}.json" for s in seeds])
+    # REINFORCE cannot train seeds together: one job per seed, as before
+    single = [j for j in agents if _option(j["shell"], "--agent") == "reinforce"]
+    assert {j["rule"] for j in single} == {"online_agent"}
+    assert sorted(_option(j["shell"], "--seed") for j in single) == ["0", "1", "2", "3", "4"]
+    offline = sorted(_training_jobs(jobs, "train-offline"), key=lambda j: _option(j["shell"], "--seeds") or "")
+    assert [(j["rule"], _option(j["shell"], "--seeds")) for j in offline] == [
+        ("offline_policy_seeds_0_1", "0,1"), ("offline_policy_seeds_2", "2")]
+    for job, seeds in zip(offline, ([0, 1], [2]), strict=True):
+        assert "--seed" not in job["shell"].split()
+        assert _option(job["shell"], "--policy-output") == "'data/policies/diffuse_mix/expert/td3bc/seed{seed}.pt'"
+        assert sorted(job["output"]) == sorted(
+            [f"data/policies/diffuse_mix/expert/td3bc/seed{s}.pt" for s in seeds]
+            + [f"results/diffuse_mix/expert/td3bc/seed{s}.json" for s in seeds])
+    # what reads the per-seed files is unchanged: the behaviour agent (seed 0) and the aggregate over seeds
+    assert any(j["rule"] == "offline_dataset" for j in jobs)
+    assert sum(j["rule"] == "offline_aggregate" for j in jobs) == 1
+
+
+@pytest.mark.parametrize("value", [0, -2, 1.5, "two", True])
+@pytest.mark.parametrize("section", ["online", "offline"])
+def test_seeds_per_job_must_be_a_positive_integer(section, value):
+    cfg = _config()
+    cfg[section]["seeds_per_job"] = value
+    with pytest.raises(ConfigError, match=rf"{section}\.seeds_per_job") as err:
+        validate_config(cfg)
+    assert "\n" not in str(err.value)
+
+
+def test_a_bad_seeds_per_job_stops_snakemake_with_one_message(tmp_path):
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("online: {seeds_per_job: 0}\n")
+    res = snakemake("-n", "--configfile", str(overlay), cwd=tmp_path)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "online.seeds_per_job" in res.stderr + res.stdout

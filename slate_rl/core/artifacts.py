@@ -81,6 +81,14 @@ AGENT_TAG_WILDCARD = "|".join([
     rf"(?:{'|'.join(VARIANT_AGENTS)})(?:{CORRECTED_SUFFIX})?",
 ])
 
+MULTISEED_AGENTS = ("sac_gems", "sac_topk_ideal", "sac_topk_mf", "sac_kargmax")
+"""Agents whose seeds train together in one process (``train-agent --seeds``: plain SAC with a ranker,
+``slate_rl.online.multiseed.check_stackable``); the others train one seed per job whatever
+``online.seeds_per_job`` says."""
+MULTISEED_AGENT_WILDCARD = "|".join([rf"{SAC_GEMS_PREFIX}{GEMS_TAG_WILDCARD}",
+                                     *(name for name in MULTISEED_AGENTS if name != "sac_gems")])
+"""The tags of :data:`MULTISEED_AGENTS` (a Snakemake wildcard constraint)."""
+
 
 def sac_gems_tag(gems: str) -> str:
     """The tag of SAC+GeMS over the GeMS checkpoint named ``gems``."""

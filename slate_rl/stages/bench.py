@@ -196,7 +196,8 @@ def _conditioning(args: argparse.Namespace, sim: Any) -> None:
         except ValueError as exc:
             raise ConfigError(f"--sampling-steps must be comma-separated integers, got "
                               f"{args.sampling_steps!r}") from exc
-    rows, verdicts = [], {}
+    rows: list[dict[str, Any]] = []
+    verdicts: dict[str, str] = {}
     for steps in settings:
         policy, meta = sequence_bench.load_sequence_policy(args.policy, sim, args.gems, args.expert, steps)
         group = sequence_bench.return_conditioning(sim, policy, targets, args.test_seed, args.test_sessions)

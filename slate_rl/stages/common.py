@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +20,24 @@ from slate_rl.sim.embeddings import (
     generate_item_embeddings,
     load_item_embeddings,
 )
+
+
+def parse_seeds(text: str) -> list[int]:
+    """The seeds of a ``--seeds 0,1,2`` option: distinct integers, in the order given."""
+    try:
+        seeds = [int(v) for v in text.split(",")]
+    except ValueError as exc:
+        raise ConfigError(f"--seeds must be comma-separated integers, got {text!r}") from exc
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds must be distinct, got {text!r}")
+    return seeds
+
+
+def per_seed_path(template: str, seed: int, option: str) -> Path:
+    """Seed ``seed``'s path of a ``--seeds`` run's ``option``, a template holding ``{seed}``."""
+    if "{seed}" not in template:
+        raise ConfigError(f"{option} must contain {{seed}} when training several seeds (--seeds), got {template!r}")
+    return Path(template.replace("{seed}", str(seed)))
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from slate_rl.core.config import from_namespace, to_dict
-from slate_rl.core.errors import ArtifactError, ConfigError
+from slate_rl.core.errors import ArtifactError
 from slate_rl.core.io import fingerprint, remove_stale_temp_files, write_json, write_timings
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
@@ -36,23 +36,7 @@ from slate_rl.online.reinforce import ReinforceConfig
 from slate_rl.online.sac import SACConfig
 from slate_rl.online.slateq import ClickModel, SlateQConfig
 from slate_rl.sim.embeddings import load_item_embeddings
-from slate_rl.stages.common import input_hashes, simulator_from_args
-
-
-def parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(v) for v in text.split(",")]
-    except ValueError as exc:
-        raise ConfigError(f"--seeds must be comma-separated integers, got {text!r}") from exc
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds must be distinct, got {text!r}")
-    return seeds
-
-
-def per_seed_path(template: str, seed: int, option: str) -> Path:
-    if "{seed}" not in template:
-        raise ConfigError(f"{option} must contain {{seed}} when training several seeds (--seeds), got {template!r}")
-    return Path(template.replace("{seed}", str(seed)))
+from slate_rl.stages.common import input_hashes, parse_seeds, per_seed_path, simulator_from_args
 
 
 def agent_settings(args: argparse.Namespace
@@ -128,9 +112,12 @@ def run(args: argparse.Namespace) -> None:
         })
         write_timings(results[i], train_seconds=elapsed, device=str(sim.device),
                       seeds_trained_together=",".join(map(str, seeds)))
-        os.replace(resumes[i], out / "last.ckpt")
         print(f"wrote {results[i]}: seed {s} test return {stats['mean']:.2f} +- {stats['ci']:.2f} "
               f"(best validation {state.best_val:.2f} at step {state.best_step})")
+    # Only once every seed is tested: a job killed while testing keeps every seed's resume state (Snakemake deletes
+    # the outputs of a failed job, last.ckpt included), so that its rerun resumes the whole group.
+    for resume, out in zip(resumes, outs, strict=True):
+        os.replace(resume, out / "last.ckpt")
     print(f"{len(seeds)} seeds trained together in {elapsed:.0f} s on {sim.device}")
 
 

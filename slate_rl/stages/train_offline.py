@@ -10,11 +10,20 @@ checkpoint.
 
 Writes the policy (``--policy-output``, tensors + JSON), the results JSON and a resume checkpoint
 beside the policy (``<policy>.last.ckpt``); a rerun resumes from it.
+
+``--seeds 0,1,2`` instead of ``--seed``: the inputs are loaded once and each seed is trained as
+``--seed s`` trains it (:func:`train_seed`: the same bytes), one after another, writing the files of a
+``--seed`` run; ``--policy-output`` and ``--results`` then hold ``{seed}``. Each seed keeps its own
+resume checkpoint, so a rerun of a killed group resumes every seed where it stopped (a finished seed
+only re-evaluates). TD3+BC's seeds train together instead, their networks stacked
+(:mod:`slate_rl.stages.train_offline_seeds`, :mod:`slate_rl.offline.multiseed`): the same files per seed,
+the same random streams, equal up to float rounding.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +33,15 @@ import torch
 from slate_rl.core.artifacts import TEST_SEED, TEST_SESSIONS
 from slate_rl.core.config import add_arguments as add_config_arguments
 from slate_rl.core.config import from_namespace, to_dict
-from slate_rl.core.errors import ArtifactError
+from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import file_sha256, fingerprint, write_json, write_timings
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
-from slate_rl.data.d4rl import load_dataset
+from slate_rl.data.buffer import EpisodeBuffer
+from slate_rl.data.d4rl import OfflineDataset, load_dataset
+from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.rankers import GeMSRanker, load_gems_ranker
-from slate_rl.offline.base import Normalizer
+from slate_rl.offline.base import Normalizer, OfflineAlgo
 from slate_rl.offline.datasets import load_behaviour, relabel_actions
 from slate_rl.offline.evaluation import (
     NORMALIZED_SCORE_DEFINITION,
@@ -38,14 +49,19 @@ from slate_rl.offline.evaluation import (
     normalized_score,
     reference_returns,
 )
-from slate_rl.offline.loop import OfflineConfig, prepare_buffer, train_offline, with_total_steps
+from slate_rl.offline.loop import OfflineConfig, OfflineState, prepare_buffer, train_offline, with_total_steps
+from slate_rl.offline.multiseed import STACKABLE
 from slate_rl.offline.policy import policy_for, save_policy
 from slate_rl.offline.registry import ALGO_CONFIGS, ALGOS, make_algo
 from slate_rl.offline.sequence import SequenceAlgo, SessionSpec
+from slate_rl.online.sac import SAC
+from slate_rl.sim.core import TopicRec
 from slate_rl.stages.common import (
     add_env_arguments,
     add_training_arguments,
     input_hashes,
+    parse_seeds,
+    per_seed_path,
     positive_int,
     simulator_from_args,
 )
@@ -68,7 +84,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "false); the normalised score always uses the deterministic expert")
     parser.add_argument("--expert-noise", type=float, default=0.1,
                         help="exploration noise of the collection-mode expert reference (as offline_data.noise)")
-    parser.add_argument("--seed", type=int, required=True, help="training seed")
+    parser.add_argument("--seed", type=int, default=None, help="training seed")
+    parser.add_argument("--seeds", default=None,
+                        help="instead of --seed: comma-separated seeds trained in one process (one after another, each "
+                        "as --seed trains it); --policy-output and --results then contain {seed}")
     parser.add_argument("--test-seed", type=int, default=TEST_SEED, help="seed of the fixed test users")
     parser.add_argument("--test-sessions", type=positive_int, default=TEST_SESSIONS, help="test users")
     add_config_arguments(parser, OfflineConfig)
@@ -79,9 +98,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", required=True, help="destination results .json")
 
 
-def run(args: argparse.Namespace) -> None:
-    cfg = from_namespace(OfflineConfig, args)
-    algo_cfg: Any = from_namespace(ALGO_CONFIGS[args.algo], args, prefix=f"{args.algo}_")
+@dataclass
+class OfflineInputs:
+    """What every seed of a run reads: the simulator, the dataset, its GeMS, the expert (state encoder), the
+    decoder the actions live in (the dataset's GeMS, or ``--relabel-gems``'s) and the relabelled actions."""
+
+    sim: TopicRec
+    table_source: Any
+    dataset: OfflineDataset
+    expert: SAC
+    encoder: BeliefEncoder
+    decoder: GeMSRanker
+    actions: np.ndarray | None
+    relabel: dict[str, Any] | None
+
+
+def load_inputs(args: argparse.Namespace) -> OfflineInputs:
+    """Load and check the run's inputs (once for all its seeds)."""
     sim, table_source = simulator_from_args(args)
     c = sim.config
     gems = load_gems_ranker(args.gems, num_items=c.num_items, device=sim.device)
@@ -96,7 +129,6 @@ def run(args: argparse.Namespace) -> None:
                             f"{dataset.metadata['state_encoder']['sha256']!r} but --expert {args.expert} has "
                             f"{expert_sha!r}: the states were encoded by another agent; pass that agent's best.ckpt")
     expert, _ = load_behaviour(args.expert, sim, gems)
-    encoder = expert.actor_belief
     decoder: GeMSRanker = gems
     actions = None
     relabel: dict[str, Any] | None = None
@@ -106,54 +138,120 @@ def run(args: argparse.Namespace) -> None:
         actions = decoder.clip(torch.from_numpy(raw).to(sim.device)).cpu().numpy()
         relabel = {"gems": args.relabel_gems, "sha256": file_sha256(args.relabel_gems),
                    "clipped_fraction": float((actions != raw).mean())}
-    buffer = dataset.to_buffer(sim.device, actions)
-    normalizer = Normalizer(int(dataset.metadata["obs_dim"])).to(sim.device)
+    return OfflineInputs(sim, table_source, dataset, expert, expert.actor_belief, decoder, actions, relabel)
+
+
+def run(args: argparse.Namespace) -> None:
+    if (args.seed is None) == (args.seeds is None):
+        raise ConfigError("train-offline needs exactly one of --seed and --seeds")
+    if args.seeds is None:
+        seeds, policies, results = [args.seed], [Path(args.policy_output)], [Path(args.results)]
+    else:
+        seeds = parse_seeds(args.seeds)
+        policies = [per_seed_path(args.policy_output, s, "--policy-output") for s in seeds]
+        results = [per_seed_path(args.results, s, "--results") for s in seeds]
+    cfg = from_namespace(OfflineConfig, args)  # the settings' errors before any loading
+    algo_cfg: Any = from_namespace(ALGO_CONFIGS[args.algo], args, prefix=f"{args.algo}_")
+    inputs = load_inputs(args)
+    if args.seeds is not None and args.algo in STACKABLE:
+        from slate_rl.stages.train_offline_seeds import train_together  # the vectorised multi-seed trainer
+
+        train_together(args, inputs, cfg, algo_cfg, seeds, policies, results)
+        return
+    for seed, policy_path, results_path in zip(seeds, policies, results, strict=True):
+        train_seed(args, inputs, cfg, algo_cfg, seed, policy_path, results_path)
+
+
+def prepare_data(inputs: OfflineInputs, cfg: OfflineConfig) -> tuple[EpisodeBuffer, Normalizer]:
+    """The dataset in the replay buffer (relabelled actions if any), its states normalised."""
+    buffer = inputs.dataset.to_buffer(inputs.sim.device, inputs.actions)
+    normalizer = Normalizer(int(inputs.dataset.metadata["obs_dim"])).to(inputs.sim.device)
     prepare_buffer(buffer, normalizer, cfg.normalize_states)
-    torch.manual_seed(args.seed)
-    algo = make_algo(args.algo, normalizer.mean.shape[0], decoder.action_center, decoder.action_scale, cfg.gamma,
-                     cfg.total_steps, {args.algo: algo_cfg},
-                     SessionSpec(c.episode_length, c.num_items, c.slate_size)).to(sim.device)
-    if isinstance(algo, SequenceAlgo):  # its own number of updates and batch; intervals scaled alike
-        cfg = with_total_steps(cfg, algo_cfg.total_steps, algo.batch_windows)
-    policy = policy_for(encoder, decoder, algo, normalizer)
-    inputs = input_hashes(dataset=args.dataset, gems=args.gems, expert=args.expert, relabel_gems=args.relabel_gems,
-                          embeddings=args.embeddings_file)
+    return buffer, normalizer
+
+
+def build_algo(args: argparse.Namespace, inputs: OfflineInputs, cfg: OfflineConfig, algo_cfg: Any,
+               normalizer: Normalizer, seed: int) -> OfflineAlgo:
+    """Seed ``seed``'s algorithm, initialised from ``torch.manual_seed(seed)``."""
+    c = inputs.sim.config
+    torch.manual_seed(seed)
+    return make_algo(args.algo, normalizer.mean.shape[0], inputs.decoder.action_center, inputs.decoder.action_scale,
+                     cfg.gamma, cfg.total_steps, {args.algo: algo_cfg},
+                     SessionSpec(c.episode_length, c.num_items, c.slate_size)).to(inputs.sim.device)
+
+
+def run_meta(args: argparse.Namespace, inputs: OfflineInputs, cfg: OfflineConfig, algo_cfg: Any, seed: int
+             ) -> tuple[dict[str, Any], str]:
+    """Seed ``seed``'s result metadata and the fingerprint of its resume checkpoint."""
     meta: dict[str, Any] = {
-        "env": args.env, "quality": dataset.metadata["quality"], "algo": args.algo, "seed": args.seed,
-        "offline": to_dict(cfg), "algo_config": to_dict(algo_cfg), "inputs": inputs,
+        "env": args.env, "quality": inputs.dataset.metadata["quality"], "algo": args.algo, "seed": seed,
+        "offline": to_dict(cfg), "algo_config": to_dict(algo_cfg),
+        "inputs": input_hashes(dataset=args.dataset, gems=args.gems, expert=args.expert,
+                               relabel_gems=args.relabel_gems, embeddings=args.embeddings_file),
         "state_encoder": {"source": "the dataset's (the expert's actor GRU), frozen", "checkpoint": args.expert},
         "decoder": "relabelled: " + args.relabel_gems if args.relabel_gems else "the dataset's GeMS",
-        "relabel": relabel,
+        "relabel": inputs.relabel,
     }
-    run_id = fingerprint({k: meta[k] for k in ("offline", "algo_config", "inputs", "seed")})
-    policy_path = Path(args.policy_output)
-    last = policy_path.with_name(policy_path.name + ".last.ckpt")
-    logger = RunLogger(f"{args.algo}-{args.env}-{meta['quality']}-seed{args.seed}", meta, args.logger_mode,
+    return meta, fingerprint({k: meta[k] for k in ("offline", "algo_config", "inputs", "seed")})
+
+
+def resume_path(policy_path: Path) -> Path:
+    """The resume checkpoint beside a policy file."""
+    return policy_path.with_name(policy_path.name + ".last.ckpt")
+
+
+def references(args: argparse.Namespace, inputs: OfflineInputs) -> dict[str, dict[str, Any]]:
+    """The reference points on the test users (the same for every seed)."""
+    return reference_returns(inputs.sim, inputs.expert, inputs.encoder, inputs.decoder, inputs.dataset.metadata,
+                             args.test_seed, args.test_sessions, args.expert_noise, args.expert_stochastic)
+
+
+def train_seed(args: argparse.Namespace, inputs: OfflineInputs, cfg: OfflineConfig, algo_cfg: Any, seed: int,
+               policy_path: Path, results_path: Path) -> None:
+    """Train and test seed ``seed`` (its own buffer, networks and resume checkpoint); write its policy, results and
+    timings: the whole of a ``--seed`` run after loading the inputs."""
+    sim = inputs.sim
+    buffer, normalizer = prepare_data(inputs, cfg)
+    algo = build_algo(args, inputs, cfg, algo_cfg, normalizer, seed)
+    if isinstance(algo, SequenceAlgo):  # its own number of updates and batch; intervals scaled alike
+        cfg = with_total_steps(cfg, algo_cfg.total_steps, algo.batch_windows)
+    policy = policy_for(inputs.encoder, inputs.decoder, algo, normalizer)
+    meta, run_id = run_meta(args, inputs, cfg, algo_cfg, seed)
+    logger = RunLogger(f"{args.algo}-{args.env}-{meta['quality']}-seed{seed}", meta, args.logger_mode,
                        group=args.env)
-    state = train_offline(algo, buffer, cfg, args.seed,
+    state = train_offline(algo, buffer, cfg, seed,
                           lambda: float(evaluate_returns(sim, policy, cfg.val_seed, cfg.val_sessions).mean()),
-                          last, logger, progress=not args.no_progress, fingerprint=run_id)
+                          resume_path(policy_path), logger, progress=not args.no_progress, fingerprint=run_id)
     logger.finish()
+    write_outputs(args, inputs, algo, normalizer, state, meta, references(args, inputs), policy_path, results_path)
+
+
+def write_outputs(args: argparse.Namespace, inputs: OfflineInputs, algo: OfflineAlgo, normalizer: Normalizer,
+                  state: OfflineState, meta: dict[str, Any], refs: dict[str, dict[str, Any]], policy_path: Path,
+                  results_path: Path, **timings: Any) -> dict[str, Any]:
+    """Test the trained ``algo`` on the test users; write its policy file, results JSON and timings; return the
+    results."""
+    sim = inputs.sim
     algo.eval()
-    returns = evaluate_returns(sim, policy, args.test_seed, args.test_sessions)
+    returns = evaluate_returns(sim, policy_for(inputs.encoder, inputs.decoder, algo, normalizer), args.test_seed,
+                               args.test_sessions)
     stats = mean_ci(returns)
-    references = reference_returns(sim, expert, encoder, decoder, dataset.metadata, args.test_seed,
-                                   args.test_sessions, args.expert_noise, args.expert_stochastic)
-    score = normalized_score(stats["mean"], references)
-    rand = references["random"]["return_mean"]
-    save_policy(policy_path, algo, normalizer, encoder, meta)
-    write_json(args.results, {
+    score = normalized_score(stats["mean"], refs)
+    save_policy(policy_path, algo, normalizer, inputs.encoder, meta)
+    result = {
         **meta,
         "return_mean": stats["mean"], "return_std": stats["std"], "return_ci95": stats["ci"], "n_sessions": stats["n"],
         "normalized_score": score,
         "normalized_score_definition": NORMALIZED_SCORE_DEFINITION,
-        "references": references, "test_seed": args.test_seed, "learning_curve": state.curve,
+        "references": refs, "test_seed": args.test_seed, "learning_curve": state.curve,
         "final_metrics": state.metrics, "device": str(sim.device),
-        "item_embeddings": table_source, "returns": np.round(returns, 3).tolist(),
+        "item_embeddings": inputs.table_source, "returns": np.round(returns, 3).tolist(),
         **({"sequence": algo.describe()} if isinstance(algo, SequenceAlgo) else {}),
-    })
-    write_timings(args.results, train_seconds=state.train_seconds, device=str(sim.device))
-    print(f"wrote {args.results}: {args.algo} on {meta['quality']}: test return {stats['mean']:.2f} +- "
-          f"{stats['ci']:.2f} (behaviour {references['behaviour']['return_mean']:.2f}, z=0 "
-          f"{references['zero_action']['return_mean']:.2f}, random {rand:.2f}; normalised {score:.1f}), "
-          f"{state.train_seconds:.0f} s on {sim.device}")
+    }
+    write_json(results_path, result)
+    write_timings(results_path, train_seconds=state.train_seconds, device=str(sim.device), **timings)
+    print(f"wrote {results_path}: {args.algo} on {meta['quality']}: test return {stats['mean']:.2f} +- "
+          f"{stats['ci']:.2f} (behaviour {refs['behaviour']['return_mean']:.2f}, z=0 "
+          f"{refs['zero_action']['return_mean']:.2f}, random {refs['random']['return_mean']:.2f}; normalised "
+          f"{score:.1f}), {state.train_seconds:.0f} s on {sim.device}")
+    return result

@@ -12,6 +12,10 @@ from slate_rl.pipeline import (
     gems_config,
     gems_tag,
     agent_tags,
+    per_seed,
+    section_args,
+    seed_jobs,
+    seeds_template,
     validate_config,
 )
 

@@ -73,7 +73,7 @@ rule offline_policy:
         results=A.OFFLINE_RESULT,
     params:
         env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),
-        offline=config_args(config["offline"], skip=("algos", "seeds", "quality", "qualities")),
+        offline=section_args(config, "offline"),
         algo=lambda wildcards: config_args(config[wildcards.algo], prefix=f"{wildcards.algo}_"),
         expert=f"--expert-noise {config['offline_data']['noise']}"
         + ("" if config["offline_data"]["deterministic"] else " --expert-stochastic"),
@@ -98,6 +98,55 @@ rule offline_policy:
         "{params.test} "
         "--device {params.device} --logger-mode {params.logger} --no-progress "
         "--policy-output {output.policy} --results {output.results} > {log} 2>&1"
+
+
+# offline.seeds_per_job > 1: the seeds of offline.seeds in consecutive groups of that size, one job per group
+# (and environment, dataset, algorithm) running `train-offline --seeds a,b,c`, which writes for every seed the
+# files of a --seed run (same bytes); the rule declares them all, so the aggregate and the report are unchanged.
+# Each seed's resume checkpoint (<policy>.last.ckpt) is no output, so a killed group resumes where each seed
+# stopped. None of this exists with 1.
+for _seeds in seed_jobs(config, "offline"):
+
+    rule:
+        name:
+            f"offline_policy_seeds_{'_'.join(map(str, _seeds))}"
+        input:
+            unpack(offline_inputs),
+        output:
+            policy=per_seed(A.POLICY, _seeds),
+            results=per_seed(A.OFFLINE_RESULT, _seeds),
+        params:
+            seeds=",".join(map(str, _seeds)),
+            env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),
+            offline=section_args(config, "offline"),
+            algo=lambda wildcards: config_args(config[wildcards.algo], prefix=f"{wildcards.algo}_"),
+            expert=f"--expert-noise {config['offline_data']['noise']}"
+            + ("" if config["offline_data"]["deterministic"] else " --expert-stochastic"),
+            test=TEST_ARGS,
+            device=config["device"],
+            logger=config["logger"]["mode"],
+            policy=lambda wildcards: seeds_template(A.POLICY, wildcards),
+            results=lambda wildcards: seeds_template(A.OFFLINE_RESULT, wildcards),
+        log:
+            f"logs/offline/{{env}}/{{quality}}/{{algo}}/seeds{'_'.join(map(str, _seeds))}.log",
+        benchmark:
+            f"benchmarks/offline/{{env}}/{{quality}}/{{algo}}/seeds{'_'.join(map(str, _seeds))}.tsv"
+        threads: 2
+        conda:
+            "../../envs/slate_rl.yaml"
+        resources:
+            mem_mb=8000,
+            runtime=720 * len(_seeds),  # the seeds train one after another
+            gpu=1,
+        shell:
+            "slate-rl train-offline --threads {threads} --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
+            "--algo {wildcards.algo} --dataset {input.dataset} --gems {input.gems} --expert {input.expert} "
+            "--seeds {params.seeds} {params.offline} {params.algo} {params.expert} "
+            "{params.test} "
+            "--device {params.device} --logger-mode {params.logger} --no-progress "
+            "--policy-output {params.policy} --results {params.results} > {log} 2>&1"
+
+    workflow.ruleorder(f"offline_policy_seeds_{'_'.join(map(str, _seeds))}", "offline_policy")
 
 
 rule offline_aggregate:
