@@ -446,3 +446,17 @@ def test_train_offline_seeds_resume_each_seed_and_check_their_options(stage_inpu
     assert "must contain {seed}" in capsys.readouterr().err
     assert _stage(stage_inputs, "bc", ["--seeds", "0,0", *args[2:]]) != 0
     assert "distinct" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_train_offline_flushes_denormals_while_training_on_cpu(stage_inputs, monkeypatch, keep):
+    """Subnormal floats read as zero while a CPU run trains (several times faster once trained networks produce
+    them), unless --keep-denormals; IEEE arithmetic is back afterwards."""
+    from slate_rl.stages import train_offline
+
+    seen = []
+    tiny = torch.tensor([1e-39], dtype=torch.float32)  # subnormal in float32
+    monkeypatch.setattr(train_offline, "train_seed", lambda *a, **k: seen.append(float((tiny * 1.0).item())))
+    assert _stage(stage_inputs, "bc", ["--keep-denormals"] if keep else []) == 0
+    assert seen == ([pytest.approx(1e-39, rel=1e-3)] if keep else [0.0])
+    assert float((tiny * 1.0).item()) > 0.0
