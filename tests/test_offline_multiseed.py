@@ -280,7 +280,7 @@ def test_the_stage_function_writes_every_file_of_a_single_seed_run(tmp_path, sta
     from slate_rl.offline.config import ALGO_CONFIGS
     from slate_rl.offline.policy import algo_policy
     from slate_rl.online.loop import evaluate
-    from slate_rl.stages import train_offline, train_offline_seeds
+    from slate_rl.stages import train_offline
 
     inputs = stage_inputs
     single = tmp_path / "single"
@@ -303,7 +303,7 @@ def test_the_stage_function_writes_every_file_of_a_single_seed_run(tmp_path, sta
         cfg = from_namespace(OfflineConfig, a)
         algo_cfg = from_namespace(ALGO_CONFIGS[a.algo], a, prefix=f"{a.algo}_")
         paths = [[Path(str(t).replace("{seed}", str(s))) for s in seeds] for t in (a.policy_output, a.results)]
-        return train_offline_seeds.train_together(a, train_offline.load_inputs(a), cfg, algo_cfg, seeds, *paths)
+        return train_offline.train_together(a, train_offline.load_inputs(a), cfg, algo_cfg, seeds, *paths)
 
     assert _stage({**inputs, "dir": d}, "td3bc", ["--seeds", "1,2", "--policy-output", str(d / "seed{seed}.pt"),
                                                    "--results", str(d / "seed{seed}.json")]) == 0

@@ -16,7 +16,7 @@ beside the policy (``<policy>.last.ckpt``); a rerun resumes from it.
 ``--seed`` run; ``--policy-output`` and ``--results`` then hold ``{seed}``. Each seed keeps its own
 resume checkpoint, so a rerun of a killed group resumes every seed where it stopped (a finished seed
 only re-evaluates). TD3+BC's seeds train together instead, their networks stacked
-(:mod:`slate_rl.stages.train_offline_seeds`, :mod:`slate_rl.offline.multiseed`): the same files per seed,
+(:func:`train_together`, :mod:`slate_rl.offline.multiseed`): the same files per seed,
 the same random streams, equal up to float rounding.
 """
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +52,15 @@ from slate_rl.offline.evaluation import (
     normalized_score,
     reference_returns,
 )
-from slate_rl.offline.loop import OfflineConfig, OfflineState, prepare_buffer, train_offline, with_total_steps
-from slate_rl.offline.multiseed import STACKABLE
+from slate_rl.offline.loop import (
+    DivergenceError,
+    OfflineConfig,
+    OfflineState,
+    prepare_buffer,
+    train_offline,
+    with_total_steps,
+)
+from slate_rl.offline.multiseed import STACKABLE, train_offline_seeds
 from slate_rl.offline.policy import policy_for, save_policy
 from slate_rl.offline.registry import ALGO_CONFIGS, ALGOS, make_algo
 from slate_rl.offline.sequence import SequenceAlgo, SessionSpec
@@ -160,8 +168,6 @@ def run(args: argparse.Namespace) -> None:
     inputs = load_inputs(args)
     with flush_denormals(inputs.sim.device.type == "cpu" and not args.keep_denormals):
         if args.seeds is not None and args.algo in STACKABLE:
-            from slate_rl.stages.train_offline_seeds import train_together  # the vectorised multi-seed trainer
-
             train_together(args, inputs, cfg, algo_cfg, seeds, policies, results)
             return
         for seed, policy_path, results_path in zip(seeds, policies, results, strict=True):
@@ -279,3 +285,40 @@ def write_outputs(args: argparse.Namespace, inputs: OfflineInputs, algo: Offline
           f"{refs['zero_action']['return_mean']:.2f}, random {refs['random']['return_mean']:.2f}; normalised "
           f"{score:.1f}), {state.train_seconds:.0f} s on {sim.device}")
     return result
+
+
+def train_together(args: argparse.Namespace, inputs: OfflineInputs, cfg: OfflineConfig, algo_cfg: Any,
+                   seeds: list[int], policies: list[Path], results: list[Path]) -> list[dict[str, Any]]:
+    """Train ``seeds`` of ``args.algo`` (TD3+BC) together; the results of every seed, in order. A seed that
+    diverged writes nothing: once the others are written, one DivergenceError names it."""
+    if args.algo not in STACKABLE:
+        raise ConfigError(f"train-offline --seeds trains {', '.join(STACKABLE)} together, not {args.algo}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds must be distinct, got {seeds}")
+    buffer, normalizer = prepare_data(inputs, cfg)
+    algos = [build_algo(args, inputs, cfg, algo_cfg, normalizer, s) for s in seeds]
+    metas, prints = zip(*(run_meta(args, inputs, cfg, algo_cfg, s) for s in seeds), strict=True)
+    sim = inputs.sim
+    policy_fns = [policy_for(inputs.encoder, inputs.decoder, a, normalizer) for a in algos]
+
+    def validate(i: int) -> float:
+        return float(evaluate_returns(sim, policy_fns[i], cfg.val_seed, cfg.val_sessions).mean())
+
+    logger = RunLogger(f"{args.algo}-{args.env}-{metas[0]['quality']}-seeds{'_'.join(map(str, seeds))}",
+                       {**metas[0], "seeds": seeds}, args.logger_mode, group=args.env)
+    start = time.perf_counter()
+    outcomes = train_offline_seeds(algos, buffer, cfg, seeds, validate, [resume_path(p) for p in policies],
+                                   logger, progress=not args.no_progress, fingerprints=list(prints))
+    elapsed = time.perf_counter() - start
+    logger.finish()
+    refs = references(args, inputs)
+    written = []
+    for algo, outcome, meta, policy_path, result in zip(algos, outcomes, metas, policies, results, strict=True):
+        if isinstance(outcome, OfflineState):
+            written.append(write_outputs(args, inputs, algo, normalizer, outcome, meta, refs, policy_path, result,
+                                         seeds_trained_together=",".join(map(str, seeds))))
+    failed = [o for o in outcomes if isinstance(o, DivergenceError)]
+    if failed:
+        raise DivergenceError("; ".join(str(o) for o in failed))
+    print(f"{len(seeds)} seeds of {args.algo} trained together in {elapsed:.0f} s on {sim.device}")
+    return written
