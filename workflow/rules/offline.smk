@@ -102,7 +102,8 @@ rule offline_policy:
 
 # offline.seeds_per_job > 1: the seeds of offline.seeds in consecutive groups of that size, one job per group
 # (and environment, dataset, algorithm) running `train-offline --seeds a,b,c`, which writes for every seed the
-# files of a --seed run (same bytes); the rule declares them all, so the aggregate and the report are unchanged.
+# files of a --seed run (TD3+BC's seeds stacked, equal up to float rounding; other algorithms one after another,
+# the same bytes); the rule declares them all, so the aggregate and the report are unchanged.
 # Each seed's resume checkpoint (<policy>.last.ckpt) is no output, so a killed group resumes where each seed
 # stopped. None of this exists with 1.
 for _seeds in seed_jobs(config, "offline"):
@@ -136,7 +137,7 @@ for _seeds in seed_jobs(config, "offline"):
             "../../envs/slate_rl.yaml"
         resources:
             mem_mb=8000,
-            runtime=720 * len(_seeds),  # the seeds train one after another
+            runtime=720 * len(_seeds),  # an upper bound: only TD3+BC's seeds share the work
             gpu=1,
         shell:
             "slate-rl train-offline --threads {threads} --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
