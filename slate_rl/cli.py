@@ -28,12 +28,23 @@ STAGES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def stage_modules(argv: Sequence[str]) -> tuple[str, ...]:
+    """The stage modules the parser needs: only the named stage's when ``argv`` starts with one (each
+    Snakemake job then imports its own stage, not Lightning and every model for ``make-embeddings``),
+    every stage's otherwise (``--help``, a typo: the usage lists them all)."""
+    if argv:
+        module_name = "slate_rl.stages." + argv[0].replace("-", "_")
+        if module_name in STAGES and importlib.import_module(module_name).NAME == argv[0]:
+            return (module_name,)
+    return STAGES
+
+
+def build_parser(modules: Sequence[str] = STAGES) -> argparse.ArgumentParser:
     from slate_rl.stages.common import positive_int
 
     parser = argparse.ArgumentParser(prog="slate-rl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
-    for module_name in STAGES:
+    for module_name in modules:
         module = importlib.import_module(module_name)
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from slate_rl.core.device import set_threads
     from slate_rl.core.errors import SlateRLError
 
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(stage_modules(argv)).parse_args(argv)
     try:
         set_threads(args.threads)
         args._run(args)

@@ -59,3 +59,20 @@ def test_threads_flag_reaches_torch(tmp_path):
     # a stage that fails on its input still ran with the requested threads
     main(["aggregate", "--threads", "1", "--inputs", str(tmp_path / "missing.json"), "--output", str(tmp_path / "o")])
     assert torch.get_num_threads() == 1
+
+
+def test_a_stage_imports_only_its_own_module():
+    import subprocess
+    import sys
+
+    from slate_rl.cli import STAGES, stage_modules
+    assert stage_modules(["aggregate", "--inputs", "x"]) == ("slate_rl.stages.aggregate",)
+    assert stage_modules(["train-offline"]) == ("slate_rl.stages.train_offline",)
+    assert stage_modules([]) == STAGES and stage_modules(["--help"]) == STAGES and stage_modules(["bogus"]) == STAGES
+    assert stage_modules(["train_offline"]) == STAGES  # the module's name is not the command's
+    # a light stage's job starts without Lightning (seconds per Snakemake job on a small CPU)
+    code = ("import sys; from slate_rl.cli import main\n"
+            "try: main(['make-embeddings', '--help'])\nexcept SystemExit: pass\n"
+            "print('lightning' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"
