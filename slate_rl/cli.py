@@ -34,7 +34,7 @@ def stage_modules(argv: Sequence[str]) -> tuple[str, ...]:
     every stage's otherwise (``--help``, a typo: the usage lists them all)."""
     if argv:
         module_name = "slate_rl.stages." + argv[0].replace("-", "_")
-        if module_name in STAGES and importlib.import_module(module_name).NAME == argv[0]:
+        if module_name in STAGES and argv[0] == importlib.import_module(module_name).NAME:
             return (module_name,)
     return STAGES
 

@@ -198,7 +198,7 @@ def config_args(values: dict[str, Any] | Any, skip: tuple[str, ...] = (), prefix
     items = to_dict(values) if not isinstance(values, dict) else values
     parts = []
     for key, value in items.items():
-        if key in skip:
+        if key in skip or value is None:  # null: the stage's default (e.g. cql.total_steps: offline.total_steps)
             continue
         name = (prefix + key).replace("_", "-")
         flag = "--" + name

@@ -12,7 +12,8 @@ from slate_rl.core.errors import ArtifactError
 from slate_rl.data.batches import TensorBatches
 from slate_rl.data.logs import LoggedSessions
 from slate_rl.models.config import GeMSConfig, gems_config_from_tag
-from slate_rl.models.gems import GeMS, GeMSSystem, action_bounds, gems_loss
+from slate_rl.models.gems import GeMS, action_bounds, gems_loss
+from slate_rl.models.gems_system import GeMSSystem
 from slate_rl.models.mf import MFSystem, bpr_loss, interactions
 from slate_rl.models.rankers import GeMSRanker, KArgmax, TopK, load_gems_ranker, save_gems_ranker
 from slate_rl.models.training import evaluate_batches, fit

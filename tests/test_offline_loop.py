@@ -380,6 +380,23 @@ def test_train_offline_stage_runs_the_sequence_methods(stage_inputs, algo, capsy
     assert "target return 'high' must be a finite number" in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("algo", ["bc", "td3bc"])  # td3bc also through the stacked --seeds path
+def test_a_td_method_may_set_its_own_number_of_updates(stage_inputs, algo, capsys):
+    """``<algo>.total_steps`` (the quick preset's cql: 500) replaces offline.total_steps for that method, the
+    intervals scaled as for dt/dd (offline 8 steps / eval 4 -> 4 steps / eval 2); the result says so."""
+    d = stage_inputs["dir"]
+    extra = (["--seeds", "0,1", "--policy-output", str(d / "s{seed}.pt"), "--results", str(d / "s{seed}.json")]
+             if algo == "td3bc" else [])
+    assert _stage(stage_inputs, algo, [f"--{algo}-total-steps", "4", *extra]) == 0
+    res = json.loads((d / ("s1.json" if extra else f"{algo}.json")).read_text())
+    assert res["offline"]["total_steps"] == 4 and res["offline"]["eval_interval"] == 2
+    assert res["algo_config"]["total_steps"] == 4 and [s for s, _ in res["learning_curve"]] == [2, 4]
+    capsys.readouterr()
+    assert _stage(stage_inputs, algo, [f"--{algo}-total-steps", "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"{algo}.total_steps must be an integer > 0" in err and err.count("\n") == 1
+
+
 def test_train_offline_writes_the_same_bytes_twice(stage_inputs):
     """Same seed, same inputs: the result JSON and the policy file are byte-identical (wall-clock figures go
     to the timings file beside the result)."""

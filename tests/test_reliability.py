@@ -154,7 +154,7 @@ def test_gems_rerun_with_other_settings_starts_over(logs_file, tmp_path, monkeyp
 def test_a_resumed_gems_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
     """Shuffle order keyed by the epoch and torch's RNG (sampling of z) restored on resume."""
     from slate_rl.data.batches import TensorBatches
-    from slate_rl.models.gems import GeMSSystem
+    from slate_rl.models.gems_system import GeMSSystem
     from slate_rl.models.training import fit, seed_all
 
     g = torch.Generator().manual_seed(0)

@@ -22,7 +22,8 @@ from lightning.fabric.plugins.environments import LightningEnvironment
 from torch.utils.data import DataLoader, TensorDataset
 
 from slate_rl.data.batches import TensorBatches
-from slate_rl.models.gems import GeMS, GeMSSystem, gems_loss
+from slate_rl.models.gems import GeMS, gems_loss
+from slate_rl.models.gems_system import GeMSSystem
 from slate_rl.models.training import accelerator_for
 
 PAPER_EXAMPLES_PER_EPOCH = 10_000_000

@@ -64,7 +64,24 @@ class OfflineConfig:
 
 
 @dataclass(frozen=True)
-class TD3BCConfig:
+class TDSteps:
+    """The number of updates a TD method may set for itself (beside its hyperparameters)."""
+
+    SECTION: ClassVar[str] = "offline"
+
+    total_steps: int | None = None
+    """Gradient steps of this method, replacing offline.total_steps (whose validation, checkpoint and log
+    intervals are scaled by the same factor, as for dt and dd); null: offline.total_steps."""
+
+    def check_steps(self) -> None:
+        value = self.total_steps
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise ConfigError(f"{self.SECTION}.total_steps must be an integer > 0, or null for offline.total_steps; "
+                              f"got {value!r}")
+
+
+@dataclass(frozen=True)
+class TD3BCConfig(TDSteps):
     """TD3+BC hyperparameters (CORL's defaults)."""
 
     SECTION: ClassVar[str] = "td3bc"
@@ -90,12 +107,13 @@ class TD3BCConfig:
     """Number of hidden layers of the actor and critics."""
 
     def __post_init__(self) -> None:
+        self.check_steps()
         check_fields(self, positive=("actor_lr", "critic_lr", "policy_freq", "alpha", "hidden", "layers"),
                      fraction=("tau",), nonnegative=("policy_noise", "noise_clip"))
 
 
 @dataclass(frozen=True)
-class CQLConfig:
+class CQLConfig(TDSteps):
     """CQL hyperparameters (CORL's D4RL defaults)."""
 
     SECTION: ClassVar[str] = "cql"
@@ -145,6 +163,7 @@ class CQLConfig:
     """Number of hidden layers of the policy and critics (CORL's CQL uses three)."""
 
     def __post_init__(self) -> None:
+        self.check_steps()
         sec = self.SECTION
         check_fields(self, positive=("policy_lr", "qf_lr", "target_update_period", "cql_alpha", "n_actions",
                                             "temp", "hidden", "layers"),
@@ -155,7 +174,7 @@ class CQLConfig:
 
 
 @dataclass(frozen=True)
-class IQLConfig:
+class IQLConfig(TDSteps):
     """IQL hyperparameters (CORL's defaults)."""
 
     SECTION: ClassVar[str] = "iql"
@@ -183,6 +202,7 @@ class IQLConfig:
     """Number of hidden layers of the actor, critics and value function."""
 
     def __post_init__(self) -> None:
+        self.check_steps()
         sec = self.SECTION
         check_fields(self, positive=("actor_lr", "qf_lr", "vf_lr", "beta", "exp_adv_max", "hidden", "layers"),
                      fraction=("tau",))
@@ -191,7 +211,7 @@ class IQLConfig:
 
 
 @dataclass(frozen=True)
-class BCConfig:
+class BCConfig(TDSteps):
     """BC hyperparameters (CORL's defaults)."""
 
     SECTION: ClassVar[str] = "bc"
@@ -205,6 +225,7 @@ class BCConfig:
     """Number of hidden layers of the actor."""
 
     def __post_init__(self) -> None:
+        self.check_steps()
         check_fields(self, positive=("lr", "hidden", "layers"))
 
 

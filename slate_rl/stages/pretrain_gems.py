@@ -22,7 +22,8 @@ from slate_rl.core.io import fingerprint, write_json, write_timings
 from slate_rl.data.batches import TensorBatches
 from slate_rl.data.logs import LoggedSessions, load_logs
 from slate_rl.models.config import GeMSConfig
-from slate_rl.models.gems import GeMSSystem, action_bounds, gems_loss
+from slate_rl.models.gems import action_bounds, gems_loss
+from slate_rl.models.gems_system import GeMSSystem
 from slate_rl.models.rankers import GeMSRanker, save_gems_ranker
 from slate_rl.models.training import evaluate_batches, fit, remove_work_dir, seed_all
 from slate_rl.sim.embeddings import load_item_embeddings

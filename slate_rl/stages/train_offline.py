@@ -45,6 +45,7 @@ from slate_rl.data.d4rl import OfflineDataset, load_dataset
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.rankers import GeMSRanker, load_gems_ranker
 from slate_rl.offline.base import Normalizer, OfflineAlgo
+from slate_rl.offline.config import TDSteps
 from slate_rl.offline.datasets import load_behaviour, relabel_actions
 from slate_rl.offline.evaluation import (
     NORMALIZED_SCORE_DEFINITION,
@@ -165,6 +166,8 @@ def run(args: argparse.Namespace) -> None:
         results = [per_seed_path(args.results, s, "--results") for s in seeds]
     cfg = from_namespace(OfflineConfig, args)  # the settings' errors before any loading
     algo_cfg: Any = from_namespace(ALGO_CONFIGS[args.algo], args, prefix=f"{args.algo}_")
+    if isinstance(algo_cfg, TDSteps) and algo_cfg.total_steps is not None:  # this method's own number of updates
+        cfg = with_total_steps(cfg, algo_cfg.total_steps, cfg.batch_size)
     inputs = load_inputs(args)
     with flush_denormals(inputs.sim.device.type == "cpu" and not args.keep_denormals):
         if args.seeds is not None and args.algo in STACKABLE:
