@@ -13,12 +13,14 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-# Training jobs get one thread each, so two of them share the 2 cores: their small ops gain nothing from a
-# second thread (SAC update 72.5 ms with 1 thread, 70.2 with 2), and idle OpenMP threads sleep instead of
-# spinning on a busy core (bench/README.md, "threads").
+# Jobs beside the chain's GeMS get one thread each, so two of them share the 2 cores: their small ops gain
+# nothing from a second thread (SAC update 72.5 ms with 1 thread, 70.2 with 2), MF and the reference policies
+# run on the core SAC+GeMS leaves free, and idle OpenMP threads sleep instead of spinning on a busy core
+# (bench/README.md, "threads").
+QUICK_THREADS := offline_policy=1 online_agent=1 mf_embeddings=1 offline_dataset=1
 quick: export OMP_WAIT_POLICY ?= PASSIVE
 quick: $(STAMP)
-	snakemake --cores $(CORES) --set-threads offline_policy=1 online_agent=1 --configfile workflow/presets/quick.yaml
+	snakemake --cores $(CORES) --set-threads $(QUICK_THREADS) --configfile workflow/presets/quick.yaml
 
 # SLURM packages for tests/test_slurm.py (a no-op when installed; the test skips if this fails).
 slurm-deps:

@@ -29,6 +29,7 @@ rule online_agent:
     benchmark:
         "benchmarks/agents/{env}/{agent_tag}/seed{seed}.tsv"
     threads: 2
+    priority: 20
     conda:
         "../../envs/slate_rl.yaml"
     resources:
@@ -85,6 +86,7 @@ for _seeds in seed_jobs(config, "online"):
         benchmark:
             f"benchmarks/agents/{{env}}/{{agent_tag}}/seeds{'_'.join(map(str, _seeds))}.tsv"
         threads: 2
+        priority: 20
         conda:
             "../../envs/slate_rl.yaml"
         resources:

@@ -43,6 +43,7 @@ rule gems:
     benchmark:
         "benchmarks/gems/{env}/{gems_tag}.tsv"
     threads: 2
+    priority: 30
     conda:
         "../../envs/slate_rl.yaml"
     resources:

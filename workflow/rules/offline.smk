@@ -21,6 +21,7 @@ rule offline_dataset:
     benchmark:
         "benchmarks/offline/{env}/{quality}.tsv"
     threads: 2
+    priority: 10
     conda:
         "../../envs/slate_rl.yaml"
     resources:
