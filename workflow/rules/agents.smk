@@ -41,7 +41,7 @@ rule online_agent:
         "--embeddings-file {input.embeddings} --agent {wildcards.agent_tag} {params.ranker} --seed {wildcards.seed} "
         "{params.online} {params.build} {params.sac} "
         "{params.reinforce} {params.slateq} "
-        "{params.test} --device {params.device} --logger-mode {params.logger} "
+        "{params.test} --device {params.device} --logger-mode {params.logger} --no-progress "
         "--output-dir {params.output_dir} "
         "--results {output.results} > {log} 2>&1"
 
@@ -98,7 +98,7 @@ for _seeds in seed_jobs(config, "online"):
             "--embeddings-file {input.embeddings} --agent {wildcards.agent_tag} {params.ranker} --seeds {params.seeds} "
             "{params.online} {params.build} {params.sac} "
             "{params.reinforce} {params.slateq} "
-            "{params.test} --device {params.device} --logger-mode {params.logger} "
+            "{params.test} --device {params.device} --logger-mode {params.logger} --no-progress "
             "--output-dir {params.output_dir} "
             "--results {params.results} > {log} 2>&1"
 
