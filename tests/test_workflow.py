@@ -265,6 +265,26 @@ def test_the_schema_names_what_core_artifacts_names():
     assert tuple(props["gems"]["properties"]["item_table"]["enum"]) == artifacts.GEMS_ITEM_TABLES
 
 
+def test_the_chain_runs_first_and_the_longest_offline_jobs_first(tmp_path):
+    """Priorities: logs > GeMS > online agents > the datasets offline policies train on > other datasets >
+    offline policies, longest first; MF and reference policies fill the cores left free (make quick's
+    wall time depends on it)."""
+    jobs = _plan(tmp_path, {"offline": {"algos": ["td3bc", "cql", "iql", "bc", "dt", "dd"]}})
+    prio = {}
+    for j in jobs:
+        key = j["rule"]
+        if key == "offline_dataset":
+            key += ":" + Path(j["output"][0]).stem
+        elif key == "offline_policy":
+            key += ":" + Path(j["output"][0]).parent.name
+        prio[key] = j["priority"]
+    assert prio["logged_sessions"] > prio["gems"] > prio["online_agent"] > prio["offline_dataset:expert"]
+    assert prio["offline_dataset:expert"] > prio["offline_dataset:random"]
+    order = sorted((k for k in prio if k.startswith("offline_policy:")), key=lambda k: -prio[k])
+    assert [k.split(":")[1] for k in order] == ["dd", "cql", "dt", "iql", "td3bc", "bc"]
+    assert prio["offline_dataset:random"] > prio[order[0]] > 0 == prio["mf_embeddings"] == prio["reference_policy"]
+
+
 # --------------------------------------------------------------------- seeds per job (online and offline)
 
 
@@ -281,7 +301,7 @@ def _plan(tmp_path: Path, overlay: dict) -> list[dict]:
         lines = block.splitlines()
         fields = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in lines[1:] if ":" in line}
         jobs.append({"rule": lines[0].rstrip(":"), "output": fields.get("output", "").split(", "),
-                     "shell": fields.get("Shell command", "")})
+                     "shell": fields.get("Shell command", ""), "priority": int(fields.get("priority", 0))})
     return jobs
 
 
