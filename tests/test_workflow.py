@@ -244,6 +244,7 @@ def test_schema_properties_equal_the_config_dataclasses_of_every_section():
     ("sac", {"tau": 0.0}, "sac.tau"), ("reinforce", {"lr": 0.0}, "reinforce.lr"),
     ("slateq", {"epsilon_decay": 0.0}, "slateq.epsilon_decay"), ("td3bc", {"policy_freq": 0}, "td3bc.policy_freq"),
     ("offline", {"gamma": -0.5}, "offline.gamma"), ("online", {"medium_fraction": 1.0}, "online.medium_fraction"),
+    ("cql", {"total_steps": 0}, "cql.total_steps"), ("bc", {"total_steps": 2.5}, "bc.total_steps"),
 ])
 def test_every_section_reports_its_own_key_names(section, values, key):
     cfg = _config()
