@@ -17,10 +17,12 @@ $(STAMP): pyproject.toml
 # nothing from a second thread (SAC update 72.5 ms with 1 thread, 70.2 with 2), MF and the reference policies
 # run on the core SAC+GeMS leaves free, and idle OpenMP threads sleep instead of spinning on a busy core
 # (bench/README.md, "threads").
+# Overlays go after the preset: make quick QUICK_CONFIGS="workflow/presets/quick.yaml workflow/presets/tenth.yaml"
 QUICK_THREADS := offline_policy=1 online_agent=1 mf_embeddings=1 offline_dataset=1
+QUICK_CONFIGS ?= workflow/presets/quick.yaml
 quick: export OMP_WAIT_POLICY ?= PASSIVE
 quick: $(STAMP)
-	snakemake --cores $(CORES) --set-threads $(QUICK_THREADS) --configfile workflow/presets/quick.yaml
+	snakemake --cores $(CORES) --set-threads $(QUICK_THREADS) --configfile $(QUICK_CONFIGS)
 
 # SLURM packages for tests/test_slurm.py (a no-op when installed; the test skips if this fails).
 slurm-deps:
