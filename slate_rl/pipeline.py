@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from slate_rl.core.artifacts import QUALITIES, sac_gems_tag, variant_tag
+from slate_rl.core.artifacts import QUALITIES, agent_section, sac_gems_tag, variant_tag
 from slate_rl.core.config import from_dict, to_dict, validate_schema
 from slate_rl.core.errors import ConfigError
 from slate_rl.models.config import GeMSConfig, MFConfig, gems_config_from_tag
@@ -155,6 +155,13 @@ def section_args(config: dict[str, Any], section: str, prefix: str = "") -> str:
     """:func:`config_args` of config.yaml's ``section`` without the keys only the workflow reads
     (:data:`SECTIONS`): the options a stage takes from that section."""
     return config_args(config[section], skip=SECTIONS[section][1], prefix=prefix)
+
+
+def agent_section_args(config: dict[str, Any], tag: str) -> str:
+    """train-agent's options of the config section of agent ``tag`` (:func:`agent_section`) and of no other
+    agent's: editing ``slateq`` leaves the SAC jobs' commands, hence their params, unchanged."""
+    section = agent_section(tag)
+    return section_args(config, section, prefix="" if section == "sac" else f"{section}_")
 
 
 def seeds_per_job(config: dict[str, Any], section: str) -> int:

@@ -297,6 +297,7 @@ def test_train_agent_with_seeds_writes_every_file_of_a_single_seed_run(tmp_path,
         result = json.loads((group / f"seed{s}.json").read_text())
         reference = json.loads((single / "seed2.json").read_text())
         assert result.keys() == reference.keys() and result["seed"] == s
+        assert "sac" in result and "slateq" not in result and "reinforce" not in result  # its own section only
         assert [st for st, _ in result["learning_curve"]] == [1, 2, 3]
         agent, meta = agent_from_checkpoint(group / f"agent{s}" / "best.ckpt", sim.items, 1000, 10, 5)
         assert meta["seed"] == s and meta["step"] == result["best_step"]

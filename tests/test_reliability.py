@@ -262,7 +262,8 @@ def test_a_killed_writers_temp_files_are_removed_by_the_next_write(tmp_path):
 # --------------------------------------------------------------------------- 2. online resume
 
 
-def _train_agent(tmp_path: Path, total_steps: int, env_spec: dict[str, object]) -> dict[str, object]:
+def _train_agent(tmp_path: Path, total_steps: int, env_spec: dict[str, object],
+                 extra: tuple[str, ...] = ()) -> dict[str, object]:
     from slate_rl.sim.embeddings import generate_item_embeddings
 
     table = tmp_path / "focused.npy"
@@ -274,7 +275,7 @@ def _train_agent(tmp_path: Path, total_steps: int, env_spec: dict[str, object]) 
                "--sessions-per-step", "2", "--batch-size", "2", "--warmup-sessions", "2", "--val-interval", "1",
                "--val-sessions", "4", "--checkpoint-interval", "1", "--hidden", "16", "--device", "cpu",
                "--no-progress", "--logger-mode", "disabled", "--output-dir", str(out),
-               "--results", str(tmp_path / "seed1.json")])
+               "--results", str(tmp_path / "seed1.json"), *extra])
     assert rc == 0
     assert (out / "last.ckpt").is_file() and not (out / "last.work.ckpt").exists()  # last.ckpt: a rule output
     return json.loads((tmp_path / "seed1.json").read_text())
@@ -294,6 +295,19 @@ def test_online_resume_follows_the_environment_and_the_schedule(tmp_path, capsys
     assert "other inputs or settings; starting over" in capsys.readouterr().out
     assert redefined["env_config"]["diversity_penalty"] == 3.0
     assert "train_seconds" not in redefined and (tmp_path / "seed1.timings.json").is_file()
+
+
+def test_online_resume_ignores_the_settings_of_other_agents(tmp_path, capsys):
+    """A SAC run's metadata and resume fingerprint hold the sac section only: other agents' settings (slateq,
+    reinforce) neither discard its resume nor appear in its results."""
+    env = {"base": "focused_topdown"}
+    first = _train_agent(tmp_path, 2, env)
+    assert "sac" in first and "slateq" not in first and "reinforce" not in first
+    extended = _train_agent(tmp_path, 3, env, ("--slateq-lr", "0.5", "--reinforce-lr", "0.5"))
+    assert "starting over" not in capsys.readouterr().out
+    assert extended["learning_curve"][:2] == first["learning_curve"] and len(extended["learning_curve"]) == 3
+    _train_agent(tmp_path, 3, env, ("--q-lr", "0.5"))  # its own section still counts
+    assert "other inputs or settings; starting over" in capsys.readouterr().out
 
 
 def test_online_validation_leaves_the_training_rng_alone(monkeypatch):

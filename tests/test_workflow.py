@@ -193,6 +193,12 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     counts = _job_counts(changed.stdout)
     assert counts.get("reference_policy") == 3 and "logged_sessions" not in counts, changed.stdout
 
+    # another agent's settings: the SAC job's params are unchanged, so nothing reruns
+    slateq = tmp_path / "slateq.yaml"
+    slateq.write_text(yaml.safe_dump({"slateq": {"lr": 0.5}, "reinforce": {"lr": 0.5}}))
+    other = snakemake("-n", "--configfile", str(TINY), str(slateq), cwd=tmp_path)
+    assert other.returncode == 0 and "Nothing to be done" in other.stdout + other.stderr, other.stdout
+
 
 def test_lint_is_clean_and_every_rule_declares_log_benchmark_threads_resources(tmp_path):
     res = snakemake("--lint", cwd=tmp_path)
@@ -317,6 +323,23 @@ def _training_jobs(jobs: list[dict], stage: str) -> list[dict]:
 def _option(shell: str, name: str) -> str | None:
     words = shell.split()
     return words[words.index(name) + 1] if name in words else None
+
+
+def test_an_agent_job_carries_its_own_agent_section_only(tmp_path):
+    """Each agent job's command (hence its params, which Snakemake reruns on) holds its own config section:
+    editing slateq.lr changes the SlateQ job only."""
+    agents = {"agents": {"names": ["sac_gems", "sac_topk_ideal", "reinforce", "slateq"], "seeds": [0]}}
+    base = {j["output"][0]: j["shell"] for j in _training_jobs(_plan(tmp_path, agents), "train-agent")}
+    edited = {j["output"][0]: j["shell"] for j in
+              _training_jobs(_plan(tmp_path, {**agents, "slateq": {"lr": 0.5}}), "train-agent")}
+    assert base.keys() == edited.keys() and len(base) == 4
+    for out, shell in base.items():
+        if "/slateq/" in out:
+            assert "--slateq-lr=0.5" in edited[out] and "--q-lr" not in shell
+        else:
+            assert edited[out] == shell and "--slateq-" not in shell, out
+            assert ("--reinforce-" in shell) == ("/reinforce/" in out)
+            assert ("--q-lr" in shell) == ("/sac_" in out)
 
 
 GROUPED = {"agents": {"names": ["sac_gems", "reinforce"], "seeds": [0, 1, 2, 3, 4]},

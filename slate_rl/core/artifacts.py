@@ -88,6 +88,9 @@ MULTISEED_AGENTS = ("sac_gems", "sac_topk_ideal", "sac_topk_mf", "sac_kargmax")
 MULTISEED_AGENT_WILDCARD = "|".join([rf"{SAC_GEMS_PREFIX}{GEMS_TAG_WILDCARD}",
                                      *(name for name in MULTISEED_AGENTS if name != "sac_gems")])
 """The tags of :data:`MULTISEED_AGENTS` (a Snakemake wildcard constraint)."""
+AGENT_SECTIONS = {"reinforce": "reinforce", "slateq": "slateq"}
+"""The config section that holds an agent's settings, by agent kind; the kinds not listed (SAC with a ranker,
+SAC+WkNN) read ``sac``. A job and its resume fingerprint carry their agent's section only."""
 
 
 def sac_gems_tag(gems: str) -> str:
@@ -107,6 +110,13 @@ def parse_agent_tag(tag: str) -> tuple[str, str | None]:
     if tag.startswith(SAC_GEMS_PREFIX):
         return "sac_gems", tag[len(SAC_GEMS_PREFIX):]
     return tag.removesuffix(CORRECTED_SUFFIX), None
+
+
+def agent_section(tag: str) -> str:
+    """The config section of the agent ``tag`` (:data:`AGENT_SECTIONS`); train-agent's options of that section
+    have the prefix ``<section>_`` except ``sac``'s."""
+    kind, _ = parse_agent_tag(tag)
+    return AGENT_SECTIONS.get(kind, "sac")
 
 
 def agent_variant(tag: str) -> Variant:

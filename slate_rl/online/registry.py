@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from slate_rl.core.artifacts import agent_variant, parse_agent_tag
+from slate_rl.core.artifacts import agent_section, agent_variant, parse_agent_tag
 from slate_rl.core.config import from_dict, to_dict
 from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import atomic_path, load_checkpoint
@@ -109,9 +109,9 @@ def build_agent(tag: str, sim_items: Tensor, num_items: int, slate_size: int, ep
     ranker, table = make_ranker(tag, sim_items, gems, mf_items, slate_size, belief_table)
     agent = make_agent(tag, ranker, table, num_items, slate_size, sac, reinforce, sim_items.shape[1],
                        episode_length, slateq, click_model)
-    kind, _ = parse_agent_tag(tag)
-    section, settings = {"reinforce": ("reinforce", reinforce or ReinforceConfig()),
-                         "slateq": ("slateq", slateq or SlateQConfig())}.get(kind, ("sac", sac or SACConfig()))
+    section = agent_section(tag)
+    settings = {"reinforce": reinforce or ReinforceConfig(), "slateq": slateq or SlateQConfig(),
+                "sac": sac or SACConfig()}[section]
     agent.build = {"agent": tag, "belief_table": belief_table, section: to_dict(settings)}
     return agent.to(sim_items.device)
 

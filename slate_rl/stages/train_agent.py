@@ -35,14 +35,14 @@ from slate_rl.models.rankers import load_gems_ranker
 from slate_rl.online.base import Agent
 from slate_rl.online.config import AgentBuildConfig
 from slate_rl.online.loop import LoopState, OnlineConfig, evaluate, train_online
-from slate_rl.online.registry import agent_variant, build_agent, load_agent, parse_agent_tag, save_agent
+from slate_rl.online.registry import build_agent, load_agent, parse_agent_tag, save_agent
 from slate_rl.online.reinforce import ReinforceConfig
 from slate_rl.online.sac import SACConfig
 from slate_rl.online.slateq import ClickModel, SlateQConfig
 from slate_rl.sim.embeddings import load_item_embeddings
 from slate_rl.stages import train_agent_seeds
-from slate_rl.stages.common import add_env_arguments, add_training_arguments, input_hashes, simulator_from_args
-from slate_rl.stages.train_agent_seeds import agent_settings, save_medium
+from slate_rl.stages.common import add_env_arguments, add_training_arguments, simulator_from_args
+from slate_rl.stages.train_agent_seeds import agent_settings, run_meta, save_medium
 
 NAME = "train-agent"
 HELP = "train an online agent (SAC+GeMS/TopK/kargmax/WkNN, REINFORCE, SlateQ) and test it (data/agents, results)"
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> None:
         train_agent_seeds.run(args)
         return
     online, build, sac, reinforce, slateq = agent_settings(args)
-    kind, gems_tag = parse_agent_tag(args.agent)
+    kind, _ = parse_agent_tag(args.agent)
     sim, table_source = simulator_from_args(args)
     c = sim.config
     gems = load_gems_ranker(args.gems, num_items=c.num_items, device=sim.device) if kind == "sac_gems" else None
@@ -92,11 +92,7 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     best_work = out / "best.work.ckpt"  # not a Snakemake output, so it survives a failed job
-    meta = {"env": args.env, "env_config": to_dict(c), "agent": args.agent, "variant": agent_variant(args.agent),
-            "belief_table": build.belief_table, "seed": args.seed,
-            "online": to_dict(online), "sac": to_dict(sac), "reinforce": to_dict(reinforce),
-            "slateq": to_dict(slateq), "gems_tag": gems_tag,
-            "inputs": input_hashes(embeddings=args.embeddings_file, gems=args.gems, mf=args.mf)}
+    meta = run_meta(args, agent, args.seed, to_dict(c), online)
 
     def save_best(a: Agent, state: LoopState) -> None:
         save_agent(best_work, a, args.agent, {**meta, "step": state.step, "val_return": state.best_val})

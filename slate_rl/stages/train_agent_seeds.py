@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from slate_rl.core.artifacts import agent_section
 from slate_rl.core.config import from_namespace, to_dict
 from slate_rl.core.errors import ArtifactError
 from slate_rl.core.io import fingerprint, remove_stale_temp_files, write_json, write_timings
@@ -47,10 +48,22 @@ def agent_settings(args: argparse.Namespace
             from_namespace(SlateQConfig, args, prefix="slateq_"))
 
 
+def run_meta(args: argparse.Namespace, agent: Agent, seed: int, env_config: dict[str, Any],
+             online: OnlineConfig) -> dict[str, Any]:
+    """The metadata of one seed's run (checkpoints, results JSON, logger; without ``online.total_steps``, its
+    resume fingerprint). It holds the config section of its own agent only (``agent.build``,
+    :func:`~slate_rl.core.artifacts.agent_section`): another agent's settings do not discard a resume."""
+    section = agent_section(args.agent)
+    return {"env": args.env, "env_config": env_config, "agent": args.agent, "variant": agent_variant(args.agent),
+            "belief_table": agent.build["belief_table"], "seed": seed,
+            "online": to_dict(online), section: agent.build[section], "gems_tag": parse_agent_tag(args.agent)[1],
+            "inputs": input_hashes(embeddings=args.embeddings_file, gems=args.gems, mf=args.mf)}
+
+
 def run(args: argparse.Namespace) -> None:
     seeds = parse_seeds(args.seeds)
     online, build, sac, reinforce, slateq = agent_settings(args)
-    kind, gems_tag = parse_agent_tag(args.agent)
+    kind, _ = parse_agent_tag(args.agent)
     outs = [per_seed_path(args.output_dir, s, "--output-dir") for s in seeds]
     results = [per_seed_path(args.results, s, "--results") for s in seeds]
     sim, table_source = simulator_from_args(args)
@@ -69,11 +82,7 @@ def run(args: argparse.Namespace) -> None:
     resumes: list[Path] = []
     for s, out in zip(seeds, outs, strict=True):
         out.mkdir(parents=True, exist_ok=True)
-        meta = {"env": args.env, "env_config": to_dict(c), "agent": args.agent, "variant": agent_variant(args.agent),
-                "belief_table": build.belief_table, "seed": s,
-                "online": to_dict(online), "sac": to_dict(sac), "reinforce": to_dict(reinforce),
-                "slateq": to_dict(slateq), "gems_tag": gems_tag,
-                "inputs": input_hashes(embeddings=args.embeddings_file, gems=args.gems, mf=args.mf)}
+        meta = run_meta(args, agents[0], s, to_dict(c), online)
         metas.append(meta)
         settings = {k: v for k, v in meta.items() if k != "online"}
         settings["online"] = {k: v for k, v in meta["online"].items() if k != "total_steps"}

@@ -17,9 +17,8 @@ rule online_agent:
         ranker=agent_input_args,
         online=section_args(config, "online"),
         build=f"--belief-table {config['agents']['belief_table']}",
-        sac=config_args(config["sac"]),
-        reinforce=config_args(config["reinforce"], prefix="reinforce_"),
-        slateq=config_args(config["slateq"], prefix="slateq_"),
+        # its own agent's section only: editing another agent's settings does not rerun this job
+        agent=lambda wildcards: agent_section_args(config, wildcards.agent_tag),
         test=TEST_ARGS,
         output_dir=lambda wildcards: A.path(A.AGENT_DIR, **wildcards),
         device=config["device"],
@@ -39,8 +38,7 @@ rule online_agent:
     shell:
         "slate-rl train-agent --threads {threads} --env {wildcards.env} {params.env_spec} "
         "--embeddings-file {input.embeddings} --agent {wildcards.agent_tag} {params.ranker} --seed {wildcards.seed} "
-        "{params.online} {params.build} {params.sac} "
-        "{params.reinforce} {params.slateq} "
+        "{params.online} {params.build} {params.agent} "
         "{params.test} --device {params.device} --logger-mode {params.logger} --no-progress "
         "--output-dir {params.output_dir} "
         "--results {output.results} > {log} 2>&1"
@@ -73,9 +71,8 @@ for _seeds in seed_jobs(config, "online"):
             ranker=agent_input_args,
             online=section_args(config, "online"),
             build=f"--belief-table {config['agents']['belief_table']}",
-            sac=config_args(config["sac"]),
-            reinforce=config_args(config["reinforce"], prefix="reinforce_"),
-            slateq=config_args(config["slateq"], prefix="slateq_"),
+            # its own agent's section only: editing another agent's settings does not rerun this job
+            agent=lambda wildcards: agent_section_args(config, wildcards.agent_tag),
             test=TEST_ARGS,
             output_dir=lambda wildcards: seeds_template(A.AGENT_DIR, wildcards),
             results=lambda wildcards: seeds_template(A.ONLINE_RESULT, wildcards),
@@ -96,8 +93,7 @@ for _seeds in seed_jobs(config, "online"):
         shell:
             "slate-rl train-agent --threads {threads} --env {wildcards.env} {params.env_spec} "
             "--embeddings-file {input.embeddings} --agent {wildcards.agent_tag} {params.ranker} --seeds {params.seeds} "
-            "{params.online} {params.build} {params.sac} "
-            "{params.reinforce} {params.slateq} "
+            "{params.online} {params.build} {params.agent} "
             "{params.test} --device {params.device} --logger-mode {params.logger} --no-progress "
             "--output-dir {params.output_dir} "
             "--results {params.results} > {log} 2>&1"

@@ -5,6 +5,7 @@ import sys
 from slate_rl.core import artifacts as A
 from slate_rl.core.errors import ConfigError
 from slate_rl.pipeline import (
+    agent_section_args,
     config_args,
     embeddings_source_arg,
     env_config,
