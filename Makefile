@@ -15,12 +15,11 @@ $(STAMP): pyproject.toml
 
 # Jobs beside the chain's GeMS get one thread each, so two of them share the 2 cores: their small ops gain
 # nothing from a second thread (SAC update 72.5 ms with 1 thread, 70.2 with 2), MF and the reference policies
-# run on the core SAC+GeMS leaves free, and idle OpenMP threads sleep instead of spinning on a busy core
-# (bench/README.md, "threads").
+# run on the core SAC+GeMS leaves free (bench/README.md, "threads"; idle OpenMP threads sleep instead of
+# spinning on a busy core in every slate-rl process: cli.main sets OMP_WAIT_POLICY=PASSIVE).
 # Overlays go after the preset: make quick QUICK_CONFIGS="workflow/presets/quick.yaml workflow/presets/tenth.yaml"
 QUICK_THREADS := offline_policy=1 online_agent=1 mf_embeddings=1 offline_dataset=1
 QUICK_CONFIGS ?= workflow/presets/quick.yaml
-quick: export OMP_WAIT_POLICY ?= PASSIVE
 quick: $(STAMP)
 	snakemake --cores $(CORES) --set-threads $(QUICK_THREADS) --configfile $(QUICK_CONFIGS)
 

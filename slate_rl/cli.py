@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -57,6 +58,11 @@ def build_parser(modules: Sequence[str] = STAGES) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Idle OpenMP threads sleep instead of spinning, whatever command started the job: a job whose threads
+    # outnumber the cores it gets (other jobs, other users) ran 15-60x slower spinning (bench/README.md,
+    # "threads"). The OpenMP runtime reads this when torch loads, hence before any import of torch;
+    # a value the user set is kept.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from slate_rl.core.device import set_threads
     from slate_rl.core.errors import SlateRLError
 

@@ -77,3 +77,23 @@ def test_a_stage_imports_only_its_own_module():
                 "print('lightning' in sys.modules)")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
         assert out.strip().splitlines()[-1] == "False", stage
+
+
+def test_every_stage_process_runs_openmp_with_the_passive_wait_policy():
+    """`slate-rl` sets OMP_WAIT_POLICY=PASSIVE before torch (and its OpenMP runtime) loads, whatever command
+    started it (a bare `snakemake`, a shell): idle threads sleep instead of spinning on cores other jobs use.
+    A value the user set is kept."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, sys; from slate_rl.cli import main\n"
+            "assert 'torch' not in sys.modules\n"
+            "try: main(['train-offline', '--help'])\nexcept SystemExit: pass\n"
+            "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split()[-2:] == ["PASSIVE", "True"]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**env, "OMP_WAIT_POLICY": "ACTIVE"}).stdout
+    assert out.split()[-2:] == ["ACTIVE", "True"]

@@ -221,7 +221,7 @@ def _concurrent_worker(name: str, threads: int, seconds: float, n_transitions: i
 
 
 def concurrent_updates_per_second(name: str, processes: int, threads: int, seconds: float,
-                                  n_transitions: int = 100_000, env: dict[str, str] | None = None) -> float:
+                                  n_transitions: int = 100_000, env: dict[str, str | None] | None = None) -> float:
     """Total updates/s of ``processes`` concurrent CPU jobs training ``name``, each with ``threads`` threads
     (``env``: extra environment variables of the jobs, read by their OpenMP runtime when torch loads)."""
     ctx = mp.get_context("spawn")  # a fork would inherit this process's OpenMP pool
@@ -229,7 +229,11 @@ def concurrent_updates_per_second(name: str, processes: int, threads: int, secon
     workers = [ctx.Process(target=_concurrent_worker, args=(name, threads, seconds, n_transitions, barrier, results))
                for _ in range(processes)]
     saved = {k: os.environ.get(k) for k in env or {}}
-    os.environ.update(env or {})
+    for k, v in (env or {}).items():  # None: unset (the OpenMP runtime's own default)
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     try:
         for w in workers:
             w.start()
@@ -249,17 +253,22 @@ def run_threads_benchmark(algos: list[str], processes: int, min_seconds: float, 
                           ) -> list[dict[str, Any]]:
     """Jobs sharing the CPU: each with every core's worth of threads (what a job did before it honoured
     its rule's ``threads``), the same with OpenMP's passive wait policy (idle threads sleep instead of
-    spinning), ``cores // processes`` threads each (the fix), and one job alone with every core.
+    spinning, what ``slate-rl`` sets unless ``OMP_WAIT_POLICY`` is set), ``cores // processes`` threads each
+    (what ``--threads {threads}`` gives), and one job alone with every core, spinning and passive (the cost
+    of the passive policy on an idle machine).
 
     The settings alternate for ``rounds`` rounds and each keeps its best, so that other load on a
     shared machine penalises none of them; ratios are against the oversubscribed setting.
     """
     cores = available_cpus()
-    settings: list[tuple[str, int, int, dict[str, str]]] = [
-        ("oversubscribed", processes, cores, {}),
-        ("oversubscribed, passive", processes, cores, {"OMP_WAIT_POLICY": "PASSIVE"}),
-        ("threads = cores / jobs", processes, max(1, cores // processes), {}),
-        ("one job alone", 1, cores, {}),
+    spin: dict[str, str | None] = {"OMP_WAIT_POLICY": None}  # OpenMP's default: idle threads spin a while
+    passive: dict[str, str | None] = {"OMP_WAIT_POLICY": "PASSIVE"}  # what slate-rl sets (cli.main)
+    settings: list[tuple[str, int, int, dict[str, str | None]]] = [
+        ("oversubscribed", processes, cores, spin),
+        ("oversubscribed, passive", processes, cores, passive),
+        ("threads = cores / jobs", processes, max(1, cores // processes), passive),
+        ("one job alone", 1, cores, spin),
+        ("one job alone, passive", 1, cores, passive),
     ]
     rows = []
     for name in algos:
