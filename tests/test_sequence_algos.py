@@ -345,3 +345,24 @@ def test_conditioning_verdict_reads_the_paired_differences():
     # each step within noise, but 0.75 is surely below 0.25: decreasing
     assert conditioning_verdict(rows((-0.5, 0.7, -0.5, 0.7), (-0.5, 0.7, -1.0, 0.6))) == \
         "decreasing: the return at target 0.75 is 1.00 +- 0.60 (paired 95% CI) below target 0.25"
+
+
+def test_a_relabelled_policy_decodes_only_with_the_gems_it_was_trained_with(tmp_path):
+    """`bench conditioning` takes the relabelling GeMS's path from the policy file: the file there must have
+    the sha256 recorded at training, else one ArtifactError naming both."""
+    from slate_rl.bench.sequence import relabel_gems
+    from slate_rl.core.io import file_sha256
+
+    gems = tmp_path / "other.ckpt"
+    gems.write_bytes(b"the GeMS the policy was trained with")
+    relabel = {"gems": str(gems), "sha256": file_sha256(gems)}
+    assert relabel_gems(tmp_path / "dt.pt", relabel) == str(gems)
+    gems.write_bytes(b"another file at that path")
+    with pytest.raises(ArtifactError, match=r"relabel\.sha256") as info:
+        relabel_gems(tmp_path / "dt.pt", relabel)
+    assert str(info.value).startswith(f"{gems}: sha256") and "dt.pt" in str(info.value)
+    gems.unlink()
+    with pytest.raises(ArtifactError, match="not found"):
+        relabel_gems(tmp_path / "dt.pt", relabel)
+    with pytest.raises(ArtifactError, match="field 'relabel'"):
+        relabel_gems(tmp_path / "dt.pt", {"gems": str(gems)})

@@ -37,7 +37,7 @@ from torch import nn
 from slate_rl.bench.offline import steps_per_second
 from slate_rl.core.config import from_dict
 from slate_rl.core.errors import ArtifactError, ConfigError
-from slate_rl.core.io import load_checkpoint
+from slate_rl.core.io import file_sha256, load_checkpoint
 from slate_rl.core.stats import mean_ci
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.models.rankers import load_gems_ranker
@@ -263,6 +263,25 @@ def parse_targets(text: str) -> list[float]:
     return out
 
 
+def relabel_gems(policy_path: str | Path, relabel: Any) -> str:
+    """The GeMS checkpoint a relabelled policy decodes with (its metadata's ``relabel.gems``), once its
+    sha256 equals the one recorded at training (``relabel.sha256``): the path comes from the file, so a
+    replaced or edited checkpoint there must not decode the policy's actions."""
+    if not (isinstance(relabel, dict) and isinstance(relabel.get("gems"), str)
+            and isinstance(relabel.get("sha256"), str)):
+        raise ArtifactError(f"{policy_path}: field 'relabel' must hold the strings 'gems' and 'sha256'; retrain "
+                            "the policy")
+    gems, recorded = relabel["gems"], relabel["sha256"]
+    if not Path(gems).is_file():
+        raise ArtifactError(f"{policy_path}: its relabelling GeMS {gems} (field 'relabel.gems') is not found; "
+                            "restore it or retrain the policy")
+    actual = file_sha256(gems)
+    if actual != recorded:
+        raise ArtifactError(f"{gems}: sha256 {actual!r}, but {policy_path} was trained with a GeMS of sha256 "
+                            f"{recorded!r} (field 'relabel.sha256'); restore that checkpoint or retrain the policy")
+    return gems
+
+
 def load_sequence_policy(path: str | Path, sim: TopicRec, gems_path: str, expert_path: str,
                          sampling_steps: int | None = None) -> tuple[SequencePolicy, dict[str, Any]]:
     """A saved DT/DD policy with its state encoder (the expert's) and decoder (its GeMS)."""
@@ -280,7 +299,8 @@ def load_sequence_policy(path: str | Path, sim: TopicRec, gems_path: str, expert
     c = sim.config
     gems = load_gems_ranker(gems_path, num_items=c.num_items, device=sim.device)
     relabel = meta.get("relabel")
-    decoder = load_gems_ranker(relabel["gems"], num_items=c.num_items, device=sim.device) if relabel else gems
+    decoder = load_gems_ranker(relabel_gems(path, relabel), num_items=c.num_items, device=sim.device) \
+        if relabel else gems
     expert, _ = load_behaviour(expert_path, sim, gems)
     normalizer = Normalizer(payload["normalizer"]["mean"].shape[0]).to(sim.device)
     algo = make_algo(name, normalizer.mean.shape[0], decoder.action_center, decoder.action_scale,
