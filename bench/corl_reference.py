@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
-from slate_rl.bench.offline import ACTION_DIM, BATCH_SIZE, GAMMA, OBS_DIM
+from slate_rl.bench.shapes import ACTION_DIM, BATCH_SIZE, GAMMA, OBS_DIM
 
 
 def corl_soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:

@@ -96,12 +96,34 @@ def test_sim_imports_no_learning_code():
             assert not bad, f"{module} imports learning code at module level {bad}"
 
 
-def test_no_import_cycles():
+SCRIPTS = PKG.parent / "bench"
+"""Scripts of the source checkout that package modules load by path (``bench/corl_reference.py``)."""
+
+
+def _strings(path: Path) -> set[str]:
+    return {n.value for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Constant)
+            and isinstance(n.value, str)}
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """module -> the package modules it imports; a module naming a script of ``bench/`` (e.g. the string
+    ``"corl_reference.py"``, which it loads by path) imports that script too, which imports what it imports."""
     modules = _modules()
-    graph = {
-        m: {i for i in _imports(p) if i in modules and i != m}
-        for m, p in modules.items()
-    }
+    scripts = {f"bench/{p.name}": p for p in SCRIPTS.glob("*.py")}
+    graph = {m: {i for i in _imports(p) if i in modules and i != m} for m, p in {**modules, **scripts}.items()}
+    for m, p in modules.items():
+        graph[m] |= {s for s, sp in scripts.items() if sp.name in _strings(p)}
+    return graph
+
+
+def test_a_module_loading_a_script_by_path_is_an_edge_of_the_import_graph():
+    graph = _import_graph()
+    assert "bench/corl_reference.py" in graph["slate_rl.bench.offline"]
+    assert "slate_rl.bench.shapes" in graph["bench/corl_reference.py"]
+
+
+def test_no_import_cycles():
+    graph = _import_graph()
     state: dict[str, int] = {}
 
     def visit(m: str, stack: list[str]) -> None:

@@ -40,12 +40,12 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from slate_rl.bench.shapes import ACTION_DIM, BATCH_SIZE, GAMMA, OBS_DIM
 from slate_rl.core.device import available_cpus
 from slate_rl.core.errors import ConfigError
 from slate_rl.offline.multiseed import STACKABLE, StackedTD3BC, check_stackable, noise_generator
 from slate_rl.offline.registry import TD_ALGOS, make_algo
 
-OBS_DIM, ACTION_DIM, BATCH_SIZE, GAMMA = 20, 32, 256, 0.99
 WARMUP_STEPS = 3
 
 

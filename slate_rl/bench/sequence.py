@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slate_rl.bench.offline import steps_per_second
+from slate_rl.bench.shapes import ACTION_DIM, HORIZON, OBS_DIM
 from slate_rl.core.config import from_dict
 from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import file_sha256, load_checkpoint
@@ -51,8 +52,6 @@ from slate_rl.offline.registry import ALGO_CONFIGS, SEQUENCE_ALGOS, make_algo
 from slate_rl.offline.sequence import SequenceAlgo, SessionSpec
 from slate_rl.online.rollouts import policy_returns
 from slate_rl.sim.core import TopicRec
-
-OBS_DIM, ACTION_DIM, HORIZON = 20, 32, 100
 
 
 def synthetic_sessions(episodes: int, device: torch.device) -> EpisodeBuffer:
