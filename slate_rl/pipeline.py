@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from slate_rl.core.artifacts import QUALITIES, agent_section, sac_gems_tag, variant_tag
-from slate_rl.core.config import from_dict, to_dict, validate_schema
+from slate_rl.core.config import from_dict, load_yaml, to_dict, validate_schema
 from slate_rl.core.errors import ConfigError
 from slate_rl.models.config import GeMSConfig, MFConfig, gems_config_from_tag
 from slate_rl.offline.config import ALGO_CONFIGS, OfflineConfig, OfflineDataConfig
@@ -74,6 +74,21 @@ SECTIONS: dict[str, tuple[type, tuple[str, ...]]] = {
 plan: names, seeds, qualities, seeds per job). The dataclass's fields plus those keys are the schema's properties of
 the section (tests/test_workflow.py checks it); the rules pass a section's fields to the stages, never these keys
 (:func:`section_args`)."""
+
+
+YTE_KEY = "__use_yte__"
+"""The top-level key that makes Snakemake load a config file as a YTE template, i.e. run the Python in it."""
+
+
+def refuse_templated_configs(paths: list[str] | list[Path]) -> None:
+    """One ConfigError for a config file that sets ``__use_yte__``. Snakemake removes the key from ``config``
+    once it has rendered the template (whose code has run by then, before the Snakefile), so the check reads
+    the files themselves: the workflow builds nothing from a templated config."""
+    for path in paths:
+        if YTE_KEY in load_yaml(path):
+            raise ConfigError(f"config file {path} sets {YTE_KEY!r}, so Snakemake ran it as a YTE template (Python "
+                              "code) while loading it; slate_rl's configs are plain YAML: remove the key, and check "
+                              "that file, which ran on this machine")
 
 
 def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:

@@ -72,6 +72,20 @@ def test_invalid_config_stops_snakemake_with_one_message(tmp_path, override, exp
     assert "Traceback" not in res.stderr
 
 
+def test_a_templated_config_file_is_refused(tmp_path):
+    """A --configfile setting __use_yte__ is a YTE template: Snakemake runs its Python while loading it and
+    then drops the key from ``config``, so validation alone would not see it; the workflow reads the file
+    and stops with one message naming it and the key."""
+    from snakemake.common.configfile import load_configfile
+
+    templated = tmp_path / "templated.yaml"
+    templated.write_text('__use_yte__: true\ndevice: ?"c" + "pu"\n')
+    assert load_configfile(str(templated)) == {"device": "cpu"}  # the code ran and the key is gone
+    res = snakemake("-n", "--configfile", str(templated), cwd=tmp_path)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert f"config file {templated} sets '__use_yte__'" in res.stderr + res.stdout
+
+
 # A sitecustomize that makes every import of torch (and Lightning) fail, as on a login node without them.
 BLOCK_TORCH = """
 import sys

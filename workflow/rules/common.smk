@@ -14,6 +14,7 @@ from slate_rl.pipeline import (
     gems_tag,
     agent_tags,
     per_seed,
+    refuse_templated_configs,
     section_args,
     seed_jobs,
     seeds_template,
@@ -21,6 +22,7 @@ from slate_rl.pipeline import (
 )
 
 try:
+    refuse_templated_configs(workflow.configfiles)
     config.update(validate_config(config, workflow.source_path("../schemas/config.schema.yaml")))
 except ConfigError as exc:
     sys.exit(f"Invalid configuration: {exc}")
