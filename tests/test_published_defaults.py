@@ -195,3 +195,46 @@ def test_published_reinforce_warms_up_and_corrected_does_not() -> None:
 
     assert Reinforce(1000, variant="published").on_policy_warmup
     assert not Reinforce(1000, variant="corrected").on_policy_warmup
+
+
+class _Stop(Exception):
+    """Raised by the captured fit: the test needs the batches, not a trained GeMS."""
+
+
+@pytest.mark.parametrize("shuffle", [None, "--shuffle"])
+def test_gems_pretraining_walks_the_slates_in_the_published_order_by_default(tmp_path, monkeypatch, shuffle) -> None:
+    """The published DataLoader does not shuffle: every epoch the training sessions in turn, each session's
+    slates in step order. ``gems.shuffle: true`` (``--shuffle``) draws a seeded order per epoch instead."""
+    import numpy as np
+
+    from slate_rl.cli import main
+    from slate_rl.data.logs import LoggedSessions, save_logs
+    from slate_rl.sim.policies import EpsilonGreedyOracle
+    from slate_rl.sim.rollout import run_sessions
+    from slate_rl.stages import pretrain_gems
+
+    assert GeMSConfig().shuffle is False
+    sim = build_simulator("focused_topdown")
+    out = run_sessions(sim, EpsilonGreedyOracle(1000, 10, 0.5), 20, seed=3, batch_size=20, record=True)
+    logs = LoggedSessions(out.slates, out.clicks, out.reset_slates, out.reset_clicks, out.returns.astype(np.float32),
+                          {"env": "focused_topdown", "env_config": sim.config.__dict__})
+    save_logs(tmp_path / "logs.npz", logs)
+    seen = []
+
+    def capture(system, train, val, **kwargs):
+        seen.append([b["slates"] for b in train])
+        seen.append([b["slates"] for b in train])  # the second epoch
+        raise _Stop
+
+    monkeypatch.setattr(pretrain_gems, "fit", capture)
+    with pytest.raises(_Stop):
+        main(["pretrain-gems", "--logs", str(tmp_path / "logs.npz"), "--latent-dim", "4", "--epochs", "2",
+              "--batch-size", "64", "--device", "cpu", "--no-progress", "--logger-mode", "disabled",
+              "--output", str(tmp_path / "g.ckpt"), "--metrics", str(tmp_path / "g.json"),
+              *([shuffle] if shuffle else [])])
+    in_order = pretrain_gems.examples(logs, slice(2, None))["slates"]  # val_fraction 0.1: sessions 0-1
+    for epoch in seen:
+        walked = torch.cat(epoch)
+        assert sorted(map(tuple, walked.tolist())) == sorted(map(tuple, in_order.tolist()))  # every slate once
+        assert torch.equal(walked, in_order) == (shuffle is None)
+    assert torch.equal(torch.cat(seen[0]), torch.cat(seen[1])) == (shuffle is None)

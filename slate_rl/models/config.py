@@ -84,6 +84,9 @@ class GeMSConfig:
     sample_scale: SampleScale = "variance"
     """Scale of the training sample z = mu + eps * scale: the variance (published, the paper's beta) or the
     standard deviation (``std``, tag suffix ``_std``)."""
+    shuffle: bool = False
+    """Reshuffle the training slates every epoch (seeded by ``seed``); off: the published order, every epoch
+    the sessions in turn and each session's slates in step order (its DataLoader's default)."""
 
     def __post_init__(self) -> None:
         sec = self.SECTION

@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> None:
     env_name = logs.metadata.get("env", "env")
     start = time.perf_counter()
     summary = fit(
-        system, TensorBatches(train, cfg.batch_size, seed=cfg.seed), TensorBatches(val, 8192, shuffle=False),
+        system, TensorBatches(train, cfg.batch_size, shuffle=cfg.shuffle, seed=cfg.seed),
+        TensorBatches(val, 8192, shuffle=False),
         work_dir=args.output + ".work", device=device, max_epochs=cfg.epochs, run_name=f"gems-{env_name}-{cfg.tag}",
         run_config=to_dict(cfg), logger_mode=args.logger_mode, progress=not args.no_progress, seed=cfg.seed,
         fingerprint=fingerprint({"config": to_dict(cfg), "inputs": inputs}),
