@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from slate_rl.cli import main
+from slate_rl.core.config import to_dict
 from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import file_sha256
 from slate_rl.core.stats import mean_ci
@@ -739,13 +740,21 @@ def test_mix_datasets_concatenates_and_refuses_other_spaces(tmp_path):
 # --------------------------------------------------------------------------- 7-8. Minari and d3rlpy
 
 
+def _exportable_meta(tmp_path: Path, table: np.ndarray) -> dict[str, Any]:
+    """:func:`_meta` plus what a collected dataset records of its environment: every parameter and the table."""
+    np.save(tmp_path / "focused.npy", table)
+    cfg = make_env_config("focused_topdown", num_items=NUM_ITEMS, episode_length=H_SYN)
+    return _meta(VALID, env_config=to_dict(cfg),
+                 item_embeddings={"file": str(tmp_path / "focused.npy"), "sha256": "t0"})
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_minari_round_trip_is_exact(tmp_path, monkeypatch):
+def test_minari_round_trip_is_exact(tmp_path, monkeypatch, table):
     import minari
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "unrelated"))
     path = tmp_path / "expert.npz"
-    save_dataset(path, VALID, _meta(VALID))
+    save_dataset(path, VALID, _exportable_meta(tmp_path, table))
     ds = load_dataset(path)
     root = tmp_path / "minari"
     dataset_id = to_minari(ds, root)
@@ -762,6 +771,58 @@ def test_minari_round_trip_is_exact(tmp_path, monkeypatch):
     assert md.observation_space["slate"].high.max() == NUM_ITEMS - 1
     episode = next(iter(md.iterate_episodes()))
     assert episode.truncations[-1] and not episode.truncations[:-1].any() and not episode.terminations.any()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_minari_export_recovers_its_environment_and_our_normalised_score(tmp_path, monkeypatch, table):
+    """Minari's own tools work on the export: ``recover_environment()`` builds the dataset's simulator
+    (slate_rl/TopicRec-v0, every parameter, the same table) and ``get_normalized_score`` is our normalised
+    score / 100 (Minari's 0-1 scale; the references of a train-offline result)."""
+    import minari
+
+    from slate_rl.offline.evaluation import normalized_score
+
+    path = tmp_path / "expert.npz"
+    meta = _exportable_meta(tmp_path, table)
+    save_dataset(path, VALID, meta)
+    references = {"random": {"return_mean": 31.5}, "expert_deterministic": {"return_mean": 97.25},
+                  "behaviour": {"return_mean": 90.0}}
+    root = tmp_path / "minari"
+    dataset_id = to_minari(load_dataset(path), root, references=references)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root.resolve()))
+    md = minari.load_dataset(dataset_id)
+    env = md.recover_environment()
+    assert env.spec.id == "slate_rl/TopicRec-v0" and env.spec.max_episode_steps == H_SYN
+    assert to_dict(env.unwrapped.sim.config) == meta["env_config"]
+    assert np.array_equal(env.unwrapped.sim.items.numpy(), table)
+    obs, _ = env.reset(seed=0)
+    assert obs["slate"].shape == (K,)
+    returns = np.array([20.0, 64.375, 97.25, 110.0])
+    ours = [normalized_score(r, references) for r in returns]
+    assert np.allclose(100 * minari.get_normalized_score(md, returns), ours)
+    # without references: the environment still, no scores; a dataset that lacks its environment is refused
+    other = to_minari(load_dataset(path), root, dataset_id="slate_rl/tiny-noref-v0")
+    assert minari.load_dataset(other).recover_environment().spec.kwargs["env"] == meta["env_config"]
+    with pytest.raises(ValueError, match="Reference score not provided"):
+        minari.get_normalized_score(minari.load_dataset(other), returns)
+    with pytest.raises(ArtifactError, match="expert_deterministic"):
+        to_minari(load_dataset(path), root, dataset_id="slate_rl/tiny-bad-v0",
+                  references={"random": {"return_mean": 1}})
+    save_dataset(tmp_path / "old.npz", VALID, _meta(VALID))
+    with pytest.raises(ArtifactError, match="field 'env_config' missing"):
+        to_minari(load_dataset(tmp_path / "old.npz"), root, dataset_id="slate_rl/tiny-old-v0")
+    # the stage takes the references from a train-offline result of this very dataset
+    from slate_rl.cli import main
+
+    result = tmp_path / "seed0.json"
+    result.write_text(json.dumps({"references": references, "inputs": {"dataset": file_sha256(path)}}))
+    stage = ["export-dataset", "--dataset", str(path), "--output-dir", str(tmp_path / "stage"), "--references",
+             str(result)]
+    assert main([*stage, "--dataset-id", "slate_rl/tiny-stage-v0"]) == 0
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str((tmp_path / "stage").resolve()))
+    assert np.allclose(100 * minari.get_normalized_score(minari.load_dataset("slate_rl/tiny-stage-v0"), returns), ours)
+    result.write_text(json.dumps({"references": references, "inputs": {"dataset": "another"}}))
+    assert main([*stage, "--dataset-id", "slate_rl/tiny-stage2-v0"]) == 2
 
 
 def test_d3rlpy_dataset_has_every_transition(tmp_path):

@@ -16,6 +16,7 @@ terminals and timeouts.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import warnings
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from slate_rl.core.errors import ConfigError
+from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.data.d4rl import OfflineDataset, build_arrays
 
 
@@ -47,13 +48,58 @@ def minari_id(env: str, quality: str) -> str:
     return f"slate_rl/{env}-{quality}-v0"
 
 
-def to_minari(dataset: OfflineDataset, root: str | os.PathLike[str], dataset_id: str | None = None) -> str:
-    """Write ``dataset`` as a Minari dataset under ``root``; return its id."""
+def minari_env_spec(metadata: dict[str, Any]) -> Any:
+    """The Gymnasium spec of the environment a dataset was collected in: ``slate_rl/TopicRec-v0`` with the
+    dataset's every environment parameter (``env_config``) and its item table (the file, resolved when it
+    exists here, or the generation seed), so ``MinariDataset.recover_environment()`` builds that simulator.
+    Its observations are the raw slate and clicks and its actions item ids: the dataset's belief
+    observations and latent actions are the expert's encoder and the GeMS of ``gems_sha256`` over them."""
+    import gymnasium as gym
+
+    from slate_rl.sim import ENV_ID
+
+    table = metadata["item_embeddings"]
+    if "file" in table:
+        path = Path(table["file"])
+        source: dict[str, Any] = {"item_embeddings": str(path.resolve() if path.is_file() else path)}
+    else:
+        source = {"embeddings_seed": table["seed"]}
+    return dataclasses.replace(gym.spec(ENV_ID), kwargs={"env": metadata["env_config"], **source},
+                               max_episode_steps=int(metadata["episode_length"]))
+
+
+def minari_reference_scores(metadata: dict[str, Any], references: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Minari's ``ref_min_score`` / ``ref_max_score``: the returns our normalised score puts at 0 and 100
+    (``offline.evaluation.normalized_score``: uniform random latent actions and the expert's deterministic
+    test return), from the ``references`` of a train-offline result on this dataset. Minari's
+    ``get_normalized_score`` is then ours divided by 100."""
+    try:
+        low = float(references["random"]["return_mean"])
+        high = float(references["expert_deterministic"]["return_mean"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"the references lack {exc}: give the results JSON of a train-offline run (its "
+                            "'references' hold 'random' and 'expert_deterministic')") from None
+    if not (np.isfinite(low) and np.isfinite(high)) or high == low:
+        raise ArtifactError(f"reference returns random {low} and expert {high} define no score (they must be "
+                            "finite and differ)")
+    return {"ref_min_score": low, "ref_max_score": high}
+
+
+def to_minari(dataset: OfflineDataset, root: str | os.PathLike[str], dataset_id: str | None = None,
+              references: dict[str, dict[str, Any]] | None = None) -> str:
+    """Write ``dataset`` as a Minari dataset under ``root``; return its id. Its environment spec is
+    :func:`minari_env_spec`; with ``references`` (a train-offline result's) it also stores
+    :func:`minari_reference_scores`."""
     import gymnasium as gym
     import minari
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
     meta = dataset.metadata
+    for field in ("env_config", "item_embeddings"):
+        if not isinstance(meta.get(field), dict):
+            raise ArtifactError(f"{dataset.path}: field {field!r} missing; the export's environment spec needs it "
+                                "(rebuild the dataset with slate-rl collect)")
+    scores = minari_reference_scores(meta, references) if references is not None else {}
     dataset_id = dataset_id or minari_id(meta["env"], meta["quality"])
     ep = dataset.episodes()
     k, s, n_items = ep["slates"].shape[-1], ep["observations"].shape[-1], int(meta["num_items"])
@@ -79,12 +125,14 @@ def to_minari(dataset: OfflineDataset, root: str | os.PathLike[str], dataset_id:
     ]
     description = (f"slate_rl {meta['quality']} dataset of {meta['env']} (TopicRec, GeMS latent actions); "
                    f"GeMS sha256 {meta['gems_sha256']}, behaviour return {meta['behaviour_return']['mean']:.2f}")
+    spec = minari_env_spec(meta)
     with _minari_root(root), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="env_spec is None")  # TopicRec is not a registered Minari env
+        # the environment spec serves evaluation too (Minari says so in a warning)
+        warnings.filterwarnings("ignore", message="`eval_env` is set to None")
         minari.create_dataset_from_buffers(
-            dataset_id=dataset_id, buffer=buffers, algorithm_name=str(meta["behaviour"].get("agent")),
+            dataset_id=dataset_id, buffer=buffers, env=spec, algorithm_name=str(meta["behaviour"].get("agent")),
             author="slate_rl", action_space=action_space, observation_space=obs_space, description=description,
-            data_format="hdf5",
+            data_format="hdf5", **scores,
         )
     return dataset_id
 

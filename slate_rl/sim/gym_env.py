@@ -9,6 +9,7 @@ every random number is keyed per user.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -19,6 +20,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from slate_rl.core import rng
+from slate_rl.core.config import from_dict
 from slate_rl.core.device import resolve_device
 from slate_rl.sim.config import TopicRecConfig, make_env_config
 from slate_rl.sim.core import SimState, StepResult, TopicRec, select
@@ -26,7 +28,7 @@ from slate_rl.sim.embeddings import generate_item_embeddings, load_item_embeddin
 
 
 def build_simulator(
-    env: str | TopicRecConfig = "focused_topdown",
+    env: str | TopicRecConfig | Mapping[str, Any] = "focused_topdown",
     item_embeddings: np.ndarray | str | None = None,
     embeddings_seed: int | None = None,
     device: str | torch.device = "cpu",
@@ -36,7 +38,12 @@ def build_simulator(
     ``item_embeddings`` is an array, a path to a ``.npy``/``.pt`` file, or ``None`` to
     generate the table of the environment's kind from ``embeddings_seed`` (default: the kind's seed).
     """
-    cfg = make_env_config(env) if isinstance(env, str) else env
+    if isinstance(env, str):
+        cfg = make_env_config(env)
+    elif isinstance(env, Mapping):  # every field, as datasets record it (``env_config``): a JSON-able spec
+        cfg = from_dict(TopicRecConfig, env, prefix="env")
+    else:
+        cfg = env
     if item_embeddings is None:
         table = generate_item_embeddings(cfg.embeddings, embeddings_seed, cfg.num_items, cfg.num_topics, cfg.topic_size)
     elif isinstance(item_embeddings, str):
@@ -104,7 +111,8 @@ class TopicRecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     Truncation after ``episode_length`` (100) steps; never terminated.
 
     ## Arguments
-    ``env`` (preset name or :class:`TopicRecConfig`), ``item_embeddings`` (array, path, or
+    ``env`` (preset name, :class:`TopicRecConfig` or the mapping of its fields, as a dataset's
+    ``env_config`` and its Minari export's environment spec hold it), ``item_embeddings`` (array, path, or
     ``None`` to generate the table from ``embeddings_seed``), ``device``.
     ``info`` holds privileged state: ``user``, ``user_effective``, ``bored``, ``relevance``.
     """
@@ -113,7 +121,7 @@ class TopicRecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     def __init__(
         self,
-        env: str | TopicRecConfig = "focused_topdown",
+        env: str | TopicRecConfig | Mapping[str, Any] = "focused_topdown",
         item_embeddings: np.ndarray | str | None = None,
         embeddings_seed: int | None = None,
         device: str = "cpu",
