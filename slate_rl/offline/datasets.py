@@ -28,6 +28,7 @@ behaviour action and clips to the bounds; the stored action is the one executed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 import zlib
@@ -187,8 +188,8 @@ def mixture_counts(weights: Mapping[str, float], episodes: int) -> dict[str, int
     """Episodes per component of a mixture: ``episodes`` split by ``weights`` (largest remainders)."""
     if not weights:
         raise ConfigError("a mixture needs at least one component")
-    if any(w <= 0 for w in weights.values()):
-        raise ConfigError(f"mixture weights must be > 0, got {dict(weights)}")
+    if not all(math.isfinite(w) and w > 0 for w in weights.values()):
+        raise ConfigError(f"mixture weights must be finite numbers > 0, got {dict(weights)}")
     total = sum(weights.values())
     raw = {k: episodes * w / total for k, w in weights.items()}
     counts = {k: int(v) for k, v in raw.items()}
@@ -264,6 +265,8 @@ def parse_mixture(items: tuple[str, ...] | list[str]) -> dict[str, float]:
             weights[path] = float(weight)
         except ValueError:
             raise ConfigError(f"--mix expects PATH=WEIGHT with a number as weight, got {item!r}") from None
+        if not (math.isfinite(weights[path]) and weights[path] > 0):
+            raise ConfigError(f"--mix weights must be finite numbers > 0, got {item!r}")
     return weights
 
 

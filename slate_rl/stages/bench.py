@@ -37,7 +37,7 @@ from slate_rl.core.device import resolve_device
 from slate_rl.core.errors import ConfigError
 from slate_rl.core.io import write_json
 from slate_rl.offline.dd import DDConfig
-from slate_rl.stages.common import add_env_arguments, positive_int, simulator_from_args
+from slate_rl.stages.common import add_env_arguments, finite_float, positive_int, simulator_from_args
 
 NAME = "bench"
 HELP = ("run a benchmark: sim (simulator steps/s vs batch size), gems (GeMS training), online (SAC+GeMS training), "
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             action.required = False
     parser.add_argument("--batch-sizes", default="1,64,1024,8192", help="comma-separated B values")
     parser.add_argument("--policies", default="random,oracle", help="comma-separated reference policies")
-    parser.add_argument("--min-seconds", type=float, default=2.0, help="timed seconds per case (default: 2)")
+    parser.add_argument("--min-seconds", type=finite_float, default=2.0, help="timed seconds per case (default: 2)")
     parser.add_argument("--steps", type=int, default=200, help="gems/online: timed training steps per pipeline")
     parser.add_argument("--parallel", type=int, default=10, help="online: sessions per step of the parallel schedule")
     parser.add_argument("--seeds", default=None,

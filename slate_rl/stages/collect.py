@@ -25,7 +25,13 @@ from slate_rl.data.d4rl import save_dataset
 from slate_rl.models.rankers import load_gems_ranker
 from slate_rl.offline.config import OfflineDataConfig
 from slate_rl.offline.datasets import DatasetRequest, build_dataset
-from slate_rl.stages.common import add_env_arguments, add_training_arguments, positive_int, simulator_from_args
+from slate_rl.stages.common import (
+    add_env_arguments,
+    add_training_arguments,
+    finite_float,
+    positive_int,
+    simulator_from_args,
+)
 
 NAME = "collect"
 HELP = "collect an offline dataset (expert, medium, random, replay or a mixture) in the D4RL layout"
@@ -48,12 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a component dataset of a mixture and its weight (repeat)")
     parser.add_argument("--episodes", type=positive_int, default=10_000, help="episodes (default: 10000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the users and the sampled actions")
-    parser.add_argument("--noise", type=float, default=0.1,
+    parser.add_argument("--noise", type=finite_float, default=0.1,
                         help="std of Gaussian noise on latent actions, as a fraction of the bounds' half-width "
                         "(default: 0.1)")
     parser.add_argument("--stochastic", action="store_true",
                         help="the behaviour samples from its SAC policy instead of acting with its mean action")
-    parser.add_argument("--label-margin", type=float, default=0.1,
+    parser.add_argument("--label-margin", type=finite_float, default=0.1,
                         help="an expert/medium behaviour must return more than (1 + margin) x the random quality's "
                         "return on the test users (default: 0.1)")
     parser.add_argument("--skip-label-check", action="store_true",

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from slate_rl.core.config import finite_float
 from slate_rl.core.device import resolve_device
 from slate_rl.core.errors import ConfigError
 from slate_rl.core.io import file_sha256
@@ -109,6 +110,9 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+__all__ = ["finite_float"]  # the argparse type of every real-valued option, beside positive_int
 
 
 def check_fraction(name: str, value: float) -> float:

@@ -70,6 +70,7 @@ from slate_rl.sim.core import TopicRec
 from slate_rl.stages.common import (
     add_env_arguments,
     add_training_arguments,
+    finite_float,
     input_hashes,
     parse_seeds,
     per_seed_path,
@@ -93,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--expert-stochastic", action="store_true",
                         help="the collection-mode expert reference samples its SAC policy (offline_data.deterministic: "
                         "false); the normalised score always uses the deterministic expert")
-    parser.add_argument("--expert-noise", type=float, default=0.1,
+    parser.add_argument("--expert-noise", type=finite_float, default=0.1,
                         help="exploration noise of the collection-mode expert reference (as offline_data.noise)")
     parser.add_argument("--seed", type=int, default=None, help="training seed")
     parser.add_argument("--seeds", default=None,
