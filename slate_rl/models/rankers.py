@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from slate_rl.core.errors import ArtifactError
+from slate_rl.core.finite import require_finite
 from slate_rl.core.io import atomic_path, load_checkpoint
 from slate_rl.models.gems import GeMS
 
@@ -149,6 +150,7 @@ def save_gems_ranker(path: str | os.PathLike[str], ranker: GeMSRanker) -> None:
         "architecture": json.dumps(_architecture(ranker.gems)),
         "meta": json.dumps(ranker.meta),
     }
+    require_finite(path, "GeMS", payload)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 

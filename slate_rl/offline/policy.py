@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from slate_rl.core.errors import ArtifactError
+from slate_rl.core.finite import require_finite
 from slate_rl.core.io import atomic_path, load_checkpoint
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.rankers import GeMSRanker
@@ -115,6 +116,7 @@ def save_policy(path: str | os.PathLike[str], algo: OfflineAlgo, normalizer: Nor
         "action_center": algo.action_center.detach().cpu(), "action_scale": algo.action_scale.detach().cpu(),
         "meta": json.dumps(meta),
     }
+    require_finite(path, f"{algo.name} policy", payload)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import argparse
 
-from slate_rl.core.artifacts import TEST_SEED, TEST_SESSIONS
+from slate_rl.core.artifacts import TEST_SEED, TEST_SESSIONS, check_environment
+from slate_rl.core.config import to_dict
 from slate_rl.core.errors import ConfigError
 from slate_rl.data.d4rl import save_dataset
 from slate_rl.models.rankers import load_gems_ranker
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace) -> None:
                          test_seed=args.test_seed, test_sessions=args.test_sessions)
     sim, table_source = simulator_from_args(args)
     gems = load_gems_ranker(args.gems, num_items=sim.config.num_items, device=sim.device)
+    check_environment(args.gems, gems.meta, args.env, to_dict(sim.config), "GeMS checkpoint")
     arrays, metadata = build_dataset(req, sim, gems, table_source, progress=not args.no_progress)
     save_dataset(args.output, arrays, metadata)
     n, elapsed = metadata["episodes"] * metadata["episode_length"], metadata["collect_seconds"]
