@@ -407,7 +407,7 @@ def _tiny_gems(latent: int = 4, meta: dict | None = None):
 
 
 def test_non_finite_trained_weights_stop_the_write(tmp_path) -> None:
-    from slate_rl.core.finite import require_finite
+    from slate_rl.core.checks import require_finite
     from slate_rl.models.rankers import save_gems_ranker
 
     gems = _tiny_gems()
@@ -523,3 +523,76 @@ def test_aggregate_on_an_npz_is_one_error(tmp_path, capsys: pytest.CaptureFixtur
     np.savez(path, a=np.arange(3))
     assert main(["aggregate", "--inputs", str(path), "--output", str(tmp_path / "out.json")]) == 2
     assert "unreadable result" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("make, argv", [
+    ("dir", ["make-embeddings", "--kind", "focused", "--output", "{p}"]),
+    ("file", ["export-dataset", "--dataset", "missing.npz", "--output-dir", "{p}"]),
+    ("file", ["report", "--results-dir", "nowhere", "--figures-dir", "{p}", "--output", "{p}.md"]),
+    ("dir", ["report", "--results-dir", "nowhere", "--output", "{p}", "--figures-dir", "{p}_figures"]),
+])
+def test_output_paths_of_the_wrong_kind_are_one_error(tmp_path, capsys: pytest.CaptureFixture[str], make: str,
+                                                      argv: list[str]) -> None:
+    p = tmp_path / "taken"
+    p.mkdir() if make == "dir" else p.write_text("x")
+    assert main([a.replace("{p}", str(p)) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(p) in err and "Traceback" not in err
+
+
+def test_bench_batch_sizes_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "sim", "--env", "focused_topdown", "--device", "cpu", "--batch-sizes", "0"]) == 2
+    assert "--batch-sizes must be comma-separated positive integers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("raw, fragment", [
+    ('{"num_items": 1e999}', "not a finite number"),
+    ('{"x": NaN}', "not a finite number"),
+    (b'{"env": "\xff"}', "not valid metadata"),
+    ("[1, 2]", "expected an object"),
+    (5, "expected JSON text"),
+])
+def test_crafted_metadata_is_one_error_naming_file_and_field(raw, fragment: str) -> None:
+    from slate_rl.core.checks import metadata_object
+
+    with pytest.raises(ArtifactError, match=fragment) as exc:
+        metadata_object(raw, "agent/best.ckpt", "meta")
+    assert "agent/best.ckpt: field 'meta'" in str(exc.value)
+    assert metadata_object('{"num_items": 1000, "lr": 0.5}', "f", "meta") == {"num_items": 1000, "lr": 0.5}
+
+
+def test_crafted_gems_and_dataset_metadata_via_loaders(tmp_path) -> None:
+    from slate_rl.data.d4rl import load_dataset
+    from slate_rl.models.rankers import load_gems_ranker, save_gems_ranker
+
+    path = tmp_path / "gems.ckpt"
+    save_gems_ranker(path, _tiny_gems())
+    payload = torch.load(path, weights_only=True)
+    payload["meta"] = '{"env_config": {"num_items": 1e999}}'
+    torch.save(payload, path)
+    with pytest.raises(ArtifactError, match=r"gems.ckpt: field 'meta'.*finite"):
+        load_gems_ranker(path)
+    payload["meta"], payload["architecture"] = "{}", "[]"
+    torch.save(payload, path)
+    with pytest.raises(ArtifactError, match="field 'architecture' is a JSON list"):
+        load_gems_ranker(path)
+    data = tmp_path / "d.npz"
+    np.savez(data, a=np.arange(2))
+    (tmp_path / "d.json").write_bytes(b"\xff\xfe")
+    with pytest.raises(ArtifactError, match="d.json: field 'metadata' is not valid metadata"):
+        load_dataset(data)
+
+
+def test_report_refuses_damaged_declared_inputs(tmp_path) -> None:
+    from slate_rl.report.results import collect_results
+
+    root = tmp_path / "results"
+    good = {"env": "e", "agent": "slateq", "seed": 0, "return_mean": 1.0}
+    cases = {"returns": {**good, "returns": ["1.0", "2.0"]}, "list": [good], "seed": {**good, "seed": "zero"}}
+    for name, content in cases.items():
+        path = root / "e/online/slateq/seed0.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(content))
+        assert collect_results(root).skipped, name  # a directory scan skips it, with a warning
+        with pytest.raises(ArtifactError, match=str(path)):
+            collect_results(root, [path])

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from slate_rl.core.checks import metadata_object, require_finite
 from slate_rl.core.errors import ArtifactError
-from slate_rl.core.finite import require_finite
 from slate_rl.core.io import atomic_path, load_checkpoint
 from slate_rl.models.gems import GeMS
 
@@ -167,7 +167,7 @@ def load_gems_ranker(
     for field in ("state_dict", "action_center", "action_scale", "architecture", "meta"):
         if field not in payload:
             raise ArtifactError(f"{p}: missing field {field!r}; rebuild the checkpoint")
-    arch = json.loads(payload["architecture"])
+    arch = metadata_object(payload["architecture"], p, "architecture")
     for field, expected in (("num_items", num_items), ("latent_dim", latent_dim)):
         if expected is not None and arch.get(field) != expected:
             raise ArtifactError(f"{p}: field 'architecture.{field}' is {arch.get(field)}, expected {expected}")
@@ -189,4 +189,4 @@ def load_gems_ranker(
         gems.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
         raise ArtifactError(f"{p}: field 'state_dict' does not match the architecture ({exc})") from exc
-    return GeMSRanker(gems, center, scale, json.loads(payload["meta"])).to(device)
+    return GeMSRanker(gems, center, scale, metadata_object(payload["meta"], p, "meta")).to(device)

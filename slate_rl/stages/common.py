@@ -121,6 +121,22 @@ def agent_gems(args: argparse.Namespace, sim: TopicRec) -> GeMSRanker | None:
     return gems
 
 
+def check_output_file(path: str, option: str) -> Path:
+    """An output file path: refused in one line when a directory sits there."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{option} {path} is a directory; give the path of the file to write")
+    return p
+
+
+def check_output_dir(path: str, option: str) -> Path:
+    """An output directory path: refused in one line when a file (not a directory) sits there."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{option} {path} is a file, not a directory; give a directory path")
+    return p
+
+
 def positive_int(text: str) -> int:
     """argparse type for counts that must be >= 1."""
     try:

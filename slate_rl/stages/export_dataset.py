@@ -14,6 +14,7 @@ from pathlib import Path
 from slate_rl.core.io import atomic_path
 from slate_rl.data.d4rl import load_dataset
 from slate_rl.data.export import to_d3rlpy, to_minari
+from slate_rl.stages.common import check_output_dir
 
 NAME = "export-dataset"
 HELP = "export an offline dataset to Minari (HDF5) or d3rlpy (optional extra)"
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    check_output_dir(args.output_dir, "--output-dir")
     dataset = load_dataset(args.dataset)
     if args.format == "minari":
         dataset_id = to_minari(dataset, args.output_dir, args.dataset_id)

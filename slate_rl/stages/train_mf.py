@@ -7,10 +7,10 @@ import time
 
 import numpy as np
 
+from slate_rl.core.checks import require_finite
 from slate_rl.core.config import add_arguments as add_config_arguments
 from slate_rl.core.config import from_namespace, to_dict
 from slate_rl.core.device import resolve_device
-from slate_rl.core.finite import require_finite
 from slate_rl.core.io import fingerprint, save_npy, write_json, write_timings
 from slate_rl.data.batches import TensorBatches
 from slate_rl.data.logs import load_logs

@@ -1,7 +1,9 @@
-"""The check every trained artifact passes before it is written: no NaN or infinite weight."""
+"""Checks of the artifacts written and read: no NaN or infinite trained weight, metadata JSON of the right shape."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -37,3 +39,32 @@ def require_finite(path: str | os.PathLike[str], what: str, values: Any) -> None
     if found is not None:
         raise ArtifactError(f"{path}: the trained {what} has NaN or infinite values in {found!r} (training "
                             "diverged: lower the learning rates or check the inputs); nothing was written")
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def metadata_object(raw: Any, path: str | os.PathLike[str], field: str) -> dict[str, Any]:
+    """The JSON object stored as ``field`` of ``path`` (text or UTF-8 bytes): strict JSON with finite numbers only
+    (``1e999``, ``NaN`` are refused), a mapping at the top; anything else is one :class:`ArtifactError` naming the
+    file and the field."""
+    try:
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8")
+        if not isinstance(raw, str):
+            raise ValueError(f"expected JSON text, found {type(raw).__name__}")
+        value = json.loads(raw, parse_float=_finite_float, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ArtifactError(f"{path}: field {field!r} is not valid metadata ({exc}); rebuild the file") from None
+    if not isinstance(value, dict):
+        raise ArtifactError(f"{path}: field {field!r} is a JSON {type(value).__name__}, expected an object; rebuild "
+                            "the file")
+    return value
