@@ -105,7 +105,7 @@ def test_embeddings_file_missing_or_unreadable(tmp_path) -> None:
         load_item_embeddings(pickled)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a tensor")
-    with pytest.raises(ArtifactError, match="cannot read"):
+    with pytest.raises(ArtifactError, match="garbage.pt: unreadable item-embedding table"):
         load_item_embeddings(garbage)
 
 
@@ -596,3 +596,17 @@ def test_report_refuses_damaged_declared_inputs(tmp_path) -> None:
         assert collect_results(root).skipped, name  # a directory scan skips it, with a warning
         with pytest.raises(ArtifactError, match=str(path)):
             collect_results(root, [path])
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["collect", "--env", "focused_mix", "--embeddings-file", "e.npy", "--quality", "expert", "--gems", "g",
+      "--expert", "b", "--output", "o.npz", "--episodes", "100000000000"], "--episodes"),
+    ([*EVAL, "--env", "focused_mix", "--sessions", "100000000000"], "--sessions"),
+    ([*EVAL, "--env", "focused_mix", "--batch-size", "100000000000"], "--batch-size"),
+])
+def test_hand_written_size_options_have_the_config_bounds(capsys: pytest.CaptureFixture[str], argv: list[str],
+                                                          option: str) -> None:
+    with pytest.raises(SystemExit):
+        main(argv)
+    err = capsys.readouterr().err
+    assert f"argument {option}: must be <=" in err and "Traceback" not in err

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from pathlib import Path
 from typing import Literal
 
@@ -96,7 +97,11 @@ def load_item_embeddings(
         raise ArtifactError(f"{p}: embeddings file not found")
     try:
         if p.suffix == ".pt":
-            obj = _torch_load(p, "item-embedding table")  # its refusal of pickled code, never torch's advice
+            try:
+                obj = torch.load(p, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError:
+                _torch_load(p, "item-embedding table")  # raises its refusal: torch's advice is never passed on
+                raise
             if not isinstance(obj, torch.Tensor):
                 raise ArtifactError(f"{p}: expected a saved tensor, found {type(obj).__name__}")
             table = obj.detach().numpy()

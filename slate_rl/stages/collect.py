@@ -30,8 +30,8 @@ from slate_rl.stages.common import (
     add_env_arguments,
     add_training_arguments,
     finite_float,
-    positive_int,
     simulator_from_args,
+    size_int,
 )
 
 NAME = "collect"
@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "last.ckpt beside --expert")
     parser.add_argument("--mix", action="append", default=[], metavar="PATH=WEIGHT",
                         help="a component dataset of a mixture and its weight (repeat)")
-    parser.add_argument("--episodes", type=positive_int, default=10_000, help="episodes (default: 10000)")
+    parser.add_argument("--episodes", type=size_int("episodes"), default=10_000, help="episodes (default: 10000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the users and the sampled actions")
     parser.add_argument("--noise", type=finite_float, default=0.1,
                         help="std of Gaussian noise on latent actions, as a fraction of the bounds' half-width "
@@ -66,9 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-label-check", action="store_true",
                         help="write an expert/medium dataset even if it fails the label check "
                         "(recorded in the metadata)")
-    parser.add_argument("--batch-size", type=positive_int, default=4096, help="users simulated in parallel")
+    parser.add_argument("--batch-size", type=size_int("batch_size"), default=4096, help="users simulated in parallel")
     parser.add_argument("--test-seed", type=int, default=TEST_SEED, help="seed of the users measuring the behaviour")
-    parser.add_argument("--test-sessions", type=positive_int, default=TEST_SESSIONS,
+    parser.add_argument("--test-sessions", type=size_int("test_sessions"), default=TEST_SESSIONS,
                         help="users measuring the behaviour")
     add_training_arguments(parser)
     parser.add_argument("--output", required=True, help="destination .npz (the metadata .json goes beside it)")

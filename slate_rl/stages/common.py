@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from slate_rl.core.artifacts import check_environment, parse_agent_tag, parse_gems_tag
-from slate_rl.core.config import finite_float, to_dict
+from slate_rl.core.config import SIZE_MAXIMA, bounded_int, finite_float, to_dict
 from slate_rl.core.device import resolve_device
 from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import file_sha256
@@ -137,15 +137,14 @@ def check_output_dir(path: str, option: str) -> Path:
     return p
 
 
+def size_int(field: str) -> Any:
+    """argparse type of a size option named like a config field: 1 to the field's :data:`SIZE_MAXIMA` bound."""
+    return bounded_int(SIZE_MAXIMA[field], minimum=1)
+
+
 def positive_int(text: str) -> int:
     """argparse type for counts that must be >= 1."""
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from exc
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+    return bounded_int(None, minimum=1)(text)
 
 
 __all__ = ["finite_float"]  # the argparse type of every real-valued option, beside positive_int

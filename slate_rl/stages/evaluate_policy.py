@@ -18,8 +18,8 @@ from slate_rl.stages.common import (
     add_env_arguments,
     check_fraction,
     finite_float,
-    positive_int,
     simulator_from_args,
+    size_int,
 )
 
 NAME = "evaluate-policy"
@@ -31,9 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", required=True, choices=POLICY_NAMES, help="reference policy")
     parser.add_argument("--epsilon", type=finite_float, default=0.5,
                         help="exploration rate of eps-greedy (default: 0.5)")
-    parser.add_argument("--sessions", type=positive_int, default=1000, help="sessions to simulate (default: 1000)")
+    parser.add_argument("--sessions", type=size_int("sessions"), default=1000,
+                        help="sessions to simulate (default: 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the users and the policy (default: 0)")
-    parser.add_argument("--batch-size", type=positive_int, default=8192, help="users in parallel (default: 8192)")
+    parser.add_argument("--batch-size", type=size_int("batch_size"), default=8192,
+                        help="users in parallel (default: 8192)")
     parser.add_argument("--output", default=None, help="also write the JSON object to this file")
 
 

@@ -45,8 +45,8 @@ from slate_rl.stages.common import (
     add_training_arguments,
     agent_gems,
     input_hashes,
-    positive_int,
     simulator_from_args,
+    size_int,
 )
 from slate_rl.stages.train_agent_seeds import agent_settings, save_medium
 
@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "process, each writing the files of a --seed run; --output-dir and --results then contain "
                         "{seed}")
     parser.add_argument("--test-seed", type=int, default=TEST_SEED, help="seed of the fixed test users")
-    parser.add_argument("--test-sessions", type=positive_int, default=TEST_SESSIONS, help="test users")
+    parser.add_argument("--test-sessions", type=size_int("test_sessions"), default=TEST_SESSIONS, help="test users")
     add_config_arguments(parser, OnlineConfig)
     add_config_arguments(parser, AgentBuildConfig)
     add_config_arguments(parser, SACConfig)

@@ -74,8 +74,8 @@ from slate_rl.stages.common import (
     input_hashes,
     parse_seeds,
     per_seed_path,
-    positive_int,
     simulator_from_args,
+    size_int,
 )
 
 NAME = "train-offline"
@@ -104,7 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep subnormal floats on the CPU (IEEE arithmetic; by default they are flushed to zero "
                         "while training, several times faster once networks produce them)")
     parser.add_argument("--test-seed", type=int, default=TEST_SEED, help="seed of the fixed test users")
-    parser.add_argument("--test-sessions", type=positive_int, default=TEST_SESSIONS, help="test users")
+    parser.add_argument("--test-sessions", type=size_int("test_sessions"), default=TEST_SESSIONS, help="test users")
     add_config_arguments(parser, OfflineConfig)
     for name in ALGOS:
         add_config_arguments(parser, ALGO_CONFIGS[name], prefix=f"{name}_")
