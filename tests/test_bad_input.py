@@ -548,8 +548,8 @@ def test_bench_batch_sizes_must_be_positive(capsys: pytest.CaptureFixture[str]) 
 @pytest.mark.parametrize("raw, fragment", [
     ('{"num_items": 1e999}', "not a finite number"),
     ('{"x": NaN}', "not a finite number"),
-    (b'{"env": "\xff"}', "not valid metadata"),
-    ("[1, 2]", "expected an object"),
+    (b'{"env": "\xff"}', "not valid JSON metadata"),
+    ("[1, 2]", "expected a JSON object"),
     (5, "expected JSON text"),
 ])
 def test_crafted_metadata_is_one_error_naming_file_and_field(raw, fragment: str) -> None:
@@ -579,7 +579,7 @@ def test_crafted_gems_and_dataset_metadata_via_loaders(tmp_path) -> None:
     data = tmp_path / "d.npz"
     np.savez(data, a=np.arange(2))
     (tmp_path / "d.json").write_bytes(b"\xff\xfe")
-    with pytest.raises(ArtifactError, match="d.json: field 'metadata' is not valid metadata"):
+    with pytest.raises(ArtifactError, match="d.json: field 'metadata' is not valid JSON metadata"):
         load_dataset(data)
 
 

@@ -63,8 +63,8 @@ def metadata_object(raw: Any, path: str | os.PathLike[str], field: str) -> dict[
             raise ValueError(f"expected JSON text, found {type(raw).__name__}")
         value = json.loads(raw, parse_float=_finite_float, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise ArtifactError(f"{path}: field {field!r} is not valid metadata ({exc}); rebuild the file") from None
+        raise ArtifactError(f"{path}: field {field!r} is not valid JSON metadata ({exc}); rebuild the file") from None
     if not isinstance(value, dict):
-        raise ArtifactError(f"{path}: field {field!r} is a JSON {type(value).__name__}, expected an object; rebuild "
-                            "the file")
+        raise ArtifactError(f"{path}: field {field!r} is a JSON {type(value).__name__}, expected a JSON object; "
+                            "rebuild the file")
     return value
