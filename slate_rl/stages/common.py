@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 from slate_rl.core.artifacts import check_environment, parse_agent_tag, parse_gems_tag
-from slate_rl.core.config import SIZE_MAXIMA, bounded_int, finite_float, to_dict
+from slate_rl.core.config import SIZE_MAXIMA, bounded_int, to_dict
+from slate_rl.core.config import finite_float as finite_float  # the stages' type of real-valued options
 from slate_rl.core.device import resolve_device
 from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import file_sha256
@@ -145,9 +146,6 @@ def size_int(field: str) -> Any:
 def positive_int(text: str) -> int:
     """argparse type for counts that must be >= 1."""
     return bounded_int(None, minimum=1)(text)
-
-
-__all__ = ["finite_float"]  # the argparse type of every real-valued option, beside positive_int
 
 
 def check_fraction(name: str, value: float) -> float:
