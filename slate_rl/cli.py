@@ -57,6 +57,17 @@ def build_parser(modules: Sequence[str] = STAGES) -> argparse.ArgumentParser:
     return parser
 
 
+ALLOCATION_FAILURES = ("can't allocate memory", "out of memory")
+"""How torch words a failed allocation in a RuntimeError (torch.OutOfMemoryError is one too)."""
+
+
+def is_allocation_failure(exc: BaseException) -> bool:
+    """A MemoryError (numpy, Python) or torch's RuntimeError for an allocation that failed; any other
+    RuntimeError is a bug and keeps its traceback."""
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and any(text in str(exc) for text in ALLOCATION_FAILURES))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Idle OpenMP threads sleep instead of spinning, whatever command started the job: a job whose threads
     # outnumber the cores it gets (other jobs, other users) ran 15-60x slower spinning (bench/README.md,
@@ -74,9 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SlateRLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except MemoryError as exc:  # e.g. a size typed with too many zeros: numpy names what it could not allocate
-        print(f"error: out of memory ({exc or 'MemoryError'}); lower the sizes given (sessions, episodes, "
-              "batch size) or run on a machine with more memory", file=sys.stderr)
+    except (MemoryError, RuntimeError) as exc:  # e.g. a size typed with too many zeros
+        if not is_allocation_failure(exc):
+            raise
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"error: out of memory ({detail}); lower the sizes given (sessions, episodes, batch size, widths) "
+              "or run on a machine with more memory", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from slate_rl.core.artifacts import QUALITIES, agent_section, sac_gems_tag, variant_tag
+from slate_rl.core.artifacts import QUALITIES, RESERVED_ENV_NAMES, agent_section, sac_gems_tag, variant_tag
 from slate_rl.core.config import from_dict, load_yaml, to_dict, validate_schema
 from slate_rl.core.errors import ConfigError
 from slate_rl.models.config import GeMSConfig, MFConfig, gems_config_from_tag
@@ -103,6 +103,10 @@ def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PAT
     clash = sorted(set(defined) & set(PRESETS))
     if clash:
         raise ConfigError(f"config: key 'environments.{clash[0]}' redefines a preset; give it another name")
+    taken = sorted(set(defined) & set(RESERVED_ENV_NAMES))
+    if taken:
+        raise ConfigError(f"config: key 'environments.{taken[0]}': the name is taken (results/{taken[0]}/ holds "
+                          "the report); give the environment another name")
     for i, name in enumerate(config["envs"]):
         if name not in PRESETS and name not in defined:
             raise ConfigError(

@@ -183,6 +183,8 @@ AGGREGATE_RESULT = "results/{env}/{algo}.json"
 REFERENCE_RESULT = "results/{env}/reference/{policy}.json"
 REPORT = "results/report.md"
 REPORT_DIR = "results/report"
+RESERVED_ENV_NAMES = ("report",)
+"""Names an environment cannot take: its results/{env}/ folder would be the report's (``REPORT_DIR``)."""
 
 
 def agent_checkpoint(which: str, template: str = AGENT_DIR) -> str:
@@ -198,3 +200,21 @@ def path(template: str, **fields: Any) -> str:
         return template.format(**fields)
     except KeyError as exc:
         raise ConfigError(f"path {template!r} needs the field {exc.args[0]!r}") from None
+
+
+def check_environment(path: Any, meta: dict[str, Any], env: str, env_config: dict[str, Any] | None = None,
+                      what: str = "checkpoint") -> None:
+    """Refuse an input made for another environment: its recorded ``env`` (and each ``env_config`` parameter it
+    records) must be the run's; one :class:`ArtifactError` naming both. Files that record neither pass."""
+    from slate_rl.core.errors import ArtifactError
+
+    recorded = meta.get("env")
+    if recorded is not None and recorded != env:
+        raise ArtifactError(f"{path}: this {what} was made for environment {recorded!r}, but the run is for {env!r} "
+                            f"(--env): give the {what} built for {env!r}, or run for {recorded!r}")
+    stored = meta.get("env_config")
+    if env_config and isinstance(stored, dict):
+        for key, value in env_config.items():
+            if key in stored and stored[key] != value:
+                raise ArtifactError(f"{path}: this {what} was made with env_config.{key} = {stored[key]!r}, but "
+                                    f"environment {env!r} has {value!r}: rebuild it for this environment")

@@ -14,6 +14,7 @@ import ast
 import dataclasses
 import inspect
 import json
+import math
 import textwrap
 import types
 import typing
@@ -135,17 +136,39 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "") ->
     return obj
 
 
+SIZE_MAXIMA: dict[str, int] = {
+    "sessions": 10_000_000, "test_sessions": 10_000_000, "val_sessions": 10_000_000, "bounds_sessions": 10_000_000,
+    "episodes": 1_000_000, "buffer_capacity": 1_000_000, "batch_size": 10_000_000, "sessions_per_step": 1_000_000,
+    "updates_per_step": 100_000, "total_steps": 100_000_000, "epochs": 100_000, "max_epochs": 100_000,
+    "hidden": 65_536, "belief_dim": 65_536, "dim": 65_536, "latent_dim": 65_536, "embedding_dim": 65_536,
+    "item_dim": 65_536, "layers": 256, "heads": 256, "context": 100_000, "horizon": 100_000,
+    "diffusion_steps": 100_000, "sampling_steps": 100_000, "n_actions": 100_000, "grad_accumulation": 100_000,
+    "num_topics": 32_767, "topic_size": 65_536, "episode_length": 1_000_000, "slate_size": 32_767,
+}
+"""Upper bounds, by field name in every config section, of the sizes that set memory or run time (100x the paper's
+values or more): a size typed with too many zeros (``--hidden 100000000``, ``episodes: 1e11``) is one error naming
+the key before any work, not a job killed for memory hours later. The schema's own maxima
+(``session_count``, ``episode_count``) equal these (tests/test_bad_input.py checks it)."""
+
+
 def check_fields(cfg: Any, positive: tuple[str, ...] = (), fraction: tuple[str, ...] = (),
-                 nonnegative: tuple[str, ...] = ()) -> None:
+                 nonnegative: tuple[str, ...] = (), prefix: str | None = None) -> None:
     """The range checks of a config section's dataclass: raise :class:`ConfigError` naming the key as written in
-    config.yaml (``<cfg.SECTION>.<field>``) unless each ``positive`` field is > 0, each
+    config.yaml (``<cfg.SECTION>.<field>``, or ``<prefix>.<field>``) unless each ``positive`` field is > 0, each
     ``fraction`` field lies in (0, 1] and each ``nonnegative`` one is >= 0; integer fields (layer
-    counts, widths...) must be integers."""
-    prefix = getattr(cfg, "SECTION", type(cfg).__name__)
+    counts, widths...) must be integers and at most their :data:`SIZE_MAXIMA`; float fields must be finite (NaN never,
+    +-inf only for the fields the class lists in its ``UNBOUNDED``: bounds that default to no bound)."""
+    prefix = prefix or getattr(cfg, "SECTION", type(cfg).__name__)
+    unbounded = getattr(cfg, "UNBOUNDED", ())
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if f.type in ("int", int) and (isinstance(value, bool) or not isinstance(value, int)):
             raise ConfigError(f"{prefix}.{f.name} must be an integer, got {value!r}")
+        if isinstance(value, float) and not (math.isfinite(value) or (f.name in unbounded and not math.isnan(value))):
+            raise ConfigError(f"{prefix}.{f.name} must be a finite number, got {value}")
+        limit = SIZE_MAXIMA.get(f.name)
+        if limit is not None and isinstance(value, int) and not isinstance(value, bool) and value > limit:
+            raise ConfigError(f"{prefix}.{f.name} must be <= {limit}, got {value}")
     for key in positive:
         if not getattr(cfg, key) > 0:
             raise ConfigError(f"{prefix}.{key} must be > 0, got {getattr(cfg, key)}")
@@ -155,6 +178,44 @@ def check_fields(cfg: Any, positive: tuple[str, ...] = (), fraction: tuple[str, 
     for key in nonnegative:
         if not getattr(cfg, key) >= 0:
             raise ConfigError(f"{prefix}.{key} must be >= 0, got {getattr(cfg, key)}")
+
+
+def finite_float(text: str) -> float:
+    """argparse type of a real-valued option: a finite number (``nan``, ``inf`` are refused naming the option)."""
+    value = _float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from exc
+
+
+def _bound_or_float(text: str) -> float:
+    """argparse type of a bound that may be infinite (no bound), never NaN."""
+    value = _float(text)
+    if math.isnan(value):
+        raise argparse.ArgumentTypeError(f"must be a number or +-inf, got {text!r}")
+    return value
+
+
+def bounded_int(limit: int | None, minimum: int | None = None) -> Any:
+    """argparse type of an integer option in [``minimum``, ``limit``] (``None``: no bound on that side)."""
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from exc
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        if limit is not None and value > limit:
+            raise argparse.ArgumentTypeError(f"must be <= {limit}, got {value}")
+        return value
+    return convert
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -214,9 +275,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, .
             conv: Any = str
             base = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
             if base[0] is int:
-                conv = int
+                conv = bounded_int(SIZE_MAXIMA.get(f.name))
             elif base[0] is float:
-                conv = float
+                conv = _bound_or_float if f.name in getattr(cls, "UNBOUNDED", ()) else finite_float
             parser.add_argument(flag, dest=dest, default=None, type=conv, help=help_text)
 
 

@@ -20,6 +20,8 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         device = torch.device(name)
     except RuntimeError as exc:
         raise ConfigError(f"device {name!r} is not a device name; use auto, cpu or cuda[:N]") from exc
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {name!r} is not supported; use auto, cpu or cuda[:N]")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} was requested but CUDA is not available; use device=auto or cpu")
     return device

@@ -31,7 +31,6 @@ of a 1M-transition dataset stays at a couple of seconds.
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from collections.abc import Mapping
@@ -42,6 +41,7 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
+from slate_rl.core.checks import metadata_object
 from slate_rl.core.errors import ArtifactError
 from slate_rl.core.io import save_npz, write_json
 from slate_rl.data.buffer import EpisodeBuffer
@@ -180,11 +180,10 @@ def load_dataset(path: str | os.PathLike[str], expect_gems_sha256: str | None = 
     if not mp.is_file():
         raise ArtifactError(f"{mp}: metadata file missing beside {p.name}; rebuild the dataset")
     try:
-        meta = json.loads(mp.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{mp}: not valid JSON ({exc}); rebuild the dataset") from exc
-    if not isinstance(meta, dict):
-        raise ArtifactError(f"{mp}: expected a JSON object")
+        raw = mp.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"{mp}: unreadable ({exc}); rebuild the dataset") from exc
+    meta = metadata_object(raw, mp, "metadata")
     try:
         npz = np.load(p, allow_pickle=False)
         if not isinstance(npz, np.lib.npyio.NpzFile):

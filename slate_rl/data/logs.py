@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from slate_rl.core.checks import metadata_object
 from slate_rl.core.errors import ArtifactError
 from slate_rl.core.io import load_npz, save_npz
 
@@ -75,10 +76,7 @@ def load_logs(path: str | os.PathLike[str], num_items: int | None = None) -> Log
         path,
         {"slates": (3,), "clicks": (3,), "reset_slates": (2,), "reset_clicks": (2,), "returns": (1,), "metadata": (0,)},
     )
-    try:
-        meta = json.loads(str(a["metadata"]))
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path}: field 'metadata' is not valid JSON; rebuild the file") from exc
+    meta = metadata_object(str(a["metadata"]), path, "metadata")
     version = meta.get("format_version")
     if version != LOGS_FORMAT_VERSION:
         raise ArtifactError(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from slate_rl.core import artifacts
-from slate_rl.core.config import Variant, replace
+from slate_rl.core.config import Variant, check_fields, replace
 from slate_rl.core.errors import ConfigError
 
 ItemTableMode = Literal["scratch", "mf_fixed", "ideal"]
@@ -44,6 +44,7 @@ class MFConfig:
     or corrected (the second half of held-out sessions, their own user vectors)."""
 
     def __post_init__(self) -> None:
+        check_fields(self)
         sec = self.SECTION
         for name in ("dim", "batch_size", "max_epochs", "patience"):
             if getattr(self, name) < 1:
@@ -89,6 +90,7 @@ class GeMSConfig:
     the sessions in turn and each session's slates in step order (its DataLoader's default)."""
 
     def __post_init__(self) -> None:
+        check_fields(self)
         sec = self.SECTION
         for name in ("latent_dim", "epochs", "batch_size", "bounds_sessions"):
             if getattr(self, name) < 1:

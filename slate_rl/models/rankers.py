@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from slate_rl.core.checks import metadata_object, require_finite
 from slate_rl.core.errors import ArtifactError
 from slate_rl.core.io import atomic_path, load_checkpoint
 from slate_rl.models.gems import GeMS
@@ -149,6 +150,7 @@ def save_gems_ranker(path: str | os.PathLike[str], ranker: GeMSRanker) -> None:
         "architecture": json.dumps(_architecture(ranker.gems)),
         "meta": json.dumps(ranker.meta),
     }
+    require_finite(path, "GeMS", payload)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -165,7 +167,7 @@ def load_gems_ranker(
     for field in ("state_dict", "action_center", "action_scale", "architecture", "meta"):
         if field not in payload:
             raise ArtifactError(f"{p}: missing field {field!r}; rebuild the checkpoint")
-    arch = json.loads(payload["architecture"])
+    arch = metadata_object(payload["architecture"], p, "architecture")
     for field, expected in (("num_items", num_items), ("latent_dim", latent_dim)):
         if expected is not None and arch.get(field) != expected:
             raise ArtifactError(f"{p}: field 'architecture.{field}' is {arch.get(field)}, expected {expected}")
@@ -187,4 +189,4 @@ def load_gems_ranker(
         gems.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
         raise ArtifactError(f"{p}: field 'state_dict' does not match the architecture ({exc})") from exc
-    return GeMSRanker(gems, center, scale, json.loads(payload["meta"])).to(device)
+    return GeMSRanker(gems, center, scale, metadata_object(payload["meta"], p, "meta")).to(device)

@@ -143,6 +143,9 @@ class CQLConfig(TDSteps):
     """Temperature T of the log-sum-exp."""
     max_target_backup: bool = False
     """Back up the max over n_actions policy actions at s' instead of one sample."""
+    UNBOUNDED: ClassVar[tuple[str, ...]] = ("clip_diff_min", "clip_diff_max")
+    """Fields whose infinite values mean no bound (CORL's defaults)."""
+
     clip_diff_min: float = -math.inf
     """Lower clip of the penalty difference (before the batch mean)."""
     clip_diff_max: float = math.inf

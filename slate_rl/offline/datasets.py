@@ -28,6 +28,7 @@ behaviour action and clips to the bounds; the stored action is the one executed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 import zlib
@@ -41,7 +42,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from slate_rl.core.artifacts import QUALITIES, TEST_SEED, TEST_SESSIONS, agent_checkpoint
+from slate_rl.core.artifacts import QUALITIES, TEST_SEED, TEST_SESSIONS, agent_checkpoint, check_environment
 from slate_rl.core.config import to_dict
 from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import file_sha256, read_resume_checkpoint
@@ -87,11 +88,14 @@ def behaviour_of(agent: Agent) -> SAC:
     return agent
 
 
-def load_behaviour(path: str | os.PathLike[str], sim: TopicRec, gems: GeMSRanker) -> tuple[SAC, dict[str, Any]]:
+def load_behaviour(path: str | os.PathLike[str], sim: TopicRec, gems: GeMSRanker,
+                   env: str | None = None) -> tuple[SAC, dict[str, Any]]:
     """A trained SAC+GeMS agent, rebuilt from its checkpoint alone (the settings stored in it), on the simulator's
-    device, and its metadata."""
+    device, and its metadata; with ``env``, one made for another environment is refused."""
     c = sim.config
     agent, meta = agent_from_checkpoint(path, sim.items, c.num_items, c.slate_size, c.episode_length, gems=gems)
+    if env is not None:
+        check_environment(path, meta, env, to_dict(c), "agent checkpoint")
     return behaviour_of(agent), meta
 
 
@@ -187,8 +191,8 @@ def mixture_counts(weights: Mapping[str, float], episodes: int) -> dict[str, int
     """Episodes per component of a mixture: ``episodes`` split by ``weights`` (largest remainders)."""
     if not weights:
         raise ConfigError("a mixture needs at least one component")
-    if any(w <= 0 for w in weights.values()):
-        raise ConfigError(f"mixture weights must be > 0, got {dict(weights)}")
+    if not all(math.isfinite(w) and w > 0 for w in weights.values()):
+        raise ConfigError(f"mixture weights must be finite numbers > 0, got {dict(weights)}")
     total = sum(weights.values())
     raw = {k: episodes * w / total for k, w in weights.items()}
     counts = {k: int(v) for k, v in raw.items()}
@@ -264,6 +268,8 @@ def parse_mixture(items: tuple[str, ...] | list[str]) -> dict[str, float]:
             weights[path] = float(weight)
         except ValueError:
             raise ConfigError(f"--mix expects PATH=WEIGHT with a number as weight, got {item!r}") from None
+        if not (math.isfinite(weights[path]) and weights[path] > 0):
+            raise ConfigError(f"--mix weights must be finite numbers > 0, got {item!r}")
     return weights
 
 
@@ -297,7 +303,7 @@ def _collected(req: DatasetRequest, sim: TopicRec, gems: GeMSRanker, expert: SAC
                progress: bool) -> tuple[dict[str, np.ndarray], dict[str, Any], np.ndarray]:
     """Episodes of a behaviour (expert, medium or random), its label checked against the random quality."""
     path = req.behaviour if req.quality == "medium" and req.behaviour else req.expert
-    policy, meta = (expert, expert_meta) if path == req.expert else load_behaviour(path, sim, gems)
+    policy, meta = (expert, expert_meta) if path == req.expert else load_behaviour(path, sim, gems, req.env)
     mode = collection_mode(req.quality, req.settings.deterministic)
     actor = NoisyPolicy(policy, req.settings.noise) if mode != "random" else policy
     returns = _returns(sim, actor, req.test_seed, req.test_sessions, mode)
@@ -323,7 +329,7 @@ def build_dataset(req: DatasetRequest, sim: TopicRec, gems: GeMSRanker, table_so
                   progress: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The arrays and metadata of the dataset ``req`` asks for (see the module docstring for the qualities)."""
     c = sim.config
-    expert, expert_meta = load_behaviour(req.expert, sim, gems)
+    expert, expert_meta = load_behaviour(req.expert, sim, gems, req.env)
     gems_sha = file_sha256(req.gems)
     start = time.perf_counter()
     behaviour: dict[str, Any] = {"agent": expert.build.get("agent")}

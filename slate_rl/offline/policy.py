@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from slate_rl.core.checks import metadata_object, require_finite
 from slate_rl.core.errors import ArtifactError
 from slate_rl.core.io import atomic_path, load_checkpoint
 from slate_rl.models.belief import BeliefEncoder
@@ -115,6 +116,7 @@ def save_policy(path: str | os.PathLike[str], algo: OfflineAlgo, normalizer: Nor
         "action_center": algo.action_center.detach().cpu(), "action_scale": algo.action_scale.detach().cpu(),
         "meta": json.dumps(meta),
     }
+    require_finite(path, f"{algo.name} policy", payload)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -136,4 +138,4 @@ def load_policy(path: str | os.PathLike[str], algo: OfflineAlgo, normalizer: Nor
         encoder.load_state_dict(payload["encoder"])
     except (RuntimeError, KeyError) as exc:
         raise ArtifactError(f"{p}: networks do not fit this algorithm's settings ({exc})") from exc
-    return json.loads(payload["meta"])
+    return metadata_object(payload["meta"], p, "meta")

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from slate_rl.core.config import check_fields
 from slate_rl.core.errors import ConfigError
 
 BeliefTable = Literal["scratch", "ranker"]
@@ -32,6 +33,7 @@ class BeliefAgentConfig:
     """GRU belief size."""
 
     def __post_init__(self) -> None:
+        check_fields(self)
         sec = self.SECTION
         if not 0.0 <= self.gamma < 1.0:
             raise ConfigError(f"{sec}.gamma must be in [0, 1), got {self.gamma}")
@@ -71,6 +73,7 @@ class SACConfig:
     leaves it out, which changes the exploration that entropy tuning settles on (module doc)."""
 
     def __post_init__(self) -> None:
+        check_fields(self)
         sec = self.SECTION
         if not 0.0 <= self.gamma < 1.0:
             raise ConfigError(f"{sec}.gamma must be in [0, 1), got {self.gamma}")
@@ -157,6 +160,7 @@ class OnlineConfig:
     """The medium checkpoint is the validation snapshot closest to this fraction of the best validation return."""
 
     def __post_init__(self) -> None:
+        check_fields(self)
         sec = self.SECTION
         for name in ("total_steps", "sessions_per_step", "updates_per_step", "batch_size", "buffer_capacity",
                      "val_interval", "val_sessions", "checkpoint_interval"):

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from slate_rl.core.artifacts import agent_section, agent_variant, parse_agent_tag
+from slate_rl.core.checks import metadata_object, require_finite
 from slate_rl.core.config import from_dict, to_dict
 from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import atomic_path, load_checkpoint
@@ -124,8 +125,8 @@ def agent_from_checkpoint(path: str | os.PathLike[str], sim_items: Tensor, num_i
     simulator's table and the ranker's artifact (``gems``/``mf_items``)."""
     p = Path(path)
     payload = load_checkpoint(p, AGENT_CKPT_FORMAT, AGENT_CKPT_VERSION, "agent checkpoint")
-    meta = json.loads(payload["meta"])
-    build = json.loads(payload["build"]) if "build" in payload else \
+    meta = metadata_object(payload["meta"], p, "meta")
+    build = metadata_object(payload["build"], p, "build") if "build" in payload else \
         {k: meta[k] for k in ("belief_table", "sac", "reinforce", "slateq") if k in meta}  # before "build"
     tag = payload.get("agent")
     if not isinstance(tag, str):
@@ -161,6 +162,7 @@ def save_agent(path: str | os.PathLike[str], agent: Agent, tag: str, meta: dict[
     if ranker is not None:
         payload["action_center"] = ranker.action_center.detach().cpu()
         payload["action_scale"] = ranker.action_scale.detach().cpu()
+    require_finite(path, f"agent {tag}", payload)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -170,7 +172,7 @@ def load_agent(path: str | os.PathLike[str], agent: Agent, tag: str) -> dict[str
     p = Path(path)
     payload = load_checkpoint(p, AGENT_CKPT_FORMAT, AGENT_CKPT_VERSION, "agent checkpoint")
     _load_into(p, payload, agent, tag)
-    return json.loads(payload["meta"])
+    return metadata_object(payload["meta"], p, "meta")
 
 
 def _load_into(p: Path, payload: dict[str, Any], agent: Agent, tag: str) -> None:

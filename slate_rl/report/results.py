@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from slate_rl.core.errors import ArtifactError
 from slate_rl.core.stats import mean_ci
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,8 @@ class Results:
 def collect_results(results_dir: str | Path, files: Sequence[str | Path] | None = None) -> Results:
     """Read the result JSONs ``files`` (paths inside ``results_dir``; the report rule passes its
     declared inputs), or every JSON under ``results_dir`` when ``files`` is None (a report by
-    hand of whatever exists). Sorted path order, so the outcome is deterministic."""
+    hand of whatever exists). Sorted path order, so the outcome is deterministic. A malformed file is
+    skipped with a warning in a directory scan, and one :class:`ArtifactError` among declared ``files``."""
     root = Path(results_dir)
     results = Results()
     if files is None:
@@ -136,6 +138,8 @@ def collect_results(results_dir: str | Path, files: Sequence[str | Path] | None 
                 results.seeds.append(_seed_result(data, parts, kind, path))
             results.files_read += 1
         except MalformedResult as exc:
+            if files is not None:  # a declared input (the report rule's): damage is an error, not a gap
+                raise ArtifactError(f"{path}: {exc}; rerun the rule that writes it") from None
             log.warning("skipped %s: %s", path, exc)
             results.skipped.append((str(path), str(exc)))
     # An aggregate supplies the seeds whose own files are absent (e.g. cleaned up after aggregation).
@@ -192,6 +196,8 @@ def _array(data: dict[str, Any], key: str, ndim: int) -> np.ndarray | None:
     value = data.get(key)
     if value is None:
         return None
+    if not _all_numbers(value):
+        raise MalformedResult(f"field {key!r} is not a list of numbers")
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -202,6 +208,13 @@ def _array(data: dict[str, Any], key: str, ndim: int) -> np.ndarray | None:
         shape = "a list of numbers" if ndim == 1 else "a list of [step, return] pairs"
         raise MalformedResult(f"field {key!r} has shape {arr.shape}, expected {shape}")
     return arr
+
+
+def _all_numbers(value: Any) -> bool:
+    """A (nested) list of JSON numbers: no strings or booleans, which numpy would convert silently."""
+    if isinstance(value, list):
+        return all(_all_numbers(v) for v in value)
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _reference(data: dict[str, Any], parts: tuple[str, ...], path: Path) -> Reference:

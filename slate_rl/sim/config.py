@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from slate_rl.core.artifacts import REFERENCE_POLICIES, TEST_SEED, TEST_SESSIONS
-from slate_rl.core.config import from_dict
+from slate_rl.core.config import check_fields, from_dict
 from slate_rl.core.errors import ConfigError
+
+MAX_ITEMS = 32767
+"""The largest catalogue: item ids are stored as int16 in the logs."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class TopicRecConfig:
     list in which reset clicks are stamped with step 0 (spec, "reset()")."""
 
     def __post_init__(self) -> None:
+        check_fields(self, prefix="environment")
         positive = (
             "num_items", "slate_size", "num_topics", "topic_size", "episode_length",
             "boredom_threshold", "boredom_window", "recent_clicks_maxlen", "boredom_duration",
@@ -81,8 +85,8 @@ class TopicRecConfig:
             raise ConfigError(
                 f"boredom_bookkeeping must be 'published' or 'corrected', got {self.boredom_bookkeeping!r}"
             )
-        if self.num_items > 32767:
-            raise ConfigError(f"num_items ({self.num_items}) must fit the int16 item ids of the logs (<= 32767)")
+        if self.num_items > MAX_ITEMS:
+            raise ConfigError(f"num_items ({self.num_items}) must fit the int16 item ids of the logs (<= {MAX_ITEMS})")
 
     @property
     def embedding_dim(self) -> int:
@@ -143,8 +147,8 @@ class LogsConfig:
     """Users simulated in parallel."""
 
     def __post_init__(self) -> None:
+        check_fields(self)
         sec = self.SECTION
-
         if self.sessions < 1:
             raise ConfigError(f"{sec}.sessions must be >= 1, got {self.sessions}")
         if self.batch_size < 1:
@@ -170,6 +174,7 @@ class EvaluationConfig:
     """Epsilon of the eps-greedy reference policy."""
 
     def __post_init__(self) -> None:
+        check_fields(self)
         sec = self.SECTION
         if self.test_sessions < 1:
             raise ConfigError(f"{sec}.test_sessions must be >= 1, got {self.test_sessions}")

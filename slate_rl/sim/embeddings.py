@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from slate_rl.core.errors import ArtifactError
+from slate_rl.core.io import _torch_load
 
 DEFAULT_EMBEDDINGS_SEEDS: dict[str, int] = {"focused": 2023, "diffuse": 2024}
 """Seed of each kind's generated table when no table is given (config.yaml's defaults)."""
@@ -95,7 +97,11 @@ def load_item_embeddings(
         raise ArtifactError(f"{p}: embeddings file not found")
     try:
         if p.suffix == ".pt":
-            obj = torch.load(p, map_location="cpu", weights_only=True)
+            try:
+                obj = torch.load(p, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError:
+                _torch_load(p, "item-embedding table")  # raises its refusal: torch's advice is never passed on
+                raise
             if not isinstance(obj, torch.Tensor):
                 raise ArtifactError(f"{p}: expected a saved tensor, found {type(obj).__name__}")
             table = obj.detach().numpy()

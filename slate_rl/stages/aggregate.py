@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +32,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _read(path: str) -> dict[str, Any]:
+    """One per-seed result, its fields' types checked (a damaged file is one error naming it and the field)."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{path}: unreadable result ({exc}); rerun its rule") from exc
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: unreadable result ({exc}); give the per-seed .json results, or rerun "
+                            "their rule") from exc
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path}: expected a JSON object, found {type(data).__name__}; rerun its rule")
     for key in REQUIRED:
         if key not in data:
             raise ArtifactError(f"{path}: field {key!r} missing; rerun its rule")
+    checks = {"seed": lambda v: isinstance(v, int) and not isinstance(v, bool),
+              "return_mean": _finite, "normalized_score": _finite, "references": lambda v: isinstance(v, dict),
+              "n_sessions": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0}
+    for key, ok in checks.items():
+        if not ok(data[key]):
+            raise ArtifactError(f"{path}: field {key!r} is {data[key]!r}, not what the stage writes; rerun its rule")
+    for name, ref in data["references"].items():
+        if ref is not None and not (isinstance(ref, dict) and _finite(ref.get("return_mean"))):
+            raise ArtifactError(f"{path}: field 'references.{name}' is {ref!r}, expected an object with a finite "
+                                "'return_mean'; rerun its rule")
     return data
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def run(args: argparse.Namespace) -> None:
     runs = [_read(p) for p in args.inputs]
     first = runs[0]
+    seen: dict[int, str] = {}
+    for path, r in zip(args.inputs, runs, strict=True):
+        if r["seed"] in seen:
+            raise ArtifactError(f"{path} and {seen[r['seed']]} both hold seed {r['seed']}: aggregate each seed "
+                                "once")
+        seen[r["seed"]] = path
     for path, r in zip(args.inputs, runs, strict=True):
         for key in ("env", "algo", "quality"):
             if r[key] != first[key]:

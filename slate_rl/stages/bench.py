@@ -37,7 +37,7 @@ from slate_rl.core.device import resolve_device
 from slate_rl.core.errors import ConfigError
 from slate_rl.core.io import write_json
 from slate_rl.offline.dd import DDConfig
-from slate_rl.stages.common import add_env_arguments, positive_int, simulator_from_args
+from slate_rl.stages.common import add_env_arguments, finite_float, positive_int, simulator_from_args
 
 NAME = "bench"
 HELP = ("run a benchmark: sim (simulator steps/s vs batch size), gems (GeMS training), online (SAC+GeMS training), "
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             action.required = False
     parser.add_argument("--batch-sizes", default="1,64,1024,8192", help="comma-separated B values")
     parser.add_argument("--policies", default="random,oracle", help="comma-separated reference policies")
-    parser.add_argument("--min-seconds", type=float, default=2.0, help="timed seconds per case (default: 2)")
+    parser.add_argument("--min-seconds", type=finite_float, default=2.0, help="timed seconds per case (default: 2)")
     parser.add_argument("--steps", type=int, default=200, help="gems/online: timed training steps per pipeline")
     parser.add_argument("--parallel", type=int, default=10, help="online: sessions per step of the parallel schedule")
     parser.add_argument("--seeds", default=None,
@@ -118,7 +118,7 @@ _COLUMNS: dict[str, list[tuple[str, str, str]]] = {
 def run(args: argparse.Namespace) -> None:
     if args.target == "offline" and args.seeds:
         device = resolve_device(args.device)
-        rows = offline_bench.run_seeds_benchmark(device, args.min_seconds, _seed_counts(args.seeds),
+        rows = offline_bench.run_seeds_benchmark(device, args.min_seconds, _positive_ints(args.seeds),
                                                  args.algos.split(","))
         title = ("offline RL, seeds trained together in one process: seed-updates/s (seeds x updates/s), batch 256 "
                  "per seed, obs 20, action 32, 1M synthetic transitions, best of 3 alternating rounds")
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> None:
         title = "GeMS training throughput, batch 256, d = 32"
         rows = gems_bench.run_benchmark(sim.device, args.steps)
     elif args.target == "online" and args.seeds:
-        counts = _seed_counts(args.seeds)
+        counts = _positive_ints(args.seeds)
         title = ("SAC+GeMS online training, seeds trained together in one process (simulation + updates, batch 20 "
                  "episodes)")
         rows = multiseed_bench.run_benchmark(sim, counts, args.parallel, args.steps)
@@ -169,18 +169,18 @@ def run(args: argparse.Namespace) -> None:
         rows = online_bench.run_benchmark(sim, args.parallel, args.steps)
     else:
         title = f"simulator throughput, env {args.env}"
-        sizes = [int(x) for x in args.batch_sizes.split(",")]
+        sizes = _positive_ints(args.batch_sizes, "--batch-sizes")
         rows = run_benchmark(sim, args.policies.split(","), sizes, args.min_seconds)
     _report(args.target, title, _machine(sim.device), rows, args.output)
 
 
-def _seed_counts(text: str) -> list[int]:
+def _positive_ints(text: str, option: str = "--seeds") -> list[int]:
     try:
         counts = [int(v) for v in text.split(",")]
     except ValueError as exc:
-        raise ConfigError(f"--seeds must be comma-separated positive integers, got {text!r}") from exc
+        raise ConfigError(f"{option} must be comma-separated positive integers, got {text!r}") from exc
     if not counts or min(counts) < 1:
-        raise ConfigError(f"--seeds must be comma-separated positive integers, got {text!r}")
+        raise ConfigError(f"{option} must be comma-separated positive integers, got {text!r}")
     return counts
 
 

@@ -19,13 +19,20 @@ from __future__ import annotations
 
 import argparse
 
-from slate_rl.core.artifacts import TEST_SEED, TEST_SESSIONS
+from slate_rl.core.artifacts import TEST_SEED, TEST_SESSIONS, check_environment
+from slate_rl.core.config import to_dict
 from slate_rl.core.errors import ConfigError
 from slate_rl.data.d4rl import save_dataset
 from slate_rl.models.rankers import load_gems_ranker
 from slate_rl.offline.config import OfflineDataConfig
 from slate_rl.offline.datasets import DatasetRequest, build_dataset
-from slate_rl.stages.common import add_env_arguments, add_training_arguments, positive_int, simulator_from_args
+from slate_rl.stages.common import (
+    add_env_arguments,
+    add_training_arguments,
+    finite_float,
+    simulator_from_args,
+    size_int,
+)
 
 NAME = "collect"
 HELP = "collect an offline dataset (expert, medium, random, replay or a mixture) in the D4RL layout"
@@ -46,22 +53,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "last.ckpt beside --expert")
     parser.add_argument("--mix", action="append", default=[], metavar="PATH=WEIGHT",
                         help="a component dataset of a mixture and its weight (repeat)")
-    parser.add_argument("--episodes", type=positive_int, default=10_000, help="episodes (default: 10000)")
+    parser.add_argument("--episodes", type=size_int("episodes"), default=10_000, help="episodes (default: 10000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the users and the sampled actions")
-    parser.add_argument("--noise", type=float, default=0.1,
+    parser.add_argument("--noise", type=finite_float, default=0.1,
                         help="std of Gaussian noise on latent actions, as a fraction of the bounds' half-width "
                         "(default: 0.1)")
     parser.add_argument("--stochastic", action="store_true",
                         help="the behaviour samples from its SAC policy instead of acting with its mean action")
-    parser.add_argument("--label-margin", type=float, default=0.1,
+    parser.add_argument("--label-margin", type=finite_float, default=0.1,
                         help="an expert/medium behaviour must return more than (1 + margin) x the random quality's "
                         "return on the test users (default: 0.1)")
     parser.add_argument("--skip-label-check", action="store_true",
                         help="write an expert/medium dataset even if it fails the label check "
                         "(recorded in the metadata)")
-    parser.add_argument("--batch-size", type=positive_int, default=4096, help="users simulated in parallel")
+    parser.add_argument("--batch-size", type=size_int("batch_size"), default=4096, help="users simulated in parallel")
     parser.add_argument("--test-seed", type=int, default=TEST_SEED, help="seed of the users measuring the behaviour")
-    parser.add_argument("--test-sessions", type=positive_int, default=TEST_SESSIONS,
+    parser.add_argument("--test-sessions", type=size_int("test_sessions"), default=TEST_SESSIONS,
                         help="users measuring the behaviour")
     add_training_arguments(parser)
     parser.add_argument("--output", required=True, help="destination .npz (the metadata .json goes beside it)")
@@ -79,6 +86,7 @@ def run(args: argparse.Namespace) -> None:
                          test_seed=args.test_seed, test_sessions=args.test_sessions)
     sim, table_source = simulator_from_args(args)
     gems = load_gems_ranker(args.gems, num_items=sim.config.num_items, device=sim.device)
+    check_environment(args.gems, gems.meta, args.env, to_dict(sim.config), "GeMS checkpoint")
     arrays, metadata = build_dataset(req, sim, gems, table_source, progress=not args.no_progress)
     save_dataset(args.output, arrays, metadata)
     n, elapsed = metadata["episodes"] * metadata["episode_length"], metadata["collect_seconds"]

@@ -9,9 +9,13 @@ from typing import Any
 
 import torch
 
+from slate_rl.core.artifacts import check_environment, parse_agent_tag, parse_gems_tag
+from slate_rl.core.config import SIZE_MAXIMA, bounded_int, to_dict
+from slate_rl.core.config import finite_float as finite_float  # the stages' type of real-valued options
 from slate_rl.core.device import resolve_device
-from slate_rl.core.errors import ConfigError
+from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import file_sha256
+from slate_rl.models.rankers import GeMSRanker, load_gems_ranker
 from slate_rl.sim.config import PRESETS, TopicRecConfig, make_env_config
 from slate_rl.sim.core import TopicRec
 from slate_rl.sim.embeddings import (
@@ -100,15 +104,48 @@ def simulator_from_args(args: argparse.Namespace) -> tuple[TopicRec, dict[str, A
     return TopicRec(cfg, torch.from_numpy(table), device), source
 
 
+def agent_gems(args: argparse.Namespace, sim: TopicRec) -> GeMSRanker | None:
+    """The GeMS checkpoint (``--gems``) of a ``sac_gems_<tag>`` agent (``--agent``), ``None`` for other agents;
+    one trained for another environment, or whose settings differ from the tag's, is refused naming both."""
+    kind, gems_tag = parse_agent_tag(args.agent)
+    if kind != "sac_gems":
+        return None
+    if not args.gems:
+        raise ConfigError(f"agent {args.agent} needs --gems (the GeMS checkpoint of {gems_tag})")
+    gems = load_gems_ranker(args.gems, num_items=sim.config.num_items, device=sim.device)
+    check_environment(args.gems, gems.meta, args.env, to_dict(sim.config), "GeMS checkpoint")
+    recorded = gems.meta.get("tag")
+    if gems.action_dim != parse_gems_tag(gems_tag)["latent_dim"] or (recorded is not None and recorded != gems_tag):
+        raise ArtifactError(f"{args.gems}: this GeMS checkpoint is {recorded or 'untagged'} with latent size "
+                            f"{gems.action_dim}, but agent {args.agent} names GeMS {gems_tag}: give the checkpoint "
+                            f"data/gems/{args.env}/{gems_tag}.ckpt")
+    return gems
+
+
+def check_output_file(path: str, option: str) -> Path:
+    """An output file path: refused in one line when a directory sits there."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{option} {path} is a directory; give the path of the file to write")
+    return p
+
+
+def check_output_dir(path: str, option: str) -> Path:
+    """An output directory path: refused in one line when a file (not a directory) sits there."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{option} {path} is a file, not a directory; give a directory path")
+    return p
+
+
+def size_int(field: str) -> Any:
+    """argparse type of a size option named like a config field: 1 to the field's :data:`SIZE_MAXIMA` bound."""
+    return bounded_int(SIZE_MAXIMA[field], minimum=1)
+
+
 def positive_int(text: str) -> int:
     """argparse type for counts that must be >= 1."""
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from exc
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+    return bounded_int(None, minimum=1)(text)
 
 
 def check_fraction(name: str, value: float) -> float:

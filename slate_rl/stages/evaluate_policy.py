@@ -14,7 +14,13 @@ from slate_rl.core.io import write_json, write_timings
 from slate_rl.core.stats import mean_ci
 from slate_rl.sim.policies import POLICY_NAMES, make_policy
 from slate_rl.sim.rollout import run_sessions
-from slate_rl.stages.common import add_env_arguments, check_fraction, positive_int, simulator_from_args
+from slate_rl.stages.common import (
+    add_env_arguments,
+    check_fraction,
+    finite_float,
+    simulator_from_args,
+    size_int,
+)
 
 NAME = "evaluate-policy"
 HELP = "evaluate a reference policy (random, oracle, eps-greedy) and print its return as JSON"
@@ -23,10 +29,13 @@ HELP = "evaluate a reference policy (random, oracle, eps-greedy) and print its r
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_env_arguments(parser)
     parser.add_argument("--policy", required=True, choices=POLICY_NAMES, help="reference policy")
-    parser.add_argument("--epsilon", type=float, default=0.5, help="exploration rate of eps-greedy (default: 0.5)")
-    parser.add_argument("--sessions", type=positive_int, default=1000, help="sessions to simulate (default: 1000)")
+    parser.add_argument("--epsilon", type=finite_float, default=0.5,
+                        help="exploration rate of eps-greedy (default: 0.5)")
+    parser.add_argument("--sessions", type=size_int("sessions"), default=1000,
+                        help="sessions to simulate (default: 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the users and the policy (default: 0)")
-    parser.add_argument("--batch-size", type=positive_int, default=8192, help="users in parallel (default: 8192)")
+    parser.add_argument("--batch-size", type=size_int("batch_size"), default=8192,
+                        help="users in parallel (default: 8192)")
     parser.add_argument("--output", default=None, help="also write the JSON object to this file")
 
 

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import argparse
 
+from slate_rl.core.config import bounded_int
 from slate_rl.core.io import save_npy
+from slate_rl.sim.config import MAX_ITEMS
 from slate_rl.sim.embeddings import (
     DEFAULT_EMBEDDINGS_SEEDS,
     EARLIER_FOCUSED_POWER,
     generate_item_embeddings,
     load_item_embeddings,
 )
+from slate_rl.stages.common import check_output_file, finite_float
 
 NAME = "make-embeddings"
 HELP = "write the focused or diffuse item-embedding table (data/embeddings/{kind}.npy)"
@@ -26,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=None, help=f"generation seed (default: the kind's, {DEFAULT_EMBEDDINGS_SEEDS})"
     )
     parser.add_argument(
-        "--power", type=float, default=1.0,
+        "--power", type=finite_float, default=1.0,
         help="raise every coordinate to this power before normalising (default 1.0: the published tables' "
         f"statistics; {EARLIER_FOCUSED_POWER} is the earlier focused recipe)",
     )
@@ -34,11 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--from-file", default=None,
         help="copy this .npy/.pt table (validated: 1000 x 20, finite, non-negative) instead of generating one",
     )
-    parser.add_argument("--num-items", type=int, default=1000, help="catalogue size (default: 1000)")
+    parser.add_argument("--num-items", type=bounded_int(MAX_ITEMS, minimum=1), default=1000,
+                        help=f"catalogue size, 1 to {MAX_ITEMS} (default: 1000)")
     parser.add_argument("--output", required=True, help="destination .npy")
 
 
 def run(args: argparse.Namespace) -> None:
+    check_output_file(args.output, "--output")
     if args.from_file:
         table = load_item_embeddings(args.from_file, args.num_items, 20)
     else:

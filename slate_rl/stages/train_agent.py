@@ -31,7 +31,6 @@ from slate_rl.core.errors import ConfigError
 from slate_rl.core.io import fingerprint, remove_stale_temp_files, write_json, write_timings
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
-from slate_rl.models.rankers import load_gems_ranker
 from slate_rl.online.base import Agent
 from slate_rl.online.config import AgentBuildConfig
 from slate_rl.online.loop import LoopState, OnlineConfig, evaluate, train_online
@@ -41,7 +40,13 @@ from slate_rl.online.sac import SACConfig
 from slate_rl.online.slateq import ClickModel, SlateQConfig
 from slate_rl.sim.embeddings import load_item_embeddings
 from slate_rl.stages import train_agent_seeds
-from slate_rl.stages.common import add_env_arguments, add_training_arguments, simulator_from_args
+from slate_rl.stages.common import (
+    add_env_arguments,
+    add_training_arguments,
+    agent_gems,
+    simulator_from_args,
+    size_int,
+)
 from slate_rl.stages.train_agent_seeds import agent_settings, run_meta, save_medium
 
 NAME = "train-agent"
@@ -61,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "process, each writing the files of a --seed run; --output-dir and --results then contain "
                         "{seed}")
     parser.add_argument("--test-seed", type=int, default=TEST_SEED, help="seed of the fixed test users")
-    parser.add_argument("--test-sessions", type=int, default=TEST_SESSIONS, help="test users")
+    parser.add_argument("--test-sessions", type=size_int("test_sessions"), default=TEST_SESSIONS, help="test users")
     add_config_arguments(parser, OnlineConfig)
     add_config_arguments(parser, AgentBuildConfig)
     add_config_arguments(parser, SACConfig)
@@ -82,7 +87,7 @@ def run(args: argparse.Namespace) -> None:
     kind, _ = parse_agent_tag(args.agent)
     sim, table_source = simulator_from_args(args)
     c = sim.config
-    gems = load_gems_ranker(args.gems, num_items=c.num_items, device=sim.device) if kind == "sac_gems" else None
+    gems = agent_gems(args, sim)
     mf = (torch.from_numpy(load_item_embeddings(args.mf, c.num_items, c.embedding_dim, nonnegative=False))
           .to(sim.device)
           if args.mf else None)

@@ -27,7 +27,6 @@ from slate_rl.core.errors import ArtifactError
 from slate_rl.core.io import fingerprint, remove_stale_temp_files, write_json, write_timings
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
-from slate_rl.models.rankers import load_gems_ranker
 from slate_rl.online.base import Agent
 from slate_rl.online.config import AgentBuildConfig
 from slate_rl.online.loop import LoopState, OnlineConfig, evaluate
@@ -37,7 +36,7 @@ from slate_rl.online.reinforce import ReinforceConfig
 from slate_rl.online.sac import SACConfig
 from slate_rl.online.slateq import ClickModel, SlateQConfig
 from slate_rl.sim.embeddings import load_item_embeddings
-from slate_rl.stages.common import input_hashes, parse_seeds, per_seed_path, simulator_from_args
+from slate_rl.stages.common import agent_gems, input_hashes, parse_seeds, per_seed_path, simulator_from_args
 
 
 def agent_settings(args: argparse.Namespace
@@ -68,7 +67,7 @@ def run(args: argparse.Namespace) -> None:
     results = [per_seed_path(args.results, s, "--results") for s in seeds]
     sim, table_source = simulator_from_args(args)
     c = sim.config
-    gems = load_gems_ranker(args.gems, num_items=c.num_items, device=sim.device) if kind == "sac_gems" else None
+    gems = agent_gems(args, sim)
     mf = (torch.from_numpy(load_item_embeddings(args.mf, c.num_items, c.embedding_dim, nonnegative=False))
           .to(sim.device) if args.mf else None)
     agents: list[Agent] = []

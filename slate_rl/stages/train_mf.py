@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from slate_rl.core.checks import require_finite
 from slate_rl.core.config import add_arguments as add_config_arguments
 from slate_rl.core.config import from_namespace, to_dict
 from slate_rl.core.device import resolve_device
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> None:
     val_metrics = evaluate_batches(lambda b: bpr_loss(system.model, b["users"], b["pos"], b["neg"])[1],
                                    val_batches, device)
     table = system.model.items.weight.detach().cpu().numpy().astype(np.float32)
+    require_finite(args.output, "MF item table", table)
     save_npy(args.output, table)
     write_json(args.metrics, {
         "env": logs.metadata.get("env"),

@@ -70,11 +70,12 @@ from slate_rl.sim.core import TopicRec
 from slate_rl.stages.common import (
     add_env_arguments,
     add_training_arguments,
+    finite_float,
     input_hashes,
     parse_seeds,
     per_seed_path,
-    positive_int,
     simulator_from_args,
+    size_int,
 )
 
 NAME = "train-offline"
@@ -93,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--expert-stochastic", action="store_true",
                         help="the collection-mode expert reference samples its SAC policy (offline_data.deterministic: "
                         "false); the normalised score always uses the deterministic expert")
-    parser.add_argument("--expert-noise", type=float, default=0.1,
+    parser.add_argument("--expert-noise", type=finite_float, default=0.1,
                         help="exploration noise of the collection-mode expert reference (as offline_data.noise)")
     parser.add_argument("--seed", type=int, default=None, help="training seed")
     parser.add_argument("--seeds", default=None,
@@ -103,7 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep subnormal floats on the CPU (IEEE arithmetic; by default they are flushed to zero "
                         "while training, several times faster once networks produce them)")
     parser.add_argument("--test-seed", type=int, default=TEST_SEED, help="seed of the fixed test users")
-    parser.add_argument("--test-sessions", type=positive_int, default=TEST_SESSIONS, help="test users")
+    parser.add_argument("--test-sessions", type=size_int("test_sessions"), default=TEST_SESSIONS, help="test users")
     add_config_arguments(parser, OfflineConfig)
     for name in ALGOS:
         add_config_arguments(parser, ALGO_CONFIGS[name], prefix=f"{name}_")
