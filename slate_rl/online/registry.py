@@ -126,7 +126,7 @@ def agent_from_checkpoint(path: str | os.PathLike[str], sim_items: Tensor, num_i
     p = Path(path)
     payload = load_checkpoint(p, AGENT_CKPT_FORMAT, AGENT_CKPT_VERSION, "agent checkpoint")
     meta = metadata_object(payload["meta"], p, "meta")
-    build = metadata_object(payload["build"], p, "build") if "build" in payload else \
+    build: dict[str, Any] = metadata_object(payload["build"], p, "build") if "build" in payload else \
         {k: meta[k] for k in ("belief_table", "sac", "reinforce", "slateq") if k in meta}  # before "build"
     tag = payload.get("agent")
     if not isinstance(tag, str):

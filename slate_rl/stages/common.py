@@ -108,7 +108,7 @@ def agent_gems(args: argparse.Namespace, sim: TopicRec) -> GeMSRanker | None:
     """The GeMS checkpoint (``--gems``) of a ``sac_gems_<tag>`` agent (``--agent``), ``None`` for other agents;
     one trained for another environment, or whose settings differ from the tag's, is refused naming both."""
     kind, gems_tag = parse_agent_tag(args.agent)
-    if kind != "sac_gems":
+    if kind != "sac_gems" or gems_tag is None:
         return None
     if not args.gems:
         raise ConfigError(f"agent {args.agent} needs --gems (the GeMS checkpoint of {gems_tag})")
