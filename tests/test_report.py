@@ -19,7 +19,8 @@ from slate_rl.cli import main
 from slate_rl.core.stats import mean_ci
 from slate_rl.report.markdown import fmt, fmt_p
 from slate_rl.report.results import Results, SeedResult, collect_results
-from slate_rl.report.tables import build_env_report, normalized_score, welch_p
+from slate_rl.report.statistics import compare_seeds
+from slate_rl.report.tables import build_env_report, normalized_score
 
 GEMS = "sac_gems_d32_beta1_lc0.5_scratch_s58407201"
 PNG_HEADER = b"\x89PNG\r\n\x1a\n"
@@ -139,10 +140,11 @@ def test_partial_results_give_a_report_that_names_what_is_missing(partial_tree, 
     markdown, figures = run_report(partial_tree, tmp_path / "out")
     data = json.loads((partial_tree / f"focused_topdown/online/{GEMS}/seed0.json").read_text())
     assert _row(markdown, "**SAC+GeMS**") == [
-        "**SAC+GeMS**", "online", fmt(data["return_mean"]), f"± {fmt(data['return_ci95'])}†", "50", "1", "best", "—"]
-    assert _row(markdown, "*Oracle*")[:5] == ["*Oracle*", "reference", "71.10", "± 0.80†", "500"]
+        "**SAC+GeMS**", "online", fmt(data["return_mean"]), f"± {fmt(data['return_ci95'])}†",
+        fmt(data["return_mean"], 1), "1", "best", "best", "—"]
+    assert _row(markdown, "*Oracle*")[:4] == ["*Oracle*", "reference", "71.10", "± 0.80†"]
     assert "no offline-algorithm results yet" in markdown
-    assert "one seed only" in markdown and "## Overview" not in markdown
+    assert "**one seed per method**" in markdown and "## Overview" not in markdown
     table = pd.read_csv(figures / "focused_topdown.csv")
     assert list(table["method"]) == [GEMS, "oracle", "eps-greedy", "random"]
     assert table.loc[0, "ci_over"] == "sessions" and table.loc[0, "return_mean"] == pytest.approx(data["return_mean"])
@@ -166,24 +168,26 @@ def test_full_results_tables_match_the_statistics_of_the_seeds(full_tree, tmp_pa
     topk = table.set_index("method").loc["sac_topk_ideal"]
     assert topk["return_mean"] == pytest.approx(seed_means("sac_topk_ideal").mean())
     assert topk["return_ci95"] == pytest.approx(mean_ci(seed_means("sac_topk_ideal"))["ci"])
-    expected_p = stats.ttest_ind(seed_means("sac_topk_ideal"), best, equal_var=False).pvalue
-    assert topk["p_value"] == pytest.approx(expected_p) and topk["p_over"] == "seeds"
-    assert _row(markdown, "SAC+TopK (ideal)", env)[2:7] == [
-        fmt(topk["return_mean"]), f"± {fmt(topk['return_ci95'])}", "150", "3", fmt_p(expected_p)]
-    # A single seed against the best: Welch over per-session returns pooled over seeds.
-    sessions = lambda m: np.concatenate([s.returns for s in sorted(results.seeds, key=lambda s: s.seed)  # noqa: E731
-                                         if s.env == env and s.method == m])
+    # The same seeds 0-2 against the best: paired by seed.
+    expected_p = stats.ttest_rel(seed_means("sac_topk_ideal"), best).pvalue
+    assert topk["p_value"] == pytest.approx(expected_p) and topk["p_over"] == "paired"
+    wins = np.mean([[float(x > y) + 0.5 * float(x == y) for y in best] for x in seed_means("sac_topk_ideal")])
+    assert topk["p_improve"] == pytest.approx(wins)
+    assert topk["iqm"] == pytest.approx(stats.trim_mean(seed_means("sac_topk_ideal"), 0.25))
+    row = _row(markdown, "SAC+TopK (ideal)", env)
+    assert row[2:4] == [fmt(topk["return_mean"]), f"± {fmt(topk['return_ci95'])}"]
+    assert row[5] == "3" and row[7] == f"{fmt_p(expected_p)} (paired)"
+    # A single seed against the best: no p-value (its test sessions say nothing of the spread over seeds).
     slateq = table.set_index("method").loc["slateq"]
-    assert slateq["p_over"] == "sessions"
-    expected_p = stats.ttest_ind(sessions("slateq"), sessions(GEMS), equal_var=False).pvalue
-    assert slateq["p_value"] == pytest.approx(expected_p)
+    assert math.isnan(slateq["p_value"]) and pd.isna(slateq["p_over"])
+    assert _row(markdown, "SlateQ", env)[7] == "n/a (1 seed)"
     # Offline: normalised score over seeds; the aggregate-only algorithm (no sessions) is tested over seeds.
     td3bc = table[(table["method"] == "td3bc")].iloc[0]
     assert td3bc["quality"] == "expert" and td3bc["n_seeds"] == 3
     assert td3bc["normalized_score"] == pytest.approx(normalized_score(seed_means("td3bc", "expert").mean(), 30, 90))
     cql = table[table["method"] == "cql"].iloc[0]
     assert cql["return_mean"] == pytest.approx(51.0) and cql["normalized_score"] == pytest.approx(34.0)
-    assert cql["p_over"] == "seeds" and math.isfinite(cql["p_value"])
+    assert cql["p_over"] in ("paired", "welch") and math.isfinite(cql["p_value"])
     # Rows: methods best first, then simulator references, then the offline reference points.
     kinds = list(table["kind"])
     assert kinds.index("reference") == len(kinds) - kinds[::-1].count("reference")
@@ -236,10 +240,16 @@ def test_empty_results_give_a_short_report(tmp_path):
     assert "No results found" in missing
 
 
-def test_welch_p_matches_scipy_and_needs_two_values():
-    a, b = [1.0, 2.0, 4.0, 3.5], [2.0, 5.0, 6.5]
-    assert welch_p(a, b) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
-    assert math.isnan(welch_p([1.0], b)) and math.isnan(welch_p([3.0, 3.0], [3.0, 3.0]))
+def test_seed_comparisons_are_paired_on_shared_seeds_and_absent_with_one_seed():
+    a, b = {0: 1.0, 1: 2.0, 2: 4.0, 3: 3.5}, {0: 2.0, 1: 5.0, 2: 6.5}
+    p, test = compare_seeds(a, b)
+    assert test == "welch" and p == pytest.approx(stats.ttest_ind(list(a.values()), list(b.values()),
+                                                                   equal_var=False).pvalue)
+    c = {0: 1.5, 1: 2.5, 2: 3.0, 3: 5.0}
+    p, test = compare_seeds(a, c)
+    # hand-computed: differences -0.5, -0.5, 1.0, -1.5: mean -0.375, sd 1.0308, t = -0.7276 on 3 df
+    assert test == "paired" and p == pytest.approx(0.5194, abs=1e-3)
+    assert compare_seeds({0: 1.0}, b)[1] == "" and math.isnan(compare_seeds({0: 1.0}, b)[0])
     assert normalized_score(60.0, 30.0, 90.0) == pytest.approx(50.0) and math.isnan(normalized_score(1, 5, 5))
 
 
@@ -307,7 +317,7 @@ def test_dataset_tables_compare_methods_on_the_same_data(tmp_path):
     assert bool(medium.loc["dt", "best"])  # DT wins on medium although TD3+BC is the env's best
     td3bc_medium = [s for s in results.seeds if s.method == "td3bc" and s.quality == "medium"]
     dt_medium = [s for s in results.seeds if s.method == "dt" and s.quality == "medium"]
-    expected_p = welch_p([s.return_mean for s in td3bc_medium], [s.return_mean for s in dt_medium])
+    expected_p = stats.ttest_rel([s.return_mean for s in td3bc_medium], [s.return_mean for s in dt_medium]).pvalue
     assert medium.loc["td3bc", "p_value"] == pytest.approx(expected_p)
     assert medium.loc["td3bc", "pct_behaviour"] == pytest.approx(100 * medium.loc["td3bc", "return_mean"] / 90.0)
     expert = table[(table["quality"] == "expert") & (table["kind"] == "offline")].set_index("method")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from slate_rl.report.results import REFERENCE_POLICIES, Results
-from slate_rl.report.tables import EnvReport, dataset_table, method_rank
+from slate_rl.report.tables import Aggregate, EnvReport, dataset_table, method_rank
 
 SESSIONS_MARK = "†"
 _KIND_ORDER = {"online": 0, "offline": 1, "reference": 2}
@@ -50,6 +50,30 @@ def _ci_cell(ci: float, over: str) -> str:
     return f"± {fmt(ci)}" + (SESSIONS_MARK if over == "sessions" else "")
 
 
+def _interval_cell(est: float, low: float, high: float, digits: int = 1) -> str:
+    """``est [low, high]``; the estimate alone when the interval is undefined (one seed)."""
+    if pd.isna(est):
+        return "—"
+    if pd.isna(low) or pd.isna(high):
+        return fmt(est, digits)
+    return f"{fmt(est, digits)} [{fmt(low, digits)}, {fmt(high, digits)}]"
+
+
+def _mean_ci_cell(mean: float, ci: float, digits: int = 1) -> str:
+    return fmt(mean, digits) + ("" if pd.isna(ci) or pd.isna(mean) else f" ± {fmt(ci, digits)}")
+
+
+def _comparison_cells(row: pd.Series) -> list[str]:
+    """P(> best) with its CI and the p-value with its test, for a method row that is not the best."""
+    if row["best"]:
+        return ["best", "best"]
+    if not row["p_over"]:
+        return [_interval_cell(row["p_improve"], row["p_improve_low"], row["p_improve_high"], 2), "n/a (1 seed)"]
+    test = "paired" if row["p_over"] == "paired" else "Welch"
+    return [_interval_cell(row["p_improve"], row["p_improve_low"], row["p_improve_high"], 2),
+            f"{fmt_p(row['p_value'])} ({test})"]
+
+
 def _data_cell(row: pd.Series) -> str:
     if row["kind"] == "reference":
         return f"reference ({row['quality']} data)" if row["quality"] else "reference"
@@ -60,19 +84,15 @@ def _env_rows(table: pd.DataFrame) -> list[list[str]]:
     rows = []
     for _, row in table.iterrows():
         if row["kind"] == "reference":
-            label, p = f"*{row['label']}*", "—"
-        elif row["best"]:
-            label, p = f"**{row['label']}**", "best"
+            label, compared, iqm_cell = f"*{row['label']}*", ["—", "—"], "—"
         else:
-            label = row["label"]
-            p = fmt_p(row["p_value"]) + (SESSIONS_MARK if row["p_over"] == "sessions" else "")
-        norm = fmt(row["normalized_score"], 1)
-        if norm != "—" and not pd.isna(row["normalized_score_ci95"]):
-            norm += f" ± {fmt(row['normalized_score_ci95'], 1)}"
+            label = f"**{row['label']}**" if row["best"] else row["label"]
+            compared = _comparison_cells(row)
+            iqm_cell = _interval_cell(row["iqm"], row["iqm_low"], row["iqm_high"])
         rows.append([
-            label, _data_cell(row), fmt(row["return_mean"]), _ci_cell(row["return_ci95"], row["ci_over"]),
-            "—" if pd.isna(row["n_sessions"]) else str(int(row["n_sessions"])),
-            str(row["n_seeds"]) if row["kind"] != "reference" else "—", p, norm,
+            label, _data_cell(row), fmt(row["return_mean"]), _ci_cell(row["return_ci95"], row["ci_over"]), iqm_cell,
+            str(row["n_seeds"]) if row["kind"] != "reference" else "—", *compared,
+            _mean_ci_cell(row["normalized_score"], row["normalized_score_ci95"]),
         ])
     return rows
 
@@ -89,8 +109,12 @@ def _missing(report: EnvReport) -> list[str]:
         if not any(m.kind == kind for m in report.methods):
             notes.append(f"no {what} results yet")
     single = [report.method_label(m) for m in report.methods if m.n_seeds == 1]
-    if single:
-        notes.append(f"one seed only (CI and test over its test sessions): {', '.join(single)}")
+    if single and len(single) == len(report.methods):
+        notes.append("**one seed per method**: every CI (†) is over the test sessions of one run, which is "
+                     "evaluation noise, not the spread over seeds that decides which method is better; no "
+                     "IQM interval, probability-of-improvement interval or p-value is given")
+    elif single:
+        notes.append(f"one seed only (CI † over its test sessions; no p-value): {', '.join(single)}")
     no_sessions = [report.method_label(m) for m in report.methods if m.session_returns() is None]
     if no_sessions:
         notes.append(f"no per-session returns (from an aggregate file): {', '.join(no_sessions)}")
@@ -105,13 +129,15 @@ def _footnotes(report: EnvReport) -> str:
         "Return: mean over seeds of each seed's mean test return (clicks per session). "
         "95% CI: Student-t half-width over the per-seed means; "
         f"{SESSIONS_MARK} marks a CI over the test sessions of a single run (one seed, or a reference policy).",
+        "IQM: interquartile mean of the seeds' returns [stratified bootstrap 95% CI, 2,000 resamples].",
     ]
     if best is not None:
         lines.append(
-            f"p: Welch's t-test (two-sided, unequal variances) against the best method, "
-            f"**{report.method_label(best)}** ({fmt(best.return_mean)}); over per-seed means when both have "
-            f"≥ 2 seeds, else over per-session returns pooled over seeds ({SESSIONS_MARK}); n/a where "
-            "neither is available."
+            f"P(> best): probability that a seed of the method beats a seed of the best method, "
+            f"**{report.method_label(best)}** ({fmt(best.return_mean)}) [bootstrap 95% CI]. "
+            "p: two-sided t-test against it over the seeds, paired by seed when both ran the same seeds "
+            "(every run is tested on the same users with the same evaluation seed), Welch's otherwise; "
+            "none with one seed."
         )
     if any(m.kind == "offline" for m in report.methods):
         lines.append("Norm. score: 100 (R − R_random) / (R_expert − R_random), mean ± 95% CI over seeds.")
@@ -126,17 +152,20 @@ def _dataset_sections(report: EnvReport) -> list[str]:
         rows = []
         for _, row in block.iterrows():
             if row["kind"] == "reference":
-                label, p = f"*{row['label']}*", "—"
+                label = f"*{row['label']}*"
             else:
                 label = f"**{row['label']}**" if row["best"] else row["label"]
-                mark = SESSIONS_MARK if row["p_over"] == "sessions" else ""
-                p = "best" if row["best"] else fmt_p(row["p_value"]) + mark
+                method_row = row["kind"] != "reference"
             rows.append([label, fmt(row["return_mean"]), _ci_cell(row["return_ci95"], row["ci_over"]),
-                         fmt(row["pct_behaviour"], 1), fmt(row["normalized_score"], 1), p,
-                         fmt(row["train_seconds"], 0), "—" if row["kind"] == "reference" else str(row["n_seeds"])])
-        headers = ["Method", "Return", "95% CI", "% of behaviour", "Norm. score", "p vs best here", "Train (s)",
-                   "Seeds"]
-        parts.append(f"### {report.env}: {quality} data\n\n" + markdown_table(headers, rows, "lrrrrrrr"))
+                         _interval_cell(row["iqm"], row["iqm_low"], row["iqm_high"]) if method_row else "—",
+                         _mean_ci_cell(row["peak_val"], row["peak_val_ci95"]),
+                         _mean_ci_cell(row["final_val"], row["final_val_ci95"]),
+                         fmt(row["pct_behaviour"], 1), fmt(row["normalized_score"], 1),
+                         *(_comparison_cells(row) if method_row else ["—", "—"]),
+                         fmt(row["train_seconds"], 0), str(row["n_seeds"]) if method_row else "—"])
+        headers = ["Method", "Return", "95% CI", "IQM", "Peak val", "Final val", "% of behaviour", "Norm. score",
+                   "P(> best here)", "p vs best here", "Train (s)", "Seeds"]
+        parts.append(f"### {report.env}: {quality} data\n\n" + markdown_table(headers, rows, "lrrrrrrrrrrr"))
     return parts
 
 
@@ -148,13 +177,15 @@ def _env_section(report: EnvReport, figures_link: str) -> str:
     notes = _missing(report)
     if notes:
         parts.append("Not available yet / caveats:\n\n" + "\n".join(f"- {n}" for n in notes))
-    headers = ["Method", "Data", "Return", "95% CI", "Sessions", "Seeds", "p vs best", "Norm. score"]
-    parts.append(markdown_table(headers, _env_rows(report.table), "llrrrrrr"))
+    headers = ["Method", "Data", "Return", "95% CI", "IQM", "Seeds", "P(> best)", "p vs best", "Norm. score"]
+    parts.append(markdown_table(headers, _env_rows(report.table), "llrrrrrrr"))
     parts.append(_footnotes(report))
     datasets = _dataset_sections(report)
     if datasets:
-        parts.append("Offline methods dataset by dataset (p: Welch's t-test against the best method on the same data; "
-                     "Train: mean wall-clock training time per seed):")
+        parts.append("Offline methods dataset by dataset (statistics against the best method on the same data; "
+                     "Peak val / Final val: best / last validation return of each seed's learning curve, mean ± 95% "
+                     "CI over seeds, so that a collapse in training shows as final << peak; Train: mean wall-clock "
+                     "training time per seed):")
         parts.extend(datasets)
     parts.append(
         f"![{report.env}: learning curves]({figures_link}/{report.env}_curves.png)\n\n"
@@ -186,8 +217,37 @@ def _overview(reports: Sequence[EnvReport]) -> str:
         ["Method", "Data", *envs], rows, "ll" + "r" * len(envs))
 
 
-def render_report(reports: Sequence[EnvReport], results: Results, results_dir: str, figures_link: str) -> str:
-    """The whole report; ``figures_link`` is the figures directory relative to the report file."""
+def _aggregate_section(aggregate: Aggregate, figures_link: str) -> str:
+    """The offline algorithms over every task of the run: IQM of the normalised scores, probability of
+    improvement over the best, and the performance profile."""
+    tasks = ", ".join(f"{env}/{quality}" for env, quality in aggregate.tasks)
+    rows = []
+    for _, row in aggregate.table.iterrows():
+        label = f"**{row['label']}**" if row["best"] else row["label"]
+        prob = "best" if row["best"] else _interval_cell(row["p_improve"], row["p_improve_low"],
+                                                         row["p_improve_high"], 2)
+        rows.append([label, str(row["n_runs"]), fmt(row["mean_score"], 1),
+                     _interval_cell(row["iqm"], row["iqm_low"], row["iqm_high"]), prob])
+    single = all(s.size == 1 for strata in aggregate.scores.values() for s in strata)
+    caveat = (" **One seed per task**: no bootstrap interval is given; rerun with more seeds "
+              "(`offline.seeds`) for a comparison." if single else "")
+    return (
+        "## Aggregate: offline algorithms over every dataset\n\n"
+        f"Normalised scores (0 = random latent actions, 100 = the expert data's behaviour) of the "
+        f"{len(aggregate.tasks)} task{'s' * (len(aggregate.tasks) != 1)} that every offline algorithm ran "
+        f"({tasks}). IQM: interquartile mean over all runs (seeds x tasks) [stratified bootstrap 95% CI: seeds "
+        "resampled within each task]; P(> best): probability of improvement over the algorithm of the highest "
+        f"IQM, averaged over tasks [stratified bootstrap 95% CI].{caveat}\n\n"
+        + markdown_table(["Method", "Runs", "Mean score", "IQM", "P(> best)"], rows, "lrrrr")
+        + f"\n\n![Performance profiles]({figures_link}/aggregate_profile.png)\n\n"
+        f"Table as CSV: [`{figures_link}/aggregate.csv`]({figures_link}/aggregate.csv)."
+    )
+
+
+def render_report(reports: Sequence[EnvReport], results: Results, results_dir: str, figures_link: str,
+                  aggregate: Aggregate | None = None) -> str:
+    """The whole report; ``figures_link`` is the figures directory relative to the report file; ``aggregate``
+    (the offline algorithms over every task) gets its section when it has a task."""
     parts = ["# Results report"]
     counts = f"{results.files_read} result file{'s' * (results.files_read != 1)} read from `{results_dir}`"
     if results.skipped:
@@ -205,6 +265,8 @@ def render_report(reports: Sequence[EnvReport], results: Results, results_dir: s
         parts.append("Environments: " + ", ".join(f"[{r.env}](#{r.env})" for r in reports) + ".")
         if len(with_results) > 1:
             parts.append(_overview(with_results))
+        if aggregate is not None and aggregate.tasks:
+            parts.append(_aggregate_section(aggregate, figures_link))
         parts.extend(_env_section(r, figures_link) for r in reports)
     if results.skipped:
         parts.append("## Skipped files\n\n" + "\n".join(f"- `{path}`: {why}" for path, why in results.skipped))

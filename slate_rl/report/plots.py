@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from slate_rl.core.stats import curve_band
-from slate_rl.report.tables import EnvReport, MethodSummary
+from slate_rl.report.statistics import performance_profile
+from slate_rl.report.tables import Aggregate, EnvReport, MethodSummary
 
 _REFERENCE_STYLE = {  # name -> (colour, line style)
     "oracle": ("black", "--"),
@@ -132,4 +133,33 @@ def plot_returns(report: EnvReport, path: str | os.PathLike[str]) -> None:
     ax.set_title(f"{report.env}: test returns")
     ax.grid(axis="x", alpha=0.3)
     ax.margins(x=0.12)
+    _save(fig, path)
+
+
+def plot_profiles(aggregate: Aggregate, path: str | os.PathLike[str]) -> None:
+    """Performance profiles of the offline algorithms: the fraction of runs (averaged over tasks) whose
+    normalised score exceeds tau, one line per algorithm (Agarwal et al., 2021)."""
+    from matplotlib import colormaps
+
+    fig = _new_figure(7.5, 4.6)
+    ax = fig.add_subplot()
+    values = np.concatenate([s for strata in aggregate.scores.values() for s in strata]) if aggregate.scores else None
+    if values is None or not values.size:
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "no offline algorithm ran on a common dataset yet", ha="center", va="center")
+        _save(fig, path)
+        return
+    taus = np.linspace(min(float(values.min()), 0.0), max(float(values.max()), 100.0), 201)
+    cmap = colormaps["tab10"]
+    for i, method in enumerate(aggregate.table["method"]):
+        strata = aggregate.scores[method]
+        runs = int(sum(s.size for s in strata))
+        ax.plot(taus, performance_profile(strata, taus), color=cmap(i % cmap.N), drawstyle="steps-post",
+                label=f"{aggregate.labels[method]} ({runs} runs)")
+    ax.set_xlabel("normalised score tau (0 = random latent actions, 100 = expert behaviour)")
+    ax.set_ylabel("fraction of runs with score > tau")
+    ax.set_title(f"Performance profiles over {len(aggregate.tasks)} task{'s' * (len(aggregate.tasks) != 1)}")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     _save(fig, path)

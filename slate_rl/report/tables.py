@@ -1,14 +1,19 @@
 """Per-environment tables: one row per method (online agent, or offline algorithm on one dataset
-quality) and one per reference, with 95% CIs, Welch's t-tests and normalised scores.
+quality) and one per reference; and the aggregate of the offline methods over every dataset and
+environment of a run.
 
-Statistics of a row:
+Statistics of a row (a seed's score is its mean test return; :mod:`slate_rl.report.statistics`):
 
-* return: the mean over seeds of each seed's mean test return;
-* 95% CI: Student-t half-width over the per-seed means when there are >= 2 seeds, else the
-  CI over the test sessions of the single seed (``ci_over`` says which);
-* p-value: Welch's t-test (unequal variances) of the row against the env's best method (the
-  highest return), over per-seed means when both have >= 2 seeds, else over per-session
-  returns pooled over seeds (``p_over`` says which; NaN when neither is available);
+* return: the mean over seeds of the seeds' scores;
+* 95% CI: Student-t half-width over the seeds' scores when there are >= 2 seeds, else the CI
+  over the test sessions of the single seed (``ci_over`` says which: evaluation noise only);
+* IQM: interquartile mean of the seeds' scores with its bootstrap 95% CI (none with one seed);
+* P(> best): probability of improvement over the best method (the highest return), with its
+  bootstrap 95% CI;
+* p-value against the best method: paired t-test over the seeds both ran, Welch's t-test over
+  the seeds when their seed sets differ (``p_over``: ``paired`` / ``welch``); none with one seed;
+* peak / final (offline): the best and the last validation return of each seed's learning
+  curve, mean and 95% CI over seeds: a method whose training collapses has final << peak;
 * normalised score (offline): ``100 * (R - R_random) / (R_expert - R_random)`` (spec,
   models.md), taken from each seed's result, averaged over seeds.
 """
@@ -16,13 +21,12 @@ Statistics of a row:
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from slate_rl.core.artifacts import (
     AGENT_DISPLAY_NAMES,
@@ -34,6 +38,7 @@ from slate_rl.core.artifacts import (
 from slate_rl.core.errors import ConfigError
 from slate_rl.core.stats import mean_ci
 from slate_rl.report.results import REFERENCE_POLICIES, Reference, Results, SeedResult
+from slate_rl.report.statistics import compare_seeds, iqm_ci, probability_of_improvement
 
 ONLINE_NAMES = {k: v for k, v in AGENT_DISPLAY_NAMES.items() if k != "sac_gems"}
 OFFLINE_NAMES = OFFLINE_ALGO_DISPLAY_NAMES
@@ -45,9 +50,14 @@ REFERENCE_NAMES = {
     "zero_action": "Zero latent action",
     "random_action": "Random latent action",
 }
+SEED_STAT_COLUMNS = [
+    "iqm", "iqm_low", "iqm_high", "p_improve", "p_improve_low", "p_improve_high", "p_value", "p_over",
+]
+"""Columns of the statistics over seeds against the best method (:func:`seed_statistics`)."""
 COLUMNS = [
     "env", "kind", "method", "label", "quality", "return_mean", "return_ci95", "ci_over", "n_sessions", "n_seeds",
-    "seeds", "best", "p_value", "p_over", "normalized_score", "normalized_score_ci95",
+    "seeds", "best", *SEED_STAT_COLUMNS, "peak_val", "peak_val_ci95", "final_val", "final_val_ci95",
+    "normalized_score", "normalized_score_ci95",
 ]
 """Columns of ``{env}.csv`` and ``summary.csv``."""
 
@@ -73,16 +83,6 @@ def method_rank(kind: str, method: str) -> int:
         return 0
     names = list(ONLINE_NAMES if kind == "online" else OFFLINE_NAMES)
     return int(kind == "online") + (names.index(method) if method in names else len(names))
-
-
-def welch_p(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
-    """Two-sided p-value of Welch's t-test (NaN when a sample has fewer than two values)."""
-    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if x.size < 2 or y.size < 2:
-        return math.nan
-    with warnings.catch_warnings():  # identical constant samples: NaN, not a warning
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return float(stats.ttest_ind(x, y, equal_var=False).pvalue)
 
 
 def normalized_score(ret: float, random_return: float, expert_return: float) -> float:
@@ -135,14 +135,34 @@ class MethodSummary:
     def curves(self) -> list[np.ndarray]:
         return [s.learning_curve for s in self.seeds if s.learning_curve is not None]
 
-    def compare(self, best: MethodSummary) -> tuple[float, str]:
-        """Welch p-value against ``best`` and what the samples are (``seeds``, ``sessions``, or ``""``)."""
-        if self.n_seeds >= 2 and best.n_seeds >= 2:
-            return welch_p(self.seed_means, best.seed_means), "seeds"
-        mine, theirs = self.session_returns(), best.session_returns()
-        if mine is not None and theirs is not None:
-            return welch_p(mine, theirs), "sessions"
-        return math.nan, ""
+    @property
+    def seed_scores(self) -> dict[int, float]:
+        """Seed -> its mean test return."""
+        return {s.seed: s.return_mean for s in self.seeds}
+
+    def validation(self, which: str) -> tuple[float, float]:
+        """Mean and 95% CI over seeds of each seed's ``peak`` (best) or ``final`` (last) validation return
+        (NaN when a seed has no learning curve)."""
+        curves = [s.learning_curve for s in self.seeds]
+        if not curves or any(c is None or not len(c) for c in curves):
+            return math.nan, math.nan
+        values = [float(c[:, 1].max() if which == "peak" else c[-1, 1]) for c in curves if c is not None]
+        summary = mean_ci(values)
+        return summary["mean"], summary["ci"]
+
+
+def seed_statistics(m: MethodSummary, best: MethodSummary | None) -> dict[str, float | str]:
+    """IQM with its bootstrap CI, and against ``best``: probability of improvement with its CI and the
+    paired (or Welch) p-value; NaN against itself and wherever a side has one seed."""
+    est, low, high = iqm_ci([m.seed_means])
+    row: dict[str, float | str] = {"iqm": est, "iqm_low": low, "iqm_high": high, "p_improve": math.nan,
+                                   "p_improve_low": math.nan, "p_improve_high": math.nan, "p_value": math.nan,
+                                   "p_over": ""}
+    if best is not None and m is not best:
+        prob, prob_low, prob_high = probability_of_improvement([m.seed_means], [best.seed_means])
+        p, over = compare_seeds(m.seed_scores, best.seed_scores)
+        row.update(p_improve=prob, p_improve_low=prob_low, p_improve_high=prob_high, p_value=p, p_over=over)
+    return row
 
 
 @dataclass
@@ -211,14 +231,19 @@ def _references(results: Results, env: str) -> list[Reference]:
     return refs
 
 
-def _normalized(m: MethodSummary, refs: list[Reference]) -> tuple[float, float]:
-    """Mean and CI over seeds of the normalised score (recomputed from references where a seed lacks it)."""
+def seed_normalized_scores(m: MethodSummary, refs: list[Reference]) -> np.ndarray:
+    """Each seed's normalised score (recomputed from the references where a seed lacks it; NaN if undefined)."""
     random = next((r.return_mean for r in refs if r.name == "random_action"), math.nan)
     expert = next((r.return_mean for r in refs if r.name == "behaviour" and r.quality == "expert"), math.nan)
-    scores = np.array([
+    return np.array([
         s.normalized_score if math.isfinite(s.normalized_score) else normalized_score(s.return_mean, random, expert)
         for s in m.seeds
-    ])
+    ], dtype=np.float64)
+
+
+def _normalized(m: MethodSummary, refs: list[Reference]) -> tuple[float, float]:
+    """Mean and CI over seeds of the normalised score."""
+    scores = seed_normalized_scores(m, refs)
     scores = scores[np.isfinite(scores)]
     if scores.size == 0:
         return math.nan, math.nan
@@ -231,20 +256,22 @@ def _table(report: EnvReport) -> pd.DataFrame:
     best = report.best
     for m in report.methods:
         ci, ci_over = m.return_ci()
-        p, p_over = (math.nan, "") if m is best or best is None else m.compare(best)
         norm, norm_ci = _normalized(m, report.references) if m.kind == "offline" else (math.nan, math.nan)
+        peak, peak_ci = m.validation("peak")
+        final, final_ci = m.validation("final")
         rows.append({
             "env": report.env, "kind": m.kind, "method": m.method, "label": m.label, "quality": m.quality or "",
             "return_mean": m.return_mean, "return_ci95": ci, "ci_over": ci_over, "n_sessions": m.n_sessions(),
             "n_seeds": m.n_seeds, "seeds": " ".join(str(s.seed) for s in m.seeds), "best": m is best,
-            "p_value": p, "p_over": p_over, "normalized_score": norm, "normalized_score_ci95": norm_ci,
+            **seed_statistics(m, best), "peak_val": peak, "peak_val_ci95": peak_ci, "final_val": final,
+            "final_val_ci95": final_ci, "normalized_score": norm, "normalized_score_ci95": norm_ci,
         })
     for r in report.references:
         rows.append({
+            **dict.fromkeys(COLUMNS, math.nan),
             "env": report.env, "kind": "reference", "method": r.name, "label": REFERENCE_NAMES.get(r.name, r.name),
             "quality": r.quality or "", "return_mean": r.return_mean, "return_ci95": r.return_ci95,
-            "ci_over": "sessions", "n_sessions": r.n_sessions, "n_seeds": 0, "seeds": "", "best": False,
-            "p_value": math.nan, "p_over": "", "normalized_score": math.nan, "normalized_score_ci95": math.nan,
+            "ci_over": "sessions", "n_sessions": r.n_sessions, "n_seeds": 0, "seeds": "", "best": False, "p_over": "",
         })
     table = pd.DataFrame(rows, columns=COLUMNS)
     table["n_sessions"] = table["n_sessions"].astype("Int64")
@@ -253,7 +280,8 @@ def _table(report: EnvReport) -> pd.DataFrame:
 
 DATASET_COLUMNS = [
     "env", "quality", "kind", "method", "label", "return_mean", "return_ci95", "ci_over", "pct_behaviour",
-    "normalized_score", "best", "p_value", "p_over", "train_seconds", "n_seeds",
+    "normalized_score", "best", *SEED_STAT_COLUMNS, "peak_val", "peak_val_ci95", "final_val", "final_val_ci95",
+    "train_seconds", "n_seeds",
 ]
 """Columns of ``{env}_datasets.csv``: the offline methods of each dataset, with the dataset's references."""
 
@@ -261,8 +289,9 @@ QUALITY_ORDER = ("expert", "medium", "random", "replay")
 
 
 def dataset_table(report: EnvReport) -> pd.DataFrame:
-    """One block per dataset quality: its offline methods (best first; p-values against the best method
-    *on this dataset*, return as a % of this dataset's behaviour return, mean training time over seeds),
+    """One block per dataset quality: its offline methods (best first; statistics against the best method
+    *on this dataset*, return as a % of this dataset's behaviour return, peak and final validation
+    return, mean training time over seeds),
     then the dataset's behaviour and the zero / random latent-action references."""
     qualities = sorted({m.quality for m in report.methods if m.kind == "offline" and m.quality},
                        key=lambda q: (QUALITY_ORDER.index(q) if q in QUALITY_ORDER else len(QUALITY_ORDER), q))
@@ -274,14 +303,16 @@ def dataset_table(report: EnvReport) -> pd.DataFrame:
         best = methods[0]
         for m in methods:
             ci, ci_over = m.return_ci()
-            p, p_over = (math.nan, "") if m is best else m.compare(best)
             seconds = np.array([s.train_seconds for s in m.seeds], dtype=np.float64)
+            peak, peak_ci = m.validation("peak")
+            final, final_ci = m.validation("final")
             rows.append({
                 "env": report.env, "quality": quality, "kind": "offline", "method": m.method, "label": m.label,
                 "return_mean": m.return_mean, "return_ci95": ci, "ci_over": ci_over,
                 "pct_behaviour": 100.0 * m.return_mean / base if base else math.nan,
                 "normalized_score": _normalized(m, report.references)[0], "best": m is best,
-                "p_value": p, "p_over": p_over,
+                **seed_statistics(m, best), "peak_val": peak, "peak_val_ci95": peak_ci, "final_val": final,
+                "final_val_ci95": final_ci,
                 "train_seconds": float(seconds.mean()) if np.isfinite(seconds).all() else math.nan,
                 "n_seeds": m.n_seeds,
             })
@@ -290,12 +321,12 @@ def dataset_table(report: EnvReport) -> pd.DataFrame:
             if r is None:
                 continue
             rows.append({
+                **dict.fromkeys(DATASET_COLUMNS, math.nan),
                 "env": report.env, "quality": quality, "kind": "reference", "method": r.name,
                 "label": REFERENCE_NAMES.get(r.name, r.name), "return_mean": r.return_mean,
                 "return_ci95": r.return_ci95, "ci_over": "sessions",
                 "pct_behaviour": 100.0 * r.return_mean / base if base else math.nan,
-                "normalized_score": math.nan, "best": False, "p_value": math.nan, "p_over": "",
-                "train_seconds": math.nan, "n_seeds": 0,
+                "best": False, "p_over": "", "n_seeds": 0,
             })
     return pd.DataFrame(rows, columns=DATASET_COLUMNS)
 
@@ -306,3 +337,52 @@ def summary_table(reports: Sequence[EnvReport]) -> pd.DataFrame:
     if not tables:
         return pd.DataFrame(columns=COLUMNS)
     return pd.concat(tables, ignore_index=True)
+
+
+AGGREGATE_COLUMNS = [
+    "method", "label", "n_tasks", "n_runs", "mean_score", "iqm", "iqm_low", "iqm_high", "p_improve", "p_improve_low",
+    "p_improve_high", "best",
+]
+"""Columns of ``aggregate.csv``: each offline algorithm over every dataset and environment of the run."""
+
+
+@dataclass
+class Aggregate:
+    """The offline algorithms' normalised scores over the tasks (environment, dataset quality) they all ran."""
+
+    tasks: list[tuple[str, str]]
+    scores: dict[str, list[np.ndarray]]
+    """Algorithm -> its seeds' normalised scores on each task, in the order of ``tasks``."""
+    labels: dict[str, str]
+    table: pd.DataFrame
+
+
+def aggregate_offline(reports: Sequence[EnvReport]) -> Aggregate:
+    """IQM of the normalised scores over every task (stratified bootstrap CI) and the probability of improvement
+    over the method of the highest IQM, on the tasks that every offline algorithm ran (a task where one of them
+    lacks results would compare different things)."""
+    per_method: dict[str, dict[tuple[str, str], np.ndarray]] = {}
+    for report in reports:
+        for m in report.methods:
+            if m.kind == "offline" and m.quality:
+                seed_scores = seed_normalized_scores(m, report.references)
+                if seed_scores.size and np.isfinite(seed_scores).all():
+                    per_method.setdefault(m.method, {})[(report.env, m.quality)] = seed_scores
+    common = set.intersection(*(set(t) for t in per_method.values())) if per_method else set()
+    tasks = sorted(common)
+    scores = {method: [by_task[t] for t in tasks] for method, by_task in per_method.items()} if tasks else {}
+    labels = {method: OFFLINE_NAMES.get(method, method) for method in scores}
+    rows: list[dict[str, Any]] = []
+    for method, strata in scores.items():
+        est, low, high = iqm_ci(strata)
+        rows.append({"method": method, "label": labels[method], "n_tasks": len(tasks),
+                     "n_runs": int(sum(s.size for s in strata)), "mean_score": float(np.concatenate(strata).mean()),
+                     "iqm": est, "iqm_low": low, "iqm_high": high})
+    rows.sort(key=lambda r: (-r["iqm"], r["label"]))
+    if rows:
+        best = rows[0]["method"]
+        for row in rows:
+            prob = (math.nan,) * 3 if row["method"] == best else probability_of_improvement(scores[row["method"]],
+                                                                                              scores[best])
+            row.update(p_improve=prob[0], p_improve_low=prob[1], p_improve_high=prob[2], best=row["method"] == best)
+    return Aggregate(tasks, scores, labels, pd.DataFrame(rows, columns=AGGREGATE_COLUMNS))

@@ -7,7 +7,9 @@ results of the current configuration, never stale files of earlier ones), or, wi
 skipped with a warning (and listed in the report). Writes ``--output`` (Markdown) and, in
 ``--figures-dir``: ``{env}.csv`` (the table of the env), ``{env}_curves.png`` (learning curves),
 ``{env}_returns.png`` (test returns with 95% CIs) for every env with results, and
-``summary.csv`` (all envs; header only when there are no results). Works with whatever
+``summary.csv`` (all envs; header only when there are no results), and, when the offline algorithms
+share a dataset, ``aggregate.csv`` and ``aggregate_profile.png`` (normalised scores over every dataset
+and environment: IQM, probability of improvement, performance profiles). Works with whatever
 exists: missing results are named in the report, not an error.
 """
 
@@ -20,13 +22,14 @@ from pathlib import Path
 
 from slate_rl.core.io import atomic_path
 from slate_rl.report.markdown import render_report
-from slate_rl.report.plots import plot_curves, plot_returns
+from slate_rl.report.plots import plot_curves, plot_profiles, plot_returns
 from slate_rl.report.results import collect_results
-from slate_rl.report.tables import build_env_report, dataset_table, summary_table
+from slate_rl.report.tables import aggregate_offline, build_env_report, dataset_table, summary_table
 from slate_rl.stages.common import check_output_dir, check_output_file
 
 NAME = "report"
-HELP = "summarise every result (tables, Welch tests, learning curves, bar charts) into results/report.md"
+HELP = ("summarise every result (tables over seeds: mean, IQM, probability of improvement, paired tests; learning "
+        "curves, bar charts, performance profiles) into results/report.md")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,10 +67,16 @@ def run(args: argparse.Namespace) -> None:
             plot_returns(report, tmp)
     with atomic_path(figures / "summary.csv") as tmp:
         summary_table(reports).to_csv(tmp, index=False)
+    aggregate = aggregate_offline(reports)
+    if aggregate.tasks:
+        with atomic_path(figures / "aggregate.csv") as tmp:
+            aggregate.table.to_csv(tmp, index=False)
+        with atomic_path(figures / "aggregate_profile.png") as tmp:
+            plot_profiles(aggregate, tmp)
     output = Path(args.output)
     link = Path(os.path.relpath(figures.resolve(), output.resolve().parent)).as_posix()
     with atomic_path(output) as tmp:
-        tmp.write_text(render_report(reports, results, args.results_dir, link))
+        tmp.write_text(render_report(reports, results, args.results_dir, link, aggregate))
     found = sum(1 for r in reports if len(r.table))
     print(f"wrote {output} ({found} of {len(reports)} environments with results, {results.files_read} files read, "
           f"{len(results.skipped)} skipped) and {figures}/")
