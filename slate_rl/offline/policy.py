@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from slate_rl.core.errors import ArtifactError
-from slate_rl.core.io import atomic_path, load_checkpoint
+from slate_rl.core.io import load_checkpoint, save_torch
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.rankers import GeMSRanker
 from slate_rl.offline.base import Normalizer, OfflineAlgo
@@ -115,8 +115,7 @@ def save_policy(path: str | os.PathLike[str], algo: OfflineAlgo, normalizer: Nor
         "action_center": algo.action_center.detach().cpu(), "action_scale": algo.action_scale.detach().cpu(),
         "meta": json.dumps(meta),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 def load_policy(path: str | os.PathLike[str], algo: OfflineAlgo, normalizer: Normalizer,

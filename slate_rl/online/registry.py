@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from slate_rl.core.artifacts import agent_variant, parse_agent_tag
 from slate_rl.core.config import from_dict, to_dict
 from slate_rl.core.errors import ArtifactError, ConfigError
-from slate_rl.core.io import atomic_path, load_checkpoint
+from slate_rl.core.io import load_checkpoint, save_torch
 from slate_rl.models.belief import scratch_item_table
 from slate_rl.models.rankers import GeMSRanker, KArgmax, Ranker, TopK
 from slate_rl.online.base import Agent
@@ -161,8 +161,7 @@ def save_agent(path: str | os.PathLike[str], agent: Agent, tag: str, meta: dict[
     if ranker is not None:
         payload["action_center"] = ranker.action_center.detach().cpu()
         payload["action_scale"] = ranker.action_scale.detach().cpu()
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 def load_agent(path: str | os.PathLike[str], agent: Agent, tag: str) -> dict[str, Any]:
