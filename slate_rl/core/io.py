@@ -6,6 +6,7 @@ the end, so a killed stage never leaves an output that looks complete.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import errno
@@ -16,6 +17,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -169,17 +171,37 @@ def atomic_path(path: str | os.PathLike[str], size_hint: int | None = None) -> I
             tmp.unlink()
 
 
+def _canonical(obj: Any) -> Any:
+    """A copy of ``obj``'s containers in which every string is interned and no dict, list or tuple is shared.
+
+    Pickle writes an object seen before as a back-reference: equal strings that happen to be one object
+    (a key written by the code, ``"step"``) or two (the same key read back from a checkpoint) give
+    different bytes. With every string interned and every container new, the bytes depend on the
+    values alone: a resumed run writes the checkpoint bytes of an uninterrupted one.
+    """
+    if isinstance(obj, str):
+        return sys.intern(str(obj))
+    if type(obj) in (dict, collections.OrderedDict):
+        out = type(obj)((_canonical(k), _canonical(v)) for k, v in obj.items())
+        for name, value in vars(obj).items() if type(obj) is collections.OrderedDict else ():
+            setattr(out, name, _canonical(value))  # a state_dict's _metadata (module versions)
+        return out
+    if type(obj) in (list, tuple):
+        return type(obj)(_canonical(v) for v in obj)
+    return obj
+
+
 def save_torch(path: str | os.PathLike[str], payload: Any) -> None:
-    """``torch.save`` ``payload`` to ``path`` atomically.
+    """``torch.save`` ``payload`` to ``path`` atomically; the same values give the same bytes.
 
     torch names the records of its zip archive after the file it is given by name (the temporary
-    name, unique per writer); written into an open file they are always named ``archive/``, so the
-    same payload gives the same bytes on every run.
+    name, unique per writer); written into an open file they are always named ``archive/``. The
+    payload is pickled in its canonical form (:func:`_canonical`).
     """
     import torch
 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(payload, fh)
+        torch.save(_canonical(payload), fh)
 
 
 def copy_file(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
@@ -319,6 +341,19 @@ def save_resume(path: str | os.PathLike[str], state: Mapping[str, Any], fingerpr
     if generator is not None:
         payload["sample_rng"] = generator.get_state()
     save_torch(path, payload)
+
+
+def curve_tensor(curve: Sequence[Sequence[float]] | None) -> Any:
+    """A learning curve (``[step, value]`` pairs) as the float64 tensor a resume checkpoint holds."""
+    import torch
+
+    return torch.tensor(list(curve or []), dtype=torch.float64).reshape(-1, 2)
+
+
+def curve_from_tensor(tensor: Any) -> list[list[Any]]:
+    """The learning curve :func:`curve_tensor` stored: integer steps (as the loop wrote them, so that a
+    resumed run's results are the same JSON as an uninterrupted run's) and float values."""
+    return [[int(step), float(value)] for step, value in tensor.tolist()]
 
 
 def load_resume(path: str | os.PathLike[str], fingerprint: str, restore: Callable[[dict[str, Any]], str | None],

@@ -133,10 +133,9 @@ def _dataset_sections(report: EnvReport) -> list[str]:
                 p = "best" if row["best"] else fmt_p(row["p_value"]) + mark
             rows.append([label, fmt(row["return_mean"]), _ci_cell(row["return_ci95"], row["ci_over"]),
                          fmt(row["pct_behaviour"], 1), fmt(row["normalized_score"], 1), p,
-                         fmt(row["train_seconds"], 0), "—" if row["kind"] == "reference" else str(row["n_seeds"])])
-        headers = ["Method", "Return", "95% CI", "% of behaviour", "Norm. score", "p vs best here", "Train (s)",
-                   "Seeds"]
-        parts.append(f"### {report.env}: {quality} data\n\n" + markdown_table(headers, rows, "lrrrrrrr"))
+                         "—" if row["kind"] == "reference" else str(row["n_seeds"])])
+        headers = ["Method", "Return", "95% CI", "% of behaviour", "Norm. score", "p vs best here", "Seeds"]
+        parts.append(f"### {report.env}: {quality} data\n\n" + markdown_table(headers, rows, "lrrrrrr"))
     return parts
 
 

@@ -253,7 +253,7 @@ def _table(report: EnvReport) -> pd.DataFrame:
 
 DATASET_COLUMNS = [
     "env", "quality", "kind", "method", "label", "return_mean", "return_ci95", "ci_over", "pct_behaviour",
-    "normalized_score", "best", "p_value", "p_over", "train_seconds", "n_seeds",
+    "normalized_score", "best", "p_value", "p_over", "n_seeds",
 ]
 """Columns of ``{env}_datasets.csv``: the offline methods of each dataset, with the dataset's references."""
 
@@ -262,7 +262,7 @@ QUALITY_ORDER = ("expert", "medium", "random", "replay")
 
 def dataset_table(report: EnvReport) -> pd.DataFrame:
     """One block per dataset quality: its offline methods (best first; p-values against the best method
-    *on this dataset*, return as a % of this dataset's behaviour return, mean training time over seeds),
+    *on this dataset*, return as a % of this dataset's behaviour return),
     then the dataset's behaviour and the zero / random latent-action references."""
     qualities = sorted({m.quality for m in report.methods if m.kind == "offline" and m.quality},
                        key=lambda q: (QUALITY_ORDER.index(q) if q in QUALITY_ORDER else len(QUALITY_ORDER), q))
@@ -275,14 +275,12 @@ def dataset_table(report: EnvReport) -> pd.DataFrame:
         for m in methods:
             ci, ci_over = m.return_ci()
             p, p_over = (math.nan, "") if m is best else m.compare(best)
-            seconds = np.array([s.train_seconds for s in m.seeds], dtype=np.float64)
             rows.append({
                 "env": report.env, "quality": quality, "kind": "offline", "method": m.method, "label": m.label,
                 "return_mean": m.return_mean, "return_ci95": ci, "ci_over": ci_over,
                 "pct_behaviour": 100.0 * m.return_mean / base if base else math.nan,
                 "normalized_score": _normalized(m, report.references)[0], "best": m is best,
                 "p_value": p, "p_over": p_over,
-                "train_seconds": float(seconds.mean()) if np.isfinite(seconds).all() else math.nan,
                 "n_seeds": m.n_seeds,
             })
         refs = [behaviour] + [r for r in report.references if r.name in ("zero_action", "random_action")]
@@ -295,7 +293,7 @@ def dataset_table(report: EnvReport) -> pd.DataFrame:
                 "return_ci95": r.return_ci95, "ci_over": "sessions",
                 "pct_behaviour": 100.0 * r.return_mean / base if base else math.nan,
                 "normalized_score": math.nan, "best": False, "p_value": math.nan, "p_over": "",
-                "train_seconds": math.nan, "n_seeds": 0,
+                "n_seeds": 0,
             })
     return pd.DataFrame(rows, columns=DATASET_COLUMNS)
 
