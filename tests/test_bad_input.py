@@ -610,3 +610,37 @@ def test_hand_written_size_options_have_the_config_bounds(capsys: pytest.Capture
         main(argv)
     err = capsys.readouterr().err
     assert f"argument {option}: must be <=" in err and "Traceback" not in err
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory no one can write: chmod 500 for a user, a read-only tmpfs for root (skipped where neither)."""
+    import subprocess
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        (ro / "probe").touch()
+    except OSError:
+        yield ro
+        ro.chmod(0o700)
+        return
+    (ro / "probe").unlink()
+    ro.chmod(0o700)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)], capture_output=True).returncode:
+        pytest.skip("cannot make a read-only directory here (root, and no mount)")
+    yield ro
+    subprocess.run(["umount", str(ro)], check=False)
+
+
+def test_an_unwritable_output_directory_is_refused_before_any_work(read_only_dir, tmp_path, capsys):
+    from slate_rl.cli import main
+
+    out = read_only_dir / "sub" / "items.npy"
+    assert main(["make-embeddings", "--kind", "focused", "--num-items", "20", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not writable" in err and "--output" in err
+    assert not (read_only_dir / "sub").exists()
+    ok = tmp_path / "w" / "items.npy"
+    assert main(["make-embeddings", "--kind", "focused", "--num-items", "20", "--output", str(ok)]) == 0

@@ -238,25 +238,29 @@ def test_a_full_disk_via_the_cli_prints_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_a_killed_writers_temp_files_are_removed_by_the_next_write(tmp_path):
-    from slate_rl.core.io import atomic_path, temp_path, write_json
+    import subprocess
+    import sys
+
+    from slate_rl.core.io import _host, atomic_path, temp_files, write_json
 
     target = tmp_path / "last.ckpt"
-    orphans = [temp_path(target), tmp_path / ".last.ckpt.k2j4h1_x.tmp.ckpt"]  # this version's and older ones
-    for orphan in orphans:
-        orphan.write_bytes(b"\0" * 1000)
-    other = tmp_path / ".best.ckpt.tmp.ckpt"  # another target's: not ours to remove
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    orphan = tmp_path / f".last.ckpt.{_host()}.{int(dead.stdout)}.k2j4h1_x.tmp.ckpt"  # a killed writer's
+    orphan.write_bytes(b"\0" * 1000)
+    other = tmp_path / f".best.ckpt.{_host()}.{int(dead.stdout)}.k2j4h1_x.tmp.ckpt"  # another target's: not ours
     other.write_bytes(b"\0")
     with atomic_path(target) as tmp:
         tmp.write_bytes(b"new")
     assert target.read_bytes() == b"new"
-    assert not any(o.exists() for o in orphans) and other.exists()
-    # a writer killed mid-write leaves at most one temp file per target, removed by the next write
+    assert not orphan.exists() and other.exists()
+    # a writer interrupted mid-write removes its own temp file
     with pytest.raises(KeyboardInterrupt), atomic_path(target) as tmp:
         tmp.write_bytes(b"partial")
         raise KeyboardInterrupt
-    assert target.read_bytes() == b"new" and not temp_path(target).exists()
+    assert target.read_bytes() == b"new" and temp_files(target) == []
     write_json(tmp_path / "r.json", {"a": 1})
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".best.ckpt.tmp.ckpt", "last.ckpt", "r.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "last.ckpt", "r.json"]
 
 
 # --------------------------------------------------------------------------- 2. online resume

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from slate_rl.core.errors import ArtifactError
-from slate_rl.core.io import load_resume, save_resume, temp_path
+from slate_rl.core.io import load_resume, save_resume, temp_files
 
 
 def test_resume_restores_the_state_and_every_random_generator(tmp_path):
@@ -15,7 +15,7 @@ def test_resume_restores_the_state_and_every_random_generator(tmp_path):
     generator = torch.Generator().manual_seed(5)
     save_resume(path, {"step": torch.tensor(7)}, "abc", generator)
     want_global, want_own = torch.rand(3), torch.rand(3, generator=generator)
-    assert not temp_path(path).exists()  # atomic: only the final file is left
+    assert temp_files(path) == []  # atomic: only the final file is left
 
     torch.manual_seed(99)
     other = torch.Generator().manual_seed(99)

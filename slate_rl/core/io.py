@@ -6,6 +6,7 @@ the end, so a killed stage never leaves an output that looks complete.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import errno
@@ -15,6 +16,9 @@ import json
 import os
 import re
 import shutil
+import socket
+import sys
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,32 +27,72 @@ import numpy as np
 
 from slate_rl.core.errors import ArtifactError, ConfigError
 
+_TEMP_MARK = ".tmp"
 
-def temp_path(path: str | os.PathLike[str]) -> Path:
-    """The temporary file :func:`atomic_path` writes before renaming onto ``path``.
 
-    The name is a function of the target alone (``.{name}.tmp{suffix}``): a file left by a
-    killed writer is overwritten by the next write instead of piling up, and writers that
-    record their file's name (``torch.save`` names the zip records after it) write the same
-    bytes on every run.
-    """
+def _host() -> str:
+    """This machine's name as it goes into temporary names (letters, digits, ``_`` and ``-``)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+
+
+def _temp_prefix(final: Path) -> str:
+    """The start of this process's temporary names for ``final``: ``.{name}.{host}.{pid}.``."""
+    return f".{final.name}.{_host()}.{os.getpid()}."
+
+
+def _temp_owner(final: Path, tmp: Path) -> tuple[str, int] | None:
+    """The (host, pid) of the writer that created the temporary file ``tmp`` of ``final``, or None when
+    ``tmp`` is not one of :func:`atomic_path`'s temporary names of ``final``."""
+    pattern = (rf"\.{re.escape(final.name)}\.([A-Za-z0-9_-]+)\.([0-9]+)\.[A-Za-z0-9_]+"
+               rf"{re.escape(_TEMP_MARK)}{re.escape(final.suffix)}")
+    found = re.fullmatch(pattern, tmp.name)
+    return (found.group(1), int(found.group(2))) if found else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # another user's process, or a pid the system cannot check: assume alive
+    return True
+
+
+def temp_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The temporary files of ``path``'s writers that exist now (live or killed ones)."""
     final = Path(path)
-    return final.with_name(f".{final.name}.tmp{final.suffix}")
+    pattern = f".{glob.escape(final.name)}.*{_TEMP_MARK}{glob.escape(final.suffix)}"
+    return sorted(p for p in final.parent.glob(pattern) if _temp_owner(final, p) is not None)
 
 
 def remove_stale_temp_files(path: str | os.PathLike[str]) -> list[Path]:
-    """Delete the temporary files a killed writer of ``path`` left behind; return them.
+    """Delete the temporary files that killed writers of ``path`` left behind; return them.
 
-    Covers :func:`temp_path` and the random names of earlier versions (``.{name}.XXXX.tmp{suffix}``).
+    A temporary name carries its writer's host and process id (:func:`atomic_path`): only the files
+    of this host's processes that no longer exist are removed, so a writer running beside this one
+    (another job with the same output) keeps its file and finishes its write.
     """
-    final = Path(path)
-    stale = [temp_path(final), *final.parent.glob(f".{glob.escape(final.name)}.*.tmp{glob.escape(final.suffix)}")]
+    final, host = Path(path), _host()
     removed = []
-    for tmp in stale:
-        if tmp.is_file():
+    for tmp in temp_files(final):
+        owner = _temp_owner(final, tmp)
+        if owner is not None and owner[0] == host and not _alive(owner[1]) and not tmp.is_symlink():
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
+
+
+def _create_temp(final: Path) -> Path:
+    """Create a new, empty temporary file beside ``final`` and return its path.
+
+    The name is unique to this writer (host, process id, random token); the file is created with
+    ``O_CREAT | O_EXCL`` (``tempfile.mkstemp``), so whatever already sits at a name (a symlink, another
+    writer's file) is never opened or written through.
+    """
+    fd, name = tempfile.mkstemp(prefix=_temp_prefix(final), suffix=_TEMP_MARK + final.suffix, dir=final.parent)
+    os.close(fd)
+    return Path(name)
 
 
 def _megabytes(n: float) -> str:
@@ -75,8 +119,8 @@ def _disk_full(exc: BaseException, directory: Path) -> bool:
     return False
 
 
-def _disk_full_error(final: Path, tmp: Path, size_hint: int | None) -> ArtifactError:
-    written = tmp.stat().st_size if tmp.is_file() else 0
+def _disk_full_error(final: Path, tmp: Path | None, size_hint: int | None) -> ArtifactError:
+    written = tmp.stat().st_size if tmp is not None and tmp.is_file() else 0
     try:
         free = shutil.disk_usage(final.parent).free
     except OSError:
@@ -91,22 +135,27 @@ def _disk_full_error(final: Path, tmp: Path, size_hint: int | None) -> ArtifactE
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], size_hint: int | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
+    """Yield a new temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
 
-    The temporary name keeps the final suffix (``.npz``, ``.json``), so writers that append a
-    suffix when it is missing (``np.savez``) write exactly where they are told. A full disk is
-    one :class:`ArtifactError` naming the file and the space (``size_hint``: the expected size
-    in bytes, when the writer knows it); nothing partial is left behind.
+    The temporary file is this writer's own (created empty with a unique name, see
+    :func:`_create_temp`), so writers of the same ``path`` running at once never touch each other's
+    file: the file at ``path`` is always one writer's complete content. The temporary name keeps the
+    final suffix (``.npz``, ``.json``), so writers that append a suffix when it is missing
+    (``np.savez``) write exactly where they are told. Writers that record their file's name must
+    write into an open file instead (:func:`save_torch`). A full disk is one :class:`ArtifactError`
+    naming the file and the space (``size_hint``: the expected size in bytes, when the writer knows
+    it); nothing partial is left behind.
     """
     final = Path(path)
+    tmp: Path | None = None
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(final)
+        tmp = _create_temp(final)
     except OSError as exc:
         if _disk_full(exc, final.parent):
-            raise _disk_full_error(final, temp_path(final), size_hint) from exc
+            raise _disk_full_error(final, tmp, size_hint) from exc
         raise
-    tmp = temp_path(final)
     try:
         yield tmp
         umask = os.umask(0)
@@ -118,8 +167,47 @@ def atomic_path(path: str | os.PathLike[str], size_hint: int | None = None) -> I
             raise _disk_full_error(final, tmp, size_hint) from exc
         raise
     finally:
-        if tmp.exists():
+        if tmp.exists() or tmp.is_symlink():
             tmp.unlink()
+
+
+def _canonical(obj: Any) -> Any:
+    """A copy of ``obj``'s containers in which every string is interned and no dict, list or tuple is shared.
+
+    Pickle writes an object seen before as a back-reference: equal strings that happen to be one object
+    (a key written by the code, ``"step"``) or two (the same key read back from a checkpoint) give
+    different bytes. With every string interned and every container new, the bytes depend on the
+    values alone: a resumed run writes the checkpoint bytes of an uninterrupted one.
+    """
+    if isinstance(obj, str):
+        return sys.intern(str(obj))
+    if type(obj) in (dict, collections.OrderedDict):
+        out = type(obj)((_canonical(k), _canonical(v)) for k, v in obj.items())
+        for name, value in vars(obj).items() if type(obj) is collections.OrderedDict else ():
+            setattr(out, name, _canonical(value))  # a state_dict's _metadata (module versions)
+        return out
+    if type(obj) in (list, tuple):
+        return type(obj)(_canonical(v) for v in obj)
+    return obj
+
+
+def save_torch(path: str | os.PathLike[str], payload: Any) -> None:
+    """``torch.save`` ``payload`` to ``path`` atomically; the same values give the same bytes.
+
+    torch names the records of its zip archive after the file it is given by name (the temporary
+    name, unique per writer); written into an open file they are always named ``archive/``. The
+    payload is pickled in its canonical form (:func:`_canonical`).
+    """
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(_canonical(payload), fh)
+
+
+def copy_file(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+    """Copy ``source`` onto ``dest`` atomically."""
+    with atomic_path(dest, size_hint=os.path.getsize(source)) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def write_json(path: str | os.PathLike[str], obj: Mapping[str, Any]) -> None:
@@ -246,16 +334,26 @@ def save_resume(path: str | os.PathLike[str], state: Mapping[str, Any], fingerpr
                 generator: Any = None) -> None:
     """Write a training loop's resume checkpoint atomically: the loop's ``state`` (tensors and plain data,
     readable with ``weights_only``), the run's ``fingerprint`` and torch's RNG state (global CPU and CUDA
-    generators, and the loop's own ``torch.Generator`` if any; torch is imported here, not by this module)."""
-    import torch
-
+    generators, and the loop's own ``torch.Generator`` if any)."""
     from slate_rl.core.rng import torch_rng_state
 
     payload: dict[str, Any] = {**state, **torch_rng_state(), "fingerprint": fingerprint}
     if generator is not None:
         payload["sample_rng"] = generator.get_state()
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
+
+
+def curve_tensor(curve: Sequence[Sequence[float]] | None) -> Any:
+    """A learning curve (``[step, value]`` pairs) as the float64 tensor a resume checkpoint holds."""
+    import torch
+
+    return torch.tensor(list(curve or []), dtype=torch.float64).reshape(-1, 2)
+
+
+def curve_from_tensor(tensor: Any) -> list[list[Any]]:
+    """The learning curve :func:`curve_tensor` stored: integer steps (as the loop wrote them, so that a
+    resumed run's results are the same JSON as an uninterrupted run's) and float values."""
+    return [[int(step), float(value)] for step, value in tensor.tolist()]
 
 
 def load_resume(path: str | os.PathLike[str], fingerprint: str, restore: Callable[[dict[str, Any]], str | None],

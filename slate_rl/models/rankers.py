@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from slate_rl.core.checks import metadata_object, require_finite
 from slate_rl.core.errors import ArtifactError
-from slate_rl.core.io import atomic_path, load_checkpoint
+from slate_rl.core.io import load_checkpoint, save_torch
 from slate_rl.models.gems import GeMS
 
 GEMS_CKPT_FORMAT = "slate_rl.gems"
@@ -151,8 +151,7 @@ def save_gems_ranker(path: str | os.PathLike[str], ranker: GeMSRanker) -> None:
         "meta": json.dumps(ranker.meta),
     }
     require_finite(path, "GeMS", payload)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 def load_gems_ranker(

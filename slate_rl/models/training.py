@@ -28,7 +28,7 @@ from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch.callbacks import Callback, EarlyStopping, TQDMProgressBar
 
 from slate_rl.core.errors import ArtifactError
-from slate_rl.core.io import atomic_path, load_checkpoint, read_resume_checkpoint
+from slate_rl.core.io import atomic_path, load_checkpoint, read_resume_checkpoint, save_torch
 from slate_rl.core.logger import lightning_logger
 from slate_rl.core.rng import set_torch_rng_state, torch_rng_state
 
@@ -75,8 +75,7 @@ class WorkState(Callback):
         if score is not None and float(score) < self.best:
             self.best, self.best_epoch = float(score), trainer.current_epoch
             weights = {k: v.detach().cpu() for k, v in pl_module.state_dict().items()}
-            with atomic_path(self.best_path) as tmp:
-                torch.save({"format": BEST_FORMAT, "version": BEST_VERSION, "state_dict": weights}, tmp)
+            save_torch(self.best_path, {"format": BEST_FORMAT, "version": BEST_VERSION, "state_dict": weights})
         with atomic_path(self.last_path) as tmp:  # a full disk: one error naming the file
             trainer.save_checkpoint(tmp)
 

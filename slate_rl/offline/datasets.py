@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import time
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -331,7 +330,6 @@ def build_dataset(req: DatasetRequest, sim: TopicRec, gems: GeMSRanker, table_so
     c = sim.config
     expert, expert_meta = load_behaviour(req.expert, sim, gems, req.env)
     gems_sha = file_sha256(req.gems)
-    start = time.perf_counter()
     behaviour: dict[str, Any] = {"agent": expert.build.get("agent")}
     returns_online = None
     if req.mix:
@@ -341,7 +339,6 @@ def build_dataset(req: DatasetRequest, sim: TopicRec, gems: GeMSRanker, table_so
     else:
         arrays, extra, returns_online = _collected(req, sim, gems, expert, expert_meta, progress)
     behaviour.update(extra)
-    elapsed = time.perf_counter() - start
     episodes = arrays["reset_slates"].shape[0]
     dataset_return = _summary(arrays["rewards"].reshape(episodes, -1).sum(axis=1, dtype=np.float64))
     if returns_online is not None:
@@ -360,6 +357,6 @@ def build_dataset(req: DatasetRequest, sim: TopicRec, gems: GeMSRanker, table_so
                           "module": "actor_belief", "step": expert_meta.get("step")},
         "seed": req.settings.seed, "user_seed": quality_seed(req.settings.seed, req.quality),
         "test_seed": req.test_seed,
-        "item_embeddings": table_source, "collect_seconds": elapsed, "device": str(sim.device),
+        "item_embeddings": table_source, "device": str(sim.device),
     }
     return arrays, metadata

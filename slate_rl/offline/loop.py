@@ -36,7 +36,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from slate_rl.core.errors import SlateRLError
-from slate_rl.core.io import load_resume, save_resume
+from slate_rl.core.io import curve_from_tensor, curve_tensor, load_resume, save_resume
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.rng import cuda_devices
 from slate_rl.data.buffer import EpisodeBuffer
@@ -53,13 +53,14 @@ class DivergenceError(SlateRLError):
 
 @dataclass
 class OfflineState:
-    """Counters of an offline run (saved in the resume checkpoint)."""
+    """Counters of an offline run (saved in the resume checkpoint, all but ``train_seconds``)."""
 
     step: int = 0
     curve: list[list[float]] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     train_seconds: float = 0.0
-    """Wall-clock seconds spent in the loop, summed over the segments of a resumed run."""
+    """Wall-clock seconds this process spent in the loop (a resumed run: since it resumed). Not in the
+    checkpoint, which holds no wall-clock figure: the same run gives the same checkpoint bytes."""
 
 
 def prepare_buffer(buffer: EpisodeBuffer, normalizer: Normalizer, normalize: bool) -> None:
@@ -214,9 +215,8 @@ def _save_last(path: Path, algo: OfflineAlgo, state: OfflineState, generator: to
                fingerprint: str) -> None:
     save_resume(path, {
         "algo": algo.state_dict(), "step": torch.tensor(state.step),
-        "curve": torch.tensor(state.curve, dtype=torch.float64).reshape(-1, 2),
+        "curve": curve_tensor(state.curve),
         "metrics": {k: torch.tensor(v, dtype=torch.float64) for k, v in state.metrics.items()},
-        "train_seconds": torch.tensor(state.train_seconds, dtype=torch.float64),
     }, fingerprint, generator)
 
 
@@ -227,8 +227,7 @@ def _load_last(path: Path, algo: OfflineAlgo, state: OfflineState, generator: to
     def restore(payload: dict[str, Any]) -> None:
         algo.load_state_dict(payload["algo"])
         state.step = int(payload["step"])
-        state.curve = payload["curve"].tolist()
+        state.curve = curve_from_tensor(payload["curve"])
         state.metrics = {k: float(v) for k, v in payload.get("metrics", {}).items()}
-        state.train_seconds = float(payload.get("train_seconds", 0.0))
 
     return load_resume(path, fingerprint, restore, generator)

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from slate_rl.core.checks import metadata_object, require_finite
 from slate_rl.core.errors import ArtifactError
-from slate_rl.core.io import atomic_path, load_checkpoint
+from slate_rl.core.io import load_checkpoint, save_torch
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.rankers import GeMSRanker
 from slate_rl.offline.base import Normalizer, OfflineAlgo
@@ -117,8 +117,7 @@ def save_policy(path: str | os.PathLike[str], algo: OfflineAlgo, normalizer: Nor
         "meta": json.dumps(meta),
     }
     require_finite(path, f"{algo.name} policy", payload)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 def load_policy(path: str | os.PathLike[str], algo: OfflineAlgo, normalizer: Normalizer,

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from slate_rl.core.io import load_resume, save_resume
+from slate_rl.core.io import curve_from_tensor, curve_tensor, load_resume, save_resume
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.rng import cuda_devices
 from slate_rl.data.buffer import EpisodeBuffer
@@ -187,7 +187,7 @@ def _save_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState
         "buffer": buffer.state_dict(),
         "counters": torch.tensor([state.step, state.sessions, state.env_steps, state.best_step]),
         "best_val": torch.tensor(state.best_val, dtype=torch.float64),
-        "curve": torch.tensor(state.curve or [], dtype=torch.float64).reshape(-1, 2),
+        "curve": curve_tensor(state.curve),
         "medium": state.medium.state_dict() if state.medium is not None else [],
     }, fingerprint, generator)
 
@@ -203,7 +203,7 @@ def _load_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState
         buffer.load_state_dict(payload["buffer"])
         state.step, state.sessions, state.env_steps, state.best_step = (int(x) for x in payload["counters"])
         state.best_val = float(payload["best_val"])
-        state.curve = payload["curve"].tolist()
+        state.curve = curve_from_tensor(payload["curve"])
         if state.medium is not None:
             state.medium.load_state_dict(payload.get("medium", []))
         return None

@@ -35,7 +35,7 @@ from slate_rl.core.artifacts import agent_section, agent_variant, parse_agent_ta
 from slate_rl.core.checks import metadata_object, require_finite
 from slate_rl.core.config import from_dict, to_dict
 from slate_rl.core.errors import ArtifactError, ConfigError
-from slate_rl.core.io import atomic_path, load_checkpoint
+from slate_rl.core.io import load_checkpoint, save_torch
 from slate_rl.models.belief import scratch_item_table
 from slate_rl.models.rankers import GeMSRanker, KArgmax, Ranker, TopK
 from slate_rl.online.base import Agent
@@ -163,8 +163,7 @@ def save_agent(path: str | os.PathLike[str], agent: Agent, tag: str, meta: dict[
         payload["action_center"] = ranker.action_center.detach().cpu()
         payload["action_scale"] = ranker.action_scale.detach().cpu()
     require_finite(path, f"agent {tag}", payload)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 def load_agent(path: str | os.PathLike[str], agent: Agent, tag: str) -> dict[str, Any]:

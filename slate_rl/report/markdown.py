@@ -162,10 +162,10 @@ def _dataset_sections(report: EnvReport) -> list[str]:
                          _mean_ci_cell(row["final_val"], row["final_val_ci95"]),
                          fmt(row["pct_behaviour"], 1), fmt(row["normalized_score"], 1),
                          *(_comparison_cells(row) if method_row else ["—", "—"]),
-                         fmt(row["train_seconds"], 0), str(row["n_seeds"]) if method_row else "—"])
+                         str(row["n_seeds"]) if method_row else "—"])
         headers = ["Method", "Return", "95% CI", "IQM", "Peak val", "Final val", "% of behaviour", "Norm. score",
-                   "P(> best here)", "p vs best here", "Train (s)", "Seeds"]
-        parts.append(f"### {report.env}: {quality} data\n\n" + markdown_table(headers, rows, "lrrrrrrrrrrr"))
+                   "P(> best here)", "p vs best here", "Seeds"]
+        parts.append(f"### {report.env}: {quality} data\n\n" + markdown_table(headers, rows, "lrrrrrrrrrr"))
     return parts
 
 
@@ -184,8 +184,8 @@ def _env_section(report: EnvReport, figures_link: str) -> str:
     if datasets:
         parts.append("Offline methods dataset by dataset (statistics against the best method on the same data; "
                      "Peak val / Final val: best / last validation return of each seed's learning curve, mean ± 95% "
-                     "CI over seeds, so that a collapse in training shows as final << peak; Train: mean wall-clock "
-                     "training time per seed):")
+                     "CI over seeds, so that a collapse in training shows as final << peak; "
+                     "wall-clock times are in each result's .timings.json, not in the report):")
         parts.extend(datasets)
     parts.append(
         f"![{report.env}: learning curves]({figures_link}/{report.env}_curves.png)\n\n"

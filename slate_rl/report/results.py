@@ -83,8 +83,6 @@ class SeedResult:
     normalized_score: float = math.nan
     references: list[Reference] = field(default_factory=list)
     path: str = ""
-    train_seconds: float = math.nan
-    """Wall-clock training time of the run (its ``train_seconds``, or its ``seed{s}.timings.json``)."""
 
 
 @dataclass
@@ -114,7 +112,8 @@ def collect_results(results_dir: str | Path, files: Sequence[str | Path] | None 
     if files is None:
         if not root.is_dir():
             return results
-        # A run's timings file is read beside its result (SeedResult.train_seconds), not as a result.
+        # A run's timings file holds wall-clock figures, not results: the report never reads it (the
+        # report rule's outputs must be the same bytes on every run of the same results).
         paths = sorted(p for p in root.rglob("*.json") if not p.name.endswith(TIMINGS_SUFFIX))
     else:
         paths = sorted(Path(f) for f in files)
@@ -268,20 +267,8 @@ def _seed_result(data: dict[str, Any], parts: tuple[str, ...], kind: str, path: 
     return SeedResult(
         env, kind, method, quality, seed, _number(data, "return_mean"), ci, n, returns,
         _array(data, "learning_curve", 2), _number(data, "normalized_score", required=False),
-        _offline_references(data, env, quality), str(path), _train_seconds(data, path),
+        _offline_references(data, env, quality), str(path),
     )
-
-
-def _train_seconds(data: dict[str, Any], path: Path) -> float:
-    """A run's training time: its own field, else the timings file written beside it (NaN if neither)."""
-    seconds = data.get("train_seconds")
-    timings = path.with_name(path.stem + TIMINGS_SUFFIX)
-    if seconds is None and timings.is_file():
-        try:
-            seconds = json.loads(timings.read_text()).get("train_seconds")
-        except (OSError, ValueError, AttributeError):
-            seconds = None
-    return float(seconds) if isinstance(seconds, int | float) and not isinstance(seconds, bool) else math.nan
 
 
 def _aggregate(data: dict[str, Any], parts: tuple[str, ...], path: Path) -> list[SeedResult]:

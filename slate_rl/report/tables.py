@@ -281,7 +281,7 @@ def _table(report: EnvReport) -> pd.DataFrame:
 DATASET_COLUMNS = [
     "env", "quality", "kind", "method", "label", "return_mean", "return_ci95", "ci_over", "pct_behaviour",
     "normalized_score", "best", *SEED_STAT_COLUMNS, "peak_val", "peak_val_ci95", "final_val", "final_val_ci95",
-    "train_seconds", "n_seeds",
+    "n_seeds",
 ]
 """Columns of ``{env}_datasets.csv``: the offline methods of each dataset, with the dataset's references."""
 
@@ -291,7 +291,7 @@ QUALITY_ORDER = ("expert", "medium", "random", "replay")
 def dataset_table(report: EnvReport) -> pd.DataFrame:
     """One block per dataset quality: its offline methods (best first; statistics against the best method
     *on this dataset*, return as a % of this dataset's behaviour return, peak and final validation
-    return, mean training time over seeds),
+    return),
     then the dataset's behaviour and the zero / random latent-action references."""
     qualities = sorted({m.quality for m in report.methods if m.kind == "offline" and m.quality},
                        key=lambda q: (QUALITY_ORDER.index(q) if q in QUALITY_ORDER else len(QUALITY_ORDER), q))
@@ -303,7 +303,6 @@ def dataset_table(report: EnvReport) -> pd.DataFrame:
         best = methods[0]
         for m in methods:
             ci, ci_over = m.return_ci()
-            seconds = np.array([s.train_seconds for s in m.seeds], dtype=np.float64)
             peak, peak_ci = m.validation("peak")
             final, final_ci = m.validation("final")
             rows.append({
@@ -313,7 +312,6 @@ def dataset_table(report: EnvReport) -> pd.DataFrame:
                 "normalized_score": _normalized(m, report.references)[0], "best": m is best,
                 **seed_statistics(m, best), "peak_val": peak, "peak_val_ci95": peak_ci, "final_val": final,
                 "final_val_ci95": final_ci,
-                "train_seconds": float(seconds.mean()) if np.isfinite(seconds).all() else math.nan,
                 "n_seeds": m.n_seeds,
             })
         refs = [behaviour] + [r for r in report.references if r.name in ("zero_action", "random_action")]

@@ -12,16 +12,20 @@ behaviour return recorded in the metadata is measured online on the fixed test u
 behaviour acting exactly as during collection (random, sampled or deterministic actions, same
 noise); replay and mixtures record the dataset's own return. Labels are checked: an expert or
 medium behaviour that is not above the random-quality return (uniform latent actions, same test
-users) by ``--label-margin`` stops the stage with both numbers, and nothing is written.
+users) by ``--label-margin`` stops the stage with both numbers, and nothing is written. The
+collection time goes to ``{quality}.timings.json``, not into the metadata, so that the dataset is
+the same bytes on every run with the same seed.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 
 from slate_rl.core.artifacts import TEST_SEED, TEST_SESSIONS, check_environment
 from slate_rl.core.config import to_dict
 from slate_rl.core.errors import ConfigError
+from slate_rl.core.io import write_timings
 from slate_rl.data.d4rl import save_dataset
 from slate_rl.models.rankers import load_gems_ranker
 from slate_rl.offline.config import OfflineDataConfig
@@ -87,9 +91,13 @@ def run(args: argparse.Namespace) -> None:
     sim, table_source = simulator_from_args(args)
     gems = load_gems_ranker(args.gems, num_items=sim.config.num_items, device=sim.device)
     check_environment(args.gems, gems.meta, args.env, to_dict(sim.config), "GeMS checkpoint")
+    start = time.perf_counter()
     arrays, metadata = build_dataset(req, sim, gems, table_source, progress=not args.no_progress)
+    elapsed = time.perf_counter() - start
     save_dataset(args.output, arrays, metadata)
-    n, elapsed = metadata["episodes"] * metadata["episode_length"], metadata["collect_seconds"]
+    n = metadata["episodes"] * metadata["episode_length"]
+    write_timings(args.output, collect_seconds=elapsed, transitions_per_second=n / max(elapsed, 1e-9),
+                  device=str(sim.device))
     print(f"wrote {args.output}: {metadata['episodes']} episodes ({n} transitions) in {elapsed:.1f} s "
           f"({n / max(elapsed, 1e-9):,.0f} transitions/s); dataset return {metadata['dataset_return']['mean']:.2f}, "
           f"behaviour return {metadata['behaviour_return']['mean']:.2f} +- {metadata['behaviour_return']['ci95']:.2f}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,29 @@ def check_output_dir(path: str, option: str) -> Path:
     if p.exists() and not p.is_dir():
         raise ConfigError(f"{option} {path} is a file, not a directory; give a directory path")
     return p
+
+
+OUTPUT_OPTIONS = ("output", "output_dir", "results", "metrics", "figures_dir", "policy_output")
+"""The options of the stages that name what they write (files, or directories of files)."""
+
+
+def check_outputs_writable(args: argparse.Namespace) -> None:
+    """One ConfigError, before any work, when an output option's path cannot be written: the nearest existing
+    directory on its way is not writable (a read-only results folder would otherwise fail after training)."""
+    for option in OUTPUT_OPTIONS:
+        value = getattr(args, option, None)
+        if not value:
+            continue
+        path = Path(value).absolute()
+        target = path if path.is_dir() else path.parent
+        while not target.exists() and target != target.parent:
+            target = target.parent
+        try:  # a real probe: permissions alone miss read-only mounts, and root ignores them
+            with tempfile.TemporaryFile(dir=target):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"--{option.replace('_', '-')} {value}: {target} is not writable ({exc.strerror}), so "
+                              "nothing could be written there; make it writable or give another path") from None
 
 
 def size_int(field: str) -> Any:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from slate_rl.core.artifacts import TEST_SEED, TEST_SESSIONS
 from slate_rl.core.config import add_arguments as add_config_arguments
 from slate_rl.core.config import to_dict
 from slate_rl.core.errors import ConfigError
-from slate_rl.core.io import fingerprint, remove_stale_temp_files, write_json, write_timings
+from slate_rl.core.io import copy_file, fingerprint, remove_stale_temp_files, write_json, write_timings
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
 from slate_rl.online.base import Agent
@@ -120,8 +119,7 @@ def run(args: argparse.Namespace) -> None:
     load_agent(best_work, agent, args.agent)
     returns = evaluate(sim, agent, args.test_seed, args.test_sessions).cpu().numpy()
     stats = mean_ci(returns)
-    shutil.copyfile(best_work, out / "best.ckpt.tmp")
-    (out / "best.ckpt.tmp").replace(out / "best.ckpt")
+    copy_file(best_work, out / "best.ckpt")
     write_json(args.results, {
         **meta,
         "return_mean": stats["mean"], "return_std": stats["std"], "return_ci95": stats["ci"], "n_sessions": stats["n"],

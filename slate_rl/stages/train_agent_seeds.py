@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import torch
 from slate_rl.core.artifacts import agent_section
 from slate_rl.core.config import from_namespace, to_dict
 from slate_rl.core.errors import ArtifactError
-from slate_rl.core.io import fingerprint, remove_stale_temp_files, write_json, write_timings
+from slate_rl.core.io import copy_file, fingerprint, remove_stale_temp_files, write_json, write_timings
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
 from slate_rl.online.base import Agent
@@ -108,8 +107,7 @@ def run(args: argparse.Namespace) -> None:
         load_agent(out / "best.work.ckpt", agent, args.agent)
         returns = evaluate(sim, agent, args.test_seed, args.test_sessions).cpu().numpy()
         stats = mean_ci(returns)
-        shutil.copyfile(out / "best.work.ckpt", out / "best.ckpt.tmp")
-        (out / "best.ckpt.tmp").replace(out / "best.ckpt")
+        copy_file(out / "best.work.ckpt", out / "best.ckpt")
         write_json(results[i], {
             **meta,
             "return_mean": stats["mean"], "return_std": stats["std"], "return_ci95": stats["ci"],
