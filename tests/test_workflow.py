@@ -426,3 +426,25 @@ def test_a_bad_seeds_per_job_stops_snakemake_with_one_message(tmp_path):
     res = snakemake("-n", "--configfile", str(overlay), cwd=tmp_path)
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert "online.seeds_per_job" in res.stderr + res.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_the_tiny_pipeline_built_twice_gives_the_same_bytes(tmp_path):
+    """Same config, seeds, threads and machine: every declared output under data/ and results/ is the same
+    bytes in two fresh trees (wall-clock figures live only in *.timings.json, which are left out)."""
+    trees = [tmp_path / "a", tmp_path / "b"]
+    for tree in trees:
+        tree.mkdir()
+        res = snakemake("--cores", "2", "--configfile", str(TINY), cwd=tree, timeout=1800)
+        assert res.returncode == 0, res.stderr[-3000:]
+
+    def outputs(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for top in ("data", "results")
+                for p in sorted((root / top).rglob("*"))
+                if p.is_file() and not p.name.endswith(".timings.json") and ".work." not in p.name}
+
+    first, second = outputs(trees[0]), outputs(trees[1])
+    assert sorted(first) == sorted(second)
+    differ = [name for name in first if first[name] != second[name]]
+    assert not differ, f"outputs that differ between two identical builds: {differ}"
