@@ -40,6 +40,7 @@ def test_probability_of_improvement_counts_wins_and_half_ties_averaged_over_task
     # every seed of x beats every seed of y: 1 with a degenerate interval
     assert probability_of_improvement([[10.0, 11.0, 12.0]], [[1.0, 2.0, 3.0]]) == pytest.approx((1.0, 1.0, 1.0))
     assert math.isnan(probability_of_improvement([[1.0]], [[]])[0])
+    assert math.isnan(probability_of_improvement([[5.0]], [[1.0, 2.0]])[0])  # one seed is a draw, not a probability
     with pytest.raises(ValueError, match="same tasks"):
         probability_of_improvement([[1.0, 2.0]], [[1.0, 2.0], [3.0, 4.0]])
 
@@ -118,8 +119,12 @@ def test_one_seed_tables_say_so_and_print_no_p_values(tmp_path):
     from slate_rl.report.markdown import render_report
 
     seeds = [_offline("e", "expert", "td3bc", 0, 40.0, [50.0]), _offline("e", "expert", "iql", 0, 60.0, [50.0])]
-    results = Results(seeds=seeds, references=[Reference("e", "random", 10.0, 1.0, 10)])
+    results = Results(seeds=seeds, references=[Reference("e", "random", 10.0, 1.0, 10),
+                                               Reference("e", "random_action", 12.0, 1.0, 10)])
     reports = [build_env_report(results, "e")]
     text = render_report(reports, results, "results", "report", aggregate_offline(reports))
     assert "**one seed per method**" in text and "**One seed per task**" in text
     assert "n/a (1 seed)" in text and "(paired)" not in text and "(Welch)" not in text
+    assert "| 0.00 |" not in text  # no probability of improvement from one seed against one seed
+    references = [line for line in text.splitlines() if line.startswith(("| *Random slates*", "| *Random latent"))]
+    assert len(references) == 3 and not any("n/a" in line for line in references)  # env table + dataset block

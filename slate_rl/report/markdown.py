@@ -68,7 +68,7 @@ def _comparison_cells(row: pd.Series) -> list[str]:
     if row["best"]:
         return ["best", "best"]
     if not row["p_over"]:
-        return [_interval_cell(row["p_improve"], row["p_improve_low"], row["p_improve_high"], 2), "n/a (1 seed)"]
+        return ["n/a (1 seed)", "n/a (1 seed)"]
     test = "paired" if row["p_over"] == "paired" else "Welch"
     return [_interval_cell(row["p_improve"], row["p_improve_low"], row["p_improve_high"], 2),
             f"{fmt_p(row['p_value'])} ({test})"]
@@ -151,11 +151,8 @@ def _dataset_sections(report: EnvReport) -> list[str]:
     for quality, block in table.groupby("quality", sort=False):
         rows = []
         for _, row in block.iterrows():
-            if row["kind"] == "reference":
-                label = f"*{row['label']}*"
-            else:
-                label = f"**{row['label']}**" if row["best"] else row["label"]
-                method_row = row["kind"] != "reference"
+            method_row = row["kind"] != "reference"
+            label = f"*{row['label']}*" if not method_row else f"**{row['label']}**" if row["best"] else row["label"]
             rows.append([label, fmt(row["return_mean"]), _ci_cell(row["return_ci95"], row["ci_over"]),
                          _interval_cell(row["iqm"], row["iqm_low"], row["iqm_high"]) if method_row else "—",
                          _mean_ci_cell(row["peak_val"], row["peak_val_ci95"]),

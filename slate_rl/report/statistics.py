@@ -80,11 +80,13 @@ def _improvement_statistic(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def probability_of_improvement(x_strata: Sequence[Sequence[float] | np.ndarray],
                                y_strata: Sequence[Sequence[float] | np.ndarray]) -> tuple[float, float, float]:
-    """P(X > Y) over tasks (each task's X runs against its Y runs) and its stratified bootstrap 95 % CI."""
+    """P(X > Y) over tasks (each task's X runs against its Y runs) and its stratified bootstrap 95 % CI; NaN
+    when a task has fewer than two runs of either method (one seed against one seed is a single draw, not a
+    probability)."""
     xs, ys = _arrays(x_strata), _arrays(y_strata)
     if len(xs) != len(ys):
         raise ValueError(f"probability of improvement needs the same tasks for both methods ({len(xs)} vs {len(ys)})")
-    if not xs or any(a.size == 0 for a in (*xs, *ys)):
+    if not xs or any(a.size < 2 for a in (*xs, *ys)):
         return math.nan, math.nan, math.nan
     samples = [a for pair in zip(xs, ys, strict=True) for a in pair]
     point = float(_improvement_statistic(*(s[np.newaxis] for s in samples))[0])
