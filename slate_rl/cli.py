@@ -80,9 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(stage_modules(argv)).parse_args(argv)
     try:
-        from slate_rl.stages.common import check_outputs_writable
+        from slate_rl.stages.common import check_outputs
 
-        check_outputs_writable(args)
+        check_outputs(args)
         set_threads(args.threads)
         args._run(args)
     except SlateRLError as exc:

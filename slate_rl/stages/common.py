@@ -123,33 +123,25 @@ def agent_gems(args: argparse.Namespace, sim: TopicRec) -> GeMSRanker | None:
     return gems
 
 
-def check_output_file(path: str, option: str) -> Path:
-    """An output file path: refused in one line when a directory sits there."""
-    p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"{option} {path} is a directory; give the path of the file to write")
-    return p
-
-
-def check_output_dir(path: str, option: str) -> Path:
-    """An output directory path: refused in one line when a file (not a directory) sits there."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise ConfigError(f"{option} {path} is a file, not a directory; give a directory path")
-    return p
-
-
 OUTPUT_OPTIONS = ("output", "output_dir", "results", "metrics", "figures_dir", "policy_output")
 """The options of the stages that name what they write (files, or directories of files)."""
+OUTPUT_DIR_OPTIONS = ("output_dir", "figures_dir")
+"""Those of :data:`OUTPUT_OPTIONS` that name a directory."""
 
 
-def check_outputs_writable(args: argparse.Namespace) -> None:
-    """One ConfigError, before any work, when an output option's path cannot be written: the nearest existing
-    directory on its way is not writable (a read-only results folder would otherwise fail after training)."""
+def check_outputs(args: argparse.Namespace) -> None:
+    """One ConfigError, before any work, when an output option's path cannot be written: a directory where a file
+    goes, a file where a directory goes, or the nearest existing directory on its way not writable (a read-only
+    results folder would otherwise fail after training). ``slate-rl`` runs it for every stage."""
     for option in OUTPUT_OPTIONS:
         value = getattr(args, option, None)
         if not value:
             continue
+        flag = "--" + option.replace("_", "-")
+        if option in OUTPUT_DIR_OPTIONS and Path(value).exists() and not Path(value).is_dir():
+            raise ConfigError(f"{flag} {value} is a file, not a directory; give a directory path")
+        if option not in OUTPUT_DIR_OPTIONS and Path(value).is_dir():
+            raise ConfigError(f"{flag} {value} is a directory; give the path of the file to write")
         path = Path(value).absolute()
         target = path if path.is_dir() else path.parent
         while not target.exists() and target != target.parent:
@@ -158,7 +150,7 @@ def check_outputs_writable(args: argparse.Namespace) -> None:
             with tempfile.TemporaryFile(dir=target):
                 pass
         except OSError as exc:
-            raise ConfigError(f"--{option.replace('_', '-')} {value}: {target} is not writable ({exc.strerror}), so "
+            raise ConfigError(f"{flag} {value}: {target} is not writable ({exc.strerror}), so "
                               "nothing could be written there; make it writable or give another path") from None
 
 

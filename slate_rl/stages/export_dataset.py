@@ -19,7 +19,6 @@ from slate_rl.core.errors import ArtifactError
 from slate_rl.core.io import atomic_path, file_sha256
 from slate_rl.data.d4rl import load_dataset
 from slate_rl.data.export import to_d3rlpy, to_minari
-from slate_rl.stages.common import check_output_dir
 
 NAME = "export-dataset"
 HELP = "export an offline dataset to Minari (HDF5) or d3rlpy (optional extra)"
@@ -54,7 +53,6 @@ def result_references(path: str, dataset: str) -> dict[str, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> None:
-    check_output_dir(args.output_dir, "--output-dir")
     dataset = load_dataset(args.dataset)
     if args.format == "minari":
         references = result_references(args.references, args.dataset) if args.references else None

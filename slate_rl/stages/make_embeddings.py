@@ -17,7 +17,7 @@ from slate_rl.sim.embeddings import (
     generate_item_embeddings,
     load_item_embeddings,
 )
-from slate_rl.stages.common import check_output_file, finite_float
+from slate_rl.stages.common import finite_float
 
 NAME = "make-embeddings"
 HELP = "write the focused or diffuse item-embedding table (data/embeddings/{kind}.npy)"
@@ -43,7 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    check_output_file(args.output, "--output")
     if args.from_file:
         table = load_item_embeddings(args.from_file, args.num_items, 20)
     else:

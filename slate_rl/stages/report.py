@@ -25,7 +25,6 @@ from slate_rl.report.markdown import render_report
 from slate_rl.report.plots import plot_curves, plot_profiles, plot_returns
 from slate_rl.report.results import collect_results
 from slate_rl.report.tables import aggregate_offline, build_env_report, dataset_table, summary_table
-from slate_rl.stages.common import check_output_dir, check_output_file
 
 NAME = "report"
 HELP = ("summarise every result (tables over seeds: mean, IQM, probability of improvement, paired tests; learning "
@@ -45,8 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
-    check_output_dir(args.figures_dir, "--figures-dir")
-    check_output_file(args.output, "--output")
     results = collect_results(args.results_dir, args.inputs)
     envs = [e.strip() for e in args.envs.split(",") if e.strip()] if args.envs else results.envs()
     reports = [build_env_report(results, env) for env in envs]
