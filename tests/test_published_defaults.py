@@ -1,4 +1,4 @@
-"""Issue 11: the defaults reproduce the published GeMS code (warm-up counted in sessions, SAC's
+"""The defaults reproduce the published GeMS code (warm-up counted in sessions, SAC's
 log-probability and update order, GeMS's training sample); each correction is a named switch."""
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ Bands:
   33.3-33.8 without penalty, 31.1-31.6 on the divpen environments, whose random slates are
   sometimes penalised (>= 4 items of one topic among 10 random items);
 * short-term oracle, per environment: the published simulator's level on its own tables
-  (issue 11: about 105 focused_topdown, 102 focused_mix, 97 diffuse_topdown, 96 diffuse_mix,
+  (about 105 focused_topdown, 102 focused_mix, 97 diffuse_topdown, 96 diffuse_mix,
   76-77 on the divpen environments), -7% / +15% for the draw of a generated table. Measured
   with the default tables: 102.8, 100.4, 78.4, 98.2, 98.0, 76.1;
 * eps-greedy oracle (epsilon 0.5): strictly between random and the oracle on
@@ -51,7 +51,7 @@ PUBLISHED_ORACLE = {
     "focused_topdown": 105.0, "focused_mix": 102.0, "focused_divpen": 76.5,
     "diffuse_topdown": 97.0, "diffuse_mix": 96.0, "diffuse_divpen": 76.5,
 }
-"""Short-term oracle of the published simulator on its own tables (issue 11)."""
+"""Short-term oracle of the published simulator on its own tables."""
 
 
 def _returns(env: str, policy: str, table: np.ndarray | None, **overrides: str) -> tuple[float, float]:

@@ -1,4 +1,4 @@
-"""Reliability: what a careful user runs into (issue 14): unsafe or stale work files, resumes
+"""Reliability: what a careful user runs into: unsafe or stale work files, resumes
 that outlive a config change, non-reproducible bytes, a full disk, orphan temp files and
 validation gaps. Each test is the regression test of one defect."""
 
