@@ -20,6 +20,7 @@ STAGES = (
     "slate_rl.stages.train_mf",
     "slate_rl.stages.pretrain_gems",
     "slate_rl.stages.train_agent",
+    "slate_rl.stages.offline_references",
     "slate_rl.stages.collect",
     "slate_rl.stages.export_dataset",
     "slate_rl.stages.train_offline",

@@ -38,6 +38,7 @@ from slate_rl.data.d4rl import (
 from slate_rl.data.export import from_minari, to_d3rlpy, to_minari
 from slate_rl.models.gems import GeMS, gems_loss
 from slate_rl.models.rankers import GeMSRanker, load_gems_ranker, save_gems_ranker
+from slate_rl.offline.config import OfflineDataConfig
 from slate_rl.offline.datasets import (
     NoisyPolicy,
     check_label,
@@ -1000,10 +1001,43 @@ def test_cli_bad_inputs_give_one_error_line(cli_inputs, collected, tmp_path, cap
 
 def test_label_check_names_both_returns_and_the_margin():
     """check_label: expert/medium must beat (1 + margin) x random; random, replay and mixtures are not checked."""
-    rnd = {"mean": 40.0, "ci": 1.0}
-    check_label("expert", {"mean": 44.1, "ci": 1.0}, rnd, 0.1)
-    check_label("random", {"mean": 10.0, "ci": 1.0}, rnd, 0.1)
+    rnd, agent, cfg = {"mean": 40.0, "ci": 1.0}, {"mean": 44.0, "ci": 2.0}, OfflineDataConfig(label_margin=0.1)
+    check_label("expert", {"mean": 44.1, "ci": 1.0}, rnd, agent, cfg)
+    check_label("random", {"mean": 10.0, "ci": 1.0}, rnd, agent, cfg)
     with pytest.raises(ArtifactError) as err:
-        check_label("medium", {"mean": 43.7, "ci": 0.9}, rnd, 0.1)
+        check_label("medium", {"mean": 43.7, "ci": 0.9}, rnd, agent, cfg, 0.5)
     msg = str(err.value)
     assert "43.70 +- 0.90" in msg and "40.00 +- 1.00" in msg and "needs > 44.00" in msg and "label_margin" in msg
+
+
+def test_label_check_refuses_a_noisy_expert_below_the_ratio_of_its_agent():
+    """The expert behaviour must reach label_ratio x the collecting agent's deterministic test return: 0.83 x (the
+    noisy expert of an AMD run: 284.9 against 344.1) is refused with both numbers, 0.9 x passes."""
+    rnd, agent, cfg = {"mean": 90.0, "ci": 1.0}, {"mean": 344.1, "ci": 6.2}, OfflineDataConfig(label_ratio=0.9)
+    check_label("expert", {"mean": 0.9 * 344.1, "ci": 4.0}, rnd, agent, cfg)
+    with pytest.raises(ArtifactError) as err:
+        check_label("expert", {"mean": 284.9, "ci": 4.1}, rnd, agent, cfg)
+    msg = str(err.value)
+    assert "284.90 +- 4.10" in msg and "344.10 +- 6.20" in msg and "needs >= 309.69" in msg, msg
+    assert "label_ratio" in msg and "offline_data.noise" in msg
+    check_label("expert", {"mean": 284.9, "ci": 4.1}, rnd, agent, OfflineDataConfig(label_ratio=0.8))
+
+
+@pytest.mark.parametrize(("medium", "ok"), [(172.0, True), (0.9 * 172.05, True), (172.05 / 0.9, True),
+                                            (0.89 * 172.05, False), (172.05 / 0.89, False)])
+def test_label_check_keeps_medium_near_its_target(medium, ok):
+    """Medium: within [ratio, 1/ratio] x medium_fraction x the agent's deterministic test return (0.5 x 344.1)."""
+    rnd, agent, cfg = {"mean": 30.0, "ci": 1.0}, {"mean": 344.1, "ci": 6.2}, OfflineDataConfig(label_ratio=0.9)
+    if ok:
+        check_label("medium", {"mean": medium, "ci": 2.0}, rnd, agent, cfg, 0.5)
+        return
+    with pytest.raises(ArtifactError, match=r"outside \[154\.85, 191\.17\].*target 172\.05.*medium_fraction"):
+        check_label("medium", {"mean": medium, "ci": 2.0}, rnd, agent, cfg, 0.5)
+    with pytest.raises(ArtifactError, match="records no medium_fraction"):
+        check_label("medium", {"mean": medium, "ci": 2.0}, rnd, agent, cfg, None)
+
+
+def test_label_ratio_outside_0_1_is_refused():
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ConfigError, match="offline_data.label_ratio must be in"):
+            OfflineDataConfig(label_ratio=bad)

@@ -232,6 +232,40 @@ def test_train_offline_stage_writes_policy_and_results(stage_inputs, capsys):
     assert (stage_inputs["dir"] / "td3bc.pt").is_file()
 
 
+def _references(inputs, *extra: str) -> int:
+    return main(["offline-references", "--env", "focused_topdown", "--embeddings-file", str(inputs["table"]),
+                 "--gems", str(inputs["gems"]), "--expert", str(inputs["best"]), "--test-sessions", "8",
+                 "--device", "cpu", "--no-progress", "--output", str(inputs["dir"] / "references.json"), *extra])
+
+
+def test_the_references_file_gives_the_result_measured_in_the_job(stage_inputs, capsys):
+    """train-offline --references (the pipeline's way) writes the same result bytes as a job measuring its
+    reference policies itself; a file of other test users, expert noise or GeMS is refused, naming the setting."""
+    d = stage_inputs["dir"]
+    assert _stage(stage_inputs, "bc") == 0
+    measured = (d / "bc.json").read_bytes()
+    assert _references(stage_inputs) == 0
+    doc = json.loads((d / "references.json").read_text())
+    assert set(doc["references"]) == {"expert", "expert_deterministic", "zero_action", "random"}
+    assert doc["settings"]["test_sessions"] == 8 and doc["settings"]["expert_noise"] == 0.1
+    (d / "bc.json").unlink()
+    assert _stage(stage_inputs, "bc", ["--references", str(d / "references.json")]) == 0
+    assert (d / "bc.json").read_bytes() == measured
+    capsys.readouterr()
+    for extra, setting in ((["--test-seed", "1"], "test_seed"), (["--expert-noise", "0.2"], "expert_noise")):
+        assert _stage(stage_inputs, "bc", ["--references", str(d / "references.json"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"measured with {setting} = " in err, err
+    torch.manual_seed(7)
+    other = d / "other.ckpt"
+    save_gems_ranker(other, GeMSRanker(GeMS(latent_dim=4), torch.zeros(4), torch.ones(4)))
+    assert _stage(stage_inputs, "bc", ["--references", str(d / "references.json"), "--relabel-gems", str(other)]) == 2
+    assert "measured with gems_sha256 = " in capsys.readouterr().err
+    (d / "references.json").write_text('{"format": "slate_rl.offline_references", "version": 1, "settings": 3}')
+    assert _stage(stage_inputs, "bc", ["--references", str(d / "references.json")]) == 2
+    assert "field 'settings' is 3" in capsys.readouterr().err
+
+
 def test_train_offline_stage_relabels_for_another_gems(stage_inputs):
     torch.manual_seed(7)
     other = GeMSRanker(GeMS(latent_dim=4), torch.zeros(4), torch.ones(4))

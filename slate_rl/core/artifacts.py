@@ -139,8 +139,11 @@ def variant_tag(base: str, variant: str) -> str:
 # ------------------------------------------------------------------- datasets, algorithms, reference policies
 QUALITIES = ("expert", "medium", "random", "replay")
 """The dataset qualities collected from the behaviour agent (others are mixtures of these)."""
-RESERVED_QUALITIES = {"online": "the online agents' results", "reference": "the reference policies' results"}
-"""Folder names under results/{env}/ that a dataset quality (a mixture's name) cannot take."""
+RESERVED_QUALITIES = {"online": "results/{env}/online/ holds the online agents' results",
+                      "reference": "results/{env}/reference/ holds the reference policies' results",
+                      "references": "data/offline/{env}/references.json holds the offline reference policies"}
+"""Names a dataset quality (a mixture's name) cannot take: folders under results/{env}/, files under
+data/offline/{env}/."""
 QUALITY_WILDCARD = rf"(?!(?:{'|'.join(RESERVED_QUALITIES)})\b)[A-Za-z0-9_]+"
 OFFLINE_ALGO_DISPLAY_NAMES = {"td3bc": "TD3+BC", "cql": "CQL", "iql": "IQL", "bc": "BC", "dt": "DT", "dd": "DD"}
 """The offline algorithms (:mod:`slate_rl.offline.registry` builds them) and their names in tables."""
@@ -176,6 +179,7 @@ AGENT_CHECKPOINTS = ("best", "medium", "last")
 final training state, with the replay buffer of the ``replay`` quality)."""
 DATASET = "data/offline/{env}/{quality}.npz"
 DATASET_META = "data/offline/{env}/{quality}.json"
+OFFLINE_REFERENCES = "data/offline/{env}/references.json"
 POLICY = "data/policies/{env}/{quality}/{algo}/seed{seed}.pt"
 ONLINE_RESULT = "results/{env}/online/{agent_tag}/seed{seed}.json"
 OFFLINE_RESULT = "results/{env}/{quality}/{algo}/seed{seed}.json"

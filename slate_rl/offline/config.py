@@ -387,6 +387,9 @@ class OfflineDataConfig:
     """Expert and medium act with their mean action plus noise (false: they sample their SAC policy)."""
     label_margin: float = 0.1
     """An expert/medium behaviour must return more than (1 + margin) x the random quality's return."""
+    label_ratio: float = 0.9
+    """The expert behaviour must return at least ratio x the collecting agent's deterministic test return; the
+    medium behaviour within [ratio, 1 / ratio] x its target, medium_fraction x that return."""
     label_check: bool = True
     """Refuse mislabelled data (false: write it, recorded in the metadata)."""
     batch_size: int = 4096
@@ -396,10 +399,12 @@ class OfflineDataConfig:
         check_fields(self, positive=("episodes", "batch_size"), nonnegative=("behaviour_seed", "seed", "noise",
                                                                              "label_margin"))
         sec = self.SECTION
+        if not 0.0 < self.label_ratio <= 1.0:
+            raise ConfigError(f"{sec}.label_ratio must be in (0, 1], got {self.label_ratio}")
         for name in self.mixtures:
             if name in RESERVED_QUALITIES:
-                raise ConfigError(f"{sec}.mixtures.{name}: the name {name!r} is taken (results/{{env}}/{name}/ "
-                                  f"holds {RESERVED_QUALITIES[name]}); name the mixture otherwise")
+                raise ConfigError(f"{sec}.mixtures.{name}: the name {name!r} is taken ({RESERVED_QUALITIES[name]}); "
+                                  "name the mixture otherwise")
 
 
 ALGO_CONFIGS: dict[str, type] = {"td3bc": TD3BCConfig, "cql": CQLConfig, "iql": IQLConfig, "bc": BCConfig,

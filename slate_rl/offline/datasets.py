@@ -1,6 +1,6 @@
 """Collect offline datasets with a trained SAC+GeMS agent in the batched simulator.
 
-Qualities (D4RL's, see ``../shared/spec/models.md``):
+Qualities (D4RL's):
 
 * ``expert``: the best-validation checkpoint, acting with its deterministic (mean) action plus
   Gaussian noise (``offline_data.noise``, 0.1 of the bounds' half-width by default). Sampling the
@@ -20,6 +20,13 @@ same encoder, and the random quality (which has no belief of its own) gets state
 expert quality these are exactly the behaviour agent's beliefs. The metadata names the encoder
 (``state_encoder``: checkpoint path and hash). The raw history (slates, clicks) is stored, so a
 method can rebuild any other state.
+
+**Labels.** An expert or medium label must be true on the fixed test users (:func:`check_label`):
+both behaviours beat uniform random latent actions by ``label_margin``; the expert behaviour returns
+at least ``label_ratio`` (0.9) x the collecting agent's deterministic test return, and the medium one
+lies within [ratio, 1 / ratio] x its target (``medium_fraction`` x that return). Otherwise nothing is
+written and the error gives both numbers. The reference returns come from the environment's
+references file (``collect --references``) or are measured by the stage.
 
 Optional exploration noise adds ``N(0, (noise * scale)^2)`` per latent dimension to the
 behaviour action and clips to the bounds; the stored action is the one executed.
@@ -98,20 +105,45 @@ def load_behaviour(path: str | os.PathLike[str], sim: TopicRec, gems: GeMSRanker
     return behaviour_of(agent), meta
 
 
-def check_label(quality: str, behaviour: dict[str, float], random: dict[str, float], margin: float) -> None:
-    """Refuse an ``expert`` or ``medium`` dataset whose behaviour return (mean, ci) is not above the
-    random-quality return by ``margin`` (a fraction): its label would be false."""
+def check_label(quality: str, behaviour: Mapping[str, float], random: Mapping[str, float],
+                expert: Mapping[str, float], settings: OfflineDataConfig, medium_fraction: float | None = None) -> None:
+    """Refuse an ``expert`` or ``medium`` dataset whose label would be false. Returns are (mean, ci) on the test
+    users: ``random`` is uniform random latent actions, ``expert`` the collecting agent's deterministic action.
+    Both must beat random by ``label_margin``; the expert behaviour must reach ``label_ratio`` x ``expert``; the
+    medium one must lie within [ratio, 1 / ratio] x its target, ``medium_fraction`` x ``expert``."""
     if quality not in ("expert", "medium"):
         return
+    got = f"the {quality} behaviour returns {behaviour['mean']:.2f} +- {behaviour['ci']:.2f} on the test users"
+    tail = "; the dataset would be mislabelled and was not written. "
+    margin, ratio = settings.label_margin, settings.label_ratio
     need = random["mean"] * (1.0 + margin)
     if behaviour["mean"] <= need:
         raise ArtifactError(
-            f"the {quality} behaviour returns {behaviour['mean']:.2f} +- {behaviour['ci']:.2f} on the test users, "
-            f"not above the random-quality return {random['mean']:.2f} +- {random['ci']:.2f} by the margin "
-            f"{margin:g} (needs > {need:.2f}); the dataset would be mislabelled and was not written. Train the agent "
-            "longer, collect with its deterministic action (offline_data.deterministic: true) or less noise "
-            "(offline_data.noise), or change offline_data.label_margin"
+            f"{got}, not above the random-quality return {random['mean']:.2f} +- {random['ci']:.2f} by the margin "
+            f"{margin:g} (needs > {need:.2f}){tail}Train the agent longer, collect with its deterministic action "
+            "(offline_data.deterministic: true) or less noise (offline_data.noise), or change "
+            "offline_data.label_margin"
         )
+    if quality == "expert" and behaviour["mean"] < ratio * expert["mean"]:
+        raise ArtifactError(
+            f"{got}, below {ratio:g} x the collecting agent's deterministic test return {expert['mean']:.2f} +- "
+            f"{expert['ci']:.2f} (needs >= {ratio * expert['mean']:.2f}){tail}Collect with less noise "
+            "(offline_data.noise) or the deterministic action (offline_data.deterministic: true), or change "
+            "offline_data.label_ratio"
+        )
+    if quality == "medium":
+        if medium_fraction is None:
+            raise ArtifactError(f"{got}, but its checkpoint records no medium_fraction (not a medium.ckpt of "
+                                "train-agent); pass the online run's medium.ckpt")
+        target = medium_fraction * expert["mean"]
+        low, high = ratio * target, target / ratio
+        if not low <= behaviour["mean"] <= high:
+            raise ArtifactError(
+                f"{got}, outside [{low:.2f}, {high:.2f}] = [{ratio:g}, 1/{ratio:g}] x its target {target:.2f} "
+                f"({medium_fraction:g} x the collecting agent's deterministic test return {expert['mean']:.2f})"
+                f"{tail}Validate the online run more often (online.val_interval) so that a snapshot lands near the "
+                "target, or change online.medium_fraction or offline_data.label_ratio"
+            )
 
 
 def collection_mode(quality: str, deterministic: bool) -> Mode:
@@ -241,6 +273,10 @@ class DatasetRequest:
     test_seed: int = TEST_SEED
     """Users measuring the behaviour (and the label check)."""
     test_sessions: int = TEST_SESSIONS
+    references: Mapping[str, Mapping[str, Any]] | None = None
+    """The reference policies on the same test users (``expert``: the expert acting as during collection,
+    ``expert_deterministic``, ``random``; :mod:`slate_rl.offline.evaluation`): required for expert and medium,
+    whose labels they check; the expert's behaviour return is its ``expert`` entry."""
 
     def __post_init__(self) -> None:
         if self.mix and self.quality in QUALITIES:
@@ -299,24 +335,48 @@ def _returns(sim: TopicRec, policy: Agent, seed: int, sessions: int, mode: Mode)
 
 
 def _collected(req: DatasetRequest, sim: TopicRec, gems: GeMSRanker, expert: SAC, expert_meta: dict[str, Any],
-               progress: bool) -> tuple[dict[str, np.ndarray], dict[str, Any], np.ndarray]:
+               progress: bool) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, Any]]:
     """Episodes of a behaviour (expert, medium or random), its label checked against the random quality."""
     path = req.behaviour if req.quality == "medium" and req.behaviour else req.expert
     policy, meta = (expert, expert_meta) if path == req.expert else load_behaviour(path, sim, gems, req.env)
     mode = collection_mode(req.quality, req.settings.deterministic)
     actor = NoisyPolicy(policy, req.settings.noise) if mode != "random" else policy
-    returns = _returns(sim, actor, req.test_seed, req.test_sessions, mode)
-    random = mean_ci(_returns(sim, expert, req.test_seed, req.test_sessions, "random"))
-    if req.settings.label_check:
-        check_label(req.quality, mean_ci(returns), random, req.settings.label_margin)
+    refs = req.references
+    labelled = req.quality in ("expert", "medium")
+    if labelled and refs is None:
+        raise ConfigError(f"the {req.quality} quality needs the reference policies (DatasetRequest.references) to "
+                          "check its label")
+    if req.quality == "expert" and refs is not None:  # measured exactly so: the expert, its collection mode
+        returns = _from_reference(refs["expert"])
+    else:
+        returns = _summary(_returns(sim, actor, req.test_seed, req.test_sessions, mode))
     cfg = req.settings
+    checks: dict[str, Any] = {}
+    if labelled:
+        assert refs is not None
+        random, agent = _from_reference(refs["random"]), _from_reference(refs["expert_deterministic"])
+        fraction = meta.get("medium_fraction") if req.quality == "medium" else None
+        if cfg.label_check:
+            check_label(req.quality, _mean_ci(returns), _mean_ci(random), _mean_ci(agent), cfg, fraction)
+        checks = {"random_quality_return": {"mean": random["mean"], "ci95": random["ci95"]},
+                  "agent_deterministic_return": {"mean": agent["mean"], "ci95": agent["ci95"]},
+                  "label_ratio": cfg.label_ratio,
+                  **({"medium_fraction": fraction} if req.quality == "medium" else {})}
     arrays = collect_episodes(sim, actor, expert.actor_belief, quality_seed(cfg.seed, req.quality), cfg.episodes,
                               mode, cfg.batch_size, progress=progress)
-    behaviour = {"checkpoint": str(path), "sha256": file_sha256(path), "mode": mode, "noise": req.settings.noise,
-                 "step": meta.get("step"), "val_return": meta.get("val_return"),
-                 "random_quality_return": {"mean": random["mean"], "ci95": random["ci"]},
-                 "label_margin": req.settings.label_margin, "label_checked": req.settings.label_check}
+    behaviour = {"checkpoint": str(path), "sha256": file_sha256(path), "mode": mode, "noise": cfg.noise,
+                 "step": meta.get("step"), "val_return": meta.get("val_return"), **checks,
+                 "label_margin": cfg.label_margin, "label_checked": cfg.label_check}
     return arrays, behaviour, returns
+
+
+def _from_reference(ref: Mapping[str, Any]) -> dict[str, Any]:
+    """A reference policy's summary (``return_mean``, ...) in the metadata's layout (``mean``, ...)."""
+    return {"mean": ref["return_mean"], "ci95": ref["return_ci95"], "std": ref["return_std"], "n": ref["n_sessions"]}
+
+
+def _mean_ci(summary: Mapping[str, Any]) -> dict[str, float]:
+    return {"mean": summary["mean"], "ci": summary["ci95"]}
 
 
 def _summary(values: np.ndarray) -> dict[str, Any]:
@@ -330,7 +390,8 @@ def build_dataset(req: DatasetRequest, sim: TopicRec, gems: GeMSRanker, table_so
     c = sim.config
     expert, expert_meta = load_behaviour(req.expert, sim, gems, req.env)
     gems_sha = file_sha256(req.gems)
-    behaviour: dict[str, Any] = {"agent": expert.build.get("agent")}
+    # The online seed whose agent collects (config.yaml's offline_data.behaviour_seed picks the run).
+    behaviour: dict[str, Any] = {"agent": expert.build.get("agent"), "agent_seed": expert_meta.get("seed")}
     returns_online = None
     if req.mix:
         arrays, extra = _mixture(req, sim, gems_sha)
@@ -342,7 +403,7 @@ def build_dataset(req: DatasetRequest, sim: TopicRec, gems: GeMSRanker, table_so
     episodes = arrays["reset_slates"].shape[0]
     dataset_return = _summary(arrays["rewards"].reshape(episodes, -1).sum(axis=1, dtype=np.float64))
     if returns_online is not None:
-        behaviour_return = {**_summary(returns_online),
+        behaviour_return = {**returns_online,
                             "source": f"online, {req.test_sessions} users of test seed {req.test_seed}"}
     else:
         behaviour_return = {**dataset_return, "source": "dataset"}

@@ -10,9 +10,13 @@ environment). :mod:`slate_rl.offline.datasets` builds the dataset; this stage pa
 writes. The behaviour agents are rebuilt from the settings stored in their checkpoints. The
 behaviour return recorded in the metadata is measured online on the fixed test users, with the
 behaviour acting exactly as during collection (random, sampled or deterministic actions, same
-noise); replay and mixtures record the dataset's own return. Labels are checked: an expert or
-medium behaviour that is not above the random-quality return (uniform latent actions, same test
-users) by ``--label-margin`` stops the stage with both numbers, and nothing is written. The
+noise); replay and mixtures record the dataset's own return. Labels are checked
+(:func:`slate_rl.offline.datasets.check_label`): an expert or medium behaviour that is not above the
+random-quality return (uniform latent actions, same test users) by ``--label-margin``, an expert
+below ``--label-ratio`` x the collecting agent's deterministic test return, or a medium outside
+[ratio, 1 / ratio] x its target stops the stage with both numbers, and nothing is written. Those
+reference returns come from ``--references`` (the environment's ``offline-references`` file) or are
+measured here. The
 collection time goes to ``{quality}.timings.json``, not into the metadata, so that the dataset is
 the same bytes on every run with the same seed.
 """
@@ -20,16 +24,17 @@ the same bytes on every run with the same seed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
-from slate_rl.core.artifacts import TEST_SEED, TEST_SESSIONS, check_environment
+from slate_rl.core.artifacts import check_environment
 from slate_rl.core.config import to_dict
 from slate_rl.core.errors import ConfigError
 from slate_rl.core.io import write_timings
 from slate_rl.data.d4rl import save_dataset
 from slate_rl.models.rankers import load_gems_ranker
 from slate_rl.offline.config import OfflineDataConfig
-from slate_rl.offline.datasets import DatasetRequest, build_dataset
+from slate_rl.offline.datasets import DatasetRequest, build_dataset, load_behaviour
 from slate_rl.stages.common import (
     add_env_arguments,
     add_training_arguments,
@@ -37,6 +42,7 @@ from slate_rl.stages.common import (
     simulator_from_args,
     size_int,
 )
+from slate_rl.stages.offline_references import add_reference_arguments, policy_references_for
 
 NAME = "collect"
 HELP = "collect an offline dataset (expert, medium, random, replay or a mixture) in the D4RL layout"
@@ -67,13 +73,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-margin", type=finite_float, default=0.1,
                         help="an expert/medium behaviour must return more than (1 + margin) x the random quality's "
                         "return on the test users (default: 0.1)")
+    parser.add_argument("--label-ratio", type=finite_float, default=0.9,
+                        help="the expert behaviour must return at least ratio x the collecting agent's deterministic "
+                        "test return, the medium one within [ratio, 1/ratio] x its target (default: 0.9)")
     parser.add_argument("--skip-label-check", action="store_true",
                         help="write an expert/medium dataset even if it fails the label check "
                         "(recorded in the metadata)")
     parser.add_argument("--batch-size", type=size_int("batch_size"), default=4096, help="users simulated in parallel")
-    parser.add_argument("--test-seed", type=int, default=TEST_SEED, help="seed of the users measuring the behaviour")
-    parser.add_argument("--test-sessions", type=size_int("test_sessions"), default=TEST_SESSIONS,
-                        help="users measuring the behaviour")
+    add_reference_arguments(parser)
     add_training_arguments(parser)
     parser.add_argument("--output", required=True, help="destination .npz (the metadata .json goes beside it)")
 
@@ -82,15 +89,22 @@ def run(args: argparse.Namespace) -> None:
     for flag, value in (("--noise", args.noise), ("--label-margin", args.label_margin)):
         if value < 0.0:  # named by its flag here; OfflineDataConfig names the config key
             raise ConfigError(f"{flag} must be >= 0, got {value}")
+    if not 0.0 < args.label_ratio <= 1.0:
+        raise ConfigError(f"--label-ratio must be in (0, 1], got {args.label_ratio}")
+    settings = OfflineDataConfig(episodes=args.episodes, seed=args.seed, noise=args.noise,
+                                 deterministic=not args.stochastic, label_margin=args.label_margin,
+                                 label_ratio=args.label_ratio, label_check=not args.skip_label_check,
+                                 batch_size=args.batch_size)
     req = DatasetRequest(env=args.env, quality=args.quality, gems=args.gems, expert=args.expert,
-                         behaviour=args.behaviour, replay=args.replay, mix=tuple(args.mix),
-                         settings=OfflineDataConfig(episodes=args.episodes, seed=args.seed, noise=args.noise,
-                                                    deterministic=not args.stochastic, label_margin=args.label_margin,
-                                                    label_check=not args.skip_label_check, batch_size=args.batch_size),
+                         behaviour=args.behaviour, replay=args.replay, mix=tuple(args.mix), settings=settings,
                          test_seed=args.test_seed, test_sessions=args.test_sessions)
     sim, table_source = simulator_from_args(args)
     gems = load_gems_ranker(args.gems, num_items=sim.config.num_items, device=sim.device)
     check_environment(args.gems, gems.meta, args.env, to_dict(sim.config), "GeMS checkpoint")
+    if not args.mix and args.quality in ("expert", "medium"):  # their labels are checked against these
+        expert, _ = load_behaviour(args.expert, sim, gems, args.env)
+        refs = policy_references_for(args, sim, expert, gems, args.gems, args.noise, args.stochastic)
+        req = dataclasses.replace(req, references=refs)
     start = time.perf_counter()
     arrays, metadata = build_dataset(req, sim, gems, table_source, progress=not args.no_progress)
     elapsed = time.perf_counter() - start

@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from slate_rl.core.artifacts import TEST_SEED, TEST_SESSIONS
 from slate_rl.core.config import add_arguments as add_config_arguments
 from slate_rl.core.config import from_namespace, to_dict
 from slate_rl.core.errors import ArtifactError, ConfigError
@@ -75,8 +74,8 @@ from slate_rl.stages.common import (
     parse_seeds,
     per_seed_path,
     simulator_from_args,
-    size_int,
 )
+from slate_rl.stages.offline_references import add_reference_arguments, policy_references_for
 
 NAME = "train-offline"
 HELP = ("train an offline algorithm (TD3+BC, CQL, IQL, BC, Decision Transformer, Decision Diffuser) on a dataset and "
@@ -103,8 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-denormals", action="store_true",
                         help="keep subnormal floats on the CPU (IEEE arithmetic; by default they are flushed to zero "
                         "while training, several times faster once networks produce them)")
-    parser.add_argument("--test-seed", type=int, default=TEST_SEED, help="seed of the fixed test users")
-    parser.add_argument("--test-sessions", type=size_int("test_sessions"), default=TEST_SESSIONS, help="test users")
+    add_reference_arguments(parser)
     add_config_arguments(parser, OfflineConfig)
     for name in ALGOS:
         add_config_arguments(parser, ALGO_CONFIGS[name], prefix=f"{name}_")
@@ -235,9 +233,11 @@ def resume_path(policy_path: Path) -> Path:
 
 
 def references(args: argparse.Namespace, inputs: OfflineInputs) -> dict[str, dict[str, Any]]:
-    """The reference points on the test users (the same for every seed)."""
-    return reference_returns(inputs.sim, inputs.expert, inputs.encoder, inputs.decoder, inputs.dataset.metadata,
-                             args.test_seed, args.test_sessions, args.expert_noise, args.expert_stochastic)
+    """The reference points on the test users (the same for every seed): the dataset's behaviour return and the
+    reference policies (``--references``, or measured in the latent space the policy acts in)."""
+    policies = policy_references_for(args, inputs.sim, inputs.expert, inputs.decoder,
+                                     args.relabel_gems or args.gems, args.expert_noise, args.expert_stochastic)
+    return reference_returns(policies, inputs.dataset.metadata)
 
 
 def train_seed(args: argparse.Namespace, inputs: OfflineInputs, cfg: OfflineConfig, algo_cfg: Any, seed: int,

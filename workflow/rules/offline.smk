@@ -6,6 +6,36 @@
 OFFLINE_ORDER = {"dd": 6, "cql": 5, "dt": 4, "iql": 3, "td3bc": 2, "bc": 1}
 
 
+# The reference policies of every offline result of an environment (the expert, z = 0, random latent actions on
+# the test users), measured once; the expert and medium datasets' label checks read them too.
+rule offline_references:
+    input:
+        unpack(shared_inputs),
+    output:
+        A.OFFLINE_REFERENCES,
+    params:
+        env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),
+        expert=expert_args(),
+        test=TEST_ARGS,
+        device=config["device"],
+    log:
+        "logs/offline/{env}/references.log",
+    benchmark:
+        "benchmarks/offline/{env}/references.tsv"
+    threads: 1
+    priority: 12
+    conda:
+        "../../envs/slate_rl.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=1,
+    shell:
+        "slate-rl offline-references --threads {threads} --env {wildcards.env} {params.env_spec} "
+        "--embeddings-file {input.embeddings} --gems {input.gems} --expert {input.expert} {params.expert} "
+        "{params.test} --device {params.device} --no-progress --output {output} > {log} 2>&1"
+
+
 rule offline_dataset:
     input:
         unpack(dataset_inputs),
@@ -17,7 +47,7 @@ rule offline_dataset:
     params:
         env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),
         behaviour=lambda wildcards, input: " ".join(
-            f"--{name} {input[name]}" for name in ("behaviour", "replay") if name in input.keys()
+            f"--{name} {input[name]}" for name in ("behaviour", "replay", "references") if name in input.keys()
         ),
         options=collect_options(),
         device=config["device"],
@@ -81,8 +111,7 @@ rule offline_policy:
         env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),
         offline=section_args(config, "offline"),
         algo=lambda wildcards: config_args(config[wildcards.algo], prefix=f"{wildcards.algo}_"),
-        expert=f"--expert-noise {config['offline_data']['noise']}"
-        + ("" if config["offline_data"]["deterministic"] else " --expert-stochastic"),
+        expert=expert_args(),
         test=TEST_ARGS,
         device=config["device"],
         logger=config["logger"]["mode"],
@@ -101,7 +130,7 @@ rule offline_policy:
     shell:
         "slate-rl train-offline --threads {threads} --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
         "--algo {wildcards.algo} --dataset {input.dataset} --gems {input.gems} --expert {input.expert} "
-        "--seed {wildcards.seed} {params.offline} {params.algo} {params.expert} "
+        "--seed {wildcards.seed} --references {input.references} {params.offline} {params.algo} {params.expert} "
         "{params.test} "
         "--device {params.device} --logger-mode {params.logger} --no-progress "
         "--policy-output {output.policy} --results {output.results} > {log} 2>&1"
@@ -150,7 +179,7 @@ for _seeds in seed_jobs(config, "offline"):
         shell:
             "slate-rl train-offline --threads {threads} --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
             "--algo {wildcards.algo} --dataset {input.dataset} --gems {input.gems} --expert {input.expert} "
-            "--seeds {params.seeds} {params.offline} {params.algo} {params.expert} "
+            "--seeds {params.seeds} --references {input.references} {params.offline} {params.algo} {params.expert} "
             "{params.test} "
             "--device {params.device} --logger-mode {params.logger} --no-progress "
             "--policy-output {params.policy} --results {params.results} > {log} 2>&1"

@@ -20,9 +20,16 @@ def shared_inputs(wildcards):
     }
 
 
+def references_input(wildcards):
+    return A.path(A.OFFLINE_REFERENCES, env=wildcards.env)
+
+
 def dataset_inputs(wildcards):
-    """The shared inputs, plus the medium checkpoint (medium) or the final training state (replay)."""
+    """The shared inputs, plus the medium checkpoint (medium) or the final training state (replay); expert and
+    medium also the reference policies their labels are checked against."""
     inputs = shared_inputs(wildcards)
+    if wildcards.quality in ("expert", "medium"):
+        inputs["references"] = references_input(wildcards)
     if wildcards.quality == "medium":
         inputs["behaviour"] = behaviour_checkpoint(wildcards, "medium")
     if wildcards.quality == "replay":  # the expert's training buffer
@@ -45,11 +52,18 @@ def collect_options():
     """Options of every collect job; the behaviour agent's own settings come from its checkpoint."""
     c = config["offline_data"]
     options = (f"--episodes {c['episodes']} --seed {c['seed']} --noise {c['noise']} "
-               f"--label-margin {c['label_margin']} --batch-size {c['batch_size']} {TEST_ARGS}")
+               f"--label-margin {c['label_margin']} --label-ratio {c['label_ratio']} --batch-size {c['batch_size']} "
+               f"{TEST_ARGS}")
     options += "" if c["deterministic"] else " --stochastic"
     return options + ("" if c["label_check"] else " --skip-label-check")
 
 
 def offline_inputs(wildcards):
     return {**shared_inputs(wildcards), "dataset": A.path(A.DATASET, **wildcards),
-            "meta": A.path(A.DATASET_META, **wildcards)}
+            "meta": A.path(A.DATASET_META, **wildcards), "references": references_input(wildcards)}
+
+
+def expert_args():
+    """How the expert acts during collection (the reference policies' collection-mode expert)."""
+    c = config["offline_data"]
+    return f"--expert-noise {c['noise']}" + ("" if c["deterministic"] else " --expert-stochastic")
