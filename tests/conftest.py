@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,29 @@ def _paper_dir() -> Path | None:
         if (d / "item_embeddings_focused.npy").is_file():
             return d
     return None
+
+
+@pytest.fixture()
+def kill_at_call(monkeypatch):
+    """``kill_at_call(module, name, call)``: ``module.name`` raises KeyboardInterrupt (a stage run killed there;
+    ``slate-rl`` exits with 130) at its ``call``-th call from now and passes every other call through, so the
+    rerun of the killed stage runs unchanged. Arming it again counts afresh, as a new process would."""
+    originals: dict[tuple[int, str], Any] = {}
+
+    def arm(module: Any, name: str, call: int) -> None:
+        real = originals.setdefault((id(module), name), getattr(module, name))
+        calls = 0
+
+        def killed_at_the_call(*args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == call:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, killed_at_the_call)
+
+    return arm
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Sequence
 
 import pytest
 import torch
@@ -258,7 +259,7 @@ def test_a_killed_group_resumes_to_the_same_result(tiny_sim, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- the stage
-def _stage(tmp_path, agent: str, seed_args: list[str], out: str, results: str) -> int:
+def _stage(tmp_path, agent: str, seed_args: list[str], out: str, results: str, extra: Sequence[str] = ()) -> int:
     import json
 
     import numpy as np
@@ -274,7 +275,7 @@ def _stage(tmp_path, agent: str, seed_args: list[str], out: str, results: str) -
                  *seed_args, "--test-sessions", "4", "--total-steps", "3", "--sessions-per-step", "2",
                  "--batch-size", "2", "--warmup-sessions", "2", "--val-interval", "1", "--val-sessions", "4",
                  "--checkpoint-interval", "1", "--hidden", "16", "--device", "cpu", "--no-progress",
-                 "--logger-mode", "disabled", "--output-dir", out, "--results", results])
+                 "--logger-mode", "disabled", "--output-dir", out, "--results", results, *extra])
 
 
 def test_train_agent_with_seeds_writes_every_file_of_a_single_seed_run(tmp_path, capsys):

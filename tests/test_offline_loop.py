@@ -27,7 +27,7 @@ from slate_rl.offline.loop import (
     train_offline,
 )
 from slate_rl.offline.policy import algo_policy, load_policy, save_policy, zero_policy
-from slate_rl.offline.registry import make_algo
+from slate_rl.offline.registry import ALGOS, make_algo
 from slate_rl.online.loop import evaluate
 from slate_rl.online.registry import build_agent, save_agent
 from slate_rl.sim.config import make_env_config
@@ -451,6 +451,51 @@ def _sha(path) -> str:  # a digest, not the bytes: pytest's diff of two long byt
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _digests(folder: Path, *names: str) -> dict[str, str]:
+    return {name: _sha(folder / name) for name in names}
+
+
+RESUME_SCHEDULE = ["--total-steps", "12", "--eval-interval", "6", "--checkpoint-interval", "4"]
+"""The schedule of the kill tests: checkpoints at steps 4, 8 and 12, validations at 6 and 12, so a run killed at its
+first validation dies after its first checkpoint, one killed at its second after its last checkpoint before the end
+(with steps done since in both cases, which the rerun repeats)."""
+
+
+def _resume_options(inputs, algo: str) -> list[str]:
+    """train-offline's options in the kill tests: :data:`RESUME_SCHEDULE` for every method (dt and dd too, at 12
+    updates), and the reference returns measured once into a file (the pipeline's --references) instead of by every
+    run."""
+    assert _references(inputs) == 0
+    return [*SEQUENCE_OPTIONS.get(algo, []), *RESUME_SCHEDULE, f"--{algo}-total-steps", "12",
+            *(["--dd-sampling-steps", "1", "--dd-dim-mults", "[1]"] if algo == "dd" else []),
+            "--references", str(inputs["dir"] / "references.json")]
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_a_killed_run_reruns_to_the_bytes_of_an_uninterrupted_one(stage_inputs, algo, kill_at_call, capsys):
+    """`train-offline --seed` killed after its first checkpoint (at the validation of step 6) or after its last one
+    before the end (at the validation of step 12), then rerun: the rerun resumes from that checkpoint (step 4, step
+    8) and writes the policy file and the results JSON of an uninterrupted run, byte for byte."""
+    from slate_rl.stages import train_offline as stage
+
+    d = stage_inputs["dir"]
+    options = _resume_options(stage_inputs, algo)
+
+    def run(name: str) -> int:
+        return _stage(stage_inputs, algo, [*options, "--policy-output", str(d / name / "p.pt"), "--results",
+                                           str(d / name / "r.json")])
+
+    assert run("whole") == 0
+    for name, validation in (("early", 1), ("late", 2)):
+        kill_at_call(stage, "evaluate_returns", validation)
+        assert run(name) == 130
+        assert int(read_resume_checkpoint(d / name / "p.pt.last.ckpt")["step"]) == 4 * validation
+        capsys.readouterr()
+        assert run(name) == 0
+        assert "starting over" not in capsys.readouterr().out  # resumed (the checkpoint is there)
+        assert _digests(d / name, "p.pt", "r.json") == _digests(d / "whole", "p.pt", "r.json"), name
 
 
 @pytest.mark.parametrize("algo", ["bc", "dt"])

@@ -13,6 +13,7 @@ from scipy import stats
 from test_offline_loop import arrays, expert, sim, stage_inputs  # noqa: F401  (fixtures of the stage test)
 
 from slate_rl.core.errors import ConfigError
+from slate_rl.core.io import read_resume_checkpoint
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.offline.base import Normalizer
@@ -247,6 +248,39 @@ def test_a_killed_group_resumes_to_the_same_result(tmp_path):
     # one seed's checkpoint from other settings: the whole group starts over (and ends as a straight run)
     _, restarted = _train(seeds, tmp_path / "b", fingerprints=["f0", "other"])
     assert [st.curve for st in restarted] == [st.curve for st in straight]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("algo", "validation", "steps"), [pytest.param("td3bc", 2, [4, 4], id="td3bc"),
+                                                            pytest.param("bc", 4, [12, 4], id="bc")])
+def test_a_killed_seed_group_reruns_to_the_bytes_of_the_uninterrupted_group(stage_inputs, kill_at_call,  # noqa: F811
+                                                                            capsys, algo, validation, steps):
+    """`train-offline --seeds 0,1` killed mid-run, then rerun: every seed writes the policy file and results JSON of
+    the uninterrupted group, byte for byte. TD3+BC (seeds stacked) is killed at seed 1's validation of step 6, both
+    seeds after their checkpoint of step 4; BC (seeds one after another) at seed 1's first validation, seed 0 trained
+    and written (its rerun resumes at the last step and only tests), seed 1 after its checkpoint of step 4."""
+    from test_offline_loop import _digests, _resume_options, _stage
+
+    from slate_rl.stages import train_offline as stage
+
+    d = stage_inputs["dir"]
+    options = [*_resume_options(stage_inputs, algo), "--seeds", "0,1"]
+    outputs = [f"s{seed}{ext}" for seed in (0, 1) for ext in (".pt", ".json")]
+
+    def run(name: str) -> int:
+        return _stage(stage_inputs, algo, [*options, "--policy-output", str(d / name / "s{seed}.pt"), "--results",
+                                           str(d / name / "s{seed}.json")])
+
+    assert run("whole") == 0
+    kill_at_call(stage, "evaluate_returns", validation)
+    assert run("killed") == 130
+    assert [int(read_resume_checkpoint(d / "killed" / f"s{seed}.pt.last.ckpt")["step"]) for seed in (0, 1)] == steps
+    for name in outputs:  # Snakemake deletes the outputs of a failed job; the resume checkpoints stay
+        (d / "killed" / name).unlink(missing_ok=True)
+    capsys.readouterr()
+    assert run("killed") == 0
+    out = capsys.readouterr().out
+    assert "starting over" not in out and "starts over" not in out  # every seed resumed
+    assert _digests(d / "killed", *outputs) == _digests(d / "whole", *outputs)
 
 
 def test_a_diverging_seed_stops_alone(tmp_path):

@@ -1,4 +1,6 @@
-"""The one resume helper of the training loops (core.io.save_resume/load_resume): fingerprint, RNG, refusals."""
+"""The one resume helper of the training loops (core.io.save_resume/load_resume): fingerprint, RNG, refusals; and
+`train-agent` killed and rerun, ending with the bytes of an uninterrupted run (train-offline's kill tests:
+tests/test_offline_loop.py, tests/test_offline_multiseed.py)."""
 
 from __future__ import annotations
 
@@ -39,3 +41,42 @@ def test_a_checkpoint_of_this_run_that_does_not_fit_is_one_clear_error(tmp_path)
     save_resume(path, {"step": torch.tensor(1)}, "abc")
     with pytest.raises(ArtifactError, match="resume checkpoint does not fit this run"):
         load_resume(path, "abc", lambda payload: payload["missing"])
+
+
+@pytest.mark.parametrize("seeds", [["--seed", "1"], ["--seeds", "1,2"]], ids=["seed", "seeds"])
+def test_a_killed_train_agent_reruns_to_the_bytes_of_an_uninterrupted_run(tmp_path, kill_at_call, capsys, seeds):
+    """`train-agent --seed 1`, and `--seeds 1,2` (trained together), killed at the validation of step 3 (after the
+    checkpoint of step 2: step 3's sessions and updates are lost) or while testing (after the final checkpoint, the
+    last seed's test), then rerun: it resumes from every seed's last.work.ckpt and writes, for every seed, the
+    best.ckpt, medium.ckpt, last.ckpt and results JSON of an uninterrupted run, byte for byte."""
+    from test_multiseed import _stage
+    from test_offline_loop import _digests
+
+    from slate_rl.core.io import read_resume_checkpoint
+    from slate_rl.online import loop, multiseed
+    from slate_rl.stages import train_agent, train_agent_seeds
+
+    group = seeds[0] == "--seeds"
+    tag, names = ("{seed}", (1, 2)) if group else ("1", (1,))
+    outputs = [f"r{s}.json" for s in names] + [f"a{s}/{f}" for s in names for f in ("best.ckpt", "medium.ckpt",
+                                                                                     "last.ckpt")]
+    kills = {"training": ((multiseed, "evaluate_seeds") if group else (loop, "evaluate"), 3, 2),
+             "testing": ((train_agent_seeds if group else train_agent, "evaluate"), len(names), 4)}
+
+    def run(name: str) -> int:
+        return _stage(tmp_path, "sac_topk_ideal", seeds, str(tmp_path / name / f"a{tag}"),
+                      str(tmp_path / name / f"r{tag}.json"), ["--total-steps", "4", "--checkpoint-interval", "2"])
+
+    assert run("whole") == 0
+    for name, ((module, function), call, step) in kills.items():
+        kill_at_call(module, function, call)
+        assert run(name) == 130
+        for s in names:
+            assert int(read_resume_checkpoint(tmp_path / name / f"a{s}" / "last.work.ckpt")["counters"][0]) == step
+        for output in outputs:  # Snakemake deletes the outputs of a failed job (last.ckpt too, not last.work.ckpt)
+            (tmp_path / name / output).unlink(missing_ok=True)
+        capsys.readouterr()
+        assert run(name) == 0
+        out = capsys.readouterr().out
+        assert "starting over" not in out and "starts over" not in out  # resumed (the checkpoints are there)
+        assert _digests(tmp_path / name, *outputs) == _digests(tmp_path / "whole", *outputs), name
