@@ -18,7 +18,9 @@ $(STAMP): pyproject.toml
 # run on the core SAC+GeMS leaves free (bench/README.md, "threads"; idle OpenMP threads sleep instead of
 # spinning on a busy core in every slate-rl process: cli.main sets OMP_WAIT_POLICY=PASSIVE).
 # Overlays go after the preset: make quick QUICK_CONFIGS="workflow/presets/quick.yaml workflow/presets/tenth.yaml"
-QUICK_THREADS := offline_policy=1 online_agent=1 mf_embeddings=1 offline_dataset=1
+# offline_policy_seeds_0_1_2 is the rule of the quick preset's offline seed groups (offline.seeds_per_job: 3);
+# --set-threads ignores rule names a configuration does not define.
+QUICK_THREADS := offline_policy=1 offline_policy_seeds_0_1_2=1 online_agent=1 mf_embeddings=1 offline_dataset=1
 QUICK_CONFIGS ?= workflow/presets/quick.yaml
 quick: $(STAMP)
 	snakemake --cores $(CORES) --set-threads $(QUICK_THREADS) --configfile $(QUICK_CONFIGS)

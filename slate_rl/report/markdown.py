@@ -230,7 +230,8 @@ def _aggregate_section(aggregate: Aggregate, figures_link: str) -> str:
               "(`offline.seeds`) for a comparison." if single else "")
     return (
         "## Aggregate: offline algorithms over every dataset\n\n"
-        f"Normalised scores (0 = random latent actions, 100 = the expert data's behaviour) of the "
+        "Normalised scores (0 = random latent actions, 100 = the collecting expert agent's deterministic test "
+        f"return) of the "
         f"{len(aggregate.tasks)} task{'s' * (len(aggregate.tasks) != 1)} that every offline algorithm ran "
         f"({tasks}). IQM: interquartile mean over all runs (seeds x tasks) [stratified bootstrap 95% CI: seeds "
         "resampled within each task]; P(> best): probability of improvement over the algorithm of the highest "

@@ -156,7 +156,7 @@ def plot_profiles(aggregate: Aggregate, path: str | os.PathLike[str]) -> None:
         runs = int(sum(s.size for s in strata))
         ax.plot(taus, performance_profile(strata, taus), color=cmap(i % cmap.N), drawstyle="steps-post",
                 label=f"{aggregate.labels[method]} ({runs} runs)")
-    ax.set_xlabel("normalised score tau (0 = random latent actions, 100 = expert behaviour)")
+    ax.set_xlabel("normalised score tau (0 = random latent actions, 100 = the expert agent)")
     ax.set_ylabel("fraction of runs with score > tau")
     ax.set_title(f"Performance profiles over {len(aggregate.tasks)} task{'s' * (len(aggregate.tasks) != 1)}")
     ax.set_ylim(-0.02, 1.02)
