@@ -22,7 +22,7 @@ over evenly spaced steps (an evaluation shortcut; its effect is measured by
 with the plan's ``s^_{t+1}``, from the EMA copy of the networks (decay 0.995, updated every 10
 steps, a plain copy before step 2000: their trainer's schedule).
 
-Adaptations to 100-step sessions (stated here and in the README):
+Adaptations to 100-step sessions:
 
 * **Return condition.** Theirs is the discounted (0.99) return-to-go from the window's start over
   a fixed scale (400 for hopper) and the test condition 0.9. A session's achievable return-to-go
