@@ -29,11 +29,15 @@ quick: $(STAMP)
 slurm-deps:
 	bash scripts/install-slurm.sh
 
+# One pytest worker per core (pytest-xdist); each test file stays on one worker (--dist loadfile), so that a
+# file's module fixtures are built once and its tests run in their order.
+PYTEST_PARALLEL := -n auto --dist loadfile
+
 test: $(STAMP) slurm-deps
-	pytest -m "not slow"
+	pytest -m "not slow" $(PYTEST_PARALLEL)
 
 test-all: $(STAMP) slurm-deps
-	pytest
+	pytest $(PYTEST_PARALLEL)
 
 lint: $(STAMP)
 	ruff check slate_rl tests bench

@@ -50,8 +50,8 @@ def test_dry_run_of_config_yaml_lists_the_paper_scale_jobs(tmp_path):
     counts = _job_counts(res.stdout)
     assert counts == {
         "item_embeddings": 2, "logged_sessions": 6, "reference_policy": 18, "mf_embeddings": 6, "gems": 6,
-        "online_agent": 420, "offline_dataset": 24, "offline_mixture": 6, "offline_policy": 900,
-        "offline_aggregate": 36, "report": 1, "all": 1, "total": 1426,
+        "online_agent": 420, "offline_references": 6, "offline_dataset": 24, "offline_mixture": 6,
+        "offline_policy": 900, "offline_aggregate": 36, "report": 1, "all": 1, "total": 1432,
     }
 
 
