@@ -824,6 +824,18 @@ def test_minari_export_recovers_its_environment_and_our_normalised_score(tmp_pat
     assert np.allclose(100 * minari.get_normalized_score(minari.load_dataset("slate_rl/tiny-stage-v0"), returns), ours)
     result.write_text(json.dumps({"references": references, "inputs": {"dataset": "another"}}))
     assert main([*stage, "--dataset-id", "slate_rl/tiny-stage2-v0"]) == 2
+    # ... or from the environment's references file, measured with this dataset's GeMS and expert
+    from slate_rl.offline.evaluation import references_document
+
+    settings = {"gems_sha256": meta["gems_sha256"], "expert_sha256": meta["state_encoder"]["sha256"]}
+    policies = {name: {"return_mean": references[src]["return_mean"]} for name, src in (
+        ("expert", "expert_deterministic"), ("expert_deterministic", "expert_deterministic"),
+        ("zero_action", "random"), ("random", "random"))}
+    result.write_text(json.dumps(references_document(policies, settings)))
+    assert main([*stage, "--dataset-id", "slate_rl/tiny-stage3-v0"]) == 0
+    assert np.allclose(100 * minari.get_normalized_score(minari.load_dataset("slate_rl/tiny-stage3-v0"), returns), ours)
+    result.write_text(json.dumps(references_document(policies, {**settings, "expert_sha256": "another"})))
+    assert main([*stage, "--dataset-id", "slate_rl/tiny-stage4-v0"]) == 2
 
 
 def test_d3rlpy_dataset_has_every_transition(tmp_path):

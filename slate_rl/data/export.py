@@ -77,8 +77,8 @@ def minari_reference_scores(metadata: dict[str, Any], references: dict[str, dict
         low = float(references["random"]["return_mean"])
         high = float(references["expert_deterministic"]["return_mean"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"the references lack {exc}: give the results JSON of a train-offline run (its "
-                            "'references' hold 'random' and 'expert_deterministic')") from None
+        raise ArtifactError(f"the references lack {exc}: give the environment's references file or the results "
+                            "JSON of a train-offline run (both hold 'random' and 'expert_deterministic')") from None
     if not (np.isfinite(low) and np.isfinite(high)) or high == low:
         raise ArtifactError(f"reference returns random {low} and expert {high} define no score (they must be "
                             "finite and differ)")
