@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from slate_rl.bench.offline import load_reference
+from slate_rl.bench import corl_reference as corl
 from slate_rl.core.errors import ConfigError
 from slate_rl.offline.base import OfflineAlgo
 from slate_rl.offline.bc import BCConfig
@@ -246,7 +246,6 @@ def test_in_place_activations_change_no_number(case):
 def _corl_pair(name: str, cfg: object | None = None) -> tuple[OfflineAlgo, Any, dict[torch.nn.Module, torch.nn.Module]]:
     """Our algorithm (unit box) and the benchmark's CORL-style reference with the same initial weights;
     returns the modules to compare, ours -> reference (targets included)."""
-    corl = load_reference()  # bench/corl_reference.py of the checkout
     torch.manual_seed(0)
     ours: Any = make_algo(name, OBS, torch.zeros(ACT), torch.ones(ACT), corl.GAMMA, 1000, {name: cfg} if cfg else None)
     if name == "bc":

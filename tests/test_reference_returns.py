@@ -1,4 +1,4 @@
-"""Reference behaviour of the spec (../shared/spec/topicrec.md, "Reference behaviour") on the
+"""Reference behaviour of the spec (docs/topicrec.md, "Reference behaviour") on the
 project's default generated item tables (no power, per-kind seeds) with the default (published)
 boredom bookkeeping, so the tests run in a plain clone; one test compares with the published
 simulator's figures on the paper's own tables (skipped when ../shared/data/gems_paper is absent).

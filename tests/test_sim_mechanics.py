@@ -1,4 +1,4 @@
-"""One test per TopicRec mechanic, checked against ../shared/spec/topicrec.md.
+"""One test per TopicRec mechanic, checked against docs/topicrec.md.
 
 Most tests put users in a hand-made situation (``helpers.make_state``) and take one step;
 the expected values are recomputed here from the spec's formulas, not from the simulator's

@@ -6,9 +6,8 @@ Two implementations of each algorithm on the same synthetic data (1M transitions
 * ``slate_rl``: :func:`slate_rl.offline.registry.make_algo` with its default (CORL) config, batches
   drawn by a ``torch.randint`` index on the device;
 * ``reference``: eager loops in the style of the CORL single-file implementations, written in
-  ``bench/corl_reference.py`` (a script of the source checkout, not shipped) from their behaviour
-  (not their code): for TD3+BC and IQL the structure of CORL's
-  ``algorithms/offline/td3_bc.py`` and ``iql.py`` step for step (TD3+BC: separate Q1/Q2 modules
+  :mod:`slate_rl.bench.corl_reference` from their behaviour (not their code): for TD3+BC and IQL the
+  structure of CORL's ``algorithms/offline/td3_bc.py`` and ``iql.py`` step for step (TD3+BC: separate Q1/Q2 modules
   and optimisers, (B, 1) targets; IQL: a ``TwinQ`` with one concatenation, a value, a critic and an
   actor step each with its own backward pass, ``torch.distributions.Normal`` policy), ``.item()``
   on every logged loss, Python-loop soft updates, default ``torch.optim.Adam``, and
@@ -25,24 +24,19 @@ cannot get faster without doing less arithmetic.
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import multiprocessing as mp
 import os
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from slate_rl.bench.corl_reference import reference_step
 from slate_rl.bench.shapes import ACTION_DIM, BATCH_SIZE, GAMMA, OBS_DIM
 from slate_rl.core.device import available_cpus
-from slate_rl.core.errors import ConfigError
 from slate_rl.offline.multiseed import STACKABLE, StackedTD3BC, check_stackable, noise_generator
 from slate_rl.offline.registry import TD_ALGOS, make_algo
 
@@ -52,24 +46,6 @@ WARMUP_STEPS = 3
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-REFERENCE_PATH = Path(__file__).resolve().parents[2] / "bench" / "corl_reference.py"
-"""The CORL-style reference loops: a script of the source checkout, not shipped with the package."""
-
-
-@functools.cache
-def load_reference() -> ModuleType:
-    """The reference implementations (``bench/corl_reference.py``), imported by path."""
-    if not REFERENCE_PATH.is_file():
-        raise ConfigError(f"{REFERENCE_PATH}: the CORL-style reference of `slate-rl bench offline` is not here; it "
-                          "lives in the bench/ folder of a source checkout (git clone the repository and run there)")
-    spec = importlib.util.spec_from_file_location("slate_rl_corl_reference", REFERENCE_PATH)
-    assert spec is not None and spec.loader is not None  # a .py file always has a spec and a loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def synthetic_data(n: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -129,15 +105,13 @@ def gflop_per_update(step: Callable[[], Any], updates: int = 2) -> float:
 
 def run_benchmark(device: torch.device, min_seconds: float, algos: list[str] | None = None, rounds: int = 3,
                   n_transitions: int = 1_000_000) -> list[dict[str, Any]]:
-    reference = load_reference()
     data = synthetic_data(n_transitions, device)
     total_steps = 1_000_000
     rows = []
     for name in algos or list(TD_ALGOS):
         torch.manual_seed(0)
         np.random.seed(0)
-        ours, ref = slate_rl_step(name, data, device, total_steps), reference.reference_step(name, data, device,
-                                                                                             total_steps)
+        ours, ref = slate_rl_step(name, data, device, total_steps), reference_step(name, data, device, total_steps)
         for _ in range(WARMUP_STEPS):
             ours()
             ref()

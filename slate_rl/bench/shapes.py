@@ -1,7 +1,8 @@
 """The synthetic problem every update benchmark times (``slate-rl bench offline``/``sequence``): observation and
 latent-action sizes, batch size, discount and session length. A module of its own, importing nothing, so
-that ``bench/corl_reference.py`` (loaded by path from :mod:`slate_rl.bench.offline`) reads the same sizes
-without importing the module that loads it."""
+that :mod:`slate_rl.bench.offline`, :mod:`slate_rl.bench.sequence` and the CORL-style reference that the
+offline benchmark times against (:mod:`slate_rl.bench.corl_reference`) read the same sizes, the reference
+without importing the module that imports it."""
 
 from __future__ import annotations
 

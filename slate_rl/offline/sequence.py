@@ -90,7 +90,6 @@ class SlateClickEncoder(nn.Module):
 class SequenceAlgo(OfflineAlgo):
     """Base class of the sequence methods (see the module doc)."""
 
-    family = "sequence"
     return_discount = 1.0
     """Discount of the return-to-go the method conditions on (1: undiscounted, as DT)."""
 

@@ -1,6 +1,6 @@
 """Collect the result JSONs of a results directory.
 
-Layouts (relative to the results directory, DESIGN.md's artifact table):
+Layouts (relative to the results directory, the README's artifact table):
 
 ===========================================  =====================================
 ``{env}/reference/{policy}.json``            a reference policy (random, oracle, eps-greedy)

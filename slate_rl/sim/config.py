@@ -1,6 +1,6 @@
 """TopicRec parameters and the six environment presets of the GeMS paper.
 
-Defaults are the values the paper's experiments ran with (``../shared/spec/topicrec.md``),
+Defaults are the values the paper's experiments ran with (``docs/topicrec.md``),
 not the published argparse defaults.
 """
 

@@ -3,8 +3,7 @@
 Written from the behaviour of CORL's single-file scripts (``algorithms/offline/td3_bc.py``,
 ``cql.py``, ``iql.py``, ``any_percent_bc.py``), not their code. ``slate-rl bench offline``
 (:mod:`slate_rl.bench.offline`) times our updates against these and ``tests/test_offline_algos.py``
-checks that both compute the same numbers; this file is part of the source checkout, not of the
-installed package.
+checks that both compute the same numbers.
 """
 
 from __future__ import annotations
