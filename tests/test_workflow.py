@@ -356,6 +356,23 @@ def test_an_agent_job_carries_its_own_agent_section_only(tmp_path):
             assert ("--q-lr" in shell) == ("/sac_" in out)
 
 
+def test_the_reference_policies_are_one_job_per_environment_read_by_collect_and_train_offline(tmp_path):
+    """One offline_references job per environment; the expert and medium collections (their label checks) and
+    every offline policy job read its file, the random quality does not wait for it."""
+    jobs = _plan(tmp_path, {"offline_data": {"qualities": ["expert", "medium", "random"]},
+                            "offline": {"algos": ["td3bc", "dt"], "seeds": [0]}})
+    refs = [j for j in jobs if j["rule"] == "offline_references"]
+    assert len(refs) == 1 and refs[0]["output"] == ["data/offline/diffuse_mix/references.json"]
+    assert "slate-rl offline-references " in refs[0]["shell"] and "--expert-noise" in refs[0]["shell"]
+    collect = {Path(j["output"][0]).stem: j["shell"] for j in _training_jobs(jobs, "collect")}
+    assert _option(collect["expert"], "--references") == _option(collect["medium"], "--references") == \
+        "data/offline/diffuse_mix/references.json"
+    assert _option(collect["random"], "--references") is None
+    for job in _training_jobs(jobs, "train-offline"):
+        assert _option(job["shell"], "--references") == "data/offline/diffuse_mix/references.json"
+    assert all(_option(j["shell"], "--label-ratio") == "0.9" for j in _training_jobs(jobs, "collect"))
+
+
 GROUPED = {"agents": {"names": ["sac_gems", "reinforce"], "seeds": [0, 1, 2, 3, 4]},
            "offline": {"algos": ["td3bc"], "seeds": [0, 1, 2]}}
 
