@@ -174,7 +174,7 @@ def train_offline_seeds(
 ) -> list[OfflineState | DivergenceError]:
     """Train ``algos[i]`` (TD3BC) with seed ``seeds[i]`` on ``buffer`` (states already prepared), all together
     (module doc): the multi-seed :func:`~slate_rl.offline.loop.train_offline`, with its schedule, guard,
-    validation and resume. ``validate(i)`` returns the validation return of ``algos[i]``, which holds seed
+    validation and resume. ``validate(i)`` returns the validation return of ``algos[i]`` (or the return and its diagnostics), which holds seed
     ``i``'s current state when it is called; ``last_paths[i]`` is seed ``i``'s resume checkpoint, written under
     ``fingerprints[i]``; ``logger`` gets every seed's metrics under ``seed<s>/`` (one run for the group).
 
