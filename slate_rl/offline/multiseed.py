@@ -174,9 +174,10 @@ def train_offline_seeds(
 ) -> list[OfflineState | DivergenceError]:
     """Train ``algos[i]`` (TD3BC) with seed ``seeds[i]`` on ``buffer`` (states already prepared), all together
     (module doc): the multi-seed :func:`~slate_rl.offline.loop.train_offline`, with its schedule, guard,
-    validation and resume. ``validate(i)`` returns the validation return of ``algos[i]`` (or the return and its diagnostics), which holds seed
-    ``i``'s current state when it is called; ``last_paths[i]`` is seed ``i``'s resume checkpoint, written under
-    ``fingerprints[i]``; ``logger`` gets every seed's metrics under ``seed<s>/`` (one run for the group).
+    validation and resume. ``validate(i)`` returns the validation return of ``algos[i]`` (or the return and its
+    diagnostics), which holds seed ``i``'s current state when it is called; ``last_paths[i]`` is seed ``i``'s
+    resume checkpoint, written under ``fingerprints[i]``; ``logger`` gets every seed's metrics under
+    ``seed<s>/`` (one run for the group).
 
     Returns, per seed, its :class:`~slate_rl.offline.loop.OfflineState` (``algos[i]`` then holds its final
     state), or the :class:`~slate_rl.offline.loop.DivergenceError` that stopped it.
