@@ -17,7 +17,9 @@ from slate_rl.data.d4rl import load_dataset, save_dataset
 from slate_rl.models.gems import GeMS
 from slate_rl.models.rankers import GeMSRanker, save_gems_ranker
 from slate_rl.offline.base import OfflineAlgo
-from slate_rl.offline.datasets import collect_episodes
+from slate_rl.offline.datasets import collect_episodes, encode_beliefs
+from slate_rl.offline.diagnostics import DIAGNOSTIC_KEYS, Diagnostics, discounted_returns, mean_noise_norm
+from slate_rl.offline.evaluation import evaluate_returns
 from slate_rl.offline.loop import (
     DivergenceError,
     Normalizer,
@@ -26,10 +28,11 @@ from slate_rl.offline.loop import (
     sample_batch,
     train_offline,
 )
-from slate_rl.offline.policy import algo_policy, load_policy, save_policy, zero_policy
+from slate_rl.offline.policy import algo_policy, load_policy, policy_for, save_policy, zero_policy
 from slate_rl.offline.registry import ALGOS, make_algo
 from slate_rl.online.loop import evaluate
 from slate_rl.online.registry import build_agent, save_agent
+from slate_rl.online.rollouts import run_agent_sessions, user_keys
 from slate_rl.sim.config import make_env_config
 from slate_rl.sim.embeddings import generate_item_embeddings
 from slate_rl.sim.gym_env import build_simulator
@@ -230,6 +233,63 @@ def test_train_offline_stage_writes_policy_and_results(stage_inputs, capsys):
     assert res["normalized_score"] == pytest.approx(100 * (r - lo) / (hi - lo))
     assert set(res["inputs"]) == {"dataset", "gems", "expert", "embeddings"}
     assert (stage_inputs["dir"] / "td3bc.pt").is_file()
+    assert [st for st, _ in res["diagnostics"]] == [4, 8]
+    for _, diag in res["diagnostics"]:
+        assert set(diag) == set(DIAGNOSTIC_KEYS)
+        assert diag["overestimation"] == pytest.approx(diag["q_mean"] - diag["mc_return_mean"])
+        assert diag["action_distance"] > 0 and 0 <= diag["slate_match"] <= diag["slot_match"] <= 1
+        assert diag["behaviour_noise"] is None  # the test dataset's metadata names no collection noise
+
+
+def test_discounted_returns_of_a_scripted_session():
+    rewards = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 4.0]])
+    # G_2 = r_2; G_1 = r_1 + 0.5 r_2; G_0 = r_0 + 0.5 r_1 + 0.25 r_2 (the session ends at the time limit)
+    expected = torch.tensor([[1 + 1 + 0.75, 2 + 1.5, 3.0], [1.0, 2.0, 4.0]])
+    assert torch.allclose(discounted_returns(rewards, 0.5), expected)
+    assert mean_noise_norm(0.1, 1) == pytest.approx(0.1 * (2 / np.pi) ** 0.5)  # E|N(0, s^2)| = s sqrt(2/pi)
+
+
+def _diagnostics(sim, expert, dataset, algo, cfg, noise=0.1):
+    buf = _prepared(dataset)
+    norm = Normalizer(20)
+    norm.fit(torch.from_numpy(dataset.arrays["observations"]))
+    return buf, Diagnostics(sim, policy_for(expert.actor_belief, expert.ranker, algo, norm), algo,
+                            expert.actor_belief, norm, expert.ranker, buf, cfg, {"behaviour": {"noise": noise}})
+
+
+@pytest.mark.parametrize("name", ["td3bc", "cql", "iql", "bc"])
+def test_diagnostics_change_neither_training_nor_the_validation_return(sim, expert, dataset, name, tmp_path):
+    """A run validated by Diagnostics ends with the networks and learning curve of a run validated by the plain
+    validation return (the same number), and records the critic figures only for the methods with critics."""
+    cfg = OfflineConfig(total_steps=6, batch_size=32, eval_interval=3, checkpoint_interval=6, log_interval=3,
+                        val_sessions=3)
+    algo = _algo(name, expert, 6)
+    buf, diag = _diagnostics(sim, expert, dataset, algo, cfg)
+    with_diag = train_offline(algo, buf, cfg, 3, diag, tmp_path / "a.ckpt", progress=False)
+    plain_algo = _algo(name, expert, 6)
+    buf, plain = _diagnostics(sim, expert, dataset, plain_algo, cfg)
+    state = train_offline(plain_algo, buf, cfg, 3, lambda: plain()[0], tmp_path / "b.ckpt", progress=False)
+    assert with_diag.curve == state.curve and state.diagnostics == []
+    for (n, p), (_, q) in zip(algo.state_dict()["modules"].items(), plain_algo.state_dict()["modules"].items(),
+                              strict=True):
+        assert torch.equal(p, q), n
+    policy = policy_for(expert.actor_belief, expert.ranker, algo, plain.normalizer)
+    assert with_diag.curve[-1][1] == float(evaluate_returns(sim, policy, cfg.val_seed, 3).mean())
+    # the states the critic is evaluated at are those the policy acted on: its actions there are the played ones
+    _, ep = run_agent_sessions(sim, policy, user_keys(cfg.val_seed, 0, 3, sim.device), "eval")
+    states = plain.normalizer(encode_beliefs(expert.actor_belief, ep["slates"], ep["clicks"])[:, :-1])
+    torch.testing.assert_close(algo.act(states.flatten(0, 1)), ep["actions"].flatten(0, 1))
+    assert [st for st, _ in with_diag.diagnostics] == [3, 6]
+    last = with_diag.diagnostics[-1][1]
+    critic = name != "bc"
+    assert all((last[k] is not None) == critic for k in ("q_mean", "mc_return_mean", "overestimation"))
+    assert last["behaviour_noise"] == 0.1 and last["noise_distance"] == pytest.approx(mean_noise_norm(0.1, 8))
+    assert last["action_distance"] > 0 and 0 <= last["slate_match"] <= last["slot_match"] <= 1
+    # the dataset's own actions: distance 0 and every slate the same
+    real = diag.algo.act
+    diag.algo.act = lambda obs: diag.actions if obs.shape == diag.obs.shape else real(obs)  # type: ignore
+    same = diag()[1]
+    assert same["action_distance"] == 0 and same["slate_match"] == 1 and same["slot_match"] == 1
 
 
 def _references(inputs, *extra: str) -> int:
@@ -393,6 +453,9 @@ def test_train_offline_stage_runs_the_sequence_methods(stage_inputs, algo, capsy
     assert res["offline"]["total_steps"] == total and [s for s, _ in res["learning_curve"]] == [total // 2, total]
     assert res["algo_config"]["total_steps"] == total and res["n_sessions"] == 8
     assert set(res["references"]) >= {"behaviour", "zero_action", "random", "expert"}
+    # diagnostics: none of the state-vector or critic ones for a sequence method
+    assert [st for st, _ in res["diagnostics"]] == [total // 2, total]
+    assert all(v is None for _, diag in res["diagnostics"] for v in diag.values())
     seq = res["sequence"]
     assert seq["max_return_to_go_at_t0"] >= 1.0 and "return_normalisation" in seq
     # the saved policy plays the conditioning table of `slate-rl bench conditioning`
@@ -478,7 +541,7 @@ def test_a_killed_run_reruns_to_the_bytes_of_an_uninterrupted_one(stage_inputs, 
     """`train-offline --seed` killed after its first checkpoint (at the validation of step 6) or after its last one
     before the end (at the validation of step 12), then rerun: the rerun resumes from that checkpoint (step 4, step
     8) and writes the policy file and the results JSON of an uninterrupted run, byte for byte."""
-    from slate_rl.stages import train_offline as stage
+    from slate_rl.offline import diagnostics
 
     d = stage_inputs["dir"]
     options = _resume_options(stage_inputs, algo)
@@ -489,7 +552,7 @@ def test_a_killed_run_reruns_to_the_bytes_of_an_uninterrupted_one(stage_inputs, 
 
     assert run("whole") == 0
     for name, validation in (("early", 1), ("late", 2)):
-        kill_at_call(stage, "evaluate_returns", validation)
+        kill_at_call(diagnostics, "run_agent_sessions", validation)  # one call per validation (4 sessions)
         assert run(name) == 130
         assert int(read_resume_checkpoint(d / name / "p.pt.last.ckpt")["step"]) == 4 * validation
         capsys.readouterr()

@@ -331,3 +331,33 @@ def test_dataset_tables_compare_methods_on_the_same_data(tmp_path):
                                          (float("nan"), "n/a")])
 def test_p_values_are_formatted_without_claiming_zero(p, text):
     assert fmt_p(p) == text
+
+
+def test_offline_diagnostics_get_a_figure_per_dataset_and_older_results_none(tmp_path):
+    """Offline results with diagnostics (one of them with nulls, as BC's critic figures) give the figure of their
+    dataset, referenced from the report; a dataset whose results have none (older files) gets no figure."""
+    root = tmp_path / "results"
+    write_reference(root, "focused_topdown", "random", 30.0)
+    for seed in range(2):
+        write_offline(root, "focused_topdown", "medium", "iql", seed, 70.0)  # no diagnostics
+        for algo, q in (("td3bc", 5.0), ("bc", None)):
+            write_offline(root, "focused_topdown", "expert", algo, seed, 80.0)
+            path = root / f"focused_topdown/expert/{algo}/seed{seed}.json"
+            data = json.loads(path.read_text())
+            data["diagnostics"] = [[1000 * (k + 1), {
+                "q_mean": None if q is None else q + k, "mc_return_mean": None if q is None else 4.0,
+                "overestimation": None if q is None else q + k - 4.0, "action_distance": 1.0 - 0.1 * k + 0.05 * seed,
+                "behaviour_noise": 0.1, "noise_distance": 0.28, "slate_match": 0.1 * k, "slot_match": 0.5}]
+                for k in range(4)]
+            path.write_text(json.dumps(data))
+    results = collect_results(root)
+    report = build_env_report(results, "focused_topdown")
+    td3bc = next(m for m in report.methods if m.method == "td3bc")
+    bc = next(m for m in report.methods if m.method == "bc")
+    assert [c[:, 1].tolist() for c in td3bc.diagnostic_curves("overestimation")] == [[1.0, 2.0, 3.0, 4.0]] * 2
+    assert bc.diagnostic_curves("overestimation") == [] and len(bc.diagnostic_curves("action_distance")) == 2
+    markdown, figures = run_report(root, tmp_path / "out")
+    _assert_png(figures / "focused_topdown_expert_diagnostics.png")
+    assert not (figures / "focused_topdown_medium_diagnostics.png").exists()
+    assert "(report/focused_topdown_expert_diagnostics.png)" in markdown
+    assert "medium_diagnostics" not in markdown and not results.skipped

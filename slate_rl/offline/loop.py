@@ -16,8 +16,10 @@ their dataset statistics once and get windows of sessions from their own ``sampl
   quantity fails is recorded without a host sync and checked every ``log_interval`` steps, when
   the run stops with :class:`DivergenceError` naming the quantity and the step;
 * validation every ``eval_interval`` steps on ``val_sessions`` fixed users (the learning
-  curve), and ``last`` checkpoints every ``checkpoint_interval`` steps: algorithm, optimisers,
-  counters, RNG states and curve; a rerun resumes and ends bit-identical to an uninterrupted run.
+  curve; a callback that also returns diagnostics, :mod:`slate_rl.offline.diagnostics`, has them
+  recorded beside the curve, logged and checkpointed), and ``last`` checkpoints every
+  ``checkpoint_interval`` steps: algorithm, optimisers, counters, RNG states, curve and
+  diagnostics; a rerun resumes and ends bit-identical to an uninterrupted run.
 
 The policy reported is the final one (offline RL selects no checkpoint on online returns).
 """
@@ -47,6 +49,25 @@ from slate_rl.offline.sequence import SequenceAlgo
 TRANSITION_FIELDS = ("observations", "actions", "rewards", "next_observations")
 
 
+Validation = Callable[[], float | tuple[float, dict[str, float | None]]]
+"""A validation callback: the validation return, or the return and its diagnostics
+(:class:`~slate_rl.offline.diagnostics.Diagnostics`)."""
+
+
+def record_validation(state: OfflineState, step: int, outcome: float | tuple[float, dict[str, float | None]],
+                      logger: RunLogger | None, prefix: str = "") -> float:
+    """Append a validation's outcome to ``state`` (curve, diagnostics) and the logger; return the return."""
+    val, diag = outcome if isinstance(outcome, tuple) else (outcome, None)
+    state.curve.append([step, val])
+    logged = {f"{prefix}val_return": val}
+    if diag is not None:
+        state.diagnostics.append([step, diag])
+        logged.update({f"{prefix}diag/{k}": v for k, v in diag.items() if v is not None})
+    if logger is not None:
+        logger.log(logged, step=step)
+    return val
+
+
 class DivergenceError(SlateRLError):
     """A loss or a Q value became NaN/inf or exceeded the limit."""
 
@@ -58,6 +79,9 @@ class OfflineState:
     step: int = 0
     curve: list[list[float]] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
+    diagnostics: list[list[Any]] = field(default_factory=list)
+    """``[step, {name: value or None}]`` per validation whose callback returned diagnostics
+    (:mod:`slate_rl.offline.diagnostics`)."""
     train_seconds: float = 0.0
     """Wall-clock seconds this process spent in the loop (a resumed run: since it resumed). Not in the
     checkpoint, which holds no wall-clock figure: the same run gives the same checkpoint bytes."""
@@ -144,7 +168,7 @@ def train_offline(
     buffer: EpisodeBuffer,
     cfg: OfflineConfig,
     seed: int,
-    validate: Callable[[], float],
+    validate: Validation,
     last_path: str | os.PathLike[str],
     logger: RunLogger | None = None,
     progress: bool = True,
@@ -195,11 +219,9 @@ def train_offline(
         if state.step % cfg.eval_interval == 0 or done:
             guard.check(algo.name)
             with torch.random.fork_rng(devices=cuda_devices()):  # validation must not touch training's RNG
-                val = validate()
-            state.curve.append([state.step, val])
+                outcome = validate()
+            val = record_validation(state, state.step, outcome, logger)
             bar.set_postfix(val=f"{val:.1f}")
-            if logger is not None:
-                logger.log({"val_return": val}, step=state.step)
         if state.step % cfg.checkpoint_interval == 0 or done:
             guard.check(algo.name)  # never checkpoint diverged weights
             state.metrics = {k: float(v) for k, v in metrics.items()}
@@ -217,6 +239,7 @@ def _save_last(path: Path, algo: OfflineAlgo, state: OfflineState, generator: to
         "algo": algo.state_dict(), "step": torch.tensor(state.step),
         "curve": curve_tensor(state.curve),
         "metrics": {k: torch.tensor(v, dtype=torch.float64) for k, v in state.metrics.items()},
+        "diagnostics": state.diagnostics,
     }, fingerprint, generator)
 
 
@@ -229,5 +252,6 @@ def _load_last(path: Path, algo: OfflineAlgo, state: OfflineState, generator: to
         state.step = int(payload["step"])
         state.curve = curve_from_tensor(payload["curve"])
         state.metrics = {k: float(v) for k, v in payload.get("metrics", {}).items()}
+        state.diagnostics = [[int(step), dict(d)] for step, d in payload.get("diagnostics", [])]
 
     return load_resume(path, fingerprint, restore, generator)

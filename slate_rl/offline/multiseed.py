@@ -64,7 +64,15 @@ from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.models.stacked import SeedStates, stack_mlp, stack_optimizer
 from slate_rl.offline.base import OfflineAlgo
 from slate_rl.offline.config import OfflineConfig
-from slate_rl.offline.loop import DivergenceError, Guard, OfflineState, _load_last, _save_last, sample_batch
+from slate_rl.offline.loop import (
+    DivergenceError,
+    Guard,
+    OfflineState,
+    _load_last,
+    _save_last,
+    record_validation,
+    sample_batch,
+)
 from slate_rl.offline.nets import EnsembleQ
 from slate_rl.offline.td3bc import TD3BC
 
@@ -158,7 +166,7 @@ def train_offline_seeds(
     buffer: EpisodeBuffer,
     cfg: OfflineConfig,
     seeds: Sequence[int],
-    validate: Callable[[int], float],
+    validate: Callable[[int], float | tuple[float, dict[str, float | None]]],
     last_paths: Sequence[str | os.PathLike[str]],
     logger: RunLogger | None = None,
     progress: bool = True,
@@ -166,9 +174,10 @@ def train_offline_seeds(
 ) -> list[OfflineState | DivergenceError]:
     """Train ``algos[i]`` (TD3BC) with seed ``seeds[i]`` on ``buffer`` (states already prepared), all together
     (module doc): the multi-seed :func:`~slate_rl.offline.loop.train_offline`, with its schedule, guard,
-    validation and resume. ``validate(i)`` returns the validation return of ``algos[i]``, which holds seed
-    ``i``'s current state when it is called; ``last_paths[i]`` is seed ``i``'s resume checkpoint, written under
-    ``fingerprints[i]``; ``logger`` gets every seed's metrics under ``seed<s>/`` (one run for the group).
+    validation and resume. ``validate(i)`` returns the validation return of ``algos[i]`` (or the return and its
+    diagnostics), which holds seed ``i``'s current state when it is called; ``last_paths[i]`` is seed ``i``'s
+    resume checkpoint, written under ``fingerprints[i]``; ``logger`` gets every seed's metrics under
+    ``seed<s>/`` (one run for the group).
 
     Returns, per seed, its :class:`~slate_rl.offline.loop.OfflineState` (``algos[i]`` then holds its final
     state), or the :class:`~slate_rl.offline.loop.DivergenceError` that stopped it.
@@ -236,12 +245,10 @@ def train_offline_seeds(
             vals = {}
             for i in alive:
                 with torch.random.fork_rng(devices=cuda_devices()):  # validation must not touch training's RNG
-                    vals[i] = validate(i)
-                states[i].curve.append([step, vals[i]])
+                    outcome = validate(i)
+                vals[i] = record_validation(states[i], step, outcome, logger, prefix=f"seed{seeds[i]}/")
             if vals:
                 bar.set_postfix(val=f"{sum(vals.values()) / len(vals):.1f}")
-            if logger is not None:
-                logger.log({f"seed{seeds[i]}/val_return": v for i, v in vals.items()}, step=step)
         if checkpoint:
             now = time.perf_counter()
             for i in alive:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from slate_rl.report.results import REFERENCE_POLICIES, Results
-from slate_rl.report.tables import Aggregate, EnvReport, dataset_table, method_rank
+from slate_rl.report.tables import Aggregate, EnvReport, dataset_table, diagnostic_qualities, method_rank
 
 SESSIONS_MARK = "†"
 _KIND_ORDER = {"online": 0, "offline": 1, "reference": 2}
@@ -184,6 +184,12 @@ def _env_section(report: EnvReport, figures_link: str) -> str:
                      "CI over seeds, so that a collapse in training shows as final << peak; "
                      "wall-clock times are in each result's .timings.json, not in the report):")
         parts.extend(datasets)
+    for quality in diagnostic_qualities(report):
+        parts.append(
+            f"Diagnostics of the offline methods on {quality} data (at each validation: the critic's estimate minus "
+            "the Monte-Carlo return on the played sessions; the distance of the policy's action from the dataset's, "
+            "dotted: the collection noise's; the fraction of dataset states where the two decode to one slate):\n\n"
+            f"![{report.env}, {quality}: diagnostics]({figures_link}/{report.env}_{quality}_diagnostics.png)")
     parts.append(
         f"![{report.env}: learning curves]({figures_link}/{report.env}_curves.png)\n\n"
         f"![{report.env}: test returns]({figures_link}/{report.env}_returns.png)\n\n"

@@ -93,6 +93,59 @@ def plot_curves(report: EnvReport, path: str | os.PathLike[str]) -> None:
     _save(fig, path)
 
 
+_DIAGNOSTIC_PANELS = (  # (diagnostic, a second one drawn dotted or None, title, y label)
+    ("overestimation", None, "over-estimation", "Q(s, a) - Monte-Carlo return on the played sessions"),
+    ("action_distance", "noise_distance", "action distance (dotted: collection noise)",
+     "distance to the dataset action (GeMS half-widths)"),
+    ("slot_match", "slate_match", "slate agreement (dotted: whole slate)",
+     "fraction of slots (dotted: slates) as the dataset's"),
+)
+
+
+def _band(ax: Any, curves: list[np.ndarray], colour: Any, label: str | None, style: str = "-") -> None:
+    """Mean over seeds with its 95% CI band (where two seeds or more have the step)."""
+    steps, mean, ci = curve_band(curves)
+    ax.plot(steps, mean, color=colour, label=label, linestyle=style, marker="." if steps.size < 30 else None)
+    band = np.isfinite(ci)
+    if band.any():
+        ax.fill_between(steps, mean - np.where(band, ci, 0), mean + np.where(band, ci, 0), where=band, color=colour,
+                        alpha=0.2, linewidth=0)
+
+
+def plot_diagnostics(report: EnvReport, quality: str, path: str | os.PathLike[str]) -> None:
+    """The offline methods on ``quality`` data: over-estimation, distance from the dataset actions (beside the
+    collection noise's, dotted) and slate agreement (slots; whole slates dotted) vs gradient step, mean and 95% CI
+    band over seeds."""
+    colours = _colours(report)
+    methods = [m for m in report.methods if m.kind == "offline" and m.quality == quality]
+    fig = _new_figure(5.2 * len(_DIAGNOSTIC_PANELS) + 2.5, 4.2)
+    axes = fig.subplots(1, len(_DIAGNOSTIC_PANELS), squeeze=False)[0]
+    for ax, (name, reference, title, ylabel) in zip(axes, _DIAGNOSTIC_PANELS, strict=True):
+        for m in methods:
+            curves = m.diagnostic_curves(name)
+            if curves:
+                _band(ax, curves, colours[id(m)], f"{m.label} ({_seeds(m)})")
+                if reference and m.diagnostic_curves(reference):
+                    _band(ax, m.diagnostic_curves(reference), colours[id(m)], None, ":")
+        if name == "overestimation":
+            ax.axhline(0.0, color="gray", linewidth=0.8)
+        if name == "slot_match":
+            ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"{report.env}, {quality} data: {title}", fontsize=9)
+        ax.set_xlabel("gradient step")
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes[1:]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if handles:
+        axes[-1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    _save(fig, path)
+
+
 def plot_returns(report: EnvReport, path: str | os.PathLike[str]) -> None:
     """Horizontal bars of the test return with 95% CI error bars, methods best first, then references."""
     colours = _colours(report)

@@ -83,6 +83,9 @@ class SeedResult:
     normalized_score: float = math.nan
     references: list[Reference] = field(default_factory=list)
     path: str = ""
+    diagnostics: dict[str, np.ndarray] = field(default_factory=dict)
+    """Diagnostic name -> (k, 2) array of (step, value) over the validations where it has a value (the
+    ``diagnostics`` field of an offline result, :mod:`slate_rl.offline.diagnostics`); empty without one."""
 
 
 @dataclass
@@ -267,8 +270,27 @@ def _seed_result(data: dict[str, Any], parts: tuple[str, ...], kind: str, path: 
     return SeedResult(
         env, kind, method, quality, seed, _number(data, "return_mean"), ci, n, returns,
         _array(data, "learning_curve", 2), _number(data, "normalized_score", required=False),
-        _offline_references(data, env, quality), str(path),
+        _offline_references(data, env, quality), str(path), _diagnostics(data),
     )
+
+
+def _diagnostics(data: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The ``diagnostics`` field (``[[step, {name: value or null}], ...]``) as one (step, value) curve per name;
+    {} when the result has none (results written before diagnostics existed)."""
+    value = data.get("diagnostics")
+    if value is None:
+        return {}
+    if not isinstance(value, list) or not all(
+            isinstance(e, list) and len(e) == 2 and _all_numbers(e[0]) and isinstance(e[1], dict) for e in value):
+        raise MalformedResult("field 'diagnostics' is not a list of [step, {name: value}] pairs")
+    points: dict[str, list[tuple[float, float]]] = {}
+    for step, diag in value:
+        for name, v in diag.items():
+            if v is not None:
+                if not _all_numbers(v) or isinstance(v, list):
+                    raise MalformedResult(f"field 'diagnostics' has a non-number {name!r} at step {step}")
+                points.setdefault(name, []).append((float(step), float(v)))
+    return {name: np.asarray(p, dtype=np.float64) for name, p in points.items()}
 
 
 def _aggregate(data: dict[str, Any], parts: tuple[str, ...], path: Path) -> list[SeedResult]:

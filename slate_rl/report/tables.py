@@ -135,6 +135,10 @@ class MethodSummary:
     def curves(self) -> list[np.ndarray]:
         return [s.learning_curve for s in self.seeds if s.learning_curve is not None]
 
+    def diagnostic_curves(self, name: str) -> list[np.ndarray]:
+        """The (step, value) curve of diagnostic ``name`` of every seed that has it."""
+        return [s.diagnostics[name] for s in self.seeds if name in s.diagnostics]
+
     @property
     def seed_scores(self) -> dict[int, float]:
         """Seed -> its mean test return."""
@@ -187,6 +191,16 @@ class EnvReport:
     def reference_label(self, r: Reference) -> str:
         name = REFERENCE_NAMES.get(r.name, r.name)
         return f"{name} ({r.quality} data)" if r.quality else name
+
+
+def diagnostic_qualities(report: EnvReport) -> list[str]:
+    """The dataset qualities on which an offline method of ``report`` has diagnostics (each gets a figure,
+    ``{env}_{quality}_diagnostics.png``), in the order of the methods."""
+    out: list[str] = []
+    for m in report.methods:
+        if m.kind == "offline" and m.quality and m.quality not in out and any(s.diagnostics for s in m.seeds):
+            out.append(m.quality)
+    return out
 
 
 def build_env_report(results: Results, env: str) -> EnvReport:

@@ -22,9 +22,15 @@ from pathlib import Path
 
 from slate_rl.core.io import atomic_path
 from slate_rl.report.markdown import render_report
-from slate_rl.report.plots import plot_curves, plot_profiles, plot_returns
+from slate_rl.report.plots import plot_curves, plot_diagnostics, plot_profiles, plot_returns
 from slate_rl.report.results import collect_results
-from slate_rl.report.tables import aggregate_offline, build_env_report, dataset_table, summary_table
+from slate_rl.report.tables import (
+    aggregate_offline,
+    build_env_report,
+    dataset_table,
+    diagnostic_qualities,
+    summary_table,
+)
 
 NAME = "report"
 HELP = ("summarise every result (tables over seeds: mean, IQM, probability of improvement, paired tests; learning "
@@ -62,6 +68,9 @@ def run(args: argparse.Namespace) -> None:
             plot_curves(report, tmp)
         with atomic_path(figures / f"{report.env}_returns.png") as tmp:
             plot_returns(report, tmp)
+        for quality in diagnostic_qualities(report):
+            with atomic_path(figures / f"{report.env}_{quality}_diagnostics.png") as tmp:
+                plot_diagnostics(report, quality, tmp)
     with atomic_path(figures / "summary.csv") as tmp:
         summary_table(reports).to_csv(tmp, index=False)
     aggregate = aggregate_offline(reports)

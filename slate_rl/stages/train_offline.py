@@ -46,6 +46,7 @@ from slate_rl.models.rankers import GeMSRanker, load_gems_ranker
 from slate_rl.offline.base import Normalizer, OfflineAlgo
 from slate_rl.offline.config import TDSteps
 from slate_rl.offline.datasets import load_behaviour, relabel_actions
+from slate_rl.offline.diagnostics import Diagnostics
 from slate_rl.offline.evaluation import (
     NORMALIZED_SCORE_DEFINITION,
     evaluate_returns,
@@ -253,9 +254,10 @@ def train_seed(args: argparse.Namespace, inputs: OfflineInputs, cfg: OfflineConf
     meta, run_id = run_meta(args, inputs, cfg, algo_cfg, seed)
     logger = RunLogger(f"{args.algo}-{args.env}-{meta['quality']}-seed{seed}", meta, args.logger_mode,
                        group=args.env)
-    state = train_offline(algo, buffer, cfg, seed,
-                          lambda: float(evaluate_returns(sim, policy, cfg.val_seed, cfg.val_sessions).mean()),
-                          resume_path(policy_path), logger, progress=not args.no_progress, fingerprint=run_id)
+    validate = Diagnostics(sim, policy, algo, inputs.encoder, normalizer, inputs.decoder, buffer, cfg,
+                           inputs.dataset.metadata)
+    state = train_offline(algo, buffer, cfg, seed, validate, resume_path(policy_path), logger,
+                          progress=not args.no_progress, fingerprint=run_id)
     logger.finish()
     write_outputs(args, inputs, algo, normalizer, state, meta, references(args, inputs), policy_path, results_path)
 
@@ -278,7 +280,7 @@ def write_outputs(args: argparse.Namespace, inputs: OfflineInputs, algo: Offline
         "normalized_score": score,
         "normalized_score_definition": NORMALIZED_SCORE_DEFINITION,
         "references": refs, "test_seed": args.test_seed, "learning_curve": state.curve,
-        "final_metrics": state.metrics, "device": str(sim.device),
+        "diagnostics": state.diagnostics, "final_metrics": state.metrics, "device": str(sim.device),
         "item_embeddings": inputs.table_source, "returns": np.round(returns, 3).tolist(),
         **({"sequence": algo.describe()} if isinstance(algo, SequenceAlgo) else {}),
     }
@@ -303,10 +305,11 @@ def train_together(args: argparse.Namespace, inputs: OfflineInputs, cfg: Offline
     algos = [build_algo(args, inputs, cfg, algo_cfg, normalizer, s) for s in seeds]
     metas, prints = zip(*(run_meta(args, inputs, cfg, algo_cfg, s) for s in seeds), strict=True)
     sim = inputs.sim
-    policy_fns = [policy_for(inputs.encoder, inputs.decoder, a, normalizer) for a in algos]
+    validators = [Diagnostics(sim, policy_for(inputs.encoder, inputs.decoder, a, normalizer), a, inputs.encoder,
+                              normalizer, inputs.decoder, buffer, cfg, inputs.dataset.metadata) for a in algos]
 
-    def validate(i: int) -> float:
-        return float(evaluate_returns(sim, policy_fns[i], cfg.val_seed, cfg.val_sessions).mean())
+    def validate(i: int) -> tuple[float, dict[str, float | None]]:
+        return validators[i]()
 
     logger = RunLogger(f"{args.algo}-{args.env}-{metas[0]['quality']}-seeds{'_'.join(map(str, seeds))}",
                        {**metas[0], "seeds": seeds}, args.logger_mode, group=args.env)
