@@ -18,7 +18,7 @@ from slate_rl.models.gems import GeMS
 from slate_rl.models.rankers import GeMSRanker, save_gems_ranker
 from slate_rl.offline.base import OfflineAlgo
 from slate_rl.offline.datasets import collect_episodes, encode_beliefs
-from slate_rl.offline.diagnostics import DIAGNOSTIC_KEYS, Diagnostics, discounted_returns, mean_noise_norm
+from slate_rl.offline.diagnostics import DIAGNOSTIC_KEYS, Diagnostics, mean_noise_norm
 from slate_rl.offline.evaluation import evaluate_returns
 from slate_rl.offline.loop import (
     DivergenceError,
@@ -30,6 +30,7 @@ from slate_rl.offline.loop import (
 )
 from slate_rl.offline.policy import algo_policy, load_policy, policy_for, save_policy, zero_policy
 from slate_rl.offline.registry import ALGOS, make_algo
+from slate_rl.offline.sequence import returns_to_go
 from slate_rl.online.loop import evaluate
 from slate_rl.online.registry import build_agent, save_agent
 from slate_rl.online.rollouts import run_agent_sessions, user_keys
@@ -245,7 +246,7 @@ def test_discounted_returns_of_a_scripted_session():
     rewards = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 4.0]])
     # G_2 = r_2; G_1 = r_1 + 0.5 r_2; G_0 = r_0 + 0.5 r_1 + 0.25 r_2 (the session ends at the time limit)
     expected = torch.tensor([[1 + 1 + 0.75, 2 + 1.5, 3.0], [1.0, 2.0, 4.0]])
-    assert torch.allclose(discounted_returns(rewards, 0.5), expected)
+    assert torch.allclose(returns_to_go(rewards, 0.5), expected)
     assert mean_noise_norm(0.1, 1) == pytest.approx(0.1 * (2 / np.pi) ** 0.5)  # E|N(0, s^2)| = s sqrt(2/pi)
 
 

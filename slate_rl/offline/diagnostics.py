@@ -10,7 +10,7 @@ return beside a dict of diagnostics (:data:`DIAGNOSTIC_KEYS`):
   sessions, ``q_mean`` is the mean over every (session, t) of ``min(Q1, Q2)(s_t, a_t)`` (the
   minimum, the value the critics' targets bootstrap from), divided by ``offline.reward_scale`` so it
   is in reward units; ``mc_return_mean`` the mean of the Monte-Carlo return
-  ``G_t = sum_k gamma^k r_{t+k}`` within the session (:func:`discounted_returns`), and
+  ``G_t = sum_k gamma^k r_{t+k}`` within the session (:func:`~slate_rl.offline.sequence.returns_to_go`), and
   ``overestimation = q_mean - mc_return_mean``. ``G_t`` stops at the time limit: with
   ``offline.bootstrap_timeout`` false (the default) the critic is trained with the same truncation,
   so a faithful critic has ``overestimation`` near 0; with it true the critic bootstraps past the
@@ -40,7 +40,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.models.belief import BeliefEncoder
@@ -49,7 +48,7 @@ from slate_rl.offline.base import Normalizer, OfflineAlgo
 from slate_rl.offline.config import OfflineConfig
 from slate_rl.offline.datasets import encode_beliefs
 from slate_rl.offline.nets import EnsembleQ
-from slate_rl.offline.sequence import SequenceAlgo
+from slate_rl.offline.sequence import SequenceAlgo, returns_to_go
 from slate_rl.online.base import Agent
 from slate_rl.online.rollouts import run_agent_sessions, user_keys
 from slate_rl.sim.core import TopicRec
@@ -60,16 +59,6 @@ SUBSET = 2048
 """Dataset transitions the action distance and slate agreement are measured on."""
 BATCH = 4096
 """Validation sessions played at once (as :func:`~slate_rl.online.rollouts.policy_returns`)."""
-
-
-def discounted_returns(rewards: Tensor, gamma: float) -> Tensor:
-    """``G_t = sum_{k >= 0} gamma^k r_{t+k}`` within each session: (B, H) rewards -> (B, H) returns."""
-    out = torch.empty_like(rewards)
-    acc = torch.zeros_like(rewards[:, 0])
-    for t in range(rewards.shape[1] - 1, -1, -1):
-        acc = rewards[:, t] + gamma * acc
-        out[:, t] = acc
-    return out
 
 
 def critic_of(algo: OfflineAlgo) -> EnsembleQ | None:
@@ -122,7 +111,7 @@ class Diagnostics:
                 states = self.normalizer(encode_beliefs(self.encoder, ep["slates"], ep["clicks"])[:, :-1])
                 q = critic(states, self.algo.normalise(ep["actions"])).min(0).values / cfg.reward_scale
                 q_sum += float(q.sum())
-                g_sum += float(discounted_returns(ep["rewards"], cfg.gamma).sum())
+                g_sum += float(returns_to_go(ep["rewards"], cfg.gamma).sum())
                 count += q.numel()
         policy.train(was_training)
         out: dict[str, float | None] = dict.fromkeys(DIAGNOSTIC_KEYS)
