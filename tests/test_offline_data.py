@@ -955,6 +955,67 @@ def test_cli_datasets_are_the_checkpoints_behaviour(collected, tiny_sim, loaded_
         assert policy_returns(tiny_sim, loaded_expert, 58517, 8, other).mean().item() != pytest.approx(online.mean())
 
 
+def _tiny_logs(cli_inputs, name: str, env: str = "tiny", sessions: int = 10) -> Path:
+    path = cli_inputs["root"] / f"{name}.npz"
+    if not path.exists():
+        assert main(["generate-logs", "--env", env, "--env-spec", json.dumps(ENV_SPEC), "--embeddings-file",
+                     str(cli_inputs["embeddings"]), "--sessions", str(sessions), "--seed", "3", "--device", "cpu",
+                     "--no-progress", "--output", str(path)]) == 0
+    return path
+
+
+def test_cli_logged_is_the_logged_sessions_in_the_experts_states_and_gems_actions(cli_inputs, loaded_expert,
+                                                                                  tmp_path):
+    """``logged``: the first sessions of data/logs/{env}.npz, states from the expert's actor GRU, actions the GeMS
+    encoder's mean of each shown (slate, clicks) clipped to the box, rewards the clicks; the metadata says how
+    often an action decodes back to its logged slate."""
+    from slate_rl.data.logs import load_logs
+
+    logs_path = _tiny_logs(cli_inputs, "logs")
+    out = tmp_path / "logged.npz"
+    assert _cli(cli_inputs, "logged", out, "--logs", str(logs_path)) == 0
+    ds, logs = load_dataset(out), load_logs(logs_path)
+    ep = ds.episodes()
+    assert np.array_equal(ep["slates"][:, 1:], logs.slates[:8])
+    assert np.array_equal(ep["clicks"][:, 0], logs.reset_clicks[:8])
+    assert np.array_equal(ep["rewards"].sum(axis=1), logs.returns[:8])
+    gems = load_gems_ranker(cli_inputs["gems"], num_items=NUM_ITEMS)
+    raw = relabel_actions(gems, logs.slates[:8].reshape(-1, K), logs.clicks[:8].reshape(-1, K))
+    want = gems.clip(torch.from_numpy(raw)).numpy()
+    np.testing.assert_allclose(ds.arrays["actions"], want, rtol=0, atol=1e-6)
+    beliefs = encode_beliefs(loaded_expert.actor_belief, torch.from_numpy(ep["slates"]).long(),
+                             torch.from_numpy(ep["clicks"]))
+    np.testing.assert_allclose(ep["observations"], beliefs.numpy(), rtol=0, atol=1e-5)
+    b = ds.metadata["behaviour"]
+    decoded = gems.rank(torch.from_numpy(want)).numpy()
+    assert b["source"] == "logged sessions" and b["sha256"] == file_sha256(logs_path)
+    assert b["decoded_slot_match"] == pytest.approx(float((decoded == logs.slates[:8].reshape(-1, K)).mean()))
+    assert 0.0 <= b["decoded_slate_match"] <= b["decoded_slot_match"] <= 1.0 and 0.0 <= b["clipped_fraction"] <= 1
+    assert ds.metadata["behaviour_return"]["source"] == "dataset"
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    ((), "--quality logged needs --logs"),
+    (("--episodes", "11"), "holds 10 sessions"),
+    (("--env-logs",), "field 'metadata.env' is 'other'"),
+])
+def test_cli_logged_refuses_missing_short_or_foreign_logs(cli_inputs, tmp_path, capsys, extra, needle):
+    if extra == ("--env-logs",):
+        extra = ("--logs", str(_tiny_logs(cli_inputs, "other_logs", env="other")))
+    elif extra:
+        extra = ("--logs", str(_tiny_logs(cli_inputs, "logs")), *extra)
+    capsys.readouterr()
+    out = tmp_path / "logged.npz"
+    args = [a for a in ("--episodes", "8") if "--episodes" not in extra]
+    code = main(["collect", "--env", "tiny", "--env-spec", json.dumps(ENV_SPEC), "--embeddings-file",
+                 str(cli_inputs["embeddings"]), "--gems", str(cli_inputs["gems"]), "--expert", str(cli_inputs["best"]),
+                 *args, "--test-sessions", "8", "--device", "cpu", "--no-progress", "--logger-mode", "disabled",
+                 "--quality", "logged", "--output", str(out), *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    assert not out.exists()
+
+
 def test_cli_replay_is_the_last_sessions_of_the_training_buffer(cli_inputs, collected):
     payload = torch.load(cli_inputs["last"], map_location="cpu", weights_only=True)
     buf = EpisodeBuffer(10, HORIZON, K, A)

@@ -373,6 +373,17 @@ def test_the_reference_policies_are_one_job_per_environment_read_by_collect_and_
     assert all(_option(j["shell"], "--label-ratio") == "0.9" for j in _training_jobs(jobs, "collect"))
 
 
+def test_the_logged_quality_reads_the_environments_logs(tmp_path):
+    """offline_data.qualities: [logged] plans one collect job on data/logs/{env}.npz (no label check to read)."""
+    jobs = _plan(tmp_path, {"offline_data": {"qualities": ["logged"]},
+                            "offline": {"algos": ["bc"], "seeds": [0], "qualities": ["logged"], "quality": "logged"}})
+    collect = [j["shell"] for j in _training_jobs(jobs, "collect")]
+    assert len(collect) == 1 and _option(collect[0], "--quality") == "logged"
+    assert _option(collect[0], "--logs") == "data/logs/diffuse_mix.npz" and "--references" not in collect[0]
+    assert [_option(j["shell"], "--dataset") for j in _training_jobs(jobs, "train-offline")] == [
+        "data/offline/diffuse_mix/logged.npz"]
+
+
 GROUPED = {"agents": {"names": ["sac_gems", "reinforce"], "seeds": [0, 1, 2, 3, 4]},
            "offline": {"algos": ["td3bc"], "seeds": [0, 1, 2]}}
 

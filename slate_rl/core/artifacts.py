@@ -137,8 +137,9 @@ def variant_tag(base: str, variant: str) -> str:
 
 
 # ------------------------------------------------------------------- datasets, algorithms, reference policies
-QUALITIES = ("expert", "medium", "random", "replay")
-"""The dataset qualities collected from the behaviour agent (others are mixtures of these)."""
+QUALITIES = ("expert", "medium", "random", "replay", "logged")
+"""The base dataset qualities (others are mixtures of these): four collected with the behaviour agent, and
+``logged``, the logged epsilon-greedy sessions (data/logs/{env}.npz) in the agent's state and action spaces."""
 RESERVED_QUALITIES = {"online": "results/{env}/online/ holds the online agents' results",
                       "reference": "results/{env}/reference/ holds the reference policies' results",
                       "references": "data/offline/{env}/references.json holds the offline reference policies"}

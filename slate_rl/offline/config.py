@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from slate_rl.core.artifacts import QUALITIES, RESERVED_QUALITIES
+from slate_rl.core.artifacts import RESERVED_QUALITIES
 from slate_rl.core.config import check_fields
 from slate_rl.core.errors import ConfigError
 
@@ -373,7 +373,7 @@ class OfflineDataConfig:
 
     behaviour_seed: int = 0
     """Seed of the online run whose checkpoints act (best = expert, medium = medium, last = replay)."""
-    qualities: list[str] = field(default_factory=lambda: [*QUALITIES, "medium_expert"])
+    qualities: list[str] = field(default_factory=lambda: ["expert", "medium", "random", "replay", "medium_expert"])
     """Datasets the default target builds: base qualities or mixture names."""
     mixtures: dict[str, Any] = field(default_factory=lambda: {"medium_expert": {"medium": 0.5, "expert": 0.5}})
     """Mixtures: name -> {quality: weight}; episodes are split by weight."""

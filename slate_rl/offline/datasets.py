@@ -54,6 +54,7 @@ from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import file_sha256, read_resume_checkpoint
 from slate_rl.core.stats import mean_ci
 from slate_rl.data.d4rl import OfflineDataset, build_arrays, load_dataset
+from slate_rl.data.logs import load_logs
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.rankers import GeMSRanker
 from slate_rl.offline.config import OfflineDataConfig
@@ -257,7 +258,7 @@ class DatasetRequest:
     env: str
     """Environment name (recorded, and checked against mixture components)."""
     quality: str
-    """expert, medium, random, replay, or the name of a mixture."""
+    """expert, medium, random, replay, logged, or the name of a mixture."""
     gems: str
     """The GeMS checkpoint whose latent space the actions live in."""
     expert: str
@@ -266,6 +267,8 @@ class DatasetRequest:
     """The checkpoint acting for ``medium`` (the run's medium.ckpt)."""
     replay: str | None = None
     """The run's final training state (``replay``); default: last.ckpt beside ``expert``."""
+    logs: str | None = None
+    """The logged sessions (``logged``): data/logs/{env}.npz."""
     mix: tuple[str, ...] = ()
     """``PATH=WEIGHT`` components of a mixture."""
     settings: OfflineDataConfig = dataclasses.field(default_factory=OfflineDataConfig)
@@ -283,6 +286,8 @@ class DatasetRequest:
             raise ConfigError(f"--mix builds a mixture; give it its own name, not {self.quality!r}")
         if self.quality == "medium" and not self.behaviour:
             raise ConfigError("--quality medium needs --behaviour (the online run's medium.ckpt)")
+        if self.quality == "logged" and not self.logs:
+            raise ConfigError("--quality logged needs --logs (the logged sessions, data/logs/{env}.npz)")
         if not self.mix and self.quality not in QUALITIES:
             raise ConfigError(f"unknown quality {self.quality!r}: {', '.join(QUALITIES)}, or a mixture with --mix")
 
@@ -327,6 +332,45 @@ def _replay(req: DatasetRequest, sim: TopicRec, encoder: BeliefEncoder) -> tuple
         raise ArtifactError(f"{last}: field 'buffer' missing; this is not an online run's training state")
     arrays = replay_episodes(payload["buffer"], encoder, req.settings.episodes, sim.device)
     return arrays, {"checkpoint": str(last), "sha256": file_sha256(last), "source": "training replay buffer"}
+
+
+@torch.no_grad()
+def _logged(req: DatasetRequest, sim: TopicRec, gems: GeMSRanker, encoder: BeliefEncoder
+            ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The first ``episodes`` logged sessions: states from the expert's actor GRU, actions the GeMS encoder's mean
+    of each shown (slate, clicks) (:func:`relabel_actions`), clipped to the GeMS box; rewards the clicks. The
+    metadata says how many actions were clipped and how often an action decodes back to its logged slate."""
+    assert req.logs is not None
+    c = sim.config
+    logs = load_logs(req.logs, num_items=c.num_items)
+    env = logs.metadata.get("env")
+    if env != req.env:
+        raise ArtifactError(f"{req.logs}: field 'metadata.env' is {env!r}, not {req.env!r}; pass that environment's "
+                            "logs (data/logs/{env}.npz)")
+    if logs.episode_length != c.episode_length or logs.slates.shape[2] != c.slate_size:
+        raise ArtifactError(f"{req.logs}: sessions of {logs.episode_length} steps of {logs.slates.shape[2]} items, "
+                            f"the environment has {c.episode_length} of {c.slate_size}; pass its own logs")
+    n = req.settings.episodes
+    if n > logs.num_sessions:
+        raise ConfigError(f"--episodes {n}: {req.logs} holds {logs.num_sessions} sessions; collect at most that many")
+    slates = np.concatenate([logs.reset_slates[:n, None], logs.slates[:n]], axis=1)
+    clicks = np.concatenate([logs.reset_clicks[:n, None], logs.clicks[:n]], axis=1)
+    raw = relabel_actions(gems, slates[:, 1:].reshape(-1, c.slate_size), clicks[:, 1:].reshape(-1, c.slate_size))
+    actions = gems.clip(torch.from_numpy(raw).to(sim.device))
+    decoded = torch.cat([gems.rank(chunk) for chunk in actions.split(8192)]).cpu().numpy()
+    shown = slates[:, 1:].reshape(-1, c.slate_size).astype(np.int64)
+    beliefs = encode_beliefs(encoder, torch.from_numpy(slates.astype(np.int64)).to(sim.device),
+                             torch.from_numpy(clicks).to(sim.device))
+    rewards = clicks[:, 1:].sum(axis=2, dtype=np.float32)
+    arrays = build_arrays(slates, clicks, actions.cpu().numpy().reshape(n, c.episode_length, -1), rewards,
+                          beliefs.cpu().numpy())
+    logs_config = logs.metadata.get("logs_config") or {}
+    return arrays, {"source": "logged sessions", "logs": str(req.logs), "sha256": file_sha256(req.logs),
+                    "logging_policy": logs.metadata.get("policy"), "logs_epsilon": logs_config.get("epsilon"),
+                    "actions": "GeMS encoder mean of each shown (slate, clicks), clipped to the GeMS box",
+                    "clipped_fraction": float((actions.cpu().numpy() != raw).mean()),
+                    "decoded_slate_match": float((decoded == shown).all(axis=1).mean()),
+                    "decoded_slot_match": float((decoded == shown).mean())}
 
 
 def _returns(sim: TopicRec, policy: Agent, seed: int, sessions: int, mode: Mode) -> np.ndarray:
@@ -397,6 +441,8 @@ def build_dataset(req: DatasetRequest, sim: TopicRec, gems: GeMSRanker, table_so
         arrays, extra = _mixture(req, sim, gems_sha)
     elif req.quality == "replay":
         arrays, extra = _replay(req, sim, expert.actor_belief)
+    elif req.quality == "logged":
+        arrays, extra = _logged(req, sim, gems, expert.actor_belief)
     else:
         arrays, extra, returns_online = _collected(req, sim, gems, expert, expert_meta, progress)
     behaviour.update(extra)

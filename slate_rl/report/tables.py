@@ -299,7 +299,7 @@ DATASET_COLUMNS = [
 ]
 """Columns of ``{env}_datasets.csv``: the offline methods of each dataset, with the dataset's references."""
 
-QUALITY_ORDER = ("expert", "medium", "random", "replay")
+QUALITY_ORDER = ("expert", "medium", "random", "replay", "logged")
 
 
 def dataset_table(report: EnvReport) -> pd.DataFrame:

@@ -3,6 +3,8 @@
 Qualities: ``expert`` (the agent's best checkpoint), ``medium`` (its medium checkpoint, given
 with ``--behaviour``), ``random`` (uniform latent actions inside the GeMS bounds), ``replay``
 (the expert run's replay buffer: ``--replay``, by default the ``last.ckpt`` beside ``--expert``),
+``logged`` (the logged epsilon-greedy sessions GeMS trained on, ``--logs``: states from the expert's actor
+GRU, actions the GeMS encoder's mean of each shown slate and its clicks),
 or any other name built as a mixture of existing datasets with ``--mix PATH=WEIGHT`` (repeatable).
 
 States are beliefs of the expert's actor GRU for every quality (one state space per
@@ -45,13 +47,13 @@ from slate_rl.stages.common import (
 from slate_rl.stages.offline_references import add_reference_arguments, policy_references_for
 
 NAME = "collect"
-HELP = "collect an offline dataset (expert, medium, random, replay or a mixture) in the D4RL layout"
+HELP = "collect an offline dataset (expert, medium, random, replay, logged or a mixture) in the D4RL layout"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_env_arguments(parser, embeddings_required=True, device=False)
     parser.add_argument("--quality", required=True,
-                        help="expert, medium, random, replay, or a mixture name (with --mix)")
+                        help="expert, medium, random, replay, logged, or a mixture name (with --mix)")
     parser.add_argument("--gems", required=True, help="GeMS checkpoint of the agent (its latent space)")
     parser.add_argument("--expert", required=True,
                         help="the SAC+GeMS agent's best.ckpt: expert behaviour and the state encoder of every quality "
@@ -61,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replay", default=None,
                         help="the online run's final training state for replay (its last.ckpt); default: the "
                         "last.ckpt beside --expert")
+    parser.add_argument("--logs", default=None,
+                        help="the logged sessions of --quality logged (data/logs/{env}.npz): states from the expert's "
+                        "actor GRU, actions relabelled by the GeMS encoder")
     parser.add_argument("--mix", action="append", default=[], metavar="PATH=WEIGHT",
                         help="a component dataset of a mixture and its weight (repeat)")
     parser.add_argument("--episodes", type=size_int("episodes"), default=10_000, help="episodes (default: 10000)")
@@ -96,7 +101,8 @@ def run(args: argparse.Namespace) -> None:
                                  label_ratio=args.label_ratio, label_check=not args.skip_label_check,
                                  batch_size=args.batch_size)
     req = DatasetRequest(env=args.env, quality=args.quality, gems=args.gems, expert=args.expert,
-                         behaviour=args.behaviour, replay=args.replay, mix=tuple(args.mix), settings=settings,
+                         behaviour=args.behaviour, replay=args.replay, logs=args.logs, mix=tuple(args.mix),
+                         settings=settings,
                          test_seed=args.test_seed, test_sessions=args.test_sessions)
     sim, table_source = simulator_from_args(args)
     gems = load_gems_ranker(args.gems, num_items=sim.config.num_items, device=sim.device)

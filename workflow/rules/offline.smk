@@ -47,7 +47,7 @@ rule offline_dataset:
     params:
         env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),
         behaviour=lambda wildcards, input: " ".join(
-            f"--{name} {input[name]}" for name in ("behaviour", "replay", "references") if name in input.keys()
+            f"--{name} {input[name]}" for name in ("behaviour", "replay", "logs", "references") if name in input.keys()
         ),
         options=collect_options(),
         device=config["device"],

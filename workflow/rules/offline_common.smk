@@ -25,7 +25,8 @@ def references_input(wildcards):
 
 
 def dataset_inputs(wildcards):
-    """The shared inputs, plus the medium checkpoint (medium) or the final training state (replay); expert and
+    """The shared inputs, plus the medium checkpoint (medium), the final training state (replay) or the logged
+    sessions (logged); expert and
     medium also the reference policies their labels are checked against."""
     inputs = shared_inputs(wildcards)
     if wildcards.quality in ("expert", "medium"):
@@ -34,6 +35,8 @@ def dataset_inputs(wildcards):
         inputs["behaviour"] = behaviour_checkpoint(wildcards, "medium")
     if wildcards.quality == "replay":  # the expert's training buffer
         inputs["replay"] = behaviour_checkpoint(wildcards, "last")
+    if wildcards.quality == "logged":  # the logged sessions GeMS trained on
+        inputs["logs"] = A.path(A.LOGS, env=wildcards.env)
     return inputs
 
 
