@@ -51,7 +51,7 @@ def test_dry_run_of_config_yaml_lists_the_paper_scale_jobs(tmp_path):
     assert counts == {
         "item_embeddings": 2, "logged_sessions": 6, "reference_policy": 18, "mf_embeddings": 6, "gems": 6,
         "online_agent": 420, "offline_references": 6, "offline_dataset": 24, "offline_mixture": 6,
-        "offline_policy": 900, "offline_aggregate": 36, "report": 1, "all": 1, "total": 1432,
+        "offline_policy": 1200, "offline_aggregate": 48, "report": 1, "all": 1, "total": 1744,
     }
 
 
@@ -294,7 +294,7 @@ def test_the_chain_runs_first_and_the_longest_offline_jobs_first(tmp_path):
     """Priorities: logs > GeMS > online agents > the datasets offline policies train on > other datasets >
     offline policies, longest first; MF and reference policies fill the cores left free (make quick's
     wall time depends on it)."""
-    jobs = _plan(tmp_path, {"offline": {"algos": ["td3bc", "cql", "iql", "bc", "dt", "dd"]}})
+    jobs = _plan(tmp_path, {"offline": {"algos": ["td3bc", "cql", "iql", "bc", "fql", "idql", "dt", "dd"]}})
     prio = {}
     for j in jobs:
         key = j["rule"]
@@ -306,7 +306,7 @@ def test_the_chain_runs_first_and_the_longest_offline_jobs_first(tmp_path):
     assert prio["logged_sessions"] > prio["gems"] > prio["online_agent"] > prio["offline_dataset:expert"]
     assert prio["offline_dataset:expert"] > prio["offline_dataset:random"]
     order = sorted((k for k in prio if k.startswith("offline_policy:")), key=lambda k: -prio[k])
-    assert [k.split(":")[1] for k in order] == ["dd", "cql", "dt", "iql", "td3bc", "bc"]
+    assert [k.split(":")[1] for k in order] == ["dd", "idql", "cql", "dt", "fql", "iql", "td3bc", "bc"]
     assert prio["offline_dataset:random"] > prio[order[0]] > 0 == prio["mf_embeddings"] == prio["reference_policy"]
 
 

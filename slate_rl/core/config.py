@@ -143,6 +143,7 @@ SIZE_MAXIMA: dict[str, int] = {
     "hidden": 65_536, "belief_dim": 65_536, "dim": 65_536, "latent_dim": 65_536, "embedding_dim": 65_536,
     "item_dim": 65_536, "layers": 256, "heads": 256, "context": 100_000, "horizon": 100_000,
     "diffusion_steps": 100_000, "sampling_steps": 100_000, "n_actions": 100_000, "grad_accumulation": 100_000,
+    "samples": 100_000, "flow_steps": 100_000, "time_dim": 65_536,
     "num_topics": 32_767, "topic_size": 65_536, "episode_length": 1_000_000, "slate_size": 32_767,
 }
 """Upper bounds, by field name in every config section, of the sizes that set memory or run time (100x the paper's

@@ -6,13 +6,16 @@ import torch
 from torch import nn
 
 
-def mlp(sizes: list[int] | tuple[int, ...]) -> nn.Sequential:
-    """Linear layers with ReLU between them (none after the last)."""
+def mlp(sizes: list[int] | tuple[int, ...], layer_norm: bool = False) -> nn.Sequential:
+    """Linear layers with ReLU between them (none after the last); ``layer_norm`` adds a LayerNorm after each
+    hidden ReLU (Linear, ReLU, LayerNorm: the order of FQL's and IDQL's value networks)."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
+            if layer_norm:
+                layers.append(nn.LayerNorm(b))
     return nn.Sequential(*layers)
 
 

@@ -233,6 +233,98 @@ class BCConfig(TDSteps):
 
 
 @dataclass(frozen=True)
+class FQLConfig(TDSteps):
+    """Flow Q-learning hyperparameters (the published code's defaults, seohongpark/fql ``agents/fql.py``)."""
+
+    SECTION: ClassVar[str] = "fql"
+    """The config.yaml section (and the prefix of every key in its errors)."""
+
+    lr: float = 3e-4
+    """Learning rate of every network (one Adam each, over the sum of the losses: the published single Adam)."""
+    tau: float = 0.005
+    """Polyak averaging rate of the target critics."""
+    alpha: float = 10.0
+    """Weight of the distillation term (one-step policy towards the flow policy's action) in the actor loss."""
+    flow_steps: int = 10
+    """Euler steps of the behaviour flow from noise to action (the distillation target)."""
+    q_agg: Literal["mean", "min"] = "mean"
+    """How the twin critics' values combine in the TD target and the actor loss."""
+    normalize_q_loss: bool = False
+    """Divide the actor's Q term by the batch mean |Q| (no gradient), as TD3+BC's lambda."""
+    sample_actions: bool = True
+    """Act with fresh noise z ~ N(0, I) into the one-step policy, as published (false: z = 0)."""
+    hidden: int = 512
+    """Width of the hidden layers of the flow, one-step policy and critics."""
+    layers: int = 4
+    """Number of hidden layers of the flow, one-step policy and critics."""
+    layer_norm: bool = True
+    """LayerNorm after each hidden layer of the critics (the published value network's)."""
+    actor_layer_norm: bool = False
+    """LayerNorm after each hidden layer of the flow and one-step policy."""
+
+    def __post_init__(self) -> None:
+        self.check_steps()
+        check_fields(self, positive=("lr", "flow_steps", "hidden", "layers"), fraction=("tau",),
+                     nonnegative=("alpha",))
+        if self.q_agg not in ("mean", "min"):
+            raise ConfigError(f"{self.SECTION}.q_agg must be mean or min, got {self.q_agg!r}")
+
+
+@dataclass(frozen=True)
+class IDQLConfig(TDSteps):
+    """IDQL hyperparameters (the published code's defaults, philippe-eecs/IDQL ``ddpm_iql_learner.py``)."""
+
+    SECTION: ClassVar[str] = "idql"
+    """The config.yaml section (and the prefix of every key in its errors)."""
+
+    actor_lr: float = 3e-4
+    """Initial learning rate of the diffusion actor (cosine-annealed to 0 over the run)."""
+    critic_lr: float = 3e-4
+    """Learning rate of the twin critics."""
+    value_lr: float = 3e-4
+    """Learning rate of the value function."""
+    tau: float = 0.005
+    """Polyak averaging rate of the target critics."""
+    actor_tau: float = 0.001
+    """Rate of the actor's exponential moving average, the network that samples actions."""
+    expectile: float = 0.7
+    """Expectile of the value loss (the published ``critic_hyperparam``)."""
+    diffusion_steps: int = 5
+    """DDPM steps T (variance-preserving schedule)."""
+    samples: int = 64
+    """Candidate actions the actor samples per state when acting (the published N)."""
+    select: Literal["greedy", "expectile"] = "greedy"
+    """Which candidate to play: the one of largest min_i Q'_i (the published evaluation), or one drawn with
+    weights tau / 1 - tau by the sign of its advantage Q' - V (the published implicit policy)."""
+    ddpm_temperature: float = 1.0
+    """Scale of the noise of each reverse step."""
+    time_dim: int = 64
+    """Width of the learnt Fourier features of the diffusion step."""
+    actor_hidden: int = 256
+    """Width of the hidden layers of the noise model."""
+    actor_layers: int = 3
+    """Number of hidden layers of the noise model."""
+    hidden: int = 256
+    """Width of the hidden layers of the critics and value function."""
+    layers: int = 2
+    """Number of hidden layers of the critics and value function."""
+
+    def __post_init__(self) -> None:
+        self.check_steps()
+        sec = self.SECTION
+        check_fields(self, positive=("actor_lr", "critic_lr", "value_lr", "diffusion_steps", "samples",
+                                     "ddpm_temperature", "time_dim", "actor_hidden", "actor_layers", "hidden",
+                                     "layers"),
+                     fraction=("tau", "actor_tau"))
+        if not 0.0 < self.expectile < 1.0:
+            raise ConfigError(f"{sec}.expectile must be in (0, 1), got {self.expectile}")
+        if self.select not in ("greedy", "expectile"):
+            raise ConfigError(f"{sec}.select must be greedy or expectile, got {self.select!r}")
+        if self.time_dim % 2:
+            raise ConfigError(f"{sec}.time_dim must be even (cosines and sines), got {self.time_dim}")
+
+
+@dataclass(frozen=True)
 class DTConfig:
     """Decision Transformer hyperparameters (CORL ``dt.py``'s defaults)."""
 
@@ -408,5 +500,6 @@ class OfflineDataConfig:
 
 
 ALGO_CONFIGS: dict[str, type] = {"td3bc": TD3BCConfig, "cql": CQLConfig, "iql": IQLConfig, "bc": BCConfig,
+                                 "fql": FQLConfig, "idql": IDQLConfig,
                                  "dt": DTConfig, "dd": DDConfig}
 """The config class of each offline algorithm (its section of config.yaml is named like the algorithm)."""

@@ -35,9 +35,10 @@ class EnsembleQ(nn.Module):
     and ``bmm`` runs them less efficiently), so the fusion here is of the inputs, not of the weights.
     """
 
-    def __init__(self, obs_dim: int, action_dim: int, hidden: int, layers: int, n: int = 2) -> None:
+    def __init__(self, obs_dim: int, action_dim: int, hidden: int, layers: int, n: int = 2,
+                 layer_norm: bool = False) -> None:
         super().__init__()
-        self.members = nn.ModuleList([relu_inplace(mlp([obs_dim + action_dim, *[hidden] * layers, 1]))
+        self.members = nn.ModuleList([relu_inplace(mlp([obs_dim + action_dim, *[hidden] * layers, 1], layer_norm))
                                       for _ in range(n)])
 
     @torch.no_grad()
@@ -74,6 +75,8 @@ def _forward(net: nn.Module, x: Tensor, detach: bool) -> Tensor:
     for layer in net.children():
         if isinstance(layer, nn.Linear):
             x = F.linear(x, layer.weight.detach(), layer.bias.detach())
+        elif isinstance(layer, nn.LayerNorm):
+            x = F.layer_norm(x, layer.normalized_shape, layer.weight.detach(), layer.bias.detach(), layer.eps)
         elif isinstance(layer, StackedLinear):  # the members of a stacked critic (offline/multiseed.py)
             x = layer(x, detach=True)
         else:

@@ -20,12 +20,14 @@ from slate_rl.offline.config import ALGO_CONFIGS
 from slate_rl.offline.cql import CQL
 from slate_rl.offline.dd import DecisionDiffuser
 from slate_rl.offline.dt import DecisionTransformer
+from slate_rl.offline.fql import FQL
+from slate_rl.offline.idql import IDQL
 from slate_rl.offline.iql import IQL
 from slate_rl.offline.sequence import SequenceAlgo, SessionSpec
 from slate_rl.offline.td3bc import TD3BC
 
 ALGOS = OFFLINE_ALGOS
-_CLASSES: dict[str, type[OfflineAlgo]] = {"td3bc": TD3BC, "cql": CQL, "iql": IQL, "bc": BC,
+_CLASSES: dict[str, type[OfflineAlgo]] = {"td3bc": TD3BC, "cql": CQL, "iql": IQL, "bc": BC, "fql": FQL, "idql": IDQL,
                                           "dt": DecisionTransformer, "dd": DecisionDiffuser}
 SEQUENCE_ALGOS = tuple(name for name in ALGOS if issubclass(_CLASSES[name], SequenceAlgo))
 """The sequence family (trained on windows of sessions, acting with a per-user context)."""

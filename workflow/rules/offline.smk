@@ -3,7 +3,7 @@
 # Longest offline jobs first, so that the short ones fill the cores at the end (quick preset on 2 cores: DD
 # 128 s, mostly acting; CQL 84; DT 79; IQL 38; TD3+BC 36; BC 26). The datasets the offline policies train on
 # are collected before the others (priority 11 against 10).
-OFFLINE_ORDER = {"dd": 6, "cql": 5, "dt": 4, "iql": 3, "td3bc": 2, "bc": 1}
+OFFLINE_ORDER = {"dd": 8, "idql": 7, "cql": 6, "dt": 5, "fql": 4, "iql": 3, "td3bc": 2, "bc": 1}
 
 
 # The reference policies of every offline result of an environment (the expert, z = 0, random latent actions on
