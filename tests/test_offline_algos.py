@@ -43,8 +43,6 @@ CASES = {
     "idql_expectile": ("idql", replace(SMALL["idql"], select="expectile", diffusion_steps=2)),
 }
 Q_BASED = ("td3bc", "cql", "iql", "fql", "idql")
-CORL_ALGOS = ("td3bc", "cql", "iql", "bc")
-"""The methods CORL implements (and the benchmark's reference code restates)."""
 
 
 @pytest.fixture(autouse=True)
@@ -319,7 +317,7 @@ def _corl_gap(name: str, cfg: object | None = None, updates: int = 4) -> float:
     return gap
 
 
-@pytest.mark.parametrize("name", CORL_ALGOS)
+@pytest.mark.parametrize("name", corl.CORL_ALGOS)
 def test_matches_the_corl_style_reference(name):
     """Same weights, batches and random draws (both sides draw in the same order): after a few updates
     the parameters differ by float rounding only (fused Adam; CQL's K samples come from one policy

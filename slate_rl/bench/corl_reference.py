@@ -339,6 +339,10 @@ class CorlBC:
         return log_dict
 
 
+CORL_ALGOS = ("td3bc", "cql", "iql", "bc")
+"""The offline methods CORL implements, restated here."""
+
+
 def reference_step(name: str, data: dict[str, torch.Tensor], device: torch.device, total_steps: int
                    ) -> Callable[[], Any]:
     """One CORL-style step: ``ReplayBuffer.sample`` (numpy indices), ``.to(device)``, ``trainer.train``."""

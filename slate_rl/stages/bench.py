@@ -63,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="online, offline: comma-separated numbers of seeds trained together in one process (e.g. "
                         "1,10): seed-sessions/s (online) or seed-updates/s (offline: TD3+BC; the other algorithms "
                         "single-seed only) per number of seeds instead of the single-seed benchmark")
-    parser.add_argument("--algos", default="td3bc,cql,iql,bc", help="offline, threads: comma-separated algorithms")
+    parser.add_argument("--algos", default="td3bc,cql,iql,bc,fql,idql",
+                        help="offline, threads: comma-separated algorithms")
     parser.add_argument("--processes", type=positive_int, default=2, help="threads: concurrent jobs (default: 2)")
     parser.add_argument("--users", type=int, default=500, help="sequence: users acting in parallel (default: 500)")
     parser.add_argument("--dd-config", type=json.loads, default=None,
@@ -105,7 +106,8 @@ _COLUMNS: dict[str, list[tuple[str, str, str]]] = {
                      ("seconds", "seconds", ">8.1f")],
     "offline": [("algo", "algo", "<6"), ("updates/s", "steps_per_second", ">10.1f"),
                 ("CORL-style/s", "reference_steps_per_second", ">13.1f"), ("x CORL", "speedup_vs_reference", ">7.2f"),
-                ("GFLOP/update", "gflop_per_update", ">13.3f"), ("GFLOP/s", "gflop_per_second", ">8.1f")],
+                ("GFLOP/update", "gflop_per_update", ">13.3f"), ("GFLOP/s", "gflop_per_second", ">8.1f"),
+                ("act ms (500 users)", "act_ms", ">19.2f")],
     "offline-seeds": [("algo", "algo", "<6"), ("seeds", "seeds", ">5"), ("seed-updates/s", "seed_updates_per_second",
                       ">15.1f"), ("updates/s", "updates_per_second", ">10.1f"), ("x first", "ratio_to_first", ">8.2f"),
                       ("note", "note", "<")],
@@ -127,7 +129,8 @@ def run(args: argparse.Namespace) -> None:
     if args.target == "offline":
         device = resolve_device(args.device)
         rows = offline_bench.run_benchmark(device, args.min_seconds, args.algos.split(","))
-        title = ("offline RL updates, batch 256, obs 20, action 32, 1M synthetic transitions, best of 3 rounds; "
+        title = ("offline RL updates, batch 256, obs 20, action 32, 1M synthetic transitions, best of 3 rounds "
+                 "(CORL-style columns for the methods CORL has); acting: one call for 500 users; "
                  f"matmul peak {offline_bench.matmul_gflop_per_second(device):.0f} GFLOP/s")
         _report(args.target, title, _machine(device), rows, args.output)
         return
@@ -218,9 +221,16 @@ def _report(target: str, title: str, machine: dict[str, object], rows: list[dict
     print(f"# {title}, {machine}")
     print(" ".join(f"{h:{fmt.split(',')[0].split('.')[0]}}" for h, _, fmt in columns))
     for r in rows:
-        print(" ".join(f"{r[key]:{fmt}}" for _, key, fmt in columns))
+        print(" ".join(_cell(r.get(key), fmt) for _, key, fmt in columns))
     if output:
         write_json(output, {"benchmark": target, "title": title, "machine": machine, "rows": rows, **(extra or {})})
+
+
+def _cell(value: Any, fmt: str) -> str:
+    """``value`` formatted with ``fmt``; a missing value (a row without that measurement) as a dash."""
+    if value is None:
+        return f"{'-':{fmt.split('.')[0].rstrip('fd')}}"
+    return f"{value:{fmt}}"
 
 
 def _machine(device: torch.device) -> dict[str, object]:
