@@ -198,19 +198,36 @@ def seed_chunks(seeds: list[int], size: int) -> list[list[int]]:
     return [list(seeds[i:i + size]) for i in range(0, len(seeds), size)]
 
 
-def seed_jobs(config: dict[str, Any], section: str) -> list[list[int]]:
-    """The seed groups of the multi-seed jobs of ``section`` (``online``: ``agents.seeds``, ``offline``:
-    ``offline.seeds``), in order; none when ``<section>.seeds_per_job`` is 1 (one job per seed, as the single-seed
-    rules plan it)."""
+def seed_jobs(config: dict[str, Any], section: str) -> list[list[int] | None]:
+    """The seed groups of the training jobs of ``section`` (``online``: ``agents.seeds``, ``offline``:
+    ``offline.seeds``), one training rule each: ``[None]`` when ``<section>.seeds_per_job`` is 1 (one rule whose
+    ``{seed}`` wildcard is its job's group of one: any seed), else the configured seeds in consecutive groups."""
     size = seeds_per_job(config, section)
     seeds = config["agents"]["seeds"] if section == "online" else config["offline"]["seeds"]
-    return seed_chunks(seeds, size) if size > 1 else []
+    return seed_chunks(seeds, size) if size > 1 else [None]
 
 
-def per_seed(template: str, seeds: list[int]) -> list[str]:
-    """``template`` (a path template of :mod:`slate_rl.core.artifacts`) for each of ``seeds``, its other fields
-    left as wildcards."""
-    return [template.replace("{seed}", str(s)) for s in seeds]
+def job_rule_name(stage: str, group: list[int] | None) -> str:
+    """The training rule of seed group ``group`` (:func:`seed_jobs`): ``stage`` itself for the one-seed rule."""
+    return stage if group is None else f"{stage}_seeds_{'_'.join(map(str, group))}"
+
+
+def job_label(group: list[int] | None) -> str:
+    """The log/benchmark file stem of a training job of ``group``: ``seed{seed}``, or ``seeds0_1``."""
+    return "seed{seed}" if group is None else f"seeds{'_'.join(map(str, group))}"
+
+
+def per_seed(template: str, group: list[int] | None) -> list[str]:
+    """``template`` (a path template of :mod:`slate_rl.core.artifacts`) for each seed of ``group``, its other
+    fields left as wildcards; the template itself (``{seed}`` a wildcard) for the one-seed rule."""
+    return [template] if group is None else [template.replace("{seed}", str(s)) for s in group]
+
+
+def job_seeds(group: list[int] | None) -> Any:
+    """The ``--seeds`` value of a training job of ``group``: its seed wildcard, or the group's seeds."""
+    if group is None:
+        return lambda wildcards: wildcards.seed
+    return ",".join(map(str, group))
 
 
 def seeds_template(template: str, wildcards: Any) -> str:

@@ -5,7 +5,6 @@ checkpoints in the single-seed format, resume."""
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Sequence
 
 import pytest
@@ -304,13 +303,29 @@ def test_train_agent_with_seeds_writes_every_file_of_a_single_seed_run(tmp_path,
         assert meta["seed"] == s and meta["step"] == result["best_step"]
         assert json.loads((group / f"seed{s}.timings.json").read_text())["seeds_trained_together"] == "1,2"
     # bad input: one clear message each
-    assert _stage(tmp_path, "reinforce", ["--seeds", "1,2"], str(group / "r{seed}"), str(group / "r{seed}.json")) == 2
-    assert "not Reinforce" in capsys.readouterr().err
     assert _stage(tmp_path, "sac_topk_ideal", ["--seeds", "1,2"], str(group / "x"), str(group / "x{seed}.json")) == 2
     assert "--output-dir must contain {seed}" in capsys.readouterr().err
     assert _stage(tmp_path, "sac_topk_ideal", ["--seed", "1", "--seeds", "1,2"], str(group / "y{seed}"),
                   str(group / "y{seed}.json")) == 2
     assert "exactly one of --seed and --seeds" in capsys.readouterr().err
+
+
+def test_train_agent_seeds_of_other_agents_train_one_after_another_to_the_bytes_of_seed_runs(tmp_path):
+    """REINFORCE cannot stack its seeds: `--seeds 1,2` trains them one after another, each writing the bytes of
+    its `--seed` run (results, best, medium and last checkpoints)."""
+    import hashlib
+
+    def digests(directory, result):
+        files = [result, *(directory / f"{c}.ckpt" for c in ("best", "medium", "last"))]
+        return [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+
+    group = tmp_path / "group"
+    assert _stage(tmp_path, "reinforce", ["--seeds", "1,2"], str(group / "a{seed}"), str(group / "r{seed}.json")) == 0
+    for s in (1, 2):
+        alone = tmp_path / f"alone{s}"
+        assert _stage(tmp_path, "reinforce", ["--seed", str(s)], str(alone / "a"), str(alone / "r.json")) == 0
+        assert digests(group / f"a{s}", group / f"r{s}.json") == digests(alone / "a", alone / "r.json"), s
+        assert "seeds_trained_together" not in (group / f"r{s}.timings.json").read_text()
 
 
 def test_a_group_killed_while_testing_resumes_every_seed(tmp_path, monkeypatch):
@@ -319,12 +334,12 @@ def test_a_group_killed_while_testing_resumes_every_seed(tmp_path, monkeypatch):
     to the results of an uninterrupted run."""
     import json
 
-    from slate_rl.stages import train_agent_seeds
+    from slate_rl.stages import train_agent
 
     whole = tmp_path / "whole"
     assert _stage(tmp_path, "sac_topk_ideal", ["--seeds", "1,2"], str(whole / "a{seed}"),
                   str(whole / "s{seed}.json")) == 0
-    real = train_agent_seeds.write_json
+    real = train_agent.write_json
     written: list[str] = []
 
     def write_then_die(path, payload):
@@ -333,11 +348,11 @@ def test_a_group_killed_while_testing_resumes_every_seed(tmp_path, monkeypatch):
         written.append(str(path))
         real(path, payload)
 
-    monkeypatch.setattr(train_agent_seeds, "write_json", write_then_die)
+    monkeypatch.setattr(train_agent, "write_json", write_then_die)
     killed = tmp_path / "killed"
     assert _stage(tmp_path, "sac_topk_ideal", ["--seeds", "1,2"], str(killed / "a{seed}"),
                   str(killed / "s{seed}.json")) != 0
-    monkeypatch.setattr(train_agent_seeds, "write_json", real)
+    monkeypatch.setattr(train_agent, "write_json", real)
     for s in (1, 2):
         assert (killed / f"a{s}" / "last.work.ckpt").is_file()
         for name in ("best.ckpt", "medium.ckpt", "last.ckpt"):  # what Snakemake deletes of a failed job
@@ -352,11 +367,11 @@ def test_a_group_killed_while_testing_resumes_every_seed(tmp_path, monkeypatch):
         assert (killed / f"a{s}" / "last.ckpt").is_file() and not (killed / f"a{s}" / "last.work.ckpt").exists()
 
 
-def test_the_workflow_groups_the_seeds_of_exactly_the_agents_multiseed_trains():
-    """core.artifacts.MULTISEED_AGENTS (the agents whose seeds the rules group, read without torch) are the agents
-    check_stackable accepts."""
+def test_exactly_the_plain_sac_agents_train_their_seeds_together():
+    """stackable (what train-agent --seeds stacks) accepts the SAC agents with a ranker and no other agent;
+    check_stackable refuses the others with one ConfigError."""
     from slate_rl.core import artifacts
-    from slate_rl.online.multiseed import check_stackable
+    from slate_rl.online.multiseed import check_stackable, stackable
     from slate_rl.online.registry import build_agent
     from slate_rl.online.slateq import ClickModel
 
@@ -366,10 +381,8 @@ def test_the_workflow_groups_the_seeds_of_exactly_the_agents_multiseed_trains():
     for name in artifacts.AGENT_NAMES:
         tag = artifacts.sac_gems_tag("d4_beta1_lc0.5_scratch_s0") if name == "sac_gems" else name
         agent = build_agent(tag, sim.items, ITEMS, K, 4, ranker, mf, SMALL, click_model=ClickModel.of(sim))
-        try:
-            check_stackable(agent)
-            stackable = True
-        except ConfigError:
-            stackable = False
-        assert stackable == (name in artifacts.MULTISEED_AGENTS), name
-        assert stackable == bool(re.fullmatch(artifacts.MULTISEED_AGENT_WILDCARD, tag)), tag
+        expected = name in ("sac_gems", "sac_topk_ideal", "sac_topk_mf", "sac_kargmax")
+        assert stackable(agent) == expected, name
+        if not expected:
+            with pytest.raises(ConfigError, match="train its seeds one by one"):
+                check_stackable(agent)

@@ -479,7 +479,7 @@ def test_train_offline_stage_runs_the_sequence_methods(stage_inputs, algo, capsy
     assert "target return 'high' must be a finite number" in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("algo", ["bc", "td3bc"])  # td3bc also through the stacked --seeds path
+@pytest.mark.parametrize("algo", ["bc", "td3bc"])  # td3bc also through --seeds
 def test_a_td_method_may_set_its_own_number_of_updates(stage_inputs, algo, capsys):
     """``<algo>.total_steps`` (the quick preset's cql: 500) replaces offline.total_steps for that method, the
     intervals scaled as for dt/dd (offline 8 steps / eval 4 -> 4 steps / eval 2); the result says so."""
@@ -562,11 +562,10 @@ def test_a_killed_run_reruns_to_the_bytes_of_an_uninterrupted_one(stage_inputs, 
         assert _digests(d / name, "p.pt", "r.json") == _digests(d / "whole", "p.pt", "r.json"), name
 
 
-@pytest.mark.parametrize("algo", ["bc", "dt"])
+@pytest.mark.parametrize("algo", ["bc", "td3bc", "dt"])
 def test_train_offline_seeds_write_the_bytes_of_one_run_per_seed(stage_inputs, algo):
-    """`--seeds 0,1` (one process, the seeds one after another; TD3+BC's stacked seeds are
-    tests/test_offline_multiseed.py's) writes for each seed the result JSON and the policy
-    file of a `--seed` run, byte for byte, and a timings file beside each result."""
+    """`--seeds 0,1` (one process, the seeds one after another) writes for each seed the result JSON and the
+    policy file of a `--seed` run, byte for byte, and a timings file beside each result."""
     alone_dir, group_dir = stage_inputs["dir"] / "alone", stage_inputs["dir"] / "group"  # same file names: the
     alone_dir.mkdir()  # policy archive holds its own name
     group_dir.mkdir()

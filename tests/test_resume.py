@@ -54,14 +54,14 @@ def test_a_killed_train_agent_reruns_to_the_bytes_of_an_uninterrupted_run(tmp_pa
 
     from slate_rl.core.io import read_resume_checkpoint
     from slate_rl.online import loop, multiseed
-    from slate_rl.stages import train_agent, train_agent_seeds
+    from slate_rl.stages import train_agent
 
     group = seeds[0] == "--seeds"
     tag, names = ("{seed}", (1, 2)) if group else ("1", (1,))
     outputs = [f"r{s}.json" for s in names] + [f"a{s}/{f}" for s in names for f in ("best.ckpt", "medium.ckpt",
                                                                                      "last.ckpt")]
     kills = {"training": ((multiseed, "evaluate_seeds") if group else (loop, "evaluate"), 3, 2),
-             "testing": ((train_agent_seeds if group else train_agent, "evaluate"), len(names), 4)}
+             "testing": ((train_agent, "evaluate"), len(names), 4)}
 
     def run(name: str) -> int:
         return _stage(tmp_path, "sac_topk_ideal", seeds, str(tmp_path / name / f"a{tag}"),

@@ -237,7 +237,8 @@ def test_card_command_with_the_quick_preset(tmp_path):
                     timeout=3600)
     assert res.returncode == 0, res.stderr[-3000:]
     agg = json.loads((tmp_path / "results/diffuse_mix/td3bc.json").read_text())
-    assert agg["quality"] == "expert" and agg["n_sessions"] == 500 and np.isfinite(agg["normalized_score"])
+    assert agg["quality"] == "expert" and agg["seeds"] == [0, 1, 2] and np.isfinite(agg["normalized_score"])
+    assert agg["n_sessions"] == 500 * len(agg["seeds"])  # the 500 test users of every seed
     behaviour = agg["references"]["behaviour"]["return_mean"]
     random = agg["references"]["random"]["return_mean"]
     assert behaviour > 1.1 * random and agg["return_mean"] > random + 0.3 * (behaviour - random), (
@@ -388,42 +389,40 @@ GROUPED = {"agents": {"names": ["sac_gems", "reinforce"], "seeds": [0, 1, 2, 3, 
            "offline": {"algos": ["td3bc"], "seeds": [0, 1, 2]}}
 
 
-def test_one_seed_per_job_plans_one_single_seed_job_per_seed(tmp_path):
-    """seeds_per_job 1 (the default): today's plan, one online_agent / offline_policy job per seed running --seed,
-    and the key reaches no stage."""
+def test_one_seed_per_job_plans_one_job_per_seed(tmp_path):
+    """seeds_per_job 1 (the default): one online_agent / offline_policy job per seed, each running --seeds with
+    its one seed, and the key reaches no stage."""
     overlay = {"agents": GROUPED["agents"], "online": {"seeds_per_job": 1},
                "offline": {**GROUPED["offline"], "seeds_per_job": 1}}
     jobs = _plan(tmp_path, overlay)
     agents, offline = _training_jobs(jobs, "train-agent"), _training_jobs(jobs, "train-offline")
     assert {j["rule"] for j in agents} == {"online_agent"} and {j["rule"] for j in offline} == {"offline_policy"}
-    assert sorted((_option(j["shell"], "--agent"), _option(j["shell"], "--seed")) for j in agents) == sorted(
+    assert sorted((_option(j["shell"], "--agent"), _option(j["shell"], "--seeds")) for j in agents) == sorted(
         (agent, str(s)) for agent in ("sac_gems_d8_beta1_lc0.5_scratch_s58407201", "reinforce") for s in range(5))
-    assert sorted(_option(j["shell"], "--seed") for j in offline) == ["0", "1", "2"]
+    assert sorted(_option(j["shell"], "--seeds") for j in offline) == ["0", "1", "2"]
     for job in agents + offline:
-        assert "--seeds" not in job["shell"] and "seeds-per-job" not in job["shell"], job["shell"]
+        assert "--seed" not in job["shell"].split() and "seeds-per-job" not in job["shell"], job["shell"]
 
 
-def test_seeds_per_job_groups_the_seeds_of_sac_agents_and_offline_algorithms(tmp_path):
+def test_seeds_per_job_groups_the_seeds_of_every_agent_and_offline_algorithm(tmp_path):
     overlay = {"agents": GROUPED["agents"], "online": {"seeds_per_job": 2},
                "offline": {**GROUPED["offline"], "seeds_per_job": 2}}
     jobs = _plan(tmp_path, overlay)
     sac = "sac_gems_d8_beta1_lc0.5_scratch_s58407201"
     agents = _training_jobs(jobs, "train-agent")
-    grouped = sorted((j for j in agents if _option(j["shell"], "--agent") == sac),
-                     key=lambda j: _option(j["shell"], "--seeds") or "")
-    assert [_option(j["shell"], "--seeds") for j in grouped] == ["0,1", "2,3", "4"]
-    assert [j["rule"] for j in grouped] == ["online_agent_seeds_0_1", "online_agent_seeds_2_3", "online_agent_seeds_4"]
-    for job, seeds in zip(grouped, ([0, 1], [2, 3], [4]), strict=True):
-        assert "--seed" not in job["shell"].split() and "seeds-per-job" not in job["shell"]
-        assert _option(job["shell"], "--output-dir") == f"'data/agents/diffuse_mix/{sac}/seed{{seed}}'"
-        assert _option(job["shell"], "--results") == f"'results/diffuse_mix/online/{sac}/seed{{seed}}.json'"
-        assert sorted(job["output"]) == sorted(
-            [f"data/agents/diffuse_mix/{sac}/seed{s}/{c}.ckpt" for s in seeds for c in ("best", "medium", "last")]
-            + [f"results/diffuse_mix/online/{sac}/seed{s}.json" for s in seeds])
-    # REINFORCE cannot train seeds together: one job per seed, as before
-    single = [j for j in agents if _option(j["shell"], "--agent") == "reinforce"]
-    assert {j["rule"] for j in single} == {"online_agent"}
-    assert sorted(_option(j["shell"], "--seed") for j in single) == ["0", "1", "2", "3", "4"]
+    for tag in (sac, "reinforce"):  # stacked or one after another: train-agent decides, the plan is the same
+        grouped = sorted((j for j in agents if _option(j["shell"], "--agent") == tag),
+                         key=lambda j: _option(j["shell"], "--seeds") or "")
+        assert [_option(j["shell"], "--seeds") for j in grouped] == ["0,1", "2,3", "4"]
+        assert [j["rule"] for j in grouped] == [
+            "online_agent_seeds_0_1", "online_agent_seeds_2_3", "online_agent_seeds_4"]
+        for job, seeds in zip(grouped, ([0, 1], [2, 3], [4]), strict=True):
+            assert "--seed" not in job["shell"].split() and "seeds-per-job" not in job["shell"]
+            assert _option(job["shell"], "--output-dir") == f"'data/agents/diffuse_mix/{tag}/seed{{seed}}'"
+            assert _option(job["shell"], "--results") == f"'results/diffuse_mix/online/{tag}/seed{{seed}}.json'"
+            assert sorted(job["output"]) == sorted(
+                [f"data/agents/diffuse_mix/{tag}/seed{s}/{c}.ckpt" for s in seeds for c in ("best", "medium", "last")]
+                + [f"results/diffuse_mix/online/{tag}/seed{s}.json" for s in seeds])
     offline = sorted(_training_jobs(jobs, "train-offline"), key=lambda j: _option(j["shell"], "--seeds") or "")
     assert [(j["rule"], _option(j["shell"], "--seeds")) for j in offline] == [
         ("offline_policy_seeds_0_1", "0,1"), ("offline_policy_seeds_2", "2")]
@@ -436,6 +435,22 @@ def test_seeds_per_job_groups_the_seeds_of_sac_agents_and_offline_algorithms(tmp
     # what reads the per-seed files is unchanged: the behaviour agent (seed 0) and the aggregate over seeds
     assert any(j["rule"] == "offline_dataset" for j in jobs)
     assert sum(j["rule"] == "offline_aggregate" for j in jobs) == 1
+
+
+def test_seeds_per_job_1_and_2_plan_the_same_outputs(tmp_path):
+    """Grouping seeds changes which job writes a file, never which files the plan builds, nor any other job."""
+    plans = {}
+    for n in (1, 2):
+        overlay = {"agents": GROUPED["agents"], "online": {"seeds_per_job": n},
+                   "offline": {**GROUPED["offline"], "seeds_per_job": n}}
+        (tmp_path / str(n)).mkdir()
+        plans[n] = _plan(tmp_path / str(n), overlay)
+    outputs = {n: sorted(o for j in jobs for o in j["output"]) for n, jobs in plans.items()}
+    assert outputs[1] == outputs[2] and len(outputs[1]) == len(set(outputs[1]))
+    others = {n: sorted(j["shell"] for j in jobs if j["rule"].split("_seeds_")[0] not in ("online_agent",
+                                                                                         "offline_policy"))
+              for n, jobs in plans.items()}
+    assert others[1] == others[2]
 
 
 @pytest.mark.parametrize("value", [0, -2, 1.5, "two", True])

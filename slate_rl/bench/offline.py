@@ -38,7 +38,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from slate_rl.bench.corl_reference import CORL_ALGOS, reference_step
 from slate_rl.bench.shapes import ACTION_DIM, BATCH_SIZE, GAMMA, OBS_DIM
 from slate_rl.core.device import available_cpus
-from slate_rl.offline.multiseed import STACKABLE, StackedTD3BC, check_stackable, noise_generator
 from slate_rl.offline.registry import TD_ALGOS, make_algo
 
 WARMUP_STEPS = 3
@@ -148,56 +147,6 @@ def run_benchmark(device: torch.device, min_seconds: float, algos: list[str] | N
                      "speedup_vs_reference": best / best_ref if best_ref else None, "gflop_per_update": gflop,
                      "reference_gflop_per_update": gflop_per_update(ref) if ref is not None else None,
                      "gflop_per_second": gflop * best, "act_ms": act_ms(name, device), "rounds": rates})
-    return rows
-
-
-# ----------------------------------------------------------------------------------------------
-# Seeds trained together in one process (``bench offline --seeds 1,10``)
-# ----------------------------------------------------------------------------------------------
-def seeds_step(name: str, seeds: int, data: dict[str, torch.Tensor], device: torch.device, total_steps: int
-               ) -> Callable[[], Any]:
-    """One update of ``seeds`` seeds of ``name``: each seed's batch indices from its own generator (as the loops
-    draw them), then one gather per field; one seed: the algorithm's own ``update`` (what ``train-offline --seed``
-    runs), several: :class:`~slate_rl.offline.multiseed.StackedTD3BC`."""
-    algos = []
-    for s in range(seeds):
-        torch.manual_seed(s)
-        algos.append(make_algo(name, OBS_DIM, torch.zeros(ACTION_DIM), torch.ones(ACTION_DIM), GAMMA,
-                               total_steps).to(device))
-    algo: Any = (algos[0] if seeds == 1 else
-                 StackedTD3BC([check_stackable(a) for a in algos], [noise_generator(s, device) for s in range(seeds)]))
-    gens = [torch.Generator().manual_seed(s) for s in range(seeds)]
-    size = data["observations"].shape[0]
-
-    def step() -> Any:
-        idx = torch.stack([torch.randint(0, size, (BATCH_SIZE,), generator=g) for g in gens]).to(device)
-        return algo.update({k: v[idx[0] if seeds == 1 else idx] for k, v in data.items()})
-
-    return step
-
-
-def run_seeds_benchmark(device: torch.device, min_seconds: float, counts: list[int], algos: list[str] | None = None,
-                        rounds: int = 3, n_transitions: int = 1_000_000) -> list[dict[str, Any]]:
-    """Seed-updates/s (S seeds x updates/s) for every number of seeds S of each stackable algorithm, the settings
-    alternating for ``rounds`` rounds (each keeps its best); other algorithms get one single-seed row."""
-    data = synthetic_data(n_transitions, device)
-    rows = []
-    for name in algos or list(TD_ALGOS):
-        settings = counts if name in STACKABLE else [1]
-        steps = {}
-        for s in settings:
-            steps[s] = seeds_step(name, s, data, device, 1_000_000)
-            for _ in range(WARMUP_STEPS):
-                steps[s]()
-        rates: dict[int, list[float]] = {s: [] for s in settings}
-        for _ in range(rounds):
-            for s in settings:
-                rates[s].append(s * steps_per_second(steps[s], device, min_seconds / rounds))
-        base = max(rates[settings[0]])
-        for s in settings:
-            rows.append({"algo": name, "seeds": s, "seed_updates_per_second": max(rates[s]),
-                         "updates_per_second": max(rates[s]) / s, "ratio_to_first": max(rates[s]) / base,
-                         "note": ("one process" if name in STACKABLE else "single-seed only"), "rounds": rates[s]})
     return rows
 
 

@@ -81,13 +81,6 @@ AGENT_TAG_WILDCARD = "|".join([
     rf"(?:{'|'.join(VARIANT_AGENTS)})(?:{CORRECTED_SUFFIX})?",
 ])
 
-MULTISEED_AGENTS = ("sac_gems", "sac_topk_ideal", "sac_topk_mf", "sac_kargmax")
-"""Agents whose seeds train together in one process (``train-agent --seeds``: plain SAC with a ranker,
-``slate_rl.online.multiseed.check_stackable``); the others train one seed per job whatever
-``online.seeds_per_job`` says."""
-MULTISEED_AGENT_WILDCARD = "|".join([rf"{SAC_GEMS_PREFIX}{GEMS_TAG_WILDCARD}",
-                                     *(name for name in MULTISEED_AGENTS if name != "sac_gems")])
-"""The tags of :data:`MULTISEED_AGENTS` (a Snakemake wildcard constraint)."""
 AGENT_SECTIONS = {"reinforce": "reinforce", "slateq": "slateq"}
 """The config section that holds an agent's settings, by agent kind; the kinds not listed (SAC with a ranker,
 SAC+WkNN) read ``sac``. A job and its resume fingerprint carry their agent's section only."""

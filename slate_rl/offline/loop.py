@@ -98,11 +98,8 @@ def prepare_buffer(buffer: EpisodeBuffer, normalizer: Normalizer, normalize: boo
 
 
 class Guard:
-    """First step at which each metric became non-finite (or a Q exceeded the limit), on the device.
-
-    Metrics are 0-d tensors, or all of one shape ``(S,)`` (one value per seed of a multi-seed run,
-    :mod:`slate_rl.offline.multiseed`): then each seed's first failures are kept apart (``failures``).
-    """
+    """First step at which each metric (a 0-d tensor) became non-finite or a Q exceeded the limit, kept on
+    the device (no host sync per update)."""
 
     def __init__(self, q_limit: float) -> None:
         self.q_limit = q_limit
@@ -117,28 +114,23 @@ class Guard:
         if self.first_bad is None or self.is_q is None:
             self.first_bad = torch.full(values.shape, -1, dtype=torch.int64, device=values.device)
             self.is_q = torch.tensor([n.startswith("q") for n in self.names], device=values.device)
-            self.is_q = self.is_q.view(-1, *[1] * (values.dim() - 1))
         bad = ~torch.isfinite(values) | (self.is_q & (values.abs() > self.q_limit))
         self.first_bad = torch.where(bad & (self.first_bad < 0), step, self.first_bad)
 
-    def failures(self) -> list[tuple[int, str] | None]:
-        """Per seed (one entry for 0-d metrics): the first (step, metric) that failed, or None."""
+    def failure(self) -> tuple[int, str] | None:
+        """The first (step, metric) that failed, or None."""
         if self.first_bad is None or self.names is None:
-            return [None]
-        first = self.first_bad.tolist()
-        columns = [first] if self.first_bad.dim() == 1 else [list(c) for c in zip(*first, strict=True)]
-        return [min(((s, n) for s, n in zip(col, self.names, strict=True) if s >= 0), default=None)
-                for col in columns]
-
-    def error(self, algo: str, step: int, name: str) -> DivergenceError:
-        return DivergenceError(
-            f"{algo} diverged: {name} became non-finite or exceeded |{self.q_limit:g}| at step {step}; lower "
-            "offline.gamma or offline.reward_scale, or the learning rates (see the run's log for Q statistics)")
+            return None
+        return min(((s, n) for s, n in zip(self.first_bad.tolist(), self.names, strict=True) if s >= 0),
+                   default=None)
 
     def check(self, algo: str) -> None:
-        hit = self.failures()[0]
+        hit = self.failure()
         if hit is not None:
-            raise self.error(algo, *hit)
+            step, name = hit
+            raise DivergenceError(
+                f"{algo} diverged: {name} became non-finite or exceeded |{self.q_limit:g}| at step {step}; lower "
+                "offline.gamma or offline.reward_scale, or the learning rates (see the run's log for Q statistics)")
 
 
 def sample_batch(buffer: EpisodeBuffer, cfg: OfflineConfig, generator: torch.Generator) -> dict[str, Tensor]:

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slate_rl.models.nets import mlp
-from slate_rl.models.stacked import StackedLinear
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -77,8 +76,6 @@ def _forward(net: nn.Module, x: Tensor, detach: bool) -> Tensor:
             x = F.linear(x, layer.weight.detach(), layer.bias.detach())
         elif isinstance(layer, nn.LayerNorm):
             x = F.layer_norm(x, layer.normalized_shape, layer.weight.detach(), layer.bias.detach(), layer.eps)
-        elif isinstance(layer, StackedLinear):  # the members of a stacked critic (offline/multiseed.py)
-            x = layer(x, detach=True)
         else:
             x = layer(x)
     return x

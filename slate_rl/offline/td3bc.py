@@ -56,37 +56,21 @@ class TD3BC(OfflineAlgo):
     def critic_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         obs, actions = batch["observations"], self.normalise(batch["actions"])
         with torch.no_grad():
-            noise = (self._noise(actions) * self.cfg.policy_noise).clamp(-self.cfg.noise_clip, self.cfg.noise_clip)
+            noise = (torch.randn_like(actions) * self.cfg.policy_noise).clamp(-self.cfg.noise_clip, self.cfg.noise_clip)
             next_actions = (torch.tanh(self.actor_target(batch["next_observations"])) + noise).clamp(-1.0, 1.0)
             target_q = self.critic_target(batch["next_observations"], next_actions).min(0).values
             y = batch["rewards"] + (1.0 - batch["dones"]) * self.gamma * target_q
         q = self.critic(obs, actions)
-        loss = 2.0 * self._mse(q, y.expand_as(q), members=True)  # = mse(Q1, y) + mse(Q2, y)
+        loss = 2.0 * F.mse_loss(q, y.expand_as(q))  # = mse(Q1, y) + mse(Q2, y)
         q = q.detach()
-        return loss, {"critic_loss": loss.detach(), "q1_mean": self._mean(q[0]), "q2_mean": self._mean(q[1]),
-                      "q_target_mean": self._mean(y)}
+        return loss, {"critic_loss": loss.detach(), "q1_mean": q[0].mean(), "q2_mean": q[1].mean(),
+                      "q_target_mean": y.mean()}
 
     def actor_loss(self, batch: dict[str, Tensor]) -> Tensor:
         pi = torch.tanh(self.actor(batch["observations"]))
         q = self.critic(batch["observations"], pi, detach=True, members=1)[0]
-        lmbda = self.cfg.alpha / self._mean(q.abs()).detach()
-        return -lmbda * self._mean(q) + self._mse(pi, self.normalise(batch["actions"]))
-
-    # Hooks of the loss code above. One algorithm reduces a batch to one scalar and draws its target policy
-    # noise from torch's global generator; StackedTD3BC (offline/multiseed.py) overrides them to keep a leading
-    # seed dimension (one loss per seed) and to draw each seed's noise from that seed's own generator, so the
-    # same loss code trains S seeds at once.
-    def _noise(self, like: Tensor) -> Tensor:
-        """Standard normal noise shaped like ``like``."""
-        return torch.randn_like(like)
-
-    def _mean(self, x: Tensor, members: bool = False) -> Tensor:
-        """Mean over a batch (``members``: ``x`` has a leading critic-member dimension, averaged too)."""
-        return x.mean()
-
-    def _mse(self, a: Tensor, b: Tensor, members: bool = False) -> Tensor:
-        """Mean squared error over a batch (``members`` as in ``_mean``)."""
-        return F.mse_loss(a, b)
+        lmbda = self.cfg.alpha / q.abs().mean().detach()
+        return -lmbda * q.mean() + F.mse_loss(pi, self.normalise(batch["actions"]))
 
     def losses(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         critic_loss, metrics = self.critic_loss(batch)

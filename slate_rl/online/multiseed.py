@@ -78,9 +78,14 @@ def seed_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(rng.mix64_int(rng._signed(seed) ^ _GENERATOR_TAG) & ((1 << 63) - 1))
 
 
+def stackable(agent: Agent) -> bool:
+    """Whether ``agent``'s seeds can train together (plain SAC with a ranker: SAC+GeMS, TopK, kargmax)."""
+    return type(agent) is SAC
+
+
 def check_stackable(agent: Agent) -> SAC:
-    """``agent`` if it can be trained multi-seed (plain SAC: SAC+GeMS, TopK, kargmax); ConfigError otherwise."""
-    if type(agent) is not SAC:
+    """``agent`` if it can be trained multi-seed (:func:`stackable`); ConfigError otherwise."""
+    if not isinstance(agent, SAC) or not stackable(agent):
         raise ConfigError(f"multi-seed training supports SAC agents with a ranker (sac_gems_*, sac_topk_*, "
                           f"sac_kargmax), not {type(agent).__name__} ({agent.build.get('agent', agent.name)}) yet; "
                           "train its seeds one by one")

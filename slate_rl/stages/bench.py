@@ -6,9 +6,8 @@
 ``--seeds 1,10``: seed-sessions/s of 1 and 10 seeds trained together in one process and the projected hours of
 the paper's 10-seed protocol (slate_rl.bench.multiseed);
 ``slate-rl bench sac-update``: ms per SAC+GeMS gradient step, fused CPU GRU unroll against nn.GRU;
-``slate-rl bench offline``: offline RL updates/s against a CORL-style loop (slate_rl.bench.offline); with
-``--seeds 1,10``: seed-updates/s of 1 and 10 TD3+BC seeds trained together in one process (the other algorithms:
-one single-seed row each);
+``slate-rl bench offline``: offline RL updates/s against a CORL-style loop and acting latency for 500 users
+(slate_rl.bench.offline);
 ``slate-rl bench threads``: concurrent offline jobs (CPU), oversubscribed threads against one per core;
 ``slate-rl bench sequence``: Decision Transformer / Decision Diffuser updates/s (DT against a CORL-style
 loop) and decision latency for 500 users (slate_rl.bench.sequence);
@@ -37,6 +36,7 @@ from slate_rl.core.device import resolve_device
 from slate_rl.core.errors import ConfigError
 from slate_rl.core.io import write_json
 from slate_rl.offline.dd import DDConfig
+from slate_rl.offline.registry import TD_ALGOS
 from slate_rl.stages.common import add_env_arguments, finite_float, positive_int, simulator_from_args
 
 NAME = "bench"
@@ -60,10 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=200, help="gems/online: timed training steps per pipeline")
     parser.add_argument("--parallel", type=int, default=10, help="online: sessions per step of the parallel schedule")
     parser.add_argument("--seeds", default=None,
-                        help="online, offline: comma-separated numbers of seeds trained together in one process (e.g. "
-                        "1,10): seed-sessions/s (online) or seed-updates/s (offline: TD3+BC; the other algorithms "
-                        "single-seed only) per number of seeds instead of the single-seed benchmark")
-    parser.add_argument("--algos", default="td3bc,cql,iql,bc,fql,idql",
+                        help="online: comma-separated numbers of seeds trained together in one process (e.g. 1,10): "
+                        "seed-sessions/s per number of seeds instead of the single-seed benchmark")
+    parser.add_argument("--algos", default=",".join(TD_ALGOS),
                         help="offline, threads: comma-separated algorithms")
     parser.add_argument("--processes", type=positive_int, default=2, help="threads: concurrent jobs (default: 2)")
     parser.add_argument("--users", type=int, default=500, help="sequence: users acting in parallel (default: 500)")
@@ -108,9 +107,6 @@ _COLUMNS: dict[str, list[tuple[str, str, str]]] = {
                 ("CORL-style/s", "reference_steps_per_second", ">13.1f"), ("x CORL", "speedup_vs_reference", ">7.2f"),
                 ("GFLOP/update", "gflop_per_update", ">13.3f"), ("GFLOP/s", "gflop_per_second", ">8.1f"),
                 ("act ms (500 users)", "act_ms", ">19.2f")],
-    "offline-seeds": [("algo", "algo", "<6"), ("seeds", "seeds", ">5"), ("seed-updates/s", "seed_updates_per_second",
-                      ">15.1f"), ("updates/s", "updates_per_second", ">10.1f"), ("x first", "ratio_to_first", ">8.2f"),
-                      ("note", "note", "<")],
     "threads": [("algo", "algo", "<6"), ("setting", "setting", "<23"), ("jobs", "processes", ">5"),
                 ("threads/job", "threads_per_process", ">12"), ("updates/s", "steps_per_second", ">10.1f"),
                 ("x oversubscribed", "ratio_to_oversubscribed", ">17.2f")],
@@ -118,14 +114,6 @@ _COLUMNS: dict[str, list[tuple[str, str, str]]] = {
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.target == "offline" and args.seeds:
-        device = resolve_device(args.device)
-        rows = offline_bench.run_seeds_benchmark(device, args.min_seconds, _positive_ints(args.seeds),
-                                                 args.algos.split(","))
-        title = ("offline RL, seeds trained together in one process: seed-updates/s (seeds x updates/s), batch 256 "
-                 "per seed, obs 20, action 32, 1M synthetic transitions, best of 3 alternating rounds")
-        _report("offline-seeds", title, _machine(device), rows, args.output)
-        return
     if args.target == "offline":
         device = resolve_device(args.device)
         rows = offline_bench.run_benchmark(device, args.min_seconds, args.algos.split(","))

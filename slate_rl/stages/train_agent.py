@@ -11,6 +11,13 @@ While training, the resume state is ``<output-dir>/last.work.ckpt`` (not a Snake
 it survives a failed job); it becomes ``last.ckpt`` at the end. A rerun resumes from it, or
 from ``last.ckpt`` (to extend a finished run to a larger ``--total-steps``), when it was
 written with the same inputs, environment and settings; otherwise training starts over.
+
+``--seeds 0,1,2`` instead of ``--seed``: ``--output-dir`` and ``--results`` hold ``{seed}`` and every
+seed gets exactly the files of a ``--seed`` run (``"seed": s`` in its metadata). The seeds of a plain
+SAC agent with a ranker (sac_gems_*, sac_topk_*, sac_kargmax) train together, their networks stacked
+(:mod:`slate_rl.online.multiseed`; the group is named in each ``.timings.json``); the other agents'
+seeds train one after another, each as ``--seed`` trains it (the same bytes). Each ``last.work.ckpt``
+becomes ``last.ckpt`` only once every seed is tested, so a group killed while testing resumes whole.
 """
 
 from __future__ import annotations
@@ -18,35 +25,40 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from slate_rl.core.artifacts import TEST_SEED, TEST_SESSIONS
+from slate_rl.core.artifacts import TEST_SEED, TEST_SESSIONS, agent_section
 from slate_rl.core.config import add_arguments as add_config_arguments
-from slate_rl.core.config import to_dict
-from slate_rl.core.errors import ConfigError
+from slate_rl.core.config import from_namespace, to_dict
+from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import copy_file, fingerprint, remove_stale_temp_files, write_json, write_timings
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
 from slate_rl.online.base import Agent
 from slate_rl.online.config import AgentBuildConfig
 from slate_rl.online.loop import LoopState, OnlineConfig, evaluate, train_online
-from slate_rl.online.registry import build_agent, load_agent, parse_agent_tag, save_agent
+from slate_rl.online.multiseed import stackable, train_seeds
+from slate_rl.online.registry import agent_variant, build_agent, load_agent, parse_agent_tag, save_agent
 from slate_rl.online.reinforce import ReinforceConfig
 from slate_rl.online.sac import SACConfig
 from slate_rl.online.slateq import ClickModel, SlateQConfig
+from slate_rl.sim.core import TopicRec
 from slate_rl.sim.embeddings import load_item_embeddings
-from slate_rl.stages import train_agent_seeds
 from slate_rl.stages.common import (
     add_env_arguments,
     add_training_arguments,
     agent_gems,
+    input_hashes,
+    parse_seeds,
+    per_seed_path,
     simulator_from_args,
     size_int,
 )
-from slate_rl.stages.train_agent_seeds import agent_settings, run_meta, save_medium
 
 NAME = "train-agent"
 HELP = "train an online agent (SAC+GeMS/TopK/kargmax/WkNN, REINFORCE, SlateQ) and test it (data/agents, results)"
@@ -61,9 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mf", default=None, help="MF item embeddings .npy (sac_topk_mf)")
     parser.add_argument("--seed", type=int, default=None, help="training seed (users, networks, sampling)")
     parser.add_argument("--seeds", default=None,
-                        help="instead of --seed: comma-separated seeds of a plain SAC agent trained together in one "
-                        "process, each writing the files of a --seed run; --output-dir and --results then contain "
-                        "{seed}")
+                        help="instead of --seed: comma-separated seeds trained in one process (a plain SAC agent's "
+                        "together, the others' one after another), each writing the files of a --seed run; "
+                        "--output-dir and --results then contain {seed}")
     parser.add_argument("--test-seed", type=int, default=TEST_SEED, help="seed of the fixed test users")
     parser.add_argument("--test-sessions", type=size_int("test_sessions"), default=TEST_SESSIONS, help="test users")
     add_config_arguments(parser, OnlineConfig)
@@ -76,58 +88,142 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", required=True, help="destination results .json")
 
 
+def agent_settings(args: argparse.Namespace
+                   ) -> tuple[OnlineConfig, AgentBuildConfig, SACConfig, ReinforceConfig, SlateQConfig]:
+    """The loop's and the agents' config sections from train-agent's options."""
+    return (from_namespace(OnlineConfig, args), from_namespace(AgentBuildConfig, args), from_namespace(SACConfig, args),
+            from_namespace(ReinforceConfig, args, prefix="reinforce_"),
+            from_namespace(SlateQConfig, args, prefix="slateq_"))
+
+
+def run_meta(args: argparse.Namespace, agent: Agent, seed: int, env_config: dict[str, Any],
+             online: OnlineConfig) -> dict[str, Any]:
+    """The metadata of one seed's run (checkpoints, results JSON, logger; without ``online.total_steps``, its
+    resume fingerprint). It holds the config section of its own agent only (``agent.build``,
+    :func:`~slate_rl.core.artifacts.agent_section`): another agent's settings do not discard a resume."""
+    section = agent_section(args.agent)
+    return {"env": args.env, "env_config": env_config, "agent": args.agent, "variant": agent_variant(args.agent),
+            "belief_table": agent.build["belief_table"], "seed": seed,
+            "online": to_dict(online), section: agent.build[section], "gems_tag": parse_agent_tag(args.agent)[1],
+            "inputs": input_hashes(embeddings=args.embeddings_file, gems=args.gems, mf=args.mf)}
+
+
+@dataclass
+class SeedRun:
+    """One seed's agent, metadata, output directory, results path and resume checkpoint."""
+
+    seed: int
+    agent: Agent
+    meta: dict[str, Any]
+    out: Path
+    results: Path
+    resume: Path
+    fingerprint: str
+
+    def save_best(self, agent: Agent, state: LoopState) -> None:
+        save_agent(self.out / "best.work.ckpt", agent, self.meta["agent"],
+                   {**self.meta, "step": state.step, "val_return": state.best_val})
+
+
 def run(args: argparse.Namespace) -> None:
     if (args.seed is None) == (args.seeds is None):
         raise ConfigError("train-agent needs exactly one of --seed and --seeds")
-    if args.seeds is not None:
-        train_agent_seeds.run(args)
-        return
+    if args.seeds is None:
+        seeds, outs, results = [args.seed], [Path(args.output_dir)], [Path(args.results)]
+    else:
+        seeds = parse_seeds(args.seeds)
+        outs = [per_seed_path(args.output_dir, s, "--output-dir") for s in seeds]
+        results = [per_seed_path(args.results, s, "--results") for s in seeds]
     online, build, sac, reinforce, slateq = agent_settings(args)
-    kind, _ = parse_agent_tag(args.agent)
+    parse_agent_tag(args.agent)
     sim, table_source = simulator_from_args(args)
     c = sim.config
     gems = agent_gems(args, sim)
     mf = (torch.from_numpy(load_item_embeddings(args.mf, c.num_items, c.embedding_dim, nonnegative=False))
-          .to(sim.device)
-          if args.mf else None)
-    torch.manual_seed(args.seed)
-    agent = build_agent(args.agent, sim.items, c.num_items, c.slate_size, c.episode_length, gems, mf, sac,
-                        reinforce, slateq, build.belief_table, ClickModel.of(sim))
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    best_work = out / "best.work.ckpt"  # not a Snakemake output, so it survives a failed job
-    meta = run_meta(args, agent, args.seed, to_dict(c), online)
+          .to(sim.device) if args.mf else None)
 
-    def save_best(a: Agent, state: LoopState) -> None:
-        save_agent(best_work, a, args.agent, {**meta, "step": state.step, "val_return": state.best_val})
+    def prepare(seed: int, out: Path, result: Path) -> SeedRun:
+        """Seed ``seed``'s agent, initialised from ``torch.manual_seed(seed)`` as a ``--seed`` run's, and its
+        resume checkpoint (``last.ckpt`` of a finished run becomes the resume state, to extend it)."""
+        torch.manual_seed(seed)
+        agent = build_agent(args.agent, sim.items, c.num_items, c.slate_size, c.episode_length, gems, mf, sac,
+                            reinforce, slateq, build.belief_table, ClickModel.of(sim))
+        out.mkdir(parents=True, exist_ok=True)
+        meta = run_meta(args, agent, seed, to_dict(c), online)
+        # Everything that shapes training: inputs, every environment parameter, agent settings and the
+        # schedule, except total_steps (a finished run may be extended; a shorter one starts over).
+        settings = {k: v for k, v in meta.items() if k != "online"}
+        settings["online"] = {k: v for k, v in meta["online"].items() if k != "total_steps"}
+        resume, last = out / "last.work.ckpt", out / "last.ckpt"
+        remove_stale_temp_files(resume)
+        if last.is_file() and not resume.is_file():
+            os.replace(last, resume)
+        return SeedRun(seed, agent, meta, out, result, resume, fingerprint(settings))
 
-    logger = RunLogger(f"{args.agent}-{args.env}-seed{args.seed}", meta, args.logger_mode, group=args.env)
-    start = time.perf_counter()
-    # Everything that shapes training: inputs, every environment parameter, agent settings and the
-    # schedule, except total_steps (a finished run may be extended; a shorter one starts over).
-    settings = {k: v for k, v in meta.items() if k != "online"}
-    settings["online"] = {k: v for k, v in meta["online"].items() if k != "total_steps"}
-    resume, last = out / "last.work.ckpt", out / "last.ckpt"
-    remove_stale_temp_files(resume)
-    if last.is_file() and not resume.is_file():
-        os.replace(last, resume)
-    state = train_online(sim, agent, online, args.seed, save_best, resume, logger,
-                         progress=not args.no_progress, fingerprint=fingerprint(settings))
-    elapsed = time.perf_counter() - start
-    logger.finish()
-    medium = save_medium(out / "medium.ckpt", agent, args.agent, meta, state)
-    load_agent(best_work, agent, args.agent)
-    returns = evaluate(sim, agent, args.test_seed, args.test_sessions).cpu().numpy()
+    first = prepare(seeds[0], outs[0], results[0])
+    if len(seeds) > 1 and stackable(first.agent):
+        runs = [first, *(prepare(*job) for job in zip(seeds[1:], outs[1:], results[1:], strict=True))]
+        logger = RunLogger(f"{args.agent}-{args.env}-seeds{'_'.join(map(str, seeds))}",
+                           {**first.meta, "seeds": seeds}, args.logger_mode, group=args.env)
+        start = time.perf_counter()
+        states = train_seeds(sim, [r.agent for r in runs], online, seeds, lambda i, a, st: runs[i].save_best(a, st),
+                             [r.resume for r in runs], logger, progress=not args.no_progress,
+                             fingerprints=[r.fingerprint for r in runs])
+        elapsed = time.perf_counter() - start
+        logger.finish()
+        for r, state in zip(runs, states, strict=True):
+            finish(args, sim, table_source, r, state, elapsed, seeds_trained_together=",".join(map(str, seeds)))
+        print(f"{len(seeds)} seeds trained together in {elapsed:.0f} s on {sim.device}")
+    else:
+        runs = []
+        for job in zip(seeds, outs, results, strict=True):
+            r = first if job[0] == first.seed else prepare(*job)
+            logger = RunLogger(f"{args.agent}-{args.env}-seed{r.seed}", r.meta, args.logger_mode, group=args.env)
+            start = time.perf_counter()
+            state = train_online(sim, r.agent, online, r.seed, r.save_best, r.resume, logger,
+                                 progress=not args.no_progress, fingerprint=r.fingerprint)
+            elapsed = time.perf_counter() - start
+            logger.finish()
+            finish(args, sim, table_source, r, state, elapsed)
+            runs.append(r)
+    # Only once every seed is tested: a job killed while testing keeps every seed's resume state (Snakemake deletes
+    # the outputs of a failed job, last.ckpt included), so that its rerun resumes the whole group.
+    for r in runs:
+        os.replace(r.resume, r.out / "last.ckpt")
+
+
+def finish(args: argparse.Namespace, sim: TopicRec, table_source: Any, r: SeedRun, state: LoopState,
+           elapsed: float, **timings: Any) -> None:
+    """Seed ``r``'s medium checkpoint, its best checkpoint tested on the test users, its results and timings."""
+    medium = save_medium(r.out / "medium.ckpt", r.agent, args.agent, r.meta, state)
+    load_agent(r.out / "best.work.ckpt", r.agent, args.agent)
+    returns = evaluate(sim, r.agent, args.test_seed, args.test_sessions).cpu().numpy()
     stats = mean_ci(returns)
-    copy_file(best_work, out / "best.ckpt")
-    write_json(args.results, {
-        **meta,
+    copy_file(r.out / "best.work.ckpt", r.out / "best.ckpt")
+    write_json(r.results, {
+        **r.meta,
         "return_mean": stats["mean"], "return_std": stats["std"], "return_ci95": stats["ci"], "n_sessions": stats["n"],
         "test_seed": args.test_seed, "best_step": state.best_step, "best_val_return": state.best_val,
         "learning_curve": state.curve, "medium_step": medium[0], "medium_val_return": medium[1],
         "device": str(sim.device), "item_embeddings": table_source, "returns": np.round(returns, 3).tolist(),
     })
-    write_timings(args.results, train_seconds=elapsed, device=str(sim.device))
-    os.replace(resume, last)
-    print(f"wrote {args.results}: test return {stats['mean']:.2f} +- {stats['ci']:.2f} "
+    write_timings(r.results, train_seconds=elapsed, device=str(sim.device), **timings)
+    print(f"wrote {r.results}: seed {r.seed} test return {stats['mean']:.2f} +- {stats['ci']:.2f} "
           f"(best validation {state.best_val:.2f} at step {state.best_step}), {elapsed:.0f} s on {sim.device}")
+
+
+def save_medium(path: Path, agent: Agent, tag: str, meta: dict[str, object], state: LoopState) -> tuple[int, float]:
+    """Write the medium checkpoint chosen by the loop's tracker; return its step and validation return (the
+    train-agent stage's, for one seed or many)."""
+    assert state.medium is not None
+    chosen = state.medium.choose(state.best_val)
+    if chosen is None:
+        raise ArtifactError(f"{path.parent / 'last.work.ckpt'}: the resumed run holds no validation snapshots (written "
+                            "by an older slate_rl, before medium checkpoints); delete it and rerun the rule")
+    step, val, modules = chosen
+    result = torch.nn.Module.load_state_dict(agent, modules, strict=False)
+    if result.unexpected_keys or any(not k.startswith("ranker.") for k in result.missing_keys):
+        raise RuntimeError(f"medium snapshot does not fit the agent: {result}")
+    save_agent(path, agent, tag, {**meta, "step": step, "val_return": val, "quality": "medium",
+                                  "medium_fraction": state.medium.fraction, "best_val_return": state.best_val})
+    return step, val

@@ -101,80 +101,44 @@ rule offline_mixture:
 # Stage 5: offline RL on the datasets, evaluated online on the fixed test users.
 
 
-rule offline_policy:
-    input:
-        unpack(offline_inputs),
-    output:
-        policy=A.POLICY,
-        results=A.OFFLINE_RESULT,
-    params:
-        env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),
-        offline=section_args(config, "offline"),
-        algo=lambda wildcards: config_args(config[wildcards.algo], prefix=f"{wildcards.algo}_"),
-        expert=expert_args(),
-        test=TEST_ARGS,
-        device=config["device"],
-        logger=config["logger"]["mode"],
-    log:
-        "logs/offline/{env}/{quality}/{algo}/seed{seed}.log",
-    benchmark:
-        "benchmarks/offline/{env}/{quality}/{algo}/seed{seed}.tsv"
-    threads: 2
-    priority: lambda wildcards: OFFLINE_ORDER.get(wildcards.algo, 0)
-    conda:
-        "../../envs/slate_rl.yaml"
-    resources:
-        mem_mb=8000,
-        runtime=720,
-        gpu=1,
-    shell:
-        "slate-rl train-offline --threads {threads} --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
-        "--algo {wildcards.algo} --dataset {input.dataset} --gems {input.gems} --expert {input.expert} "
-        "--seed {wildcards.seed} --references {input.references} {params.offline} {params.algo} {params.expert} "
-        "{params.test} "
-        "--device {params.device} --logger-mode {params.logger} --no-progress "
-        "--policy-output {output.policy} --results {output.results} > {log} 2>&1"
-
-
-# offline.seeds_per_job > 1: the seeds of offline.seeds in consecutive groups of that size, one job per group
-# (and environment, dataset, algorithm) running `train-offline --seeds a,b,c`, which writes for every seed the
-# files of a --seed run (TD3+BC's seeds stacked, equal up to float rounding; other algorithms one after another,
-# the same bytes); the rule declares them all, so the aggregate and the report are unchanged.
-# Each seed's resume checkpoint (<policy>.last.ckpt) is no output, so a killed group resumes where each seed
-# stopped. None of this exists with 1.
+# One rule per seed group of pipeline.seed_jobs: with offline.seeds_per_job 1 (the default) the rule
+# offline_policy, whose {seed} wildcard is its job's group of one (any seed); with n > 1, one rule per
+# group of n consecutive seeds of offline.seeds (offline_policy_seeds_0_1, ...), declaring every seed's
+# files. Every job runs `train-offline --seeds`, which trains the seeds one after another, each writing the
+# bytes of a --seed run. Each seed's resume checkpoint (<policy>.last.ckpt) is no output, so a killed job
+# resumes where each seed stopped.
 for _seeds in seed_jobs(config, "offline"):
 
     rule:
         name:
-            f"offline_policy_seeds_{'_'.join(map(str, _seeds))}"
+            job_rule_name("offline_policy", _seeds)
         input:
             unpack(offline_inputs),
         output:
             policy=per_seed(A.POLICY, _seeds),
             results=per_seed(A.OFFLINE_RESULT, _seeds),
         params:
-            seeds=",".join(map(str, _seeds)),
+            seeds=job_seeds(_seeds),
             env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),
             offline=section_args(config, "offline"),
             algo=lambda wildcards: config_args(config[wildcards.algo], prefix=f"{wildcards.algo}_"),
-            expert=f"--expert-noise {config['offline_data']['noise']}"
-            + ("" if config["offline_data"]["deterministic"] else " --expert-stochastic"),
+            expert=expert_args(),
             test=TEST_ARGS,
             device=config["device"],
             logger=config["logger"]["mode"],
             policy=lambda wildcards: seeds_template(A.POLICY, wildcards),
             results=lambda wildcards: seeds_template(A.OFFLINE_RESULT, wildcards),
         log:
-            f"logs/offline/{{env}}/{{quality}}/{{algo}}/seeds{'_'.join(map(str, _seeds))}.log",
+            f"logs/offline/{{env}}/{{quality}}/{{algo}}/{job_label(_seeds)}.log",
         benchmark:
-            f"benchmarks/offline/{{env}}/{{quality}}/{{algo}}/seeds{'_'.join(map(str, _seeds))}.tsv"
+            f"benchmarks/offline/{{env}}/{{quality}}/{{algo}}/{job_label(_seeds)}.tsv"
         threads: 2
         priority: lambda wildcards: OFFLINE_ORDER.get(wildcards.algo, 0)
         conda:
             "../../envs/slate_rl.yaml"
         resources:
             mem_mb=8000,
-            runtime=720 * len(_seeds),  # an upper bound: only TD3+BC's seeds share the work
+            runtime=720 * len(_seeds or [0]),
             gpu=1,
         shell:
             "slate-rl train-offline --threads {threads} --env {wildcards.env} {params.env_spec} --embeddings-file {input.embeddings} "
@@ -183,8 +147,6 @@ for _seeds in seed_jobs(config, "offline"):
             "{params.test} "
             "--device {params.device} --logger-mode {params.logger} --no-progress "
             "--policy-output {params.policy} --results {params.results} > {log} 2>&1"
-
-    workflow.ruleorder(f"offline_policy_seeds_{'_'.join(map(str, _seeds))}", "offline_policy")
 
 
 rule offline_aggregate:
