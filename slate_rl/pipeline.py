@@ -204,7 +204,9 @@ def seed_jobs(config: dict[str, Any], section: str) -> list[list[int] | None]:
     ``{seed}`` wildcard is its job's group of one: any seed), else the configured seeds in consecutive groups."""
     size = seeds_per_job(config, section)
     seeds = config["agents"]["seeds"] if section == "online" else config["offline"]["seeds"]
-    return seed_chunks(seeds, size) if size > 1 else [None]
+    if size == 1:
+        return [None]
+    return list(seed_chunks(seeds, size))
 
 
 def job_rule_name(stage: str, group: list[int] | None) -> str:

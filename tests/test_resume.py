@@ -43,12 +43,15 @@ def test_a_checkpoint_of_this_run_that_does_not_fit_is_one_clear_error(tmp_path)
         load_resume(path, "abc", lambda payload: payload["missing"])
 
 
-@pytest.mark.parametrize("seeds", [["--seed", "1"], ["--seeds", "1,2"]], ids=["seed", "seeds"])
-def test_a_killed_train_agent_reruns_to_the_bytes_of_an_uninterrupted_run(tmp_path, kill_at_call, capsys, seeds):
-    """`train-agent --seed 1`, and `--seeds 1,2` (trained together), killed at the validation of step 3 (after the
-    checkpoint of step 2: step 3's sessions and updates are lost) or while testing (after the final checkpoint, the
-    last seed's test), then rerun: it resumes from every seed's last.work.ckpt and writes, for every seed, the
-    best.ckpt, medium.ckpt, last.ckpt and results JSON of an uninterrupted run, byte for byte."""
+@pytest.mark.parametrize(("agent", "seeds"), [("sac_topk_ideal", ["--seed", "1"]), ("sac_topk_ideal", ["--seeds", "1,2"]),
+                                             ("reinforce", ["--seed", "1"])], ids=["sac-seed", "sac-seeds", "reinforce"])
+def test_a_killed_train_agent_reruns_to_the_bytes_of_an_uninterrupted_run(tmp_path, kill_at_call, capsys, agent,
+                                                                           seeds):
+    """`train-agent --seed 1` of a SAC agent (train_seeds with one seed) and of REINFORCE (train_online), and
+    `--seeds 1,2` of a SAC agent (trained together), killed at the validation of step 3 (after the checkpoint of
+    step 2: step 3's sessions and updates are lost) or while testing (after the final checkpoint, the last seed's
+    test), then rerun: it resumes from every seed's last.work.ckpt and writes, for every seed, the best.ckpt,
+    medium.ckpt, last.ckpt and results JSON of an uninterrupted run, byte for byte."""
     from test_multiseed import _stage
     from test_offline_loop import _digests
 
@@ -60,11 +63,11 @@ def test_a_killed_train_agent_reruns_to_the_bytes_of_an_uninterrupted_run(tmp_pa
     tag, names = ("{seed}", (1, 2)) if group else ("1", (1,))
     outputs = [f"r{s}.json" for s in names] + [f"a{s}/{f}" for s in names for f in ("best.ckpt", "medium.ckpt",
                                                                                      "last.ckpt")]
-    kills = {"training": ((multiseed, "evaluate_seeds") if group else (loop, "evaluate"), 3, 2),
+    kills = {"training": ((multiseed, "evaluate_seeds") if agent.startswith("sac") else (loop, "evaluate"), 3, 2),
              "testing": ((train_agent, "evaluate"), len(names), 4)}
 
     def run(name: str) -> int:
-        return _stage(tmp_path, "sac_topk_ideal", seeds, str(tmp_path / name / f"a{tag}"),
+        return _stage(tmp_path, agent, seeds, str(tmp_path / name / f"a{tag}"),
                       str(tmp_path / name / f"r{tag}.json"), ["--total-steps", "4", "--checkpoint-interval", "2"])
 
     assert run("whole") == 0

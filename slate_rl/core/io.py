@@ -409,7 +409,10 @@ def resume_group(seeds: Sequence[int], paths: Sequence[str | os.PathLike[str]], 
     at = sorted(set(steps()))
     if not why and len(at) == 1:
         return True
-    print(f"multi-seed resume refused ({why or f'seeds at different steps {at}'}); every seed starts over")
+    if len(paths) == 1:  # one seed: the message of a one-run loop
+        print(f"{paths[0]}: {reasons[0]}; starting over")
+    else:
+        print(f"multi-seed resume refused ({why or f'seeds at different steps {at}'}); every seed starts over")
     for m, start in zip(models, initial, strict=True):
         m.load_state_dict(start)
     return False

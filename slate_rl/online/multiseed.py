@@ -15,35 +15,37 @@ The optimisers are the agents' own Adam (same hyperparameters) over the stacked 
 element-wise, so one Adam over S stacked parameters is S independent Adams (their step counters
 coincide, as every seed steps together). The frozen ranker (GeMS decoder) is shared.
 
-**Users.** Seed ``s`` trains on users ``user_keys(s, ...)``, exactly the users of a single-seed
-run, and validates on the same validation users; the simulator steps every seed's users in one
+**Users.** Seed ``s`` trains on users ``user_keys(s, ...)``, the users :func:`~slate_rl.online.loop.train_online`
+gives seed ``s``, and validates on the same validation users; the simulator steps every seed's users in one
 call (seed-major: rows ``i*E .. (i+1)*E-1`` are seed ``seeds[i]``'s).
 
 **Randomness.** Each seed draws its exploration noise, its warm-up actions and its replay indices
 from its own ``torch.Generator`` (:func:`seed_generator`), in an order fixed by its own schedule:
 a seed's stream does not depend on S or on its neighbours, so a seed trained alone (S = 1) and
 among ten follows the same trajectory up to float rounding (the batched matmuls may round
-differently), and the per-seed statistics cannot depend on the group. The single-seed loop
-(:func:`~slate_rl.online.loop.train_online`) draws from torch's global generator instead, so its
-runs equal these in distribution, not draw for draw. Initial networks are the single-seed
-ones: the caller builds agent ``i`` after ``torch.manual_seed(seeds[i])`` as ``train-agent`` does.
+differently), and the per-seed statistics cannot depend on the group. ``train-agent`` trains every
+plain SAC agent here, one seed included. The loop of the other agents
+(:func:`~slate_rl.online.loop.train_online`) draws from torch's global generator, seeded per seed;
+a SAC agent trained there equals one trained here in distribution, not draw for draw. Initial
+networks: the caller builds agent ``i`` after ``torch.manual_seed(seeds[i])``.
 
 **Outputs.** Every validation loads seed ``i``'s slice into ``agents[i]`` (an ordinary SAC), which
-the callbacks (best checkpoint, medium snapshots) receive, so they write exactly the files of a
-single-seed run (:func:`~slate_rl.online.registry.save_agent` format). At the end ``agents[i]``
+the callbacks (best checkpoint, medium snapshots) receive, so they write the files of one
+agent's run (:func:`~slate_rl.online.registry.save_agent` format). At the end ``agents[i]``
 holds seed ``i``'s final state.
 
-**Resume.** One resume checkpoint per seed, in the single-seed format plus the seed's generator
+**Resume.** One resume checkpoint per seed, in ``train_online``'s format plus the seed's generator
 state (``sample_rng``), all written at the same step. The group resumes only when every seed's
 checkpoint fits (same fingerprint, same step); otherwise every seed starts over (a kill between
-two seeds' renames leaves them one interval apart). A single-seed checkpoint is never resumed here
-nor the other way round: the fingerprint carries the RNG scheme.
+two seeds' renames leaves them one interval apart). A checkpoint of ``train_online`` is never resumed
+here nor the other way round: the fingerprint carries the RNG scheme.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -67,7 +69,7 @@ from slate_rl.online.sac import SAC, Critic
 from slate_rl.sim.core import TopicRec
 
 RNG_SCHEME = "multiseed-v1"
-"""Appended to every resume fingerprint: a checkpoint of the single-seed loop (global generator) is not
+"""Appended to every resume fingerprint: a checkpoint of ``train_online`` (global generator) is not
 resumed here, nor one of this loop there."""
 _GENERATOR_TAG = 0x5EED5
 
@@ -222,7 +224,7 @@ def train_seeds(
     :func:`~slate_rl.online.loop.train_online`, with its schedule, validation, medium tracking and
     resume. ``save_best(i, agent, state)`` is called with seed ``i``'s agent whenever its validation
     improves; ``last_paths[i]`` is seed ``i``'s resume checkpoint, written under ``fingerprints[i]``. ``logger``
-    gets every seed's metrics under ``seed<s>/`` (one run for the group)."""
+    gets every seed's metrics, under ``seed<s>/`` in a group of several (one run for the group)."""
     n = len(agents)
     check_seed_group(n, seeds, last_paths, fingerprints, "agent")
     sacs = [check_stackable(a) for a in agents]
@@ -247,6 +249,12 @@ def train_seeds(
     bar = tqdm(total=cfg.total_steps, initial=step, desc=f"online x{n}", unit="step", disable=not progress,
                dynamic_ncols=True)
     metrics: list[dict[str, float]] = [{} for _ in range(n)]
+    run_start, first_step = time.perf_counter(), step
+
+    def prefix(i: int) -> str:
+        """The logger's metric prefix of seed ``i``: none for one seed, ``seed<s>/`` in a group."""
+        return f"seed{seeds[i]}/" if n > 1 else ""
+
     while step < cfg.total_steps:
         keys = torch.cat([user_keys(s, sessions, e, sim.device) for s in seeds])
         warming_up = sessions < cfg.warmup_sessions
@@ -277,9 +285,14 @@ def train_seeds(
                     save_best(i, sacs[i], st)
                 st.medium.observe(step, val, st.best_val, sacs[i])
                 if logger is not None:
-                    logger.log({f"seed{seeds[i]}/{k}": v for k, v in
+                    logger.log({f"{prefix(i)}{k}": v for k, v in
                                 {"val_return": val, "train_return": train_returns[i], **metrics[i]}.items()}, step=step)
             bar.set_postfix(val=f"{sum(vals) / n:.1f}", best=f"{max(s.best_val for s in states):.1f}")
+            if not progress:  # a plain line for log files
+                rate = (step - first_step) / max(time.perf_counter() - run_start, 1e-9)
+                print(f"online x{n}: step {step}/{cfg.total_steps}, validation "
+                      f"{', '.join(f'{v:.1f}' for v in vals)} (best {', '.join(f'{s.best_val:.1f}' for s in states)}), "
+                      f"{rate:.2f} steps/s", flush=True)
         if step % cfg.checkpoint_interval == 0 or step == cfg.total_steps:
             for i in range(n):
                 sacs[i].load_state_dict(stacked.seed_state_dict(i))

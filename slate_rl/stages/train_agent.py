@@ -13,10 +13,13 @@ from ``last.ckpt`` (to extend a finished run to a larger ``--total-steps``), whe
 written with the same inputs, environment and settings; otherwise training starts over.
 
 ``--seeds 0,1,2`` instead of ``--seed``: ``--output-dir`` and ``--results`` hold ``{seed}`` and every
-seed gets exactly the files of a ``--seed`` run (``"seed": s`` in its metadata). The seeds of a plain
-SAC agent with a ranker (sac_gems_*, sac_topk_*, sac_kargmax) train together, their networks stacked
-(:mod:`slate_rl.online.multiseed`; the group is named in each ``.timings.json``); the other agents'
-seeds train one after another, each as ``--seed`` trains it (the same bytes). Each ``last.work.ckpt``
+seed gets exactly the files of a ``--seed`` run (``"seed": s`` in its metadata). A plain SAC agent with
+a ranker (sac_gems_*, sac_topk_*, sac_kargmax) trains in :func:`~slate_rl.online.multiseed.train_seeds`
+whatever the number of seeds (one seed is the case S = 1; several train together, their networks
+stacked, the group named in each ``.timings.json``): each seed draws from its own generators, so a
+seed's run does not depend on the seeds beside it (up to float rounding). The other agents train in
+:func:`~slate_rl.online.loop.train_online`, their seeds one after another, each from
+``torch.manual_seed(seed)`` (the same bytes as ``--seed``). Each ``last.work.ckpt``
 becomes ``last.ckpt`` only once every seed is tested, so a group killed while testing resumes whole.
 """
 
@@ -161,9 +164,10 @@ def run(args: argparse.Namespace) -> None:
         return SeedRun(seed, agent, meta, out, result, resume, fingerprint(settings))
 
     first = prepare(seeds[0], outs[0], results[0])
-    if len(seeds) > 1 and stackable(first.agent):
+    if stackable(first.agent):
         runs = [first, *(prepare(*job) for job in zip(seeds[1:], outs[1:], results[1:], strict=True))]
-        logger = RunLogger(f"{args.agent}-{args.env}-seeds{'_'.join(map(str, seeds))}",
+        name = f"seed{seeds[0]}" if len(seeds) == 1 else f"seeds{'_'.join(map(str, seeds))}"
+        logger = RunLogger(f"{args.agent}-{args.env}-{name}", first.meta if len(seeds) == 1 else
                            {**first.meta, "seeds": seeds}, args.logger_mode, group=args.env)
         start = time.perf_counter()
         states = train_seeds(sim, [r.agent for r in runs], online, seeds, lambda i, a, st: runs[i].save_best(a, st),
@@ -171,9 +175,9 @@ def run(args: argparse.Namespace) -> None:
                              fingerprints=[r.fingerprint for r in runs])
         elapsed = time.perf_counter() - start
         logger.finish()
+        together = {"seeds_trained_together": ",".join(map(str, seeds))} if len(seeds) > 1 else {}
         for r, state in zip(runs, states, strict=True):
-            finish(args, sim, table_source, r, state, elapsed, seeds_trained_together=",".join(map(str, seeds)))
-        print(f"{len(seeds)} seeds trained together in {elapsed:.0f} s on {sim.device}")
+            finish(args, sim, table_source, r, state, elapsed, **together)
     else:
         runs = []
         for job in zip(seeds, outs, results, strict=True):
