@@ -17,8 +17,8 @@ from slate_rl.models.gems import GeMS
 from slate_rl.models.rankers import GeMSRanker
 from slate_rl.models.stacked import StackedBeliefEncoder, StackedLinear
 from slate_rl.online.config import OnlineConfig, SACConfig
-from slate_rl.online.loop import evaluate, train_online
-from slate_rl.online.multiseed import StackedSAC, seed_generator, train_seeds
+from slate_rl.online.loop import evaluate, train_online, train_seeds
+from slate_rl.online.multiseed import StackedSAC, seed_generator
 from slate_rl.online.registry import load_agent, make_agent, save_agent
 from slate_rl.online.rollouts import user_keys
 from slate_rl.online.sac import SAC
@@ -146,8 +146,9 @@ def test_multiseed_refuses_other_agents_and_bad_input(tmp_path):
     cfg = OnlineConfig(total_steps=1, warmup_sessions=0, val_interval=1, val_sessions=2)
     torch.manual_seed(0)
     reinforce = make_agent("reinforce", None, torch.randn(ITEMS, ITEM_DIM), ITEMS, K, item_dim=ITEM_DIM)
-    with pytest.raises(ConfigError, match="not Reinforce"):
-        train_seeds(sim, [reinforce], cfg, [0], lambda i, a, s: None, [tmp_path / "l.ckpt"], progress=False)
+    with pytest.raises(ConfigError, match="not Reinforce"):  # one seed at a time
+        train_seeds(sim, [reinforce, reinforce], cfg, [0, 1], lambda i, a, s: None,
+                    [tmp_path / "l0.ckpt", tmp_path / "l1.ckpt"], progress=False)
     with pytest.raises(ConfigError, match="distinct seeds"):
         train_seeds(sim, [_sac(0, ranker), _sac(0, ranker)], cfg, [0, 0], lambda i, a, s: None,
                     [tmp_path / "a.ckpt", tmp_path / "b.ckpt"], progress=False)
@@ -194,10 +195,11 @@ def test_a_seed_trained_alone_equals_the_same_seed_trained_among_others(tiny_sim
     assert not torch.equal(group_agents[0].actor[0].weight, group_agents[1].actor[0].weight)
 
 
-def test_seeds_trained_together_agree_statistically_with_the_single_seed_loop(tiny_sim, tmp_path):
-    """The single-seed loop (torch's global generator) and the multi-seed loop (one generator per seed) are
-    the same algorithm: 6 seeds trained alone by ``train_online`` and the same 6 seeds trained together give
-    test returns and validation curves that a Welch test cannot tell apart."""
+def test_a_seed_alone_and_among_others_agree(tiny_sim, tmp_path):
+    """One loop, one RNG scheme: 6 seeds trained alone (``train_online``, S = 1) and the same 6 seeds trained
+    together follow the same streams, so they differ by float rounding only: test returns and validation curves
+    that a Welch test cannot tell apart, and each seed's test return alone within 0.5 of its return among
+    the others (equal on the machine this was written on)."""
     cfg = OnlineConfig(**{**TINY.__dict__, "total_steps": 24, "val_interval": 8, "checkpoint_interval": 24})
     seeds = list(range(10, 16))
     ranker = _ranker()
@@ -214,7 +216,8 @@ def test_seeds_trained_together_agree_statistically_with_the_single_seed_loop(ti
         a = [st.curve[j][1] for st in group_states]
         b = [st.curve[j][1] for st in alone_states]
         assert stats.ttest_ind(a, b, equal_var=False).pvalue > 0.01, (j, a, b)
-    assert len(set(together)) > 1 and together != alone  # the seeds differ, and so do the two RNG schemes
+    assert len(set(together)) > 1  # the seeds differ
+    assert all(abs(a - b) <= 0.5 for a, b in zip(alone, together, strict=True)), (alone, together)
 
 
 def test_per_seed_checkpoints_load_as_ordinary_agents_and_act_like_the_stacked_agent(tiny_sim, tmp_path):

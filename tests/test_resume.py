@@ -43,8 +43,9 @@ def test_a_checkpoint_of_this_run_that_does_not_fit_is_one_clear_error(tmp_path)
         load_resume(path, "abc", lambda payload: payload["missing"])
 
 
-@pytest.mark.parametrize(("agent", "seeds"), [("sac_topk_ideal", ["--seed", "1"]), ("sac_topk_ideal", ["--seeds", "1,2"]),
-                                             ("reinforce", ["--seed", "1"])], ids=["sac-seed", "sac-seeds", "reinforce"])
+@pytest.mark.parametrize(("agent", "seeds"), [
+    ("sac_topk_ideal", ["--seed", "1"]), ("sac_topk_ideal", ["--seeds", "1,2"]), ("reinforce", ["--seed", "1"]),
+], ids=["sac-seed", "sac-seeds", "reinforce"])
 def test_a_killed_train_agent_reruns_to_the_bytes_of_an_uninterrupted_run(tmp_path, kill_at_call, capsys, agent,
                                                                            seeds):
     """`train-agent --seed 1` of a SAC agent (train_seeds with one seed) and of REINFORCE (train_online), and
@@ -56,14 +57,14 @@ def test_a_killed_train_agent_reruns_to_the_bytes_of_an_uninterrupted_run(tmp_pa
     from test_offline_loop import _digests
 
     from slate_rl.core.io import read_resume_checkpoint
-    from slate_rl.online import loop, multiseed
+    from slate_rl.online import loop
     from slate_rl.stages import train_agent
 
     group = seeds[0] == "--seeds"
     tag, names = ("{seed}", (1, 2)) if group else ("1", (1,))
     outputs = [f"r{s}.json" for s in names] + [f"a{s}/{f}" for s in names for f in ("best.ckpt", "medium.ckpt",
                                                                                      "last.ckpt")]
-    kills = {"training": ((multiseed, "evaluate_seeds") if agent.startswith("sac") else (loop, "evaluate"), 3, 2),
+    kills = {"training": ((loop, "evaluate_seeds" if agent.startswith("sac") else "evaluate"), 3, 2),
              "testing": ((train_agent, "evaluate"), len(names), 4)}
 
     def run(name: str) -> int:

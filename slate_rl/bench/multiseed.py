@@ -1,7 +1,7 @@
 """Multi-seed SAC+GeMS online training throughput (``slate-rl bench online --seeds 1,10``).
 
 For each number of seeds S and each schedule, S seeds of SAC+GeMS (randomly initialised GeMS,
-d = 32, batch 20 episodes) train together in one process (:func:`slate_rl.online.multiseed.train_seeds`),
+d = 32, batch 20 episodes) train together in one process (:func:`slate_rl.online.loop.train_seeds`),
 simulation and gradient steps included; the rate counts *seed-sessions* (S sessions per step and
 seed count as S). Schedules:
 
@@ -25,7 +25,8 @@ import torch
 
 from slate_rl.bench.online import random_gems_ranker, sac_gems_agent
 from slate_rl.online.config import OnlineConfig
-from slate_rl.online.multiseed import projected_hours, train_seeds
+from slate_rl.online.loop import train_seeds
+from slate_rl.online.multiseed import projected_hours
 from slate_rl.sim.core import TopicRec
 
 PROTOCOL_SEEDS = 10

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,12 +36,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from slate_rl.core.io import curve_from_tensor, curve_tensor, load_resume, save_resume
+from slate_rl.core.io import check_seed_group, curve_from_tensor, curve_tensor, load_resume, resume_group, save_resume
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.rng import cuda_devices
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.online.base import Agent
 from slate_rl.online.config import OnlineConfig
+from slate_rl.online.multiseed import RNG_SCHEME, StackedSAC, check_stackable, evaluate_seeds, seed_generator, stackable
 from slate_rl.online.rollouts import Mode, policy_returns, run_agent_sessions, user_keys
 from slate_rl.sim.core import TopicRec
 
@@ -120,63 +121,132 @@ def train_online(
     progress: bool = True,
     fingerprint: str = "",
 ) -> LoopState:
-    """Train ``agent`` online; ``save_best`` is called whenever validation improves.
+    """Train one ``agent`` with seed ``seed``: :func:`train_seeds` with one seed (``save_best(agent, state)``)."""
+    return train_seeds(sim, [agent], cfg, [seed], lambda i, a, state: save_best(a, state), [last_path], logger,
+                       progress, [fingerprint])[0]
 
-    ``fingerprint`` identifies the run's inputs and settings (all but ``total_steps``, so that a
-    finished run can be extended): a ``last`` checkpoint written under another fingerprint, or
-    one already past ``total_steps`` (its curve is longer than this run's), is ignored and the
-    run starts over.
+
+def train_seeds(
+    sim: TopicRec,
+    agents: Sequence[Agent],
+    cfg: OnlineConfig,
+    seeds: Sequence[int],
+    save_best: Callable[[int, Agent, LoopState], None],
+    last_paths: Sequence[str | os.PathLike[str]],
+    logger: RunLogger | None = None,
+    progress: bool = True,
+    fingerprints: Sequence[str] | None = None,
+) -> list[LoopState]:
+    """Train ``agents[i]`` on seed ``seeds[i]``'s users (the module doc's schedule, validation, medium tracking and
+    resume); one seed is the case S = 1.
+
+    Several seeds train together (:class:`~slate_rl.online.multiseed.StackedSAC`: plain SAC agents with a
+    ranker, :func:`~slate_rl.online.multiseed.stackable`); a plain SAC agent trains stacked alone too, so its run
+    is the same whatever the seeds beside it. Any other agent trains alone. ``save_best(i, agent, state)`` is
+    called with seed ``i``'s agent whenever its validation improves; ``last_paths[i]`` is seed ``i``'s resume
+    checkpoint, written under ``fingerprints[i]``; ``logger`` gets every seed's metrics, under ``seed<s>/`` in a
+    group of several (one run for the group). Returns each seed's final :class:`LoopState` (``agents[i]`` then
+    holds its final state).
+
+    **Randomness.** Seed ``s`` trains on users ``user_keys(s, ...)`` and draws its replay indices from its own
+    generator (:func:`~slate_rl.online.multiseed.seed_generator`); a stacked SAC draws its exploration noise and
+    warm-up actions from that generator too, another agent from torch's global generator, seeded with ``s``.
+    So a seed's streams depend neither on how many seeds train beside it nor on which.
     """
+    n = len(agents)
+    check_seed_group(n, seeds, last_paths, fingerprints, "agent")
+    stacks = stackable(agents[0])
+    if n > 1 and not stacks:
+        check_stackable(agents[0])  # one ConfigError: this agent trains its seeds one by one
     c = sim.config
-    buffer = EpisodeBuffer(cfg.buffer_capacity, c.episode_length, c.slate_size, agent.action_dim, sim.device,
-                           extras=agent.buffer_extras())
-    state = LoopState(curve=[], medium=MediumTracker(cfg.medium_fraction))
-    torch.manual_seed(seed)
-    last = Path(last_path)
-    if last.is_file():
-        refused = _load_last(last, agent, buffer, state, fingerprint, cfg.total_steps)
-        if refused:
-            print(f"{last}: {refused}; starting over")
-    bar = tqdm(total=cfg.total_steps, initial=state.step, desc="online", unit="step", disable=not progress,
-               dynamic_ncols=True)
-    metrics: dict[str, float] = {}
-    run_start, first_step = time.perf_counter(), state.step
-    while state.step < cfg.total_steps:
-        keys = user_keys(seed, state.sessions, cfg.sessions_per_step, sim.device)
-        warming_up = state.sessions < cfg.warmup_sessions and (not agent.on_policy or agent.on_policy_warmup)
+    prints = [f"{fp}:{RNG_SCHEME}" for fp in (fingerprints or [""] * n)]
+    lasts = [Path(p) for p in last_paths]
+    first = agents[0]
+    on_policy = first.on_policy
+
+    def fresh() -> tuple[list[EpisodeBuffer], list[LoopState], list[torch.Generator]]:
+        return ([EpisodeBuffer(cfg.buffer_capacity, c.episode_length, c.slate_size, first.action_dim, sim.device,
+                               extras=first.buffer_extras()) for _ in range(n)],
+                [LoopState(curve=[], medium=MediumTracker(cfg.medium_fraction)) for _ in range(n)],
+                [seed_generator(s) for s in seeds])
+
+    torch.manual_seed(seeds[0])  # an unstacked agent's noise; stacked agents draw from their own generators
+    buffers, states, gens = fresh()
+    if not resume_group(seeds, lasts, agents, lambda i: _load_last(lasts[i], agents[i], buffers[i], states[i],
+                                                                   prints[i], cfg.total_steps, gens[i]),
+                        lambda: [s.step for s in states]):
+        buffers, states, gens = fresh()
+    stacked = StackedSAC([check_stackable(a) for a in agents], gens) if stacks else None
+    actor: Agent = stacked if stacked is not None else first
+
+    def sync(i: int) -> None:
+        """Seed ``i``'s current state into ``agents[i]``."""
+        if stacked is not None:
+            agents[i].load_state_dict(stacked.seed_state_dict(i))
+
+    step, sessions = states[0].step, states[0].sessions
+    e = cfg.sessions_per_step
+    bar = tqdm(total=cfg.total_steps, initial=step, desc=f"online x{n}" if n > 1 else "online", unit="step",
+               disable=not progress, dynamic_ncols=True)
+    metrics: list[dict[str, float]] = [{} for _ in range(n)]
+    run_start, first_step = time.perf_counter(), step
+
+    def prefix(i: int) -> str:
+        return f"seed{seeds[i]}/" if n > 1 else ""
+
+    while step < cfg.total_steps:
+        keys = torch.cat([user_keys(s, sessions, e, sim.device) for s in seeds])
+        warming_up = sessions < cfg.warmup_sessions and (not on_policy or first.on_policy_warmup)
         mode: Mode = "random" if warming_up else "train"
-        returns, episodes = run_agent_sessions(sim, agent, keys, mode, random_width=cfg.warmup_action_width)
+        returns, episodes = run_agent_sessions(sim, actor, keys, mode, random_width=cfg.warmup_action_width)
         assert episodes is not None
-        buffer.add(episodes)
-        state.sessions += cfg.sessions_per_step
-        state.env_steps += cfg.sessions_per_step * c.episode_length
-        if agent.on_policy:  # learns from what it just collected, warm-up included (no replay)
-            metrics = agent.update(episodes)
+        for i, buffer in enumerate(buffers):
+            buffer.add({k: v[i * e:(i + 1) * e] for k, v in episodes.items()})
+        sessions += e
+        step += 1
+        for st in states:
+            st.sessions, st.step = sessions, step
+            st.env_steps += e * c.episode_length
+        if on_policy:  # learns from what it just collected, warm-up included (no replay)
+            metrics = [first.update(episodes)]
         elif not warming_up:
             for _ in range(cfg.updates_per_step):
-                metrics = agent.update(buffer.sample_episodes(cfg.batch_size))
-        state.step += 1
+                batches = [b.sample_episodes(cfg.batch_size, generator=g) for b, g in zip(buffers, gens, strict=True)]
+                if stacked is not None:
+                    metrics = stacked.update_seeds({k: torch.stack([b[k] for b in batches]) for k in batches[0]})
+                else:
+                    metrics = [first.update(batches[0])]
         bar.update(1)
-        if state.step % cfg.val_interval == 0 or state.step == cfg.total_steps:
-            val = float(evaluate(sim, agent, cfg.val_seed, cfg.val_sessions).mean())
-            assert state.curve is not None
-            state.curve.append([state.step, val])
-            if val > state.best_val:
-                state.best_val, state.best_step = val, state.step
-                save_best(agent, state)
-            assert state.medium is not None
-            state.medium.observe(state.step, val, state.best_val, agent)
-            bar.set_postfix(val=f"{val:.1f}", best=f"{state.best_val:.1f}")
+        if step % cfg.val_interval == 0 or step == cfg.total_steps:
+            if stacked is not None:
+                vals = evaluate_seeds(sim, stacked, cfg.val_seed, cfg.val_sessions).mean(dim=1).tolist()
+            else:
+                vals = [float(evaluate(sim, first, cfg.val_seed, cfg.val_sessions).mean())]
+            train_returns = returns.view(n, e).mean(dim=1).tolist()
+            for i, (st, val) in enumerate(zip(states, vals, strict=True)):
+                sync(i)
+                assert st.curve is not None and st.medium is not None
+                st.curve.append([step, val])
+                if val > st.best_val:
+                    st.best_val, st.best_step = val, step
+                    save_best(i, agents[i], st)
+                st.medium.observe(step, val, st.best_val, agents[i])
+                if logger is not None:
+                    logger.log({f"{prefix(i)}{k}": v for k, v in
+                                {"val_return": val, "train_return": train_returns[i], **metrics[i]}.items()}, step=step)
+            bar.set_postfix(val=f"{sum(vals) / n:.1f}", best=f"{max(s.best_val for s in states):.1f}")
             if not progress:  # a plain line for log files
-                rate = (state.step - first_step) / max(time.perf_counter() - run_start, 1e-9)
-                print(f"online: step {state.step}/{cfg.total_steps}, validation {val:.1f} (best {state.best_val:.1f}), "
-                      f"{rate:.2f} steps/s", flush=True)
-            if logger is not None:
-                logger.log({"val_return": val, "train_return": float(returns.mean()), **metrics}, step=state.step)
-        if state.step % cfg.checkpoint_interval == 0 or state.step == cfg.total_steps:
-            _save_last(last, agent, buffer, state, fingerprint)
+                rate = (step - first_step) / max(time.perf_counter() - run_start, 1e-9)
+                print(f"online: step {step}/{cfg.total_steps}, validation {', '.join(f'{v:.1f}' for v in vals)} "
+                      f"(best {', '.join(f'{s.best_val:.1f}' for s in states)}), {rate:.2f} steps/s", flush=True)
+        if step % cfg.checkpoint_interval == 0 or step == cfg.total_steps:
+            for i in range(n):
+                sync(i)
+                _save_last(lasts[i], agents[i], buffers[i], states[i], prints[i], gens[i])
     bar.close()
-    return state
+    for i in range(n):
+        sync(i)
+    return states
 
 
 def _save_last(path: Path, agent: Agent, buffer: EpisodeBuffer, state: LoopState, fingerprint: str,

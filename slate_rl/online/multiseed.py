@@ -1,4 +1,5 @@
-"""Many seeds of one SAC configuration trained together in one process.
+"""Stacked SAC: S seeds of one SAC configuration as one agent, which the online loop
+(:func:`~slate_rl.online.loop.train_seeds`) trains for every plain SAC agent, one seed included.
 
 S seeds of the same agent and schedule cost little more than one on a CPU: a SAC update on 20
 episodes, or a simulator step of a few users, is mostly the fixed cost of many tiny tensor ops,
@@ -15,62 +16,42 @@ The optimisers are the agents' own Adam (same hyperparameters) over the stacked 
 element-wise, so one Adam over S stacked parameters is S independent Adams (their step counters
 coincide, as every seed steps together). The frozen ranker (GeMS decoder) is shared.
 
-**Users.** Seed ``s`` trains on users ``user_keys(s, ...)``, the users :func:`~slate_rl.online.loop.train_online`
-gives seed ``s``, and validates on the same validation users; the simulator steps every seed's users in one
-call (seed-major: rows ``i*E .. (i+1)*E-1`` are seed ``seeds[i]``'s).
+**Users.** It acts for S x E users, seed-major: rows ``i*E .. (i+1)*E-1`` are seed ``i``'s
+(:func:`evaluate_seeds` for validation).
 
-**Randomness.** Each seed draws its exploration noise, its warm-up actions and its replay indices
-from its own ``torch.Generator`` (:func:`seed_generator`), in an order fixed by its own schedule:
-a seed's stream does not depend on S or on its neighbours, so a seed trained alone (S = 1) and
-among ten follows the same trajectory up to float rounding (the batched matmuls may round
-differently), and the per-seed statistics cannot depend on the group. ``train-agent`` trains every
-plain SAC agent here, one seed included. The loop of the other agents
-(:func:`~slate_rl.online.loop.train_online`) draws from torch's global generator, seeded per seed;
-a SAC agent trained there equals one trained here in distribution, not draw for draw. Initial
-networks: the caller builds agent ``i`` after ``torch.manual_seed(seeds[i])``.
+**Randomness.** Each seed draws its exploration noise and its warm-up actions from its own
+``torch.Generator`` (:func:`seed_generator`; the loop draws that seed's replay indices from it
+too), in an order fixed by its own schedule: a seed's stream does not depend on S or on its
+neighbours, so a seed trained alone (S = 1) and among ten follows the same trajectory up to float
+rounding (the batched matmuls may round differently). Initial networks: the caller builds agent
+``i`` after ``torch.manual_seed(seeds[i])``.
 
-**Outputs.** Every validation loads seed ``i``'s slice into ``agents[i]`` (an ordinary SAC), which
-the callbacks (best checkpoint, medium snapshots) receive, so they write the files of one
-agent's run (:func:`~slate_rl.online.registry.save_agent` format). At the end ``agents[i]``
-holds seed ``i``'s final state.
-
-**Resume.** One resume checkpoint per seed, in ``train_online``'s format plus the seed's generator
-state (``sample_rng``), all written at the same step. The group resumes only when every seed's
-checkpoint fits (same fingerprint, same step); otherwise every seed starts over (a kill between
-two seeds' renames leaves them one interval apart). A checkpoint of ``train_online`` is never resumed
-here nor the other way round: the fingerprint carries the RNG scheme.
+**Outputs.** :meth:`SeedStates.seed_state_dict` gives seed ``i``'s state as an ordinary SAC's, which
+the loop loads into ``agents[i]`` before its callbacks and checkpoints, so every file has the
+format of one agent's (:func:`~slate_rl.online.registry.save_agent`).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from slate_rl.core import rng
 from slate_rl.core.errors import ConfigError
-from slate_rl.core.io import check_seed_group, resume_group
-from slate_rl.core.logger import RunLogger
-from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.models.stacked import SeedStates, StackedBeliefEncoder, stack_mlp, stack_optimizer
 from slate_rl.online.base import Agent
-from slate_rl.online.config import OnlineConfig
-from slate_rl.online.loop import LoopState, MediumTracker, _load_last, _save_last
-from slate_rl.online.rollouts import Mode, run_agent_sessions, user_keys
+from slate_rl.online.rollouts import run_agent_sessions, user_keys
 from slate_rl.online.sac import SAC, Critic
 from slate_rl.sim.core import TopicRec
 
 RNG_SCHEME = "multiseed-v1"
-"""Appended to every resume fingerprint: a checkpoint of ``train_online`` (global generator) is not
-resumed here, nor one of this loop there."""
+"""Appended to every resume fingerprint of the online loop: a checkpoint of a loop that drew from other
+streams (torch's global generator only) is not resumed."""
 _GENERATOR_TAG = 0x5EED5
 
 
@@ -207,100 +188,6 @@ def evaluate_seeds(sim: TopicRec, agent: StackedSAC, seed: int, sessions: int, b
         returns, _ = run_agent_sessions(sim, agent, keys.repeat(agent.num_seeds), "eval", record=False)
         out.append(returns.view(agent.num_seeds, -1))
     return torch.cat(out, dim=1)
-
-
-def train_seeds(
-    sim: TopicRec,
-    agents: Sequence[Agent],
-    cfg: OnlineConfig,
-    seeds: Sequence[int],
-    save_best: Callable[[int, Agent, LoopState], None],
-    last_paths: Sequence[str | os.PathLike[str]],
-    logger: RunLogger | None = None,
-    progress: bool = True,
-    fingerprints: Sequence[str] | None = None,
-) -> list[LoopState]:
-    """Train ``agents[i]`` on seed ``seeds[i]``'s users, all together (module doc); the multi-seed
-    :func:`~slate_rl.online.loop.train_online`, with its schedule, validation, medium tracking and
-    resume. ``save_best(i, agent, state)`` is called with seed ``i``'s agent whenever its validation
-    improves; ``last_paths[i]`` is seed ``i``'s resume checkpoint, written under ``fingerprints[i]``. ``logger``
-    gets every seed's metrics, under ``seed<s>/`` in a group of several (one run for the group)."""
-    n = len(agents)
-    check_seed_group(n, seeds, last_paths, fingerprints, "agent")
-    sacs = [check_stackable(a) for a in agents]
-    c = sim.config
-    prints = [f"{fp}:{RNG_SCHEME}" for fp in (fingerprints or [""] * n)]
-    lasts = [Path(p) for p in last_paths]
-
-    def fresh() -> tuple[list[EpisodeBuffer], list[LoopState], list[torch.Generator]]:
-        return ([EpisodeBuffer(cfg.buffer_capacity, c.episode_length, c.slate_size, sacs[0].action_dim, sim.device)
-                 for _ in range(n)],
-                [LoopState(curve=[], medium=MediumTracker(cfg.medium_fraction)) for _ in range(n)],
-                [seed_generator(s) for s in seeds])
-
-    buffers, states, gens = fresh()
-    if not resume_group(seeds, lasts, sacs, lambda i: _load_last(lasts[i], sacs[i], buffers[i], states[i], prints[i],
-                                                                 cfg.total_steps, gens[i]),
-                        lambda: [s.step for s in states]):
-        buffers, states, gens = fresh()
-    stacked = StackedSAC(sacs, gens)
-    step, sessions = states[0].step, states[0].sessions
-    e = cfg.sessions_per_step
-    bar = tqdm(total=cfg.total_steps, initial=step, desc=f"online x{n}", unit="step", disable=not progress,
-               dynamic_ncols=True)
-    metrics: list[dict[str, float]] = [{} for _ in range(n)]
-    run_start, first_step = time.perf_counter(), step
-
-    def prefix(i: int) -> str:
-        """The logger's metric prefix of seed ``i``: none for one seed, ``seed<s>/`` in a group."""
-        return f"seed{seeds[i]}/" if n > 1 else ""
-
-    while step < cfg.total_steps:
-        keys = torch.cat([user_keys(s, sessions, e, sim.device) for s in seeds])
-        warming_up = sessions < cfg.warmup_sessions
-        mode: Mode = "random" if warming_up else "train"
-        returns, episodes = run_agent_sessions(sim, stacked, keys, mode, random_width=cfg.warmup_action_width)
-        assert episodes is not None
-        for i, buffer in enumerate(buffers):
-            buffer.add({k: v[i * e:(i + 1) * e] for k, v in episodes.items()})
-        sessions += e
-        step += 1
-        for st in states:
-            st.sessions, st.step = sessions, step
-            st.env_steps += e * c.episode_length
-        if not warming_up:
-            for _ in range(cfg.updates_per_step):
-                batches = [b.sample_episodes(cfg.batch_size, generator=g) for b, g in zip(buffers, gens, strict=True)]
-                metrics = stacked.update_seeds({k: torch.stack([b[k] for b in batches]) for k in batches[0]})
-        bar.update(1)
-        if step % cfg.val_interval == 0 or step == cfg.total_steps:
-            vals = evaluate_seeds(sim, stacked, cfg.val_seed, cfg.val_sessions).mean(dim=1).tolist()
-            train_returns = returns.view(n, e).mean(dim=1).tolist()
-            for i, (st, val) in enumerate(zip(states, vals, strict=True)):
-                sacs[i].load_state_dict(stacked.seed_state_dict(i))
-                assert st.curve is not None and st.medium is not None
-                st.curve.append([step, val])
-                if val > st.best_val:
-                    st.best_val, st.best_step = val, step
-                    save_best(i, sacs[i], st)
-                st.medium.observe(step, val, st.best_val, sacs[i])
-                if logger is not None:
-                    logger.log({f"{prefix(i)}{k}": v for k, v in
-                                {"val_return": val, "train_return": train_returns[i], **metrics[i]}.items()}, step=step)
-            bar.set_postfix(val=f"{sum(vals) / n:.1f}", best=f"{max(s.best_val for s in states):.1f}")
-            if not progress:  # a plain line for log files
-                rate = (step - first_step) / max(time.perf_counter() - run_start, 1e-9)
-                print(f"online x{n}: step {step}/{cfg.total_steps}, validation "
-                      f"{', '.join(f'{v:.1f}' for v in vals)} (best {', '.join(f'{s.best_val:.1f}' for s in states)}), "
-                      f"{rate:.2f} steps/s", flush=True)
-        if step % cfg.checkpoint_interval == 0 or step == cfg.total_steps:
-            for i in range(n):
-                sacs[i].load_state_dict(stacked.seed_state_dict(i))
-                _save_last(lasts[i], sacs[i], buffers[i], states[i], prints[i], gens[i])
-    bar.close()
-    for i in range(n):
-        sacs[i].load_state_dict(stacked.seed_state_dict(i))
-    return states
 
 
 def projected_hours(seed_sessions_per_second: float, seeds: int = 10, sessions: int = 100_000) -> float:

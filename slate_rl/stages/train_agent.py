@@ -13,14 +13,13 @@ from ``last.ckpt`` (to extend a finished run to a larger ``--total-steps``), whe
 written with the same inputs, environment and settings; otherwise training starts over.
 
 ``--seeds 0,1,2`` instead of ``--seed``: ``--output-dir`` and ``--results`` hold ``{seed}`` and every
-seed gets exactly the files of a ``--seed`` run (``"seed": s`` in its metadata). A plain SAC agent with
-a ranker (sac_gems_*, sac_topk_*, sac_kargmax) trains in :func:`~slate_rl.online.multiseed.train_seeds`
-whatever the number of seeds (one seed is the case S = 1; several train together, their networks
-stacked, the group named in each ``.timings.json``): each seed draws from its own generators, so a
-seed's run does not depend on the seeds beside it (up to float rounding). The other agents train in
-:func:`~slate_rl.online.loop.train_online`, their seeds one after another, each from
-``torch.manual_seed(seed)`` (the same bytes as ``--seed``). Each ``last.work.ckpt``
-becomes ``last.ckpt`` only once every seed is tested, so a group killed while testing resumes whole.
+seed gets exactly the files of a ``--seed`` run (``"seed": s`` in its metadata). Every agent trains in
+the one loop, :func:`~slate_rl.online.loop.train_seeds`: a plain SAC agent with a ranker (sac_gems_*,
+sac_topk_*, sac_kargmax) with all its seeds together, their networks stacked (the group named in each
+``.timings.json``); any other agent one seed after another (the same bytes as ``--seed``). Each seed
+draws from its own streams, so its run does not depend on the seeds beside it (up to float rounding).
+Each ``last.work.ckpt`` becomes ``last.ckpt`` only once every seed is tested, so a group killed while
+testing resumes whole.
 """
 
 from __future__ import annotations
@@ -44,8 +43,8 @@ from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
 from slate_rl.online.base import Agent
 from slate_rl.online.config import AgentBuildConfig
-from slate_rl.online.loop import LoopState, OnlineConfig, evaluate, train_online
-from slate_rl.online.multiseed import stackable, train_seeds
+from slate_rl.online.loop import LoopState, OnlineConfig, evaluate, train_seeds
+from slate_rl.online.multiseed import stackable
 from slate_rl.online.registry import agent_variant, build_agent, load_agent, parse_agent_tag, save_agent
 from slate_rl.online.reinforce import ReinforceConfig
 from slate_rl.online.sac import SACConfig
@@ -163,33 +162,31 @@ def run(args: argparse.Namespace) -> None:
             os.replace(last, resume)
         return SeedRun(seed, agent, meta, out, result, resume, fingerprint(settings))
 
-    first = prepare(seeds[0], outs[0], results[0])
-    if stackable(first.agent):
-        runs = [first, *(prepare(*job) for job in zip(seeds[1:], outs[1:], results[1:], strict=True))]
-        name = f"seed{seeds[0]}" if len(seeds) == 1 else f"seeds{'_'.join(map(str, seeds))}"
-        logger = RunLogger(f"{args.agent}-{args.env}-{name}", first.meta if len(seeds) == 1 else
-                           {**first.meta, "seeds": seeds}, args.logger_mode, group=args.env)
+    jobs = list(zip(seeds, outs, results, strict=True))
+    first = prepare(*jobs[0])
+    # a plain SAC agent's seeds train together (one group); any other agent's one after another (groups of one,
+    # each built right before it trains, as a --seed run builds it)
+    groups = [jobs] if stackable(first.agent) else [[job] for job in jobs]
+    runs: list[SeedRun] = []
+    for group in groups:
+        members = [first if job[0] == first.seed else prepare(*job) for job in group]
+        ids = [r.seed for r in members]
+        name = f"seed{ids[0]}" if len(ids) == 1 else f"seeds{'_'.join(map(str, ids))}"
+        logger = RunLogger(f"{args.agent}-{args.env}-{name}", members[0].meta if len(ids) == 1 else
+                           {**members[0].meta, "seeds": ids}, args.logger_mode, group=args.env)
+
+        def save_best(i: int, agent: Agent, state: LoopState, members: list[SeedRun] = members) -> None:
+            members[i].save_best(agent, state)
+
         start = time.perf_counter()
-        states = train_seeds(sim, [r.agent for r in runs], online, seeds, lambda i, a, st: runs[i].save_best(a, st),
-                             [r.resume for r in runs], logger, progress=not args.no_progress,
-                             fingerprints=[r.fingerprint for r in runs])
+        states = train_seeds(sim, [r.agent for r in members], online, ids, save_best, [r.resume for r in members],
+                             logger, progress=not args.no_progress, fingerprints=[r.fingerprint for r in members])
         elapsed = time.perf_counter() - start
         logger.finish()
-        together = {"seeds_trained_together": ",".join(map(str, seeds))} if len(seeds) > 1 else {}
-        for r, state in zip(runs, states, strict=True):
+        together = {"seeds_trained_together": ",".join(map(str, ids))} if len(ids) > 1 else {}
+        for r, state in zip(members, states, strict=True):
             finish(args, sim, table_source, r, state, elapsed, **together)
-    else:
-        runs = []
-        for job in zip(seeds, outs, results, strict=True):
-            r = first if job[0] == first.seed else prepare(*job)
-            logger = RunLogger(f"{args.agent}-{args.env}-seed{r.seed}", r.meta, args.logger_mode, group=args.env)
-            start = time.perf_counter()
-            state = train_online(sim, r.agent, online, r.seed, r.save_best, r.resume, logger,
-                                 progress=not args.no_progress, fingerprint=r.fingerprint)
-            elapsed = time.perf_counter() - start
-            logger.finish()
-            finish(args, sim, table_source, r, state, elapsed)
-            runs.append(r)
+        runs += members
     # Only once every seed is tested: a job killed while testing keeps every seed's resume state (Snakemake deletes
     # the outputs of a failed job, last.ckpt included), so that its rerun resumes the whole group.
     for r in runs:
