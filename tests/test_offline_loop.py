@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from slate_rl.cli import main
-from slate_rl.core.config import to_dict
+from slate_rl.core.config import from_dict, to_dict
 from slate_rl.core.errors import ArtifactError
 from slate_rl.core.io import read_resume_checkpoint
 from slate_rl.data.d4rl import load_dataset, save_dataset
@@ -620,3 +620,53 @@ def test_train_offline_flushes_denormals_while_training_on_cpu(stage_inputs, mon
     assert _stage(stage_inputs, "bc", ["--keep-denormals"] if keep else []) == 0
     assert seen == ([pytest.approx(1e-39, rel=1e-3)] if keep else [0.0])
     assert float((tiny * 1.0).item()) > 0.0
+
+
+@pytest.mark.parametrize("algo", ["iql", "dt"])
+def test_algo_from_policy_rebuilds_a_trained_method_from_its_file(stage_inputs, expert, algo):
+    """offline.registry.algo_from_policy rebuilds the method a policy file holds from the settings stored in it
+    (method, config, gamma, updates): its networks equal the saved ones, it acts like the algorithm load_policy
+    fills with the run's own settings, and a config override reaches it; a file that is no policy: one error."""
+    import copy
+
+    from slate_rl.core.errors import ArtifactError
+    from slate_rl.offline.base import Normalizer
+    from slate_rl.offline.config import ALGO_CONFIGS
+    from slate_rl.offline.policy import load_policy, read_policy
+    from slate_rl.offline.registry import algo_from_policy, make_algo
+    from slate_rl.offline.sequence import SequenceAlgo, SessionSpec
+
+    extra = SEQUENCE_OPTIONS.get(algo, [])
+    assert _stage(stage_inputs, algo, extra) == 0
+    path = stage_inputs["dir"] / f"{algo}.pt"
+    ranker, session = expert.ranker, SessionSpec(100, 1000, 10)
+    rebuilt, normalizer, meta = algo_from_policy(path, ranker.action_center, ranker.action_scale,
+                                                 copy.deepcopy(expert.actor_belief), session)
+    assert meta["algo"] == algo and meta["seed"] == 0
+    payload, _ = read_policy(path)
+    for k, v in payload["networks"].items():
+        assert torch.equal(rebuilt.state_dict()["modules"][k].cpu(), v), k
+    cfg = from_dict(ALGO_CONFIGS[algo], meta["algo_config"], algo)
+    by_hand = make_algo(algo, normalizer.mean.shape[0], ranker.action_center, ranker.action_scale,
+                        meta["offline"]["gamma"], meta["offline"]["total_steps"], {algo: cfg}, session)
+    own = Normalizer(normalizer.mean.shape[0])
+    load_policy(path, by_hand, own, copy.deepcopy(expert.actor_belief))
+    states = torch.randn(5, normalizer.mean.shape[0])
+    rebuilt.eval(), by_hand.eval()
+    if isinstance(rebuilt, SequenceAlgo):
+        assert isinstance(by_hand, SequenceAlgo)
+        outs = []
+        for a, n in ((rebuilt, normalizer), (by_hand, own)):
+            torch.manual_seed(3)
+            ctx = a.begin(5, None)
+            outs.append(a.step(ctx, n(states), torch.zeros(5, 10, dtype=torch.long), torch.zeros(5, 10),
+                               torch.zeros(5))[0])
+        torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+        changed, _, _ = algo_from_policy(path, ranker.action_center, ranker.action_scale,
+                                         copy.deepcopy(expert.actor_belief), session, {"target_return": 0.5})
+        assert changed.cfg.target_return == 0.5
+    else:
+        torch.testing.assert_close(rebuilt.act(normalizer(states)), by_hand.act(own(states)), rtol=0, atol=0)
+    with pytest.raises(ArtifactError):
+        algo_from_policy(stage_inputs["gems"], ranker.action_center, ranker.action_scale,
+                         copy.deepcopy(expert.actor_belief), session)

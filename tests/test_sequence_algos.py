@@ -16,9 +16,10 @@ from torch import Tensor
 from slate_rl.core.config import from_dict
 from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.data.buffer import EpisodeBuffer
+from slate_rl.offline.config import with_total_steps
 from slate_rl.offline.dd import DDConfig
 from slate_rl.offline.dt import DTConfig
-from slate_rl.offline.loop import OfflineConfig, train_offline, with_total_steps
+from slate_rl.offline.loop import OfflineConfig, train_offline
 from slate_rl.offline.registry import ALGO_CONFIGS, SEQUENCE_ALGOS, make_algo
 from slate_rl.offline.sequence import SequenceAlgo, SessionSpec, returns_to_go
 

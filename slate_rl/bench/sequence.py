@@ -21,7 +21,6 @@ target returns (and optionally several DD sampling settings) and prints the tabl
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -36,19 +35,17 @@ from torch import nn
 
 from slate_rl.bench.offline import steps_per_second
 from slate_rl.bench.shapes import ACTION_DIM, HORIZON, OBS_DIM
-from slate_rl.core.config import from_dict
 from slate_rl.core.errors import ArtifactError, ConfigError
-from slate_rl.core.io import file_sha256, load_checkpoint
+from slate_rl.core.io import file_sha256
 from slate_rl.core.stats import mean_ci
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.models.rankers import load_gems_ranker
-from slate_rl.offline.base import Normalizer
 from slate_rl.offline.config import check_target
 from slate_rl.offline.datasets import load_behaviour
 from slate_rl.offline.dd import DDConfig, DecisionDiffuser
 from slate_rl.offline.dt import DecisionTransformer, DTConfig
-from slate_rl.offline.policy import POLICY_FORMAT, POLICY_VERSION, SequencePolicy, load_policy
-from slate_rl.offline.registry import ALGO_CONFIGS, SEQUENCE_ALGOS, make_algo
+from slate_rl.offline.policy import SequencePolicy, read_policy
+from slate_rl.offline.registry import SEQUENCE_ALGOS, algo_from_policy, make_algo
 from slate_rl.offline.sequence import SequenceAlgo, SessionSpec
 from slate_rl.online.rollouts import policy_returns
 from slate_rl.sim.core import TopicRec
@@ -283,32 +280,27 @@ def relabel_gems(policy_path: str | Path, relabel: Any) -> str:
 
 def load_sequence_policy(path: str | Path, sim: TopicRec, gems_path: str, expert_path: str,
                          sampling_steps: int | None = None) -> tuple[SequencePolicy, dict[str, Any]]:
-    """A saved DT/DD policy with its state encoder (the expert's) and decoder (its GeMS)."""
-    payload = load_checkpoint(Path(path), POLICY_FORMAT, POLICY_VERSION, "offline policy")
-    meta = json.loads(payload["meta"])
+    """A saved DT/DD policy with its state encoder (the expert's) and decoder (its GeMS, or the GeMS its actions
+    were relabelled into)."""
+    payload, meta = read_policy(path)
     name = payload.get("algo")
     if name not in SEQUENCE_ALGOS:
         raise ArtifactError(f"{path}: field 'algo' is {name!r}; return conditioning needs a sequence method "
                             f"({', '.join(SEQUENCE_ALGOS)})")
-    algo_cfg: Any = from_dict(ALGO_CONFIGS[name], meta["algo_config"], name)
-    if sampling_steps is not None:
-        if name != "dd":
-            raise ConfigError("--sampling-steps applies to the Decision Diffuser only")
-        algo_cfg = replace(algo_cfg, sampling_steps=sampling_steps)
+    if sampling_steps is not None and name != "dd":
+        raise ConfigError("--sampling-steps applies to the Decision Diffuser only")
     c = sim.config
     gems = load_gems_ranker(gems_path, num_items=c.num_items, device=sim.device)
     relabel = meta.get("relabel")
     decoder = load_gems_ranker(relabel_gems(path, relabel), num_items=c.num_items, device=sim.device) \
         if relabel else gems
     expert, _ = load_behaviour(expert_path, sim, gems)
-    normalizer = Normalizer(payload["normalizer"]["mean"].shape[0]).to(sim.device)
-    algo = make_algo(name, normalizer.mean.shape[0], decoder.action_center, decoder.action_scale,
-                     meta["offline"]["gamma"], meta["offline"]["total_steps"], {name: algo_cfg},
-                     SessionSpec(c.episode_length, c.num_items, c.slate_size)).to(sim.device)
-    if not isinstance(algo, SequenceAlgo):
-        raise ArtifactError(f"{path}: {name} is not a sequence method")
     encoder = expert.actor_belief
-    load_policy(path, algo, normalizer, encoder)
+    algo, normalizer, _ = algo_from_policy(
+        path, decoder.action_center, decoder.action_scale, encoder, SessionSpec(c.episode_length, c.num_items,
+                                                                                c.slate_size),
+        None if sampling_steps is None else {"sampling_steps": sampling_steps})
+    assert isinstance(algo, SequenceAlgo)
     return SequencePolicy(encoder, decoder, algo, normalizer), meta
 
 

@@ -121,6 +121,10 @@ class OfflineAlgo(nn.Module):
     def act(self, observations: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def describe(self) -> dict[str, Any] | None:
+        """What the result JSON states about how the method was fitted to the data (none by default)."""
+        return None
+
 
 def adam(params: Iterable[Tensor], lr: float) -> torch.optim.Adam:
     """Adam with the fused kernel (CPU and CUDA): the reference's update rule in one call per step."""

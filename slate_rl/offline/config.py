@@ -7,7 +7,7 @@ Torch-free, so that the workflow validates config.yaml without importing torch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 from slate_rl.core.artifacts import RESERVED_QUALITIES
@@ -72,6 +72,10 @@ class TDSteps:
     total_steps: int | None = None
     """Gradient steps of this method, replacing offline.total_steps (whose validation, checkpoint and log
     intervals are scaled by the same factor, as for dt and dd); null: offline.total_steps."""
+
+    def updates(self) -> tuple[int | None, int | None]:
+        """This method's own number of updates (None: offline.total_steps) and batch (None: offline.batch_size)."""
+        return self.total_steps, None
 
     def check_steps(self) -> None:
         value = self.total_steps
@@ -329,6 +333,10 @@ class DTConfig:
     """Decision Transformer hyperparameters (CORL ``dt.py``'s defaults)."""
 
     SECTION: ClassVar[str] = "dt"
+
+    def updates(self) -> tuple[int | None, int | None]:
+        """Its own number of updates and batch (windows per update), replacing offline's."""
+        return self.total_steps, self.batch_size
     """The config.yaml section (and the prefix of every key in its errors)."""
 
     total_steps: int = 100_000
@@ -389,6 +397,10 @@ class DDConfig:
     """Decision Diffuser hyperparameters (their locomotion config's defaults unless stated)."""
 
     SECTION: ClassVar[str] = "dd"
+
+    def updates(self) -> tuple[int | None, int | None]:
+        """Its own number of optimizer steps and batch (windows per step, accumulated batches included)."""
+        return self.total_steps, self.batch_size * self.grad_accumulation
     """The config.yaml section (and the prefix of every key in its errors)."""
 
     total_steps: int = 200_000
@@ -503,3 +515,20 @@ ALGO_CONFIGS: dict[str, type] = {"td3bc": TD3BCConfig, "cql": CQLConfig, "iql": 
                                  "fql": FQLConfig, "idql": IDQLConfig,
                                  "dt": DTConfig, "dd": DDConfig}
 """The config class of each offline algorithm (its section of config.yaml is named like the algorithm)."""
+
+
+def with_total_steps(cfg: OfflineConfig, total_steps: int, batch_size: int) -> OfflineConfig:
+    """``cfg`` for a method with its own number of updates and batch: the validation, checkpoint and log
+    intervals scale with the updates, so every method's learning curve has the same number of points."""
+    f = total_steps / cfg.total_steps
+    return replace(cfg, total_steps=total_steps, batch_size=batch_size,
+                   **{k: max(1, round(getattr(cfg, k) * f)) for k in ("eval_interval", "checkpoint_interval",
+                                                                       "log_interval")})
+
+
+def method_schedule(cfg: OfflineConfig, algo_cfg: Any) -> OfflineConfig:
+    """The offline schedule of the method configured by ``algo_cfg``: ``cfg``, or its own number of updates and
+    batch where it sets them (``<method>.total_steps``; the sequence methods always, with their batch of
+    windows), intervals scaled (:func:`with_total_steps`)."""
+    steps, batch = algo_cfg.updates()
+    return cfg if steps is None else with_total_steps(cfg, steps, cfg.batch_size if batch is None else batch)

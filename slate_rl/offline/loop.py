@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -143,16 +143,6 @@ def sample_batch(buffer: EpisodeBuffer, cfg: OfflineConfig, generator: torch.Gen
     rewards = tr["rewards"] * cfg.reward_scale if cfg.reward_scale != 1.0 else tr["rewards"]
     return {"observations": tr["observations"], "actions": tr["actions"], "rewards": rewards,
             "next_observations": tr["next_observations"], "dones": dones}
-
-
-def with_total_steps(cfg: OfflineConfig, total_steps: int, batch_size: int) -> OfflineConfig:
-    """``cfg`` for a method with its own number of updates and batch (the sequence methods): the
-    validation, checkpoint and log intervals scale with the updates, so every method's learning
-    curve has the same number of points."""
-    f = total_steps / cfg.total_steps
-    return replace(cfg, total_steps=total_steps, batch_size=batch_size,
-                   **{k: max(1, round(getattr(cfg, k) * f)) for k in ("eval_interval", "checkpoint_interval",
-                                                                       "log_interval")})
 
 
 def train_offline(

@@ -120,11 +120,18 @@ def save_policy(path: str | os.PathLike[str], algo: OfflineAlgo, normalizer: Nor
     save_torch(path, payload)
 
 
+def read_policy(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A saved offline policy's payload and its metadata (checked: a policy file of this version)."""
+    p = Path(path)
+    payload = load_checkpoint(p, POLICY_FORMAT, POLICY_VERSION, "offline policy")
+    return payload, metadata_object(payload["meta"], p, "meta")
+
+
 def load_policy(path: str | os.PathLike[str], algo: OfflineAlgo, normalizer: Normalizer,
                 encoder: BeliefEncoder) -> dict[str, Any]:
     """Load a saved offline policy into freshly built modules (built with the same settings)."""
     p = Path(path)
-    payload = load_checkpoint(p, POLICY_FORMAT, POLICY_VERSION, "offline policy")
+    payload, meta = read_policy(p)
     if payload.get("algo") != algo.name:
         raise ArtifactError(f"{p}: field 'algo' is {payload.get('algo')!r}, expected {algo.name!r}")
     for field in ("action_center", "action_scale"):
@@ -137,4 +144,4 @@ def load_policy(path: str | os.PathLike[str], algo: OfflineAlgo, normalizer: Nor
         encoder.load_state_dict(payload["encoder"])
     except (RuntimeError, KeyError) as exc:
         raise ArtifactError(f"{p}: networks do not fit this algorithm's settings ({exc})") from exc
-    return metadata_object(payload["meta"], p, "meta")
+    return meta

@@ -3,18 +3,23 @@
 Two families over the same loop (:mod:`slate_rl.offline.loop`): TD methods (TD3+BC, CQL, IQL, BC)
 trained on transitions, and sequence methods (:mod:`slate_rl.offline.sequence`: Decision
 Transformer, Decision Diffuser) trained on windows of whole sessions. A new method is one file
-plus its three entries here.
+plus its three entries here. :func:`algo_from_policy` rebuilds a trained method from its policy file
+(the counterpart of :func:`slate_rl.online.registry.agent_from_checkpoint`).
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
 from slate_rl.core.artifacts import OFFLINE_ALGOS
-from slate_rl.core.errors import ConfigError
-from slate_rl.offline.base import OfflineAlgo
+from slate_rl.core.config import from_dict
+from slate_rl.core.errors import ArtifactError, ConfigError
+from slate_rl.models.belief import BeliefEncoder
+from slate_rl.offline.base import Normalizer, OfflineAlgo
 from slate_rl.offline.bc import BC
 from slate_rl.offline.config import ALGO_CONFIGS
 from slate_rl.offline.cql import CQL
@@ -23,6 +28,7 @@ from slate_rl.offline.dt import DecisionTransformer
 from slate_rl.offline.fql import FQL
 from slate_rl.offline.idql import IDQL
 from slate_rl.offline.iql import IQL
+from slate_rl.offline.policy import load_policy, read_policy
 from slate_rl.offline.sequence import SequenceAlgo, SessionSpec
 from slate_rl.offline.td3bc import TD3BC
 
@@ -55,3 +61,29 @@ def make_algo(name: str, obs_dim: int, action_center: Tensor, action_scale: Tens
     else:
         algo = cls(obs_dim, action_center, action_scale, gamma, total_steps, config)
     return algo
+
+
+def algo_from_policy(path: str | os.PathLike[str], action_center: Tensor, action_scale: Tensor,
+                     encoder: BeliefEncoder, session: SessionSpec | None = None,
+                     overrides: dict[str, Any] | None = None) -> tuple[OfflineAlgo, Normalizer, dict[str, Any]]:
+    """The trained offline algorithm a policy file holds, rebuilt from the settings stored in it (method, its
+    config, gamma, number of updates) and loaded on ``action_center``'s device, with its state normaliser and the
+    file's metadata; ``encoder`` (the state encoder it acts through) gets the saved encoder's weights. The caller
+    gives what is not the policy's: the action box of its decoder and the sessions it acts in. ``overrides``:
+    config fields to change (e.g. DD's ``sampling_steps``)."""
+    p = Path(path)
+    payload, meta = read_policy(p)
+    name = payload.get("algo")
+    if name not in ALGOS:
+        raise ArtifactError(f"{p}: field 'algo' is {name!r}; expected one of {', '.join(ALGOS)}")
+    try:
+        settings, gamma, total_steps = meta["algo_config"], meta["offline"]["gamma"], meta["offline"]["total_steps"]
+    except (KeyError, TypeError) as exc:
+        raise ArtifactError(f"{p}: field 'meta' lacks the training settings ({exc}); retrain the policy") from exc
+    config: Any = from_dict(ALGO_CONFIGS[name], {**settings, **(overrides or {})}, f"{p}: algo_config")
+    device = action_center.device
+    normalizer = Normalizer(payload["normalizer"]["mean"].shape[0]).to(device)
+    algo = make_algo(name, normalizer.mean.shape[0], action_center, action_scale, gamma, total_steps,
+                     {name: config}, session).to(device)
+    load_policy(p, algo, normalizer, encoder)
+    return algo, normalizer, meta

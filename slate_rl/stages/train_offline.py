@@ -43,7 +43,7 @@ from slate_rl.data.d4rl import OfflineDataset, load_dataset
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.rankers import GeMSRanker, load_gems_ranker
 from slate_rl.offline.base import Normalizer, OfflineAlgo
-from slate_rl.offline.config import TDSteps
+from slate_rl.offline.config import method_schedule
 from slate_rl.offline.datasets import load_behaviour, relabel_actions
 from slate_rl.offline.diagnostics import Diagnostics
 from slate_rl.offline.evaluation import (
@@ -58,11 +58,10 @@ from slate_rl.offline.loop import (
     OfflineState,
     prepare_buffer,
     train_offline,
-    with_total_steps,
 )
 from slate_rl.offline.policy import policy_for, save_policy
 from slate_rl.offline.registry import ALGO_CONFIGS, ALGOS, make_algo
-from slate_rl.offline.sequence import SequenceAlgo, SessionSpec
+from slate_rl.offline.sequence import SessionSpec
 from slate_rl.online.sac import SAC
 from slate_rl.sim.core import TopicRec
 from slate_rl.stages.common import (
@@ -164,8 +163,7 @@ def run(args: argparse.Namespace) -> None:
         results = [per_seed_path(args.results, s, "--results") for s in seeds]
     cfg = from_namespace(OfflineConfig, args)  # the settings' errors before any loading
     algo_cfg: Any = from_namespace(ALGO_CONFIGS[args.algo], args, prefix=f"{args.algo}_")
-    if isinstance(algo_cfg, TDSteps) and algo_cfg.total_steps is not None:  # this method's own number of updates
-        cfg = with_total_steps(cfg, algo_cfg.total_steps, cfg.batch_size)
+    cfg = method_schedule(cfg, algo_cfg)  # the method's own number of updates and batch, where it sets them
     inputs = load_inputs(args)
     with flush_denormals(inputs.sim.device.type == "cpu" and not args.keep_denormals):
         failed = []
@@ -252,8 +250,6 @@ def train_seed(args: argparse.Namespace, inputs: OfflineInputs, cfg: OfflineConf
     sim = inputs.sim
     buffer, normalizer = prepare_data(inputs, cfg)
     algo = build_algo(args, inputs, cfg, algo_cfg, normalizer, seed)
-    if isinstance(algo, SequenceAlgo):  # its own number of updates and batch; intervals scaled alike
-        cfg = with_total_steps(cfg, algo_cfg.total_steps, algo.batch_windows)
     policy = policy_for(inputs.encoder, inputs.decoder, algo, normalizer)
     meta, run_id = run_meta(args, inputs, cfg, algo_cfg, seed)
     logger = RunLogger(f"{args.algo}-{args.env}-{meta['quality']}-seed{seed}", meta, args.logger_mode,
@@ -286,7 +282,7 @@ def write_outputs(args: argparse.Namespace, inputs: OfflineInputs, algo: Offline
         "references": refs, "test_seed": args.test_seed, "learning_curve": state.curve,
         "diagnostics": state.diagnostics, "final_metrics": state.metrics, "device": str(sim.device),
         "item_embeddings": inputs.table_source, "returns": np.round(returns, 3).tolist(),
-        **({"sequence": algo.describe()} if isinstance(algo, SequenceAlgo) else {}),
+        **({"sequence": described} if (described := algo.describe()) is not None else {}),
     }
     write_json(results_path, result)
     write_timings(results_path, train_seconds=state.train_seconds, device=str(sim.device))
