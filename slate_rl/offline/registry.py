@@ -1,10 +1,12 @@
 """Registry of the offline algorithms: names, config classes and one constructor.
 
-Two families over the same loop (:mod:`slate_rl.offline.loop`): TD methods (TD3+BC, CQL, IQL, BC)
-trained on transitions, and sequence methods (:mod:`slate_rl.offline.sequence`: Decision
-Transformer, Decision Diffuser) trained on windows of whole sessions. A new method is one file
-plus its three entries here. :func:`algo_from_policy` rebuilds a trained method from its policy file
-(the counterpart of :func:`slate_rl.online.registry.agent_from_checkpoint`).
+Two families over the same loop (:mod:`slate_rl.offline.loop`): TD methods (TD3+BC, CQL, IQL, BC,
+FQL, IDQL) trained on transitions, and sequence methods (:mod:`slate_rl.offline.sequence`: Decision
+Transformer, Decision Diffuser) trained on windows of whole sessions. A new method is one file plus
+its entry in ``_CLASSES`` here and the other places README's "Adding a method, an agent or an
+environment" lists (config dataclass, display name, schema, config.yaml, priority, test sizes).
+:func:`algo_from_policy` rebuilds a trained method from its policy file (the counterpart of
+:func:`slate_rl.online.registry.agent_from_checkpoint`).
 """
 
 from __future__ import annotations
