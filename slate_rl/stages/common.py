@@ -45,6 +45,20 @@ def per_seed_path(template: str, seed: int, option: str) -> Path:
     return Path(template.replace("{seed}", str(seed)))
 
 
+def seed_outputs(args: argparse.Namespace, stage: str, *options: str) -> tuple[list[int], list[list[Path]]]:
+    """The seeds of a run given ``--seed`` or ``--seeds`` (exactly one; ConfigError otherwise) and, for each output
+    option (its attribute name, e.g. ``results``), every seed's path: the option itself for ``--seed``, its
+    ``{seed}`` template filled in for ``--seeds``."""
+    if (args.seed is None) == (args.seeds is None):
+        raise ConfigError(f"{stage} needs exactly one of --seed and --seeds")
+    if args.seeds is None:
+        return [args.seed], [[Path(getattr(args, name))] for name in options]
+    seeds = parse_seeds(args.seeds)
+    flags = ["--" + name.replace("_", "-") for name in options]
+    return seeds, [[per_seed_path(getattr(args, name), s, flag) for s in seeds]
+                   for name, flag in zip(options, flags, strict=True)]
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N] (default: auto)")
 

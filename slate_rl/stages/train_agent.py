@@ -37,7 +37,7 @@ import torch
 from slate_rl.core.artifacts import TEST_SEED, TEST_SESSIONS, agent_section
 from slate_rl.core.config import add_arguments as add_config_arguments
 from slate_rl.core.config import from_namespace, to_dict
-from slate_rl.core.errors import ArtifactError, ConfigError
+from slate_rl.core.errors import ArtifactError
 from slate_rl.core.io import copy_file, fingerprint, remove_stale_temp_files, write_json, write_timings
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
@@ -56,8 +56,7 @@ from slate_rl.stages.common import (
     add_training_arguments,
     agent_gems,
     input_hashes,
-    parse_seeds,
-    per_seed_path,
+    seed_outputs,
     simulator_from_args,
     size_int,
 )
@@ -128,14 +127,7 @@ class SeedRun:
 
 
 def run(args: argparse.Namespace) -> None:
-    if (args.seed is None) == (args.seeds is None):
-        raise ConfigError("train-agent needs exactly one of --seed and --seeds")
-    if args.seeds is None:
-        seeds, outs, results = [args.seed], [Path(args.output_dir)], [Path(args.results)]
-    else:
-        seeds = parse_seeds(args.seeds)
-        outs = [per_seed_path(args.output_dir, s, "--output-dir") for s in seeds]
-        results = [per_seed_path(args.results, s, "--results") for s in seeds]
+    seeds, (outs, results) = seed_outputs(args, NAME, "output_dir", "results")
     online, build, sac, reinforce, slateq = agent_settings(args)
     parse_agent_tag(args.agent)
     sim, table_source = simulator_from_args(args)

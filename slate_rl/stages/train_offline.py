@@ -34,7 +34,7 @@ import torch
 
 from slate_rl.core.config import add_arguments as add_config_arguments
 from slate_rl.core.config import from_namespace, to_dict
-from slate_rl.core.errors import ArtifactError, ConfigError
+from slate_rl.core.errors import ArtifactError
 from slate_rl.core.io import file_sha256, fingerprint, write_json, write_timings
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
@@ -69,8 +69,7 @@ from slate_rl.stages.common import (
     add_training_arguments,
     finite_float,
     input_hashes,
-    parse_seeds,
-    per_seed_path,
+    seed_outputs,
     simulator_from_args,
 )
 from slate_rl.stages.offline_references import add_reference_arguments, policy_references_for
@@ -153,14 +152,7 @@ def load_inputs(args: argparse.Namespace) -> OfflineInputs:
 
 
 def run(args: argparse.Namespace) -> None:
-    if (args.seed is None) == (args.seeds is None):
-        raise ConfigError("train-offline needs exactly one of --seed and --seeds")
-    if args.seeds is None:
-        seeds, policies, results = [args.seed], [Path(args.policy_output)], [Path(args.results)]
-    else:
-        seeds = parse_seeds(args.seeds)
-        policies = [per_seed_path(args.policy_output, s, "--policy-output") for s in seeds]
-        results = [per_seed_path(args.results, s, "--results") for s in seeds]
+    seeds, (policies, results) = seed_outputs(args, NAME, "policy_output", "results")
     cfg = from_namespace(OfflineConfig, args)  # the settings' errors before any loading
     algo_cfg: Any = from_namespace(ALGO_CONFIGS[args.algo], args, prefix=f"{args.algo}_")
     cfg = method_schedule(cfg, algo_cfg)  # the method's own number of updates and batch, where it sets them
