@@ -21,7 +21,7 @@ from slate_rl.core.errors import ConfigError
 from slate_rl.models.config import GeMSConfig, MFConfig, gems_config_from_tag
 from slate_rl.offline.config import ALGO_CONFIGS, OfflineConfig, OfflineDataConfig
 from slate_rl.online.config import AgentBuildConfig, OnlineConfig, ReinforceConfig, SACConfig, SlateQConfig
-from slate_rl.sim.config import PRESETS, EvaluationConfig, LogsConfig, TopicRecConfig, make_env_config
+from slate_rl.sim.config import PRESETS, EvaluationConfig, LogsConfig, SimulatorConfig, make_env_config
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -38,6 +38,9 @@ def _coerce(value: Any, schema: dict[str, Any], root: dict[str, Any]) -> Any:
     """
     if "$ref" in schema:
         schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
+    if "if" in schema and isinstance(value, dict):  # the branch whose required keys are present
+        branch = "then" if all(k in value for k in schema["if"].get("required", ())) else "else"
+        return _coerce(value, schema.get(branch, {}), root)
     kind = schema.get("type")
     if isinstance(value, str) and kind in ("integer", "number", "boolean"):
         try:
@@ -136,7 +139,7 @@ def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PAT
     return config
 
 
-def env_config(config: dict[str, Any], env: str) -> TopicRecConfig:
+def env_config(config: dict[str, Any], env: str) -> SimulatorConfig:
     return make_env_config(env, config.get("environments", {}))
 
 

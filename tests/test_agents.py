@@ -26,7 +26,7 @@ from slate_rl.online.registry import (
 )
 from slate_rl.online.rollouts import run_agent_sessions, user_keys
 from slate_rl.online.slateq import ClickModel
-from slate_rl.sim.gym_env import build_simulator
+from slate_rl.sim.protocol import make_simulator
 
 AGENTS = ["sac_gems_d8_beta1_lc0.5_scratch_s1", "sac_topk_ideal", "sac_topk_mf", "sac_kargmax", "sac_wknn",
           "reinforce", "slateq", "sac_wknn_corrected", "reinforce_corrected", "slateq_corrected"]
@@ -34,7 +34,7 @@ AGENTS = ["sac_gems_d8_beta1_lc0.5_scratch_s1", "sac_topk_ideal", "sac_topk_mf",
 
 @pytest.fixture(scope="module")
 def sim():
-    return build_simulator("focused_topdown")
+    return make_simulator("focused_topdown")
 
 
 def _agent(tag, sim, seed=0, belief_table="ranker"):

@@ -20,7 +20,8 @@ from slate_rl.core.errors import ArtifactError, ConfigError, SlateRLError
 from slate_rl.sim.config import PRESETS, TopicRecConfig, make_env_config
 from slate_rl.sim.core import TopicRec
 from slate_rl.sim.embeddings import load_item_embeddings
-from slate_rl.sim.gym_env import TopicRecEnv, build_simulator
+from slate_rl.sim.gym_env import TopicRecEnv
+from slate_rl.sim.protocol import make_simulator
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -37,7 +38,7 @@ def test_unknown_environment_names_it_and_lists_presets() -> None:
     assert "focussed_topdown" in msg
     assert all(name in msg for name in PRESETS)
     with pytest.raises(ConfigError, match="focussed_topdown"):
-        build_simulator("focussed_topdown")
+        make_simulator("focussed_topdown")
 
 
 def test_unknown_environment_via_cli(capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,8 +15,8 @@ from slate_rl.models.rankers import GeMSRanker
 from slate_rl.offline.registry import make_algo
 from slate_rl.online.registry import make_agent, make_ranker
 from slate_rl.online.rollouts import run_agent_sessions, user_keys
-from slate_rl.sim.gym_env import build_simulator
 from slate_rl.sim.policies import make_policy
+from slate_rl.sim.protocol import make_simulator
 from slate_rl.sim.rollout import run_sessions
 
 pytestmark = [pytest.mark.cuda,
@@ -37,7 +37,7 @@ def _full_precision_matmuls():
 def test_simulator_batch_on_cuda_equals_cpu(policy):
     """Counter-based draws: the same sessions on both devices; scores may differ in the last float bit,
     which can flip a click whose uniform draw sits at its probability (a few per million)."""
-    runs = [run_sessions(build_simulator("focused_topdown", device=device), make_policy(policy, 1000, 10),
+    runs = [run_sessions(make_simulator("focused_topdown", device=device), make_policy(policy, 1000, 10),
                          512, seed=5, batch_size=512, record=True) for device in ("cpu", CUDA)]
     cpu, gpu = runs
     if policy == "random":  # slates depend on the draws only
@@ -65,7 +65,7 @@ def test_gems_step_on_cuda_matches_cpu():
 
 
 def test_sac_gems_update_on_cuda():
-    sim = build_simulator("focused_topdown", device=CUDA)
+    sim = make_simulator("focused_topdown", device=CUDA)
     torch.manual_seed(0)
     gems = GeMSRanker(GeMS(latent_dim=8), torch.zeros(8), torch.ones(8) * 2)
     ranker, table = make_ranker("sac_gems_d8_beta1_lc0.5_scratch_s1", sim.items.cpu(), gems, torch.rand(1000, 20))

@@ -10,14 +10,14 @@ import pytest
 from slate_rl.core.errors import ArtifactError
 from slate_rl.core.io import save_npz
 from slate_rl.data.logs import LoggedSessions, load_logs, save_logs
-from slate_rl.sim.gym_env import build_simulator
 from slate_rl.sim.policies import EpsilonGreedyOracle
+from slate_rl.sim.protocol import make_simulator
 from slate_rl.sim.rollout import run_sessions
 
 
 @pytest.fixture(scope="module")
 def logs() -> LoggedSessions:
-    sim = build_simulator("focused_mix")
+    sim = make_simulator("focused_mix")
     out = run_sessions(sim, EpsilonGreedyOracle(1000, 10, 0.5), 20, seed=3, batch_size=8, record=True)
     return LoggedSessions(out.slates, out.clicks, out.reset_slates, out.reset_clicks,
                           out.returns.astype(np.float32), {"env": "focused_mix", "env_config": {"num_items": 1000}})
@@ -36,7 +36,7 @@ def test_round_trip_keeps_values_and_compact_dtypes(tmp_path, logs):
 
 
 def test_recorded_history_is_batch_size_invariant(logs):
-    sim = build_simulator("focused_mix")
+    sim = make_simulator("focused_mix")
     other = run_sessions(sim, EpsilonGreedyOracle(1000, 10, 0.5), 20, seed=3, batch_size=20, record=True)
     assert np.array_equal(other.slates, logs.slates) and np.array_equal(other.clicks, logs.clicks)
 

@@ -17,15 +17,15 @@ from slate_rl.models.gems_system import GeMSSystem
 from slate_rl.models.mf import MFSystem, bpr_loss, interactions
 from slate_rl.models.rankers import GeMSRanker, KArgmax, TopK, load_gems_ranker, save_gems_ranker
 from slate_rl.models.training import evaluate_batches, fit
-from slate_rl.sim.gym_env import build_simulator
 from slate_rl.sim.policies import EpsilonGreedyOracle
+from slate_rl.sim.protocol import make_simulator
 from slate_rl.sim.rollout import run_sessions
 from slate_rl.stages.pretrain_gems import examples
 
 
 @pytest.fixture(scope="module")
 def tiny_logs() -> LoggedSessions:
-    sim = build_simulator("focused_topdown")
+    sim = make_simulator("focused_topdown")
     out = run_sessions(sim, EpsilonGreedyOracle(1000, 10, 0.5), 400, seed=11, batch_size=400, record=True)
     return LoggedSessions(out.slates, out.clicks, out.reset_slates, out.reset_clicks, out.returns.astype(np.float32),
                           {"env": "focused_topdown", "env_config": {"num_items": 1000}})
@@ -220,7 +220,7 @@ def test_pretrain_gems_stage_writes_checkpoint_and_metrics(tiny_logs, tmp_path, 
     monkeypatch.setenv("SLATE_RL_LOGGER", "disabled")
     small = LoggedSessions(tiny_logs.slates[:50], tiny_logs.clicks[:50], tiny_logs.reset_slates[:50],
                            tiny_logs.reset_clicks[:50], tiny_logs.returns[:50],
-                           {"env": "focused_topdown", "env_config": build_simulator("focused_topdown").config.__dict__})
+                           {"env": "focused_topdown", "env_config": make_simulator("focused_topdown").config.__dict__})
     logs_path = tmp_path / "logs.npz"
     save_logs(logs_path, small)
     ckpt, metrics = tmp_path / "g.ckpt", tmp_path / "g.json"

@@ -23,7 +23,7 @@ from slate_rl.online.registry import load_agent, make_agent, save_agent
 from slate_rl.online.rollouts import user_keys
 from slate_rl.online.sac import SAC
 from slate_rl.sim.config import make_env_config
-from slate_rl.sim.gym_env import build_simulator
+from slate_rl.sim.protocol import make_simulator
 
 ITEMS, ITEM_DIM, K, LATENT = 40, 4, 3, 4
 TAG = "sac_gems_d4_beta1_lc0.5_scratch_s0"
@@ -141,7 +141,7 @@ def test_a_seeds_random_stream_does_not_depend_on_the_number_of_seeds():
 
 
 def test_multiseed_refuses_other_agents_and_bad_input(tmp_path):
-    sim = build_simulator(make_env_config("focused_topdown", num_items=ITEMS, slate_size=K, episode_length=4))
+    sim = make_simulator(make_env_config("focused_topdown", num_items=ITEMS, slate_size=K, episode_length=4))
     ranker = _ranker()
     cfg = OnlineConfig(total_steps=1, warmup_sessions=0, val_interval=1, val_sessions=2)
     torch.manual_seed(0)
@@ -164,7 +164,7 @@ TINY = OnlineConfig(total_steps=12, sessions_per_step=2, updates_per_step=1, bat
 
 @pytest.fixture(scope="module")
 def tiny_sim():
-    return build_simulator(make_env_config("focused_topdown", **TINY_ENV))
+    return make_simulator(make_env_config("focused_topdown", **TINY_ENV))
 
 
 def _train(sim, seeds, path, cfg=TINY, ranker=None, bests=None, fingerprints=None):
@@ -294,7 +294,7 @@ def test_train_agent_with_seeds_writes_every_file_of_a_single_seed_run(tmp_path,
     assert expected == ["best.ckpt", "best.work.ckpt", "last.ckpt", "medium.ckpt"]
     import numpy as np
 
-    sim = build_simulator("focused_topdown", np.load(tmp_path / "focused.npy"))
+    sim = make_simulator("focused_topdown", np.load(tmp_path / "focused.npy"))
     for s in (1, 2):
         assert sorted(p.name for p in (group / f"agent{s}").iterdir()) == expected
         result = json.loads((group / f"seed{s}.json").read_text())
@@ -378,7 +378,7 @@ def test_exactly_the_plain_sac_agents_train_their_seeds_together():
     from slate_rl.online.registry import build_agent
     from slate_rl.online.slateq import ClickModel
 
-    sim = build_simulator(make_env_config("focused_topdown", num_items=ITEMS, slate_size=K, episode_length=4))
+    sim = make_simulator(make_env_config("focused_topdown", num_items=ITEMS, slate_size=K, episode_length=4))
     ranker = _ranker(item_dim=sim.items.shape[1])
     mf = torch.randn(ITEMS, sim.items.shape[1])
     for name in artifacts.AGENT_NAMES:

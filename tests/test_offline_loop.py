@@ -36,14 +36,14 @@ from slate_rl.online.registry import build_agent, save_agent
 from slate_rl.online.rollouts import run_agent_sessions, user_keys
 from slate_rl.sim.config import make_env_config
 from slate_rl.sim.embeddings import generate_item_embeddings
-from slate_rl.sim.gym_env import build_simulator
+from slate_rl.sim.protocol import make_simulator
 
 AGENT = "sac_gems_d8_beta1_lc0.5_scratch_s1"
 
 
 @pytest.fixture(scope="module")
 def sim():
-    return build_simulator("focused_topdown")
+    return make_simulator("focused_topdown")
 
 
 @pytest.fixture(scope="module")

@@ -27,12 +27,12 @@ from slate_rl.online.slateq import ClickModel, SlateQ, SlateQConfig
 from slate_rl.online.wolpertinger import Wolpertinger
 from slate_rl.pipeline import agent_tags
 from slate_rl.report.tables import display_name
-from slate_rl.sim.gym_env import build_simulator
+from slate_rl.sim.protocol import make_simulator
 
 
 @pytest.fixture(scope="module")
 def sim():
-    return build_simulator("focused_topdown")
+    return make_simulator("focused_topdown")
 
 
 def _build(tag, sim, belief_table="scratch", seed=0, **kw):
@@ -181,7 +181,7 @@ def test_slateq_published_users_are_the_raw_preferences_after_each_step(sim):
 
 
 def test_slateq_divpen_target_penalises_every_row_when_the_batch_reaches_the_threshold():
-    sim = build_simulator("focused_divpen")
+    sim = make_simulator("focused_divpen")
     model = ClickModel.of(sim)
     rel = torch.full((2, 10), 0.5)
     distinct = torch.stack([(sim.item_topic == t).nonzero()[0] for t in range(10)]).flatten()

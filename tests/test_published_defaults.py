@@ -19,7 +19,7 @@ from slate_rl.online.loop import OnlineConfig, train_online
 from slate_rl.online.rollouts import run_agent_sessions, user_keys
 from slate_rl.online.sac import SAC, SACConfig
 from slate_rl.sim.config import make_env_config
-from slate_rl.sim.gym_env import build_simulator
+from slate_rl.sim.protocol import make_simulator
 
 
 class _CountingAgent(Agent):
@@ -61,7 +61,7 @@ def test_no_gradient_step_before_session_2000_on_the_paper_schedule(tmp_path) ->
     randomly and no update happens until 2,000 sessions were collected; every later step updates once."""
     cfg = OnlineConfig(total_steps=2003, batch_size=1, val_interval=10**6, checkpoint_interval=10**6)
     assert (cfg.warmup_sessions, cfg.sessions_per_step, cfg.updates_per_step) == (2000, 1, 1)
-    sim = build_simulator(make_env_config("focused_topdown", episode_length=1))
+    sim = make_simulator(make_env_config("focused_topdown", episode_length=1))
     agent = _CountingAgent()
     train_online(sim, agent, cfg, seed=0, save_best=lambda a, s: None, last_path=tmp_path / "last.ckpt",
                  progress=False)
@@ -74,7 +74,7 @@ def test_no_gradient_step_before_session_2000_on_the_paper_schedule(tmp_path) ->
 
 def test_warmup_actions_lie_in_the_middle_half_of_the_box() -> None:
     """centre + scale * (U(0,1) - 0.5) as published: uniform over centre +- scale / 2."""
-    sim = build_simulator("focused_topdown")
+    sim = make_simulator("focused_topdown")
     agent = _sac()
     torch.manual_seed(0)
     _, eps = run_agent_sessions(sim, agent, user_keys(0, 0, 20, sim.device), "random", random_width=0.5)
@@ -114,7 +114,7 @@ def test_sac_log_probability_is_the_published_formula() -> None:
 def test_sac_update_steps_the_critic_before_the_actor_loss() -> None:
     """As published: the critic steps first; the actor's loss then uses the updated Q networks, at
     the beliefs computed before the step; the target uses the online critic GRU (detached)."""
-    sim = build_simulator("focused_topdown")
+    sim = make_simulator("focused_topdown")
     agent = _sac()
     _, eps = run_agent_sessions(sim, agent, user_keys(3, 0, 4, sim.device), "train")
     reference = copy.deepcopy(agent)
@@ -181,7 +181,7 @@ def test_on_policy_agents_follow_their_warmup_flag(tmp_path, warmup: bool) -> No
     sessions; an on-policy agent without the flag acts with its policy from the start. Both update
     on every step (no replay)."""
     cfg = OnlineConfig(total_steps=5, warmup_sessions=3, batch_size=1, val_interval=10**6, checkpoint_interval=10**6)
-    sim = build_simulator(make_env_config("focused_topdown", episode_length=1))
+    sim = make_simulator(make_env_config("focused_topdown", episode_length=1))
     agent = _CountingAgent()
     agent.on_policy, agent.on_policy_warmup = True, warmup
     train_online(sim, agent, cfg, seed=0, save_best=lambda a, s: None, last_path=tmp_path / "last.ckpt",
@@ -214,7 +214,7 @@ def test_gems_pretraining_walks_the_slates_in_the_published_order_by_default(tmp
     from slate_rl.stages import pretrain_gems
 
     assert GeMSConfig().shuffle is False
-    sim = build_simulator("focused_topdown")
+    sim = make_simulator("focused_topdown")
     out = run_sessions(sim, EpsilonGreedyOracle(1000, 10, 0.5), 20, seed=3, batch_size=20, record=True)
     logs = LoggedSessions(out.slates, out.clicks, out.reset_slates, out.reset_clicks, out.returns.astype(np.float32),
                           {"env": "focused_topdown", "env_config": sim.config.__dict__})

@@ -36,8 +36,8 @@ import numpy as np
 import pytest
 
 from slate_rl.sim.config import PRESETS, make_env_config
-from slate_rl.sim.gym_env import build_simulator
 from slate_rl.sim.policies import make_policy
+from slate_rl.sim.protocol import make_simulator
 from slate_rl.sim.rollout import run_sessions
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -55,7 +55,7 @@ PUBLISHED_ORACLE = {
 
 
 def _returns(env: str, policy: str, table: np.ndarray | None, **overrides: str) -> tuple[float, float]:
-    sim = build_simulator(make_env_config(env, **overrides), table, device="cpu")
+    sim = make_simulator(make_env_config(env, **overrides), table, device="cpu")
     out = run_sessions(sim, make_policy(policy, 1000, 10, 0.5), N_SESSIONS, SEED, batch_size=N_SESSIONS)
     r = out.returns
     assert r.shape == (N_SESSIONS,) and r.min() >= 0 and r.max() <= 1000

@@ -15,8 +15,8 @@ import torch
 
 from slate_rl.cli import main
 from slate_rl.data.logs import LoggedSessions, save_logs
-from slate_rl.sim.gym_env import build_simulator
 from slate_rl.sim.policies import EpsilonGreedyOracle
+from slate_rl.sim.protocol import make_simulator
 from slate_rl.sim.rollout import run_sessions
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 @pytest.fixture(scope="module")
 def logs_file(tmp_path_factory) -> Path:
     """60 logged sessions of focused_topdown (a few seconds to train on)."""
-    sim = build_simulator("focused_topdown")
+    sim = make_simulator("focused_topdown")
     out = run_sessions(sim, EpsilonGreedyOracle(1000, 10, 0.5), 60, seed=3, batch_size=60, record=True)
     logs = LoggedSessions(out.slates, out.clicks, out.reset_slates, out.reset_clicks, out.returns.astype(np.float32),
                           {"env": "focused_topdown", "env_config": sim.config.__dict__})

@@ -27,13 +27,13 @@ from slate_rl.bench.online import random_gems_ranker, sac_gems_agent
 from slate_rl.online.config import OnlineConfig
 from slate_rl.online.loop import train_seeds
 from slate_rl.online.multiseed import projected_hours
-from slate_rl.sim.core import TopicRec
+from slate_rl.sim.protocol import Simulator
 
 PROTOCOL_SEEDS = 10
 PROTOCOL_SESSIONS = 100_000
 
 
-def _agents(sim: TopicRec, seeds: int) -> list[Any]:
+def _agents(sim: Simulator, seeds: int) -> list[Any]:
     gems = random_gems_ranker(sim.device)
     agents = []
     for s in range(seeds):
@@ -42,7 +42,7 @@ def _agents(sim: TopicRec, seeds: int) -> list[Any]:
     return agents
 
 
-def measure(sim: TopicRec, seeds: int, sessions_per_step: int, steps: int) -> dict[str, Any]:
+def measure(sim: Simulator, seeds: int, sessions_per_step: int, steps: int) -> dict[str, Any]:
     """One row: ``seeds`` seeds for ``steps`` steps of ``sessions_per_step`` sessions and as many updates."""
     agents = _agents(sim, seeds)
     e = sessions_per_step
@@ -67,7 +67,7 @@ def measure(sim: TopicRec, seeds: int, sessions_per_step: int, steps: int) -> di
             "projected_10_seed_hours": projected_hours(rate, PROTOCOL_SEEDS, PROTOCOL_SESSIONS)}
 
 
-def run_benchmark(sim: TopicRec, seeds: list[int], parallel: int, steps: int) -> list[dict[str, Any]]:
+def run_benchmark(sim: Simulator, seeds: list[int], parallel: int, steps: int) -> list[dict[str, Any]]:
     """Rows for every number of seeds, on the paper schedule (``steps`` steps) and the quick one
     (``steps // parallel`` steps of ``parallel`` sessions); the ratio to the first number of seeds."""
     rows = []

@@ -23,7 +23,7 @@ from slate_rl.models.rankers import GeMSRanker
 from slate_rl.online.base import Agent
 from slate_rl.online.loop import OnlineConfig, train_online
 from slate_rl.online.registry import make_agent
-from slate_rl.sim.core import TopicRec
+from slate_rl.sim.protocol import Simulator
 
 PAPER_STEPS = 100_000
 
@@ -40,7 +40,7 @@ def sac_gems_agent(gems: GeMSRanker, num_items: int = 1000, slate_size: int = 10
                       num_items, slate_size).to(gems.action_center.device)
 
 
-def measure(sim: TopicRec, sessions_per_step: int, steps: int) -> dict[str, Any]:
+def measure(sim: Simulator, sessions_per_step: int, steps: int) -> dict[str, Any]:
     agent = sac_gems_agent(random_gems_ranker(sim.device), sim.config.num_items, sim.config.slate_size)
     e = sessions_per_step
     warm = OnlineConfig(total_steps=1, sessions_per_step=max(e, 20), updates_per_step=1, warmup_sessions=0,
@@ -62,7 +62,7 @@ def measure(sim: TopicRec, sessions_per_step: int, steps: int) -> dict[str, Any]
             "sessions_per_second": sessions / elapsed, "projected_paper_budget_hours": per_session * PAPER_STEPS / 3600}
 
 
-def run_benchmark(sim: TopicRec, parallel: int, steps: int) -> list[dict[str, Any]]:
+def run_benchmark(sim: Simulator, parallel: int, steps: int) -> list[dict[str, Any]]:
     rows = [measure(sim, 1, steps), measure(sim, parallel, max(1, steps // parallel))]
     for r in rows:
         r["speedup_vs_paper_schedule"] = r["sessions_per_second"] / rows[0]["sessions_per_second"]

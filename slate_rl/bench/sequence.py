@@ -48,7 +48,7 @@ from slate_rl.offline.policy import SequencePolicy, read_policy
 from slate_rl.offline.registry import SEQUENCE_ALGOS, algo_from_policy, make_algo
 from slate_rl.offline.sequence import SequenceAlgo, SessionSpec
 from slate_rl.online.rollouts import policy_returns
-from slate_rl.sim.core import TopicRec
+from slate_rl.sim.protocol import Simulator
 
 
 def synthetic_sessions(episodes: int, device: torch.device) -> EpisodeBuffer:
@@ -278,7 +278,7 @@ def relabel_gems(policy_path: str | Path, relabel: Any) -> str:
     return gems
 
 
-def load_sequence_policy(path: str | Path, sim: TopicRec, gems_path: str, expert_path: str,
+def load_sequence_policy(path: str | Path, sim: Simulator, gems_path: str, expert_path: str,
                          sampling_steps: int | None = None) -> tuple[SequencePolicy, dict[str, Any]]:
     """A saved DT/DD policy with its state encoder (the expert's) and decoder (its GeMS, or the GeMS its actions
     were relabelled into)."""
@@ -304,7 +304,7 @@ def load_sequence_policy(path: str | Path, sim: TopicRec, gems_path: str, expert
     return SequencePolicy(encoder, decoder, algo, normalizer), meta
 
 
-def return_conditioning(sim: TopicRec, policy: SequencePolicy, targets: list[float], seed: int, sessions: int
+def return_conditioning(sim: Simulator, policy: SequencePolicy, targets: list[float], seed: int, sessions: int
                         ) -> list[dict[str, Any]]:
     """Test return at each target (fixed users ``0..sessions-1`` of ``seed``, the evaluation's).
 

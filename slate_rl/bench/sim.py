@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from slate_rl.sim.core import TopicRec
 from slate_rl.sim.policies import make_policy
+from slate_rl.sim.protocol import Simulator
 from slate_rl.sim.rollout import session_keys
 
 
@@ -22,7 +22,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def steps_per_second(sim: TopicRec, policy_name: str, batch_size: int, min_seconds: float = 1.0) -> float:
+def steps_per_second(sim: Simulator, policy_name: str, batch_size: int, min_seconds: float = 1.0) -> float:
     """Env steps per second of ``policy_name`` with ``batch_size`` users in parallel."""
     c = sim.config
     policy = make_policy(policy_name, c.num_items, c.slate_size, 0.5)
@@ -48,7 +48,7 @@ def steps_per_second(sim: TopicRec, policy_name: str, batch_size: int, min_secon
 
 
 def run_benchmark(
-    sim: TopicRec, policies: list[str], batch_sizes: list[int], min_seconds: float = 1.0
+    sim: Simulator, policies: list[str], batch_sizes: list[int], min_seconds: float = 1.0
 ) -> list[dict[str, Any]]:
     """One row per (policy, B): steps/s and the ratio to the smallest B of the same policy."""
     rows = []

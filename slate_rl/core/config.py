@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import importlib
 import inspect
 import json
 import math
@@ -217,6 +218,23 @@ def bounded_int(limit: int | None, minimum: int | None = None) -> Any:
             raise argparse.ArgumentTypeError(f"must be <= {limit}, got {value}")
         return value
     return convert
+
+
+def resolve_object(spec: str, key: str) -> Any:
+    """The object a ``"module:name"`` string names (config key ``key``, named in the error), imported by module name
+    (the module must be importable: installed, or on ``PYTHONPATH``)."""
+    module_name, sep, name = spec.partition(":")
+    if not sep or not module_name or not name:
+        raise ConfigError(f"{key} is {spec!r}; write it as 'module:name', e.g. 'my_package.sim:MyConfig'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{key}: cannot import module {module_name!r} ({exc}); install it or put it on "
+                          "PYTHONPATH") from exc
+    try:
+        return getattr(module, name)
+    except AttributeError:
+        raise ConfigError(f"{key}: module {module_name!r} has no {name!r}") from None
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -49,7 +49,6 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from slate_rl.core.artifacts import QUALITIES, TEST_SEED, TEST_SESSIONS, agent_checkpoint, check_environment
-from slate_rl.core.config import to_dict
 from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import file_sha256, read_resume_checkpoint
 from slate_rl.core.stats import mean_ci
@@ -62,7 +61,8 @@ from slate_rl.online.base import Agent
 from slate_rl.online.registry import agent_from_checkpoint
 from slate_rl.online.rollouts import Mode, policy_returns, run_agent_sessions, user_keys
 from slate_rl.online.sac import SAC
-from slate_rl.sim.core import TopicRec
+from slate_rl.sim.config import env_record
+from slate_rl.sim.protocol import Simulator
 
 
 class NoisyPolicy(Agent):
@@ -95,14 +95,14 @@ def behaviour_of(agent: Agent) -> SAC:
     return agent
 
 
-def load_behaviour(path: str | os.PathLike[str], sim: TopicRec, gems: GeMSRanker,
+def load_behaviour(path: str | os.PathLike[str], sim: Simulator, gems: GeMSRanker,
                    env: str | None = None) -> tuple[SAC, dict[str, Any]]:
     """A trained SAC+GeMS agent, rebuilt from its checkpoint alone (the settings stored in it), on the simulator's
     device, and its metadata; with ``env``, one made for another environment is refused."""
     c = sim.config
     agent, meta = agent_from_checkpoint(path, sim.items, c.num_items, c.slate_size, c.episode_length, gems=gems)
     if env is not None:
-        check_environment(path, meta, env, to_dict(c), "agent checkpoint")
+        check_environment(path, meta, env, env_record(c), "agent checkpoint")
     return behaviour_of(agent), meta
 
 
@@ -161,7 +161,7 @@ def encode_beliefs(encoder: BeliefEncoder, slates: Tensor, clicks: Tensor, batch
 
 
 @torch.no_grad()
-def collect_episodes(sim: TopicRec, policy: Agent, encoder: BeliefEncoder, seed: int, episodes: int, mode: Mode,
+def collect_episodes(sim: Simulator, policy: Agent, encoder: BeliefEncoder, seed: int, episodes: int, mode: Mode,
                      batch_size: int = 4096, progress: bool = True) -> dict[str, np.ndarray]:
     """``episodes`` sessions of users ``0..episodes-1`` of ``seed``, in the D4RL layout."""
     torch.manual_seed(seed)
@@ -313,15 +313,15 @@ def parse_mixture(items: tuple[str, ...] | list[str]) -> dict[str, float]:
     return weights
 
 
-def _mixture(req: DatasetRequest, sim: TopicRec, gems_sha: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def _mixture(req: DatasetRequest, sim: Simulator, gems_sha: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     parts = [(load_dataset(path, expect_gems_sha256=gems_sha, expect_env=req.env,
-                           expect_env_config=to_dict(sim.config)), n)
+                           expect_env_config=env_record(sim.config)), n)
              for path, n in mixture_counts(parse_mixture(req.mix), req.settings.episodes).items()]
     return mix_datasets(parts), {"mixture": [{"dataset": str(ds.path), "quality": ds.metadata["quality"],
                                               "episodes": n, "sha256": file_sha256(ds.path)} for ds, n in parts]}
 
 
-def _replay(req: DatasetRequest, sim: TopicRec, encoder: BeliefEncoder) -> tuple[dict[str, np.ndarray],
+def _replay(req: DatasetRequest, sim: Simulator, encoder: BeliefEncoder) -> tuple[dict[str, np.ndarray],
                                                                                    dict[str, Any]]:
     last = Path(req.replay) if req.replay else Path(agent_checkpoint("last", str(Path(req.expert).parent)))
     if not last.is_file():
@@ -335,7 +335,7 @@ def _replay(req: DatasetRequest, sim: TopicRec, encoder: BeliefEncoder) -> tuple
 
 
 @torch.no_grad()
-def _logged(req: DatasetRequest, sim: TopicRec, gems: GeMSRanker, encoder: BeliefEncoder
+def _logged(req: DatasetRequest, sim: Simulator, gems: GeMSRanker, encoder: BeliefEncoder
             ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The first ``episodes`` logged sessions: states from the expert's actor GRU, actions the GeMS encoder's mean
     of each shown (slate, clicks) (:func:`relabel_actions`), clipped to the GeMS box; rewards the clicks. The
@@ -373,12 +373,12 @@ def _logged(req: DatasetRequest, sim: TopicRec, gems: GeMSRanker, encoder: Belie
                     "decoded_slot_match": float((decoded == shown).mean())}
 
 
-def _returns(sim: TopicRec, policy: Agent, seed: int, sessions: int, mode: Mode) -> np.ndarray:
+def _returns(sim: Simulator, policy: Agent, seed: int, sessions: int, mode: Mode) -> np.ndarray:
     torch.manual_seed(seed)  # sampled actions and noise of the measurement: reproducible
     return policy_returns(sim, policy, seed, sessions, mode).cpu().numpy()
 
 
-def _collected(req: DatasetRequest, sim: TopicRec, gems: GeMSRanker, expert: SAC, expert_meta: dict[str, Any],
+def _collected(req: DatasetRequest, sim: Simulator, gems: GeMSRanker, expert: SAC, expert_meta: dict[str, Any],
                progress: bool) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, Any]]:
     """Episodes of a behaviour (expert, medium or random), its label checked against the random quality."""
     path = req.behaviour if req.quality == "medium" and req.behaviour else req.expert
@@ -428,7 +428,7 @@ def _summary(values: np.ndarray) -> dict[str, Any]:
     return {"mean": s["mean"], "ci95": s["ci"], "std": s["std"], "n": s["n"]}
 
 
-def build_dataset(req: DatasetRequest, sim: TopicRec, gems: GeMSRanker, table_source: dict[str, Any],
+def build_dataset(req: DatasetRequest, sim: Simulator, gems: GeMSRanker, table_source: dict[str, Any],
                   progress: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The arrays and metadata of the dataset ``req`` asks for (see the module docstring for the qualities)."""
     c = sim.config
@@ -454,7 +454,7 @@ def build_dataset(req: DatasetRequest, sim: TopicRec, gems: GeMSRanker, table_so
     else:
         behaviour_return = {**dataset_return, "source": "dataset"}
     metadata = {
-        "env": req.env, "env_config": to_dict(c), "quality": req.quality, "episodes": episodes,
+        "env": req.env, "env_config": env_record(c), "quality": req.quality, "episodes": episodes,
         "episode_length": c.episode_length, "slate_size": c.slate_size, "num_items": c.num_items,
         "obs_dim": int(arrays["observations"].shape[1]), "action_dim": int(arrays["actions"].shape[1]),
         "action_center": gems.action_center.cpu().tolist(), "action_scale": gems.action_scale.cpu().tolist(),

@@ -51,7 +51,7 @@ from slate_rl.offline.nets import EnsembleQ
 from slate_rl.offline.sequence import SequenceAlgo, returns_to_go
 from slate_rl.online.base import Agent
 from slate_rl.online.rollouts import run_agent_sessions, user_keys
-from slate_rl.sim.core import TopicRec
+from slate_rl.sim.protocol import Simulator
 
 DIAGNOSTIC_KEYS = ("q_mean", "mc_return_mean", "overestimation", "action_distance", "behaviour_noise",
                    "noise_distance", "slate_match", "slot_match")
@@ -80,7 +80,7 @@ class Diagnostics:
     algorithm trains on, ``metadata`` the dataset's.
     """
 
-    def __init__(self, sim: TopicRec, policy: Agent, algo: OfflineAlgo, encoder: BeliefEncoder, normalizer: Normalizer,
+    def __init__(self, sim: Simulator, policy: Agent, algo: OfflineAlgo, encoder: BeliefEncoder, normalizer: Normalizer,
                  decoder: GeMSRanker, buffer: EpisodeBuffer, cfg: OfflineConfig, metadata: Mapping[str, Any]) -> None:
         self.sim, self.policy, self.algo, self.encoder, self.normalizer, self.decoder, self.cfg = (
             sim, policy, algo, encoder, normalizer, decoder, cfg)

@@ -33,7 +33,7 @@ from slate_rl.offline.policy import random_policy, zero_policy
 from slate_rl.online.base import Agent
 from slate_rl.online.rollouts import Mode, policy_returns
 from slate_rl.online.sac import SAC
-from slate_rl.sim.core import TopicRec
+from slate_rl.sim.protocol import Simulator
 
 NORMALIZED_SCORE_DEFINITION = (
     "100 * (R - R_random) / (R_expert - R_random); R_expert: the expert agent's deterministic test return, "
@@ -41,7 +41,7 @@ NORMALIZED_SCORE_DEFINITION = (
 )
 
 
-def evaluate_returns(sim: TopicRec, policy: Agent, seed: int, sessions: int, mode: Mode = "eval") -> np.ndarray:
+def evaluate_returns(sim: Simulator, policy: Agent, seed: int, sessions: int, mode: Mode = "eval") -> np.ndarray:
     """Returns of ``policy`` on users ``0..sessions-1`` of ``seed`` (``mode`` "train" samples actions, seeded)."""
     torch.manual_seed(seed)
     return policy_returns(sim, policy, seed, sessions, mode).cpu().numpy()
@@ -58,7 +58,7 @@ POLICY_REFERENCES = ("expert", "expert_deterministic", "zero_action", "random")
 """The reference policies measured once per environment (``data/offline/{env}/references.json``)."""
 
 
-def policy_references(sim: TopicRec, expert: SAC, encoder: BeliefEncoder, decoder: GeMSRanker, seed: int,
+def policy_references(sim: Simulator, expert: SAC, encoder: BeliefEncoder, decoder: GeMSRanker, seed: int,
                       sessions: int, expert_noise: float, expert_stochastic: bool) -> dict[str, dict[str, Any]]:
     """The reference policies on the test users: the expert as during collection and deterministically, z = 0
     and uniform random latent actions in ``decoder``'s box (the same for every dataset, method and seed)."""

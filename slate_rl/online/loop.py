@@ -44,7 +44,7 @@ from slate_rl.online.base import Agent
 from slate_rl.online.config import OnlineConfig
 from slate_rl.online.multiseed import RNG_SCHEME, StackedSAC, check_stackable, evaluate_seeds, seed_generator, stackable
 from slate_rl.online.rollouts import Mode, policy_returns, run_agent_sessions, user_keys
-from slate_rl.sim.core import TopicRec
+from slate_rl.sim.protocol import Simulator
 
 
 @dataclass
@@ -103,7 +103,7 @@ class MediumTracker:
         self.snapshots = [(int(s["step"]), float(s["val"]), s["modules"]) for s in state]
 
 
-def evaluate(sim: TopicRec, agent: Agent, seed: int, sessions: int, batch: int = 4096) -> torch.Tensor:
+def evaluate(sim: Simulator, agent: Agent, seed: int, sessions: int, batch: int = 4096) -> torch.Tensor:
     """Returns of the deterministic policy on users ``0 .. sessions-1`` of ``seed``; torch's RNG
     (that of training) is left as it was."""
     with torch.random.fork_rng(devices=cuda_devices()):
@@ -111,7 +111,7 @@ def evaluate(sim: TopicRec, agent: Agent, seed: int, sessions: int, batch: int =
 
 
 def train_online(
-    sim: TopicRec,
+    sim: Simulator,
     agent: Agent,
     cfg: OnlineConfig,
     seed: int,
@@ -127,7 +127,7 @@ def train_online(
 
 
 def train_seeds(
-    sim: TopicRec,
+    sim: Simulator,
     agents: Sequence[Agent],
     cfg: OnlineConfig,
     seeds: Sequence[int],

@@ -47,7 +47,7 @@ from slate_rl.models.stacked import SeedStates, StackedBeliefEncoder, stack_mlp,
 from slate_rl.online.base import Agent
 from slate_rl.online.rollouts import run_agent_sessions, user_keys
 from slate_rl.online.sac import SAC, Critic
-from slate_rl.sim.core import TopicRec
+from slate_rl.sim.protocol import Simulator
 
 RNG_SCHEME = "multiseed-v1"
 """Appended to every resume fingerprint of the online loop: a checkpoint of a loop that drew from other
@@ -178,7 +178,7 @@ def _same_ranker(a: nn.Module, b: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def evaluate_seeds(sim: TopicRec, agent: StackedSAC, seed: int, sessions: int, batch: int = 4096) -> Tensor:
+def evaluate_seeds(sim: Simulator, agent: StackedSAC, seed: int, sessions: int, batch: int = 4096) -> Tensor:
     """(S, sessions) returns of every seed's deterministic policy on users ``0 .. sessions-1`` of ``seed``
     (:func:`~slate_rl.online.loop.evaluate` for each seed, all seeds' users in one simulator call)."""
     per_call = max(1, batch // agent.num_seeds)

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from slate_rl.core import rng
 from slate_rl.online.base import Agent
-from slate_rl.sim.core import TopicRec
+from slate_rl.sim.protocol import Simulator, privileged
 
 Mode = Literal["train", "eval", "random"]
 
@@ -24,7 +24,7 @@ def user_keys(seed: int, start: int, count: int, device: torch.device) -> Tensor
 
 
 @torch.no_grad()
-def run_agent_sessions(sim: TopicRec, agent: Agent, keys: Tensor, mode: Mode, record: bool = True,
+def run_agent_sessions(sim: Simulator, agent: Agent, keys: Tensor, mode: Mode, record: bool = True,
                        random_width: float = 1.0) -> tuple[Tensor, dict[str, Tensor] | None]:
     """Full sessions for users ``keys``; returns per-session returns and (if ``record``) episodes
     in the replay-buffer layout (slates/clicks with the reset observation at index 0). In ``random``
@@ -33,6 +33,7 @@ def run_agent_sessions(sim: TopicRec, agent: Agent, keys: Tensor, mode: Mode, re
     b, h, k = keys.shape[0], c.episode_length, c.slate_size
     state, obs = sim.reset(keys)
     hidden = None
+    oracle = privileged(sim, agent.name) if agent.privileged and mode != "random" else None
     total = torch.zeros(b, device=sim.device)
     if record:
         slates = torch.empty(b, h + 1, k, dtype=torch.int64, device=sim.device)
@@ -48,8 +49,8 @@ def run_agent_sessions(sim: TopicRec, agent: Agent, keys: Tensor, mode: Mode, re
         if mode == "random":
             slate, action, hidden = agent.random_act(obs.slate, obs.clicks, hidden, random_width)
         else:
-            privileged = sim.next_relevance(state) if agent.privileged else None
-            slate, action, hidden = agent.act(obs.slate, obs.clicks, hidden, mode == "eval", privileged)
+            relevance = oracle.next_relevance(state) if oracle is not None else None
+            slate, action, hidden = agent.act(obs.slate, obs.clicks, hidden, mode == "eval", relevance)
         state, obs = sim.step(state, slate, validate=False)
         total += obs.reward
         if record:
@@ -69,7 +70,7 @@ def run_agent_sessions(sim: TopicRec, agent: Agent, keys: Tensor, mode: Mode, re
 
 
 @torch.no_grad()
-def policy_returns(sim: TopicRec, policy: Agent, seed: int, sessions: int, mode: Mode, batch: int = 4096) -> Tensor:
+def policy_returns(sim: Simulator, policy: Agent, seed: int, sessions: int, mode: Mode, batch: int = 4096) -> Tensor:
     """Per-session returns of ``policy`` acting in ``mode`` on users ``0..sessions-1`` of ``seed``."""
     was_training = policy.training
     policy.eval()

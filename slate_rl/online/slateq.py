@@ -53,6 +53,7 @@ from slate_rl.models.nets import mlp, soft_update
 from slate_rl.online.base import SlateAgent, first_clicks
 from slate_rl.online.config import SlateQConfig
 from slate_rl.sim.core import TopicRec
+from slate_rl.sim.protocol import Simulator
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,11 @@ class ClickModel:
     """Same-topic count that triggers the penalty."""
 
     @classmethod
-    def of(cls, sim: TopicRec) -> ClickModel:
+    def of(cls, sim: Simulator) -> ClickModel:
+        """TopicRec's click model (SlateQ's target is built on it); another simulator is refused."""
+        if not isinstance(sim, TopicRec):
+            raise ConfigError(f"SlateQ's target uses TopicRec's click model; {type(sim).__name__} has none: "
+                              "train another agent in this environment")
         c = sim.config
         return cls(sim.items, sim.item_topic, sim.examination, float(c.slope), float(c.offset), sim.max_norm,
                    float(c.diversity_penalty), int(c.diversity_threshold))

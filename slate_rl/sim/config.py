@@ -7,20 +7,66 @@ not the published argparse defaults.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, ClassVar, Literal, Protocol
 
 from slate_rl.core.artifacts import REFERENCE_POLICIES, TEST_SEED, TEST_SESSIONS
-from slate_rl.core.config import check_fields, from_dict
+from slate_rl.core.config import check_fields, from_dict, resolve_object, to_dict
 from slate_rl.core.errors import ConfigError
 
 MAX_ITEMS = 32767
 """The largest catalogue: item ids are stored as int16 in the logs."""
 
 
+class SimulatorConfig(Protocol):
+    """The fields of an environment's config the pipeline reads (any frozen dataclass that has them; see
+    :mod:`slate_rl.sim.protocol`)."""
+
+    SIMULATOR: ClassVar[str]
+    """``"module:Class"`` of the simulator this config configures."""
+
+    @property
+    def num_items(self) -> int:
+        """Catalogue size (item ids ``0 .. num_items - 1``, at most :data:`MAX_ITEMS`)."""
+        ...
+
+    @property
+    def slate_size(self) -> int:
+        """Items per slate (k)."""
+        ...
+
+    @property
+    def episode_length(self) -> int:
+        """Steps per session; ``step`` sets ``truncated`` when it is reached."""
+        ...
+
+    @property
+    def embeddings(self) -> str:
+        """The item-table kind the environment uses (``focused`` or ``diffuse``)."""
+        ...
+
+    @property
+    def num_topics(self) -> int:
+        """Topics of the item table."""
+        ...
+
+    @property
+    def topic_size(self) -> int:
+        """Dimensions per topic of the item table."""
+        ...
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the item table (``num_topics * topic_size``)."""
+        ...
+
+
 @dataclass(frozen=True)
 class TopicRecConfig:
     """Dynamics of one TopicRec environment."""
+
+    SIMULATOR: ClassVar[str] = "slate_rl.sim.core:TopicRec"
+    """The simulator this config configures (:func:`slate_rl.sim.protocol.make_simulator`)."""
 
     embeddings: Literal["focused", "diffuse"] = "focused"
     """Which item-embedding table the environment uses."""
@@ -105,17 +151,25 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def make_env_config(
     name: str, user_defined: Mapping[str, Mapping[str, Any]] | None = None, **overrides: Any
-) -> TopicRecConfig:
+) -> SimulatorConfig:
     """Resolve an environment name to its config.
 
     ``name`` is a preset or a key of ``user_defined`` (the ``environments`` section of
     config.yaml). A user-defined entry may name a preset under ``base`` and override any
-    :class:`TopicRecConfig` field.
+    :class:`TopicRecConfig` field, or name another simulator's config dataclass under ``simulator``
+    (``"module:Class"``, see :mod:`slate_rl.sim.protocol`) and set its fields.
     """
     user_defined = user_defined or {}
+    cls: Any = TopicRecConfig
     if name in user_defined:
         spec = dict(user_defined[name])
         base_name = spec.pop("base", None)
+        simulator = spec.pop("simulator", None)
+        if simulator is not None:
+            if base_name is not None:
+                raise ConfigError(f"environment {name!r}: 'base' names a TopicRec preset and 'simulator' another "
+                                  "simulator; give one of them")
+            cls = simulator_config_class(simulator, f"environments.{name}.simulator")
         if base_name is not None and base_name not in PRESETS:
             raise ConfigError(
                 f"environment {name!r}: base {base_name!r} is not a preset; choose one of {', '.join(PRESETS)}"
@@ -127,7 +181,37 @@ def make_env_config(
         known = list(PRESETS) + list(user_defined)
         raise ConfigError(f"unknown environment {name!r}; choose one of {', '.join(known)} or define it in config.yaml")
     params.update(overrides)
-    return from_dict(TopicRecConfig, params, prefix=f"environments.{name}")
+    config: SimulatorConfig = from_dict(cls, params, prefix=f"environments.{name}")
+    return config
+
+
+def simulator_config_class(spec: str, key: str) -> type:
+    """The config dataclass ``spec`` (``"module:Class"``) names, checked to be one (config key ``key``)."""
+    if not isinstance(spec, str):
+        raise ConfigError(f"{key} must be a string 'module:Class', got {spec!r}")
+    cls = resolve_object(spec, key)
+    if not (isinstance(cls, type) and is_dataclass(cls) and isinstance(getattr(cls, "SIMULATOR", None), str)):
+        raise ConfigError(f"{key}: {spec} is not a simulator config (a dataclass with a class variable "
+                          "SIMULATOR = 'module:Class')")
+    missing = [f for f in SIMULATOR_FIELDS if not hasattr(cls, f) and f not in {g.name for g in fields(cls)}]
+    if missing:
+        raise ConfigError(f"{key}: {spec} lacks the fields the pipeline reads: {', '.join(missing)}")
+    return cls
+
+
+def env_record(config: SimulatorConfig) -> dict[str, Any]:
+    """Every parameter of environment ``config`` as artifacts record it (``env_config``): its fields, and for a
+    simulator other than TopicRec the config class under ``simulator`` (so :func:`make_env_config` and
+    ``make_simulator`` rebuild the same environment from the record)."""
+    record = to_dict(config)
+    if type(config) is not TopicRecConfig:
+        record["simulator"] = f"{type(config).__module__}:{type(config).__qualname__}"
+    return record
+
+
+SIMULATOR_FIELDS = ("num_items", "slate_size", "episode_length", "embeddings", "num_topics", "topic_size",
+                    "embedding_dim")
+"""The attributes of :class:`SimulatorConfig`, checked on a simulator's config class."""
 
 
 @dataclass(frozen=True)

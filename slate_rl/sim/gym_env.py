@@ -20,37 +20,19 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from slate_rl.core import rng
-from slate_rl.core.config import from_dict
-from slate_rl.core.device import resolve_device
-from slate_rl.sim.config import TopicRecConfig, make_env_config
+from slate_rl.core.errors import ConfigError
+from slate_rl.sim import ENV_ID
+from slate_rl.sim.config import TopicRecConfig
 from slate_rl.sim.core import SimState, StepResult, TopicRec, select
-from slate_rl.sim.embeddings import generate_item_embeddings, load_item_embeddings
+from slate_rl.sim.protocol import make_simulator
 
 
-def build_simulator(
-    env: str | TopicRecConfig | Mapping[str, Any] = "focused_topdown",
-    item_embeddings: np.ndarray | str | None = None,
-    embeddings_seed: int | None = None,
-    device: str | torch.device = "cpu",
-) -> TopicRec:
-    """A :class:`TopicRec` from an environment name or config and an item table.
-
-    ``item_embeddings`` is an array, a path to a ``.npy``/``.pt`` file, or ``None`` to
-    generate the table of the environment's kind from ``embeddings_seed`` (default: the kind's seed).
-    """
-    if isinstance(env, str):
-        cfg = make_env_config(env)
-    elif isinstance(env, Mapping):  # every field, as datasets record it (``env_config``): a JSON-able spec
-        cfg = from_dict(TopicRecConfig, env, prefix="env")
-    else:
-        cfg = env
-    if item_embeddings is None:
-        table = generate_item_embeddings(cfg.embeddings, embeddings_seed, cfg.num_items, cfg.num_topics, cfg.topic_size)
-    elif isinstance(item_embeddings, str):
-        table = load_item_embeddings(item_embeddings, cfg.num_items, cfg.embedding_dim)
-    else:
-        table = item_embeddings
-    return TopicRec(cfg, torch.as_tensor(table), resolve_device(device))
+def _topicrec(env: str | TopicRecConfig | Mapping[str, Any], item_embeddings: np.ndarray | str | None,
+              embeddings_seed: int | None, device: str) -> TopicRec:
+    sim = make_simulator(env, item_embeddings, embeddings_seed, device)
+    if not isinstance(sim, TopicRec):
+        raise ConfigError(f"{ENV_ID} wraps TopicRec; {type(sim).__name__} has no Gymnasium environment")
+    return sim
 
 
 def _spaces(cfg: TopicRecConfig) -> tuple[spaces.Dict, spaces.MultiDiscrete]:
@@ -126,7 +108,7 @@ class TopicRecEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         embeddings_seed: int | None = None,
         device: str = "cpu",
     ) -> None:
-        self.sim = build_simulator(env, item_embeddings, embeddings_seed, device)
+        self.sim = _topicrec(env, item_embeddings, embeddings_seed, device)
         self.observation_space, self.action_space = _spaces(self.sim.config)  # type: ignore[assignment]
         self._seed: int | None = None
         self._episode = -1
@@ -182,7 +164,7 @@ class TopicRecVectorEnv(VectorEnv):
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        self.sim = build_simulator(env, item_embeddings, embeddings_seed, device)
+        self.sim = _topicrec(env, item_embeddings, embeddings_seed, device)
         self.num_envs = num_envs
         self.single_observation_space, self.single_action_space = _spaces(self.sim.config)
         self.observation_space = batch_space(self.single_observation_space, num_envs)

@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 
 from slate_rl.core import rng
 from slate_rl.core.errors import ConfigError
-from slate_rl.sim.core import TopicRec
 from slate_rl.sim.policies import SlatePolicy
+from slate_rl.sim.protocol import Simulator
 
 
 @dataclass
@@ -44,7 +44,7 @@ def session_keys(seed: int, start: int, stop: int, device: torch.device) -> torc
 
 
 def run_sessions(
-    sim: TopicRec,
+    sim: Simulator,
     policy: SlatePolicy,
     n_sessions: int,
     seed: int,

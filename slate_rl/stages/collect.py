@@ -30,13 +30,13 @@ import dataclasses
 import time
 
 from slate_rl.core.artifacts import check_environment
-from slate_rl.core.config import to_dict
 from slate_rl.core.errors import ConfigError
 from slate_rl.core.io import write_timings
 from slate_rl.data.d4rl import save_dataset
 from slate_rl.models.rankers import load_gems_ranker
 from slate_rl.offline.config import OfflineDataConfig
 from slate_rl.offline.datasets import DatasetRequest, build_dataset, load_behaviour
+from slate_rl.sim.config import env_record
 from slate_rl.stages.common import (
     add_env_arguments,
     add_training_arguments,
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> None:
                          test_seed=args.test_seed, test_sessions=args.test_sessions)
     sim, table_source = simulator_from_args(args)
     gems = load_gems_ranker(args.gems, num_items=sim.config.num_items, device=sim.device)
-    check_environment(args.gems, gems.meta, args.env, to_dict(sim.config), "GeMS checkpoint")
+    check_environment(args.gems, gems.meta, args.env, env_record(sim.config), "GeMS checkpoint")
     if not args.mix and args.quality in ("expert", "medium"):  # their labels are checked against these
         expert, _ = load_behaviour(args.expert, sim, gems, args.env)
         refs = policy_references_for(args, sim, expert, gems, args.gems, args.noise, args.stochastic)

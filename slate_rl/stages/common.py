@@ -8,23 +8,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from slate_rl.core.artifacts import check_environment, parse_agent_tag, parse_gems_tag
-from slate_rl.core.config import SIZE_MAXIMA, bounded_int, to_dict
+from slate_rl.core.config import SIZE_MAXIMA, bounded_int
 from slate_rl.core.config import finite_float as finite_float  # the stages' type of real-valued options
-from slate_rl.core.device import resolve_device
 from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import file_sha256
 from slate_rl.models.rankers import GeMSRanker, load_gems_ranker
-from slate_rl.sim.config import PRESETS, TopicRecConfig, make_env_config
-from slate_rl.sim.core import TopicRec
-from slate_rl.sim.embeddings import (
-    DEFAULT_EMBEDDINGS_SEEDS,
-    default_embeddings_seed,
-    generate_item_embeddings,
-    load_item_embeddings,
-)
+from slate_rl.sim.config import PRESETS, SimulatorConfig, env_record, make_env_config
+from slate_rl.sim.embeddings import DEFAULT_EMBEDDINGS_SEEDS
+from slate_rl.sim.protocol import Simulator, item_table, make_simulator
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -98,28 +90,19 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def env_config_from_args(args: argparse.Namespace) -> TopicRecConfig:
+def env_config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     user_defined = {args.env: args.env_spec} if args.env_spec else None
     return make_env_config(args.env, user_defined)
 
 
-def simulator_from_args(args: argparse.Namespace) -> tuple[TopicRec, dict[str, Any]]:
+def simulator_from_args(args: argparse.Namespace) -> tuple[Simulator, dict[str, Any]]:
     """Build the simulator the options describe; also return a description of its item table."""
     cfg = env_config_from_args(args)
-    device: torch.device = resolve_device(args.device)
-    if args.embeddings_file:
-        table = load_item_embeddings(args.embeddings_file, cfg.num_items, cfg.embedding_dim)
-        source: dict[str, Any] = {"file": str(args.embeddings_file), "sha256": file_sha256(args.embeddings_file)}
-    else:
-        seed = getattr(args, "embeddings_seed", None)
-        if seed is None:
-            seed = default_embeddings_seed(cfg.embeddings)
-        table = generate_item_embeddings(cfg.embeddings, seed, cfg.num_items, cfg.num_topics, cfg.topic_size)
-        source = {"generated": cfg.embeddings, "seed": seed}
-    return TopicRec(cfg, torch.from_numpy(table), device), source
+    table, source = item_table(cfg, args.embeddings_file, getattr(args, "embeddings_seed", None))
+    return make_simulator(cfg, table, device=args.device), source
 
 
-def agent_gems(args: argparse.Namespace, sim: TopicRec) -> GeMSRanker | None:
+def agent_gems(args: argparse.Namespace, sim: Simulator) -> GeMSRanker | None:
     """The GeMS checkpoint (``--gems``) of a ``sac_gems_<tag>`` agent (``--agent``), ``None`` for other agents;
     one trained for another environment, or whose settings differ from the tag's, is refused naming both."""
     kind, gems_tag = parse_agent_tag(args.agent)
@@ -128,7 +111,7 @@ def agent_gems(args: argparse.Namespace, sim: TopicRec) -> GeMSRanker | None:
     if not args.gems:
         raise ConfigError(f"agent {args.agent} needs --gems (the GeMS checkpoint of {gems_tag})")
     gems = load_gems_ranker(args.gems, num_items=sim.config.num_items, device=sim.device)
-    check_environment(args.gems, gems.meta, args.env, to_dict(sim.config), "GeMS checkpoint")
+    check_environment(args.gems, gems.meta, args.env, env_record(sim.config), "GeMS checkpoint")
     recorded = gems.meta.get("tag")
     if gems.action_dim != parse_gems_tag(gems_tag)["latent_dim"] or (recorded is not None and recorded != gems_tag):
         raise ArtifactError(f"{args.gems}: this GeMS checkpoint is {recorded or 'untagged'} with latent size "

@@ -16,7 +16,7 @@ from slate_rl.core.config import from_namespace, to_dict
 from slate_rl.core.io import write_timings
 from slate_rl.core.stats import mean_ci
 from slate_rl.data.logs import LoggedSessions, save_logs
-from slate_rl.sim.config import LogsConfig
+from slate_rl.sim.config import LogsConfig, env_record
 from slate_rl.sim.policies import EpsilonGreedyOracle
 from slate_rl.sim.rollout import run_sessions
 from slate_rl.stages.common import add_env_arguments, simulator_from_args
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> None:
     assert out.reset_slates is not None and out.reset_clicks is not None
     metadata = {
         "env": args.env,
-        "env_config": to_dict(c),
+        "env_config": env_record(c),
         "item_embeddings": table_source,
         "policy": "eps-greedy",
         "logs_config": to_dict(cfg),

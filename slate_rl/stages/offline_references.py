@@ -19,14 +19,14 @@ import time
 from typing import Any
 
 from slate_rl.core.artifacts import TEST_SEED, TEST_SESSIONS, check_environment
-from slate_rl.core.config import to_dict
 from slate_rl.core.errors import ConfigError
 from slate_rl.core.io import file_sha256, write_json, write_timings
 from slate_rl.models.rankers import GeMSRanker, load_gems_ranker
 from slate_rl.offline.datasets import load_behaviour
 from slate_rl.offline.evaluation import load_references, policy_references, references_document
 from slate_rl.online.sac import SAC
-from slate_rl.sim.core import TopicRec
+from slate_rl.sim.config import env_record
+from slate_rl.sim.protocol import Simulator
 from slate_rl.stages.common import (
     add_env_arguments,
     add_training_arguments,
@@ -65,17 +65,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="destination .json (data/offline/{env}/references.json)")
 
 
-def reference_settings(args: argparse.Namespace, sim: TopicRec, gems_path: str, noise: float, stochastic: bool
+def reference_settings(args: argparse.Namespace, sim: Simulator, gems_path: str, noise: float, stochastic: bool
                        ) -> dict[str, Any]:
     """What the reference policies depend on; stored in the references file and compared when it is read."""
-    settings = {"env": args.env, "env_config": to_dict(sim.config), "gems_sha256": file_sha256(gems_path),
+    settings = {"env": args.env, "env_config": env_record(sim.config), "gems_sha256": file_sha256(gems_path),
                 "expert_sha256": file_sha256(args.expert), "embeddings_sha256": file_sha256(args.embeddings_file),
                 "test_seed": args.test_seed, "test_sessions": args.test_sessions, "expert_noise": noise,
                 "expert_stochastic": stochastic}
     return json.loads(json.dumps(settings))  # as stored: lists, not tuples
 
 
-def policy_references_for(args: argparse.Namespace, sim: TopicRec, expert: SAC, decoder: GeMSRanker, gems_path: str,
+def policy_references_for(args: argparse.Namespace, sim: Simulator, expert: SAC, decoder: GeMSRanker, gems_path: str,
                           noise: float, stochastic: bool) -> dict[str, dict[str, Any]]:
     """The reference policies: read from ``args.references`` (checked against this run's settings), or measured."""
     settings = reference_settings(args, sim, gems_path, noise, stochastic)
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> None:
         raise ConfigError(f"--expert-noise must be >= 0, got {args.expert_noise}")
     sim, _ = simulator_from_args(args)
     gems = load_gems_ranker(args.gems, num_items=sim.config.num_items, device=sim.device)
-    check_environment(args.gems, gems.meta, args.env, to_dict(sim.config), "GeMS checkpoint")
+    check_environment(args.gems, gems.meta, args.env, env_record(sim.config), "GeMS checkpoint")
     expert, _ = load_behaviour(args.expert, sim, gems, args.env)
     start = time.perf_counter()
     refs = policy_references(sim, expert, expert.actor_belief, gems, args.test_seed, args.test_sessions,

@@ -49,8 +49,9 @@ from slate_rl.online.registry import agent_variant, build_agent, load_agent, par
 from slate_rl.online.reinforce import ReinforceConfig
 from slate_rl.online.sac import SACConfig
 from slate_rl.online.slateq import ClickModel, SlateQConfig
-from slate_rl.sim.core import TopicRec
+from slate_rl.sim.config import env_record
 from slate_rl.sim.embeddings import load_item_embeddings
+from slate_rl.sim.protocol import Simulator
 from slate_rl.stages.common import (
     add_env_arguments,
     add_training_arguments,
@@ -129,9 +130,10 @@ class SeedRun:
 def run(args: argparse.Namespace) -> None:
     seeds, (outs, results) = seed_outputs(args, NAME, "output_dir", "results")
     online, build, sac, reinforce, slateq = agent_settings(args)
-    parse_agent_tag(args.agent)
+    kind, _ = parse_agent_tag(args.agent)
     sim, table_source = simulator_from_args(args)
     c = sim.config
+    click_model = ClickModel.of(sim) if kind == "slateq" else None
     gems = agent_gems(args, sim)
     mf = (torch.from_numpy(load_item_embeddings(args.mf, c.num_items, c.embedding_dim, nonnegative=False))
           .to(sim.device) if args.mf else None)
@@ -141,9 +143,9 @@ def run(args: argparse.Namespace) -> None:
         resume checkpoint (``last.ckpt`` of a finished run becomes the resume state, to extend it)."""
         torch.manual_seed(seed)
         agent = build_agent(args.agent, sim.items, c.num_items, c.slate_size, c.episode_length, gems, mf, sac,
-                            reinforce, slateq, build.belief_table, ClickModel.of(sim))
+                            reinforce, slateq, build.belief_table, click_model)
         out.mkdir(parents=True, exist_ok=True)
-        meta = run_meta(args, agent, seed, to_dict(c), online)
+        meta = run_meta(args, agent, seed, env_record(c), online)
         # Everything that shapes training: inputs, every environment parameter, agent settings and the
         # schedule, except total_steps (a finished run may be extended; a shorter one starts over).
         settings = {k: v for k, v in meta.items() if k != "online"}
@@ -185,7 +187,7 @@ def run(args: argparse.Namespace) -> None:
         os.replace(r.resume, r.out / "last.ckpt")
 
 
-def finish(args: argparse.Namespace, sim: TopicRec, table_source: Any, r: SeedRun, state: LoopState,
+def finish(args: argparse.Namespace, sim: Simulator, table_source: Any, r: SeedRun, state: LoopState,
            elapsed: float, **timings: Any) -> None:
     """Seed ``r``'s medium checkpoint, its best checkpoint tested on the test users, its results and timings."""
     medium = save_medium(r.out / "medium.ckpt", r.agent, args.agent, r.meta, state)

@@ -63,7 +63,8 @@ from slate_rl.offline.policy import policy_for, save_policy
 from slate_rl.offline.registry import ALGO_CONFIGS, ALGOS, make_algo
 from slate_rl.offline.sequence import SessionSpec
 from slate_rl.online.sac import SAC
-from slate_rl.sim.core import TopicRec
+from slate_rl.sim.config import env_record
+from slate_rl.sim.protocol import Simulator
 from slate_rl.stages.common import (
     add_env_arguments,
     add_training_arguments,
@@ -113,7 +114,7 @@ class OfflineInputs:
     """What every seed of a run reads: the simulator, the dataset, its GeMS, the expert (state encoder), the
     decoder the actions live in (the dataset's GeMS, or ``--relabel-gems``'s) and the relabelled actions."""
 
-    sim: TopicRec
+    sim: Simulator
     table_source: Any
     dataset: OfflineDataset
     expert: SAC
@@ -132,7 +133,7 @@ def load_inputs(args: argparse.Namespace) -> OfflineInputs:
         raise ArtifactError(f"{args.expert}: expert checkpoint not found (the dataset's state encoder); build it with "
                             f"snakemake {args.expert}")
     dataset = load_dataset(args.dataset, expect_gems_sha256=file_sha256(args.gems), expect_env=args.env,
-                           expect_env_config=to_dict(c))
+                           expect_env_config=env_record(c))
     expert_sha = file_sha256(args.expert)
     if dataset.metadata["state_encoder"]["sha256"] != expert_sha:
         raise ArtifactError(f"{args.dataset}: field 'state_encoder.sha256' is "
