@@ -8,8 +8,11 @@ Snakefile never imports torch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,7 @@ from slate_rl.core.artifacts import QUALITIES, RESERVED_ENV_NAMES, agent_section
 from slate_rl.core.config import from_dict, load_yaml, to_dict, validate_schema
 from slate_rl.core.errors import ConfigError
 from slate_rl.models.config import GeMSConfig, MFConfig, gems_config_from_tag
-from slate_rl.offline.config import ALGO_CONFIGS, OfflineConfig, OfflineDataConfig
+from slate_rl.offline.config import ALGO_CONFIGS, OFFLINE_ALGOS, OfflineConfig, OfflineDataConfig
 from slate_rl.online.config import AgentBuildConfig, OnlineConfig, ReinforceConfig, SACConfig, SlateQConfig
 from slate_rl.sim.config import PRESETS, EvaluationConfig, LogsConfig, SimulatorConfig, make_env_config
 
@@ -27,7 +30,40 @@ SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "co
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
-    return yaml.safe_load(Path(path).read_text())
+    """The config schema: the YAML file, with each offline method's section and its name in ``offline.algos``
+    generated from the method's config class (:data:`slate_rl.offline.config.METHODS`). A method's section is
+    optional: without it, the method trains with its class's defaults."""
+    schema: dict[str, Any] = yaml.safe_load(Path(path).read_text())
+    schema["properties"]["offline"]["properties"]["algos"]["items"]["enum"] = list(OFFLINE_ALGOS)
+    for name, cls in ALGO_CONFIGS.items():
+        schema["properties"][name] = method_schema(cls)
+    return schema
+
+
+def _type_schema(tp: Any, where: str) -> dict[str, Any]:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    simple = {int: "integer", float: "number", bool: "boolean", str: "string"}
+    if tp in simple:
+        return {"type": simple[tp]}
+    if origin is typing.Literal:
+        return {"type": "string", "enum": list(args)}
+    if origin in (types.UnionType, typing.Union) and type(None) in args and len(args) == 2:
+        inner = _type_schema(next(a for a in args if a is not type(None)), where)
+        return {**inner, "type": [inner["type"], "null"]}
+    if origin in (list, tuple):
+        return {"type": "array", "items": _type_schema(args[0], where)}
+    raise ConfigError(f"{where}: no schema for the type {tp!r}; give the field a plain type")
+
+
+def method_schema(cls: type) -> dict[str, Any]:
+    """The schema section of an offline method's config class: its fields' types (ranges are the class's
+    ``__post_init__``'s, checked by :func:`validate_config`)."""
+    hints = typing.get_type_hints(cls)
+    doc = (cls.__doc__ or cls.__name__).strip().splitlines()[0]
+    return {"type": "object", "additionalProperties": False,
+            "description": f"{doc} (range checks: {cls.__module__}.{cls.__name__})",
+            "properties": {f.name: _type_schema(hints[f.name], f"{cls.__name__}.{f.name}")
+                           for f in dataclasses.fields(cls)}}
 
 
 def _coerce(value: Any, schema: dict[str, Any], root: dict[str, Any]) -> Any:
@@ -139,6 +175,16 @@ def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PAT
     return config
 
 
+def offline_algos() -> tuple[str, ...]:
+    """The registered offline methods (the ``{algo}`` wildcard)."""
+    return OFFLINE_ALGOS
+
+
+def method_priority(algo: str) -> int:
+    """The scheduling priority of offline method ``algo``'s training jobs (its registration's)."""
+    return int(ALGO_CONFIGS[algo].METHOD.priority)
+
+
 def env_config(config: dict[str, Any], env: str) -> SimulatorConfig:
     return make_env_config(env, config.get("environments", {}))
 
@@ -176,7 +222,7 @@ def agent_tags(config: dict[str, Any]) -> list[str]:
 def section_args(config: dict[str, Any], section: str, prefix: str = "") -> str:
     """:func:`config_args` of config.yaml's ``section`` without the keys only the workflow reads
     (:data:`SECTIONS`): the options a stage takes from that section."""
-    return config_args(config[section], skip=SECTIONS[section][1], prefix=prefix)
+    return config_args(config.get(section) or {}, skip=SECTIONS[section][1], prefix=prefix)
 
 
 def agent_section_args(config: dict[str, Any], tag: str) -> str:

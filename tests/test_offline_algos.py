@@ -26,10 +26,8 @@ from slate_rl.offline.registry import ALGO_CONFIGS, ALGOS, TD_ALGOS, make_algo
 from slate_rl.offline.td3bc import TD3BCConfig
 
 OBS, ACT = 20, 32
-SMALL = {"td3bc": TD3BCConfig(hidden=32), "cql": CQLConfig(hidden=32, layers=2, n_actions=4),
-         "iql": IQLConfig(hidden=32), "bc": BCConfig(hidden=32),
-         "fql": FQLConfig(hidden=32, layers=2, flow_steps=3),
-         "idql": IDQLConfig(hidden=32, actor_hidden=32, time_dim=8, samples=4)}
+SMALL = {name: ALGO_CONFIGS[name](**ALGO_CONFIGS[name].METHOD.small) for name in TD_ALGOS}
+"""Each TD method's small version (its registration's ``small`` settings)."""
 # Small versions of the four (fast), and the options that change the losses' code paths.
 CASES = {
     **{name: (name, SMALL[name]) for name in TD_ALGOS},

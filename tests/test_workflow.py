@@ -282,7 +282,6 @@ def test_the_schema_names_what_core_artifacts_names():
     props = load_schema()["properties"]
     assert tuple(props["agents"]["properties"]["names"]["items"]["enum"]) == artifacts.AGENT_NAMES
     assert set(props["agents"]["properties"]["variants"]["properties"]) == set(artifacts.VARIANT_AGENTS)
-    assert tuple(props["offline"]["properties"]["algos"]["items"]["enum"]) == artifacts.OFFLINE_ALGOS
     assert set(props["evaluation"]["properties"]["reference_policies"]["items"]["enum"]) == set(
         artifacts.REFERENCE_POLICIES)
     mixtures = props["offline_data"]["properties"]["mixtures"]

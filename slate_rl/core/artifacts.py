@@ -139,10 +139,6 @@ RESERVED_QUALITIES = {"online": "results/{env}/online/ holds the online agents' 
 """Names a dataset quality (a mixture's name) cannot take: folders under results/{env}/, files under
 data/offline/{env}/."""
 QUALITY_WILDCARD = rf"(?!(?:{'|'.join(RESERVED_QUALITIES)})\b)[A-Za-z0-9_]+"
-OFFLINE_ALGO_DISPLAY_NAMES = {"td3bc": "TD3+BC", "cql": "CQL", "iql": "IQL", "bc": "BC", "fql": "FQL", "idql": "IDQL",
-                              "dt": "DT", "dd": "DD"}
-"""The offline algorithms (:mod:`slate_rl.offline.registry` builds them) and their names in tables."""
-OFFLINE_ALGOS = tuple(OFFLINE_ALGO_DISPLAY_NAMES)
 REFERENCE_POLICIES = ("random", "oracle", "eps-greedy")
 """The simulator's reference policies (:mod:`slate_rl.sim.policies`)."""
 EMBEDDING_KINDS = ("focused", "diffuse")

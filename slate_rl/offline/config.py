@@ -7,6 +7,7 @@ Torch-free, so that the workflow validates config.yaml without importing torch.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
@@ -21,6 +22,30 @@ def check_target(value: Any, key: str) -> float:
         raise ConfigError(f"{key} must be a finite number (a multiple of the normalised maximum return), got "
                           f"{value!r}")
     return float(value)
+
+
+@dataclass(frozen=True)
+class Method:
+    """What the pipeline knows of an offline method besides its settings: the ``METHOD`` of its config class.
+
+    Everything else derives from it and from the class's fields: the config section and its schema
+    (:func:`slate_rl.pipeline.load_schema`), ``train-offline``'s ``--<name>-*`` options, the ``{algo}`` wildcard,
+    the tables, the scheduling priority of its jobs and the conformance tests' fast version.
+    """
+
+    display: str
+    """Name in tables and plots."""
+    algo: str
+    """``"module:Class"`` of the algorithm (an :class:`~slate_rl.offline.base.OfflineAlgo`; the TD family is built
+    as ``Class(obs_dim, action_center, action_scale, gamma, total_steps, config)``, the sequence family with a
+    :class:`~slate_rl.offline.sequence.SessionSpec` after the config)."""
+    family: Literal["td", "sequence"]
+    """``td``: trained on transitions, acting from the current state; ``sequence``: trained on windows of
+    sessions, acting with a per-user context."""
+    priority: int = 0
+    """Scheduling priority of its training jobs (higher first: the longest jobs start first)."""
+    small: Mapping[str, Any] = field(default_factory=dict)
+    """Settings of the small, fast version the conformance tests train (``tests/test_offline_algos.py``)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +114,8 @@ class TD3BCConfig(TDSteps):
     """TD3+BC hyperparameters (CORL's defaults)."""
 
     SECTION: ClassVar[str] = "td3bc"
+    METHOD: ClassVar[Method] = Method("TD3+BC", "slate_rl.offline.td3bc:TD3BC", "td", priority=2, small={"hidden": 32})
+    """The method's registration (:class:`Method`)."""
     """The config.yaml section (and the prefix of every key in its errors)."""
 
     actor_lr: float = 3e-4
@@ -121,6 +148,9 @@ class CQLConfig(TDSteps):
     """CQL hyperparameters (CORL's D4RL defaults)."""
 
     SECTION: ClassVar[str] = "cql"
+    METHOD: ClassVar[Method] = Method("CQL", "slate_rl.offline.cql:CQL", "td",
+                                     priority=6, small={"hidden": 32, "layers": 2, "n_actions": 4})
+    """The method's registration (:class:`Method`)."""
     """The config.yaml section (and the prefix of every key in its errors)."""
 
     policy_lr: float = 3e-5
@@ -185,6 +215,8 @@ class IQLConfig(TDSteps):
     """IQL hyperparameters (CORL's defaults)."""
 
     SECTION: ClassVar[str] = "iql"
+    METHOD: ClassVar[Method] = Method("IQL", "slate_rl.offline.iql:IQL", "td", priority=3, small={"hidden": 32})
+    """The method's registration (:class:`Method`)."""
     """The config.yaml section (and the prefix of every key in its errors)."""
 
     actor_lr: float = 3e-4
@@ -222,6 +254,8 @@ class BCConfig(TDSteps):
     """BC hyperparameters (CORL's defaults)."""
 
     SECTION: ClassVar[str] = "bc"
+    METHOD: ClassVar[Method] = Method("BC", "slate_rl.offline.bc:BC", "td", priority=1, small={"hidden": 32})
+    """The method's registration (:class:`Method`)."""
     """The config.yaml section (and the prefix of every key in its errors)."""
 
     lr: float = 3e-4
@@ -241,6 +275,9 @@ class FQLConfig(TDSteps):
     """Flow Q-learning hyperparameters (the published code's defaults, seohongpark/fql ``agents/fql.py``)."""
 
     SECTION: ClassVar[str] = "fql"
+    METHOD: ClassVar[Method] = Method("FQL", "slate_rl.offline.fql:FQL", "td",
+                                     priority=4, small={"hidden": 32, "layers": 2, "flow_steps": 3})
+    """The method's registration (:class:`Method`)."""
     """The config.yaml section (and the prefix of every key in its errors)."""
 
     lr: float = 3e-4
@@ -279,6 +316,9 @@ class IDQLConfig(TDSteps):
     """IDQL hyperparameters (the published code's defaults, philippe-eecs/IDQL ``ddpm_iql_learner.py``)."""
 
     SECTION: ClassVar[str] = "idql"
+    METHOD: ClassVar[Method] = Method("IDQL", "slate_rl.offline.idql:IDQL", "td",
+                                     priority=7, small={"hidden": 32, "actor_hidden": 32, "time_dim": 8, "samples": 4})
+    """The method's registration (:class:`Method`)."""
     """The config.yaml section (and the prefix of every key in its errors)."""
 
     actor_lr: float = 3e-4
@@ -333,6 +373,8 @@ class DTConfig:
     """Decision Transformer hyperparameters (CORL ``dt.py``'s defaults)."""
 
     SECTION: ClassVar[str] = "dt"
+    METHOD: ClassVar[Method] = Method("DT", "slate_rl.offline.dt:DecisionTransformer", "sequence", priority=5)
+    """The method's registration (:class:`Method`)."""
 
     def updates(self) -> tuple[int | None, int | None]:
         """Its own number of updates and batch (windows per update), replacing offline's."""
@@ -397,6 +439,8 @@ class DDConfig:
     """Decision Diffuser hyperparameters (their locomotion config's defaults unless stated)."""
 
     SECTION: ClassVar[str] = "dd"
+    METHOD: ClassVar[Method] = Method("DD", "slate_rl.offline.dd:DecisionDiffuser", "sequence", priority=8)
+    """The method's registration (:class:`Method`)."""
 
     def updates(self) -> tuple[int | None, int | None]:
         """Its own number of optimizer steps and batch (windows per step, accumulated batches included)."""
@@ -511,10 +555,15 @@ class OfflineDataConfig:
                                   "name the mixture otherwise")
 
 
-ALGO_CONFIGS: dict[str, type] = {"td3bc": TD3BCConfig, "cql": CQLConfig, "iql": IQLConfig, "bc": BCConfig,
-                                 "fql": FQLConfig, "idql": IDQLConfig,
-                                 "dt": DTConfig, "dd": DDConfig}
+METHODS: tuple[Any, ...] = (TD3BCConfig, CQLConfig, IQLConfig, BCConfig, FQLConfig, IDQLConfig, DTConfig, DDConfig)
+"""Every offline method, by its config class (the registration: ``SECTION`` its name, ``METHOD`` the rest), in the
+order of tables and plans."""
+ALGO_CONFIGS: dict[str, Any] = {cls.SECTION: cls for cls in METHODS}
 """The config class of each offline algorithm (its section of config.yaml is named like the algorithm)."""
+OFFLINE_ALGOS = tuple(ALGO_CONFIGS)
+"""The offline algorithms' names (the ``{algo}`` wildcard, ``offline.algos``, ``train-offline --algo``)."""
+DISPLAY_NAMES = {name: cls.METHOD.display for name, cls in ALGO_CONFIGS.items()}
+"""Each offline algorithm's name in tables and plots."""
 
 
 def with_total_steps(cfg: OfflineConfig, total_steps: int, batch_size: int) -> OfflineConfig:

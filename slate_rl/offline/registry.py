@@ -2,9 +2,9 @@
 
 Two families over the same loop (:mod:`slate_rl.offline.loop`): TD methods (TD3+BC, CQL, IQL, BC,
 FQL, IDQL) trained on transitions, and sequence methods (:mod:`slate_rl.offline.sequence`: Decision
-Transformer, Decision Diffuser) trained on windows of whole sessions. A new method is one file plus
-its entry in ``_CLASSES`` here and the other places README's "Adding a method, an agent or an
-environment" lists (config dataclass, display name, schema, config.yaml, priority, test sizes).
+Transformer, Decision Diffuser) trained on windows of whole sessions. A method is registered by its config
+class in :data:`slate_rl.offline.config.METHODS` (``METHOD``: display name, class, family, priority, test
+sizes); this module builds it from there.
 :func:`algo_from_policy` rebuilds a trained method from its policy file (the counterpart of
 :func:`slate_rl.online.registry.agent_from_checkpoint`).
 """
@@ -17,30 +17,29 @@ from typing import Any
 
 from torch import Tensor
 
-from slate_rl.core.artifacts import OFFLINE_ALGOS
-from slate_rl.core.config import from_dict
+from slate_rl.core.config import from_dict, resolve_object
 from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.offline.base import Normalizer, OfflineAlgo
-from slate_rl.offline.bc import BC
-from slate_rl.offline.config import ALGO_CONFIGS
-from slate_rl.offline.cql import CQL
-from slate_rl.offline.dd import DecisionDiffuser
-from slate_rl.offline.dt import DecisionTransformer
-from slate_rl.offline.fql import FQL
-from slate_rl.offline.idql import IDQL
-from slate_rl.offline.iql import IQL
+from slate_rl.offline.config import ALGO_CONFIGS, OFFLINE_ALGOS
 from slate_rl.offline.policy import load_policy, read_policy
 from slate_rl.offline.sequence import SequenceAlgo, SessionSpec
-from slate_rl.offline.td3bc import TD3BC
 
 ALGOS = OFFLINE_ALGOS
-_CLASSES: dict[str, type[OfflineAlgo]] = {"td3bc": TD3BC, "cql": CQL, "iql": IQL, "bc": BC, "fql": FQL, "idql": IDQL,
-                                          "dt": DecisionTransformer, "dd": DecisionDiffuser}
-SEQUENCE_ALGOS = tuple(name for name in ALGOS if issubclass(_CLASSES[name], SequenceAlgo))
+SEQUENCE_ALGOS = tuple(name for name in ALGOS if ALGO_CONFIGS[name].METHOD.family == "sequence")
 """The sequence family (trained on windows of sessions, acting with a per-user context)."""
 TD_ALGOS = tuple(name for name in ALGOS if name not in SEQUENCE_ALGOS)
 """The TD family (trained on transitions, acting from the current state)."""
+
+
+def algo_class(name: str) -> type[OfflineAlgo]:
+    """The class of offline algorithm ``name`` (its registration's ``algo``), checked to be of its family."""
+    method = ALGO_CONFIGS[name].METHOD
+    cls = resolve_object(method.algo, f"{ALGO_CONFIGS[name].__name__}.METHOD.algo")
+    base = SequenceAlgo if method.family == "sequence" else OfflineAlgo
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ConfigError(f"{method.algo} (offline method {name}) is not a {base.__name__}")
+    return cls
 
 
 def make_algo(name: str, obs_dim: int, action_center: Tensor, action_scale: Tensor, gamma: float,
@@ -52,12 +51,12 @@ def make_algo(name: str, obs_dim: int, action_center: Tensor, action_scale: Tens
     describes the sessions a sequence method trains on and acts in (defaults: 100 steps, 1000
     items, slates of 10).
     """
-    if name not in _CLASSES:
+    if name not in ALGO_CONFIGS:
         raise ConfigError(f"unknown offline algorithm {name!r}; choose one of {', '.join(ALGOS)}")
     config = (configs or {}).get(name) or ALGO_CONFIGS[name]()
     if not isinstance(config, ALGO_CONFIGS[name]):
         raise ConfigError(f"the config of {name} must be a {ALGO_CONFIGS[name].__name__}, got {type(config).__name__}")
-    cls: Any = _CLASSES[name]
+    cls: Any = algo_class(name)
     if name in SEQUENCE_ALGOS:
         algo: OfflineAlgo = cls(obs_dim, action_center, action_scale, gamma, total_steps, config, session)
     else:

@@ -30,18 +30,18 @@ import pandas as pd
 
 from slate_rl.core.artifacts import (
     AGENT_DISPLAY_NAMES,
-    OFFLINE_ALGO_DISPLAY_NAMES,
     SAC_GEMS_PREFIX,
     agent_variant,
     parse_agent_tag,
 )
 from slate_rl.core.errors import ConfigError
 from slate_rl.core.stats import mean_ci
+from slate_rl.offline.config import DISPLAY_NAMES
 from slate_rl.report.results import REFERENCE_POLICIES, Reference, Results, SeedResult
 from slate_rl.report.statistics import compare_seeds, iqm_ci, probability_of_improvement
 
 ONLINE_NAMES = {k: v for k, v in AGENT_DISPLAY_NAMES.items() if k != "sac_gems"}
-OFFLINE_NAMES = OFFLINE_ALGO_DISPLAY_NAMES
+OFFLINE_NAMES = DISPLAY_NAMES
 REFERENCE_NAMES = {
     "oracle": "Oracle",
     "eps-greedy": "ε-greedy oracle",

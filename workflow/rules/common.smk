@@ -13,9 +13,11 @@ from slate_rl.pipeline import (
     gems_config,
     gems_tag,
     agent_tags,
+    offline_algos,
     job_label,
     job_rule_name,
     job_seeds,
+    method_priority,
     per_seed,
     refuse_templated_configs,
     section_args,
@@ -38,7 +40,7 @@ wildcard_constraints:
     agent_tag=A.AGENT_TAG_WILDCARD,
     seed=r"\d+",
     policy="|".join(A.REFERENCE_POLICIES),
-    algo="|".join(A.OFFLINE_ALGOS),
+    algo="|".join(offline_algos()),
     quality=A.QUALITY_WILDCARD,
 
 

@@ -1,9 +1,9 @@
 # Stage 4: offline datasets collected with the trained SAC+GeMS agent (D4RL layout).
 
-# Longest offline jobs first, so that the short ones fill the cores at the end (quick preset on 2 cores: DD
-# 128 s, mostly acting; CQL 84; DT 79; IQL 38; TD3+BC 36; BC 26). The datasets the offline policies train on
-# are collected before the others (priority 11 against 10).
-OFFLINE_ORDER = {"dd": 8, "idql": 7, "cql": 6, "dt": 5, "fql": 4, "iql": 3, "td3bc": 2, "bc": 1}
+# Longest offline jobs first, so that the short ones fill the cores at the end: each method's registration
+# holds its priority (slate_rl.offline.config, METHOD.priority; quick preset on 2 cores: DD 128 s, mostly
+# acting; CQL 84; DT 79; IQL 38; TD3+BC 36; BC 26). The datasets the offline policies train on are
+# collected before the others (priority 11 against 10).
 
 
 # The reference policies of every offline result of an environment (the expert, z = 0, random latent actions on
@@ -121,7 +121,7 @@ for _seeds in seed_jobs(config, "offline"):
             seeds=job_seeds(_seeds),
             env_spec=lambda wildcards: env_spec_arg(config, wildcards.env),
             offline=section_args(config, "offline"),
-            algo=lambda wildcards: config_args(config[wildcards.algo], prefix=f"{wildcards.algo}_"),
+            algo=lambda wildcards: section_args(config, wildcards.algo, prefix=f"{wildcards.algo}_"),
             expert=expert_args(),
             test=TEST_ARGS,
             device=config["device"],
@@ -133,7 +133,7 @@ for _seeds in seed_jobs(config, "offline"):
         benchmark:
             f"benchmarks/offline/{{env}}/{{quality}}/{{algo}}/{job_label(_seeds)}.tsv"
         threads: 2
-        priority: lambda wildcards: OFFLINE_ORDER.get(wildcards.algo, 0)
+        priority: lambda wildcards: method_priority(wildcards.algo)
         conda:
             "../../envs/slate_rl.yaml"
         resources:
