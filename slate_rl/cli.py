@@ -77,8 +77,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from slate_rl.core.device import set_threads
     from slate_rl.core.errors import SlateRLError
+    from slate_rl.offline.config import PLUGINS_ENV, load_plugins
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:  # plugins first: their offline methods are choices and options of train-offline
+        load_plugins(os.environ.get(PLUGINS_ENV, "").split(","))
+    except SlateRLError as exc:
+        print(f"error: ${PLUGINS_ENV}: {exc}", file=sys.stderr)
+        return 2
     args = build_parser(stage_modules(argv)).parse_args(argv)
     try:
         from slate_rl.stages.common import check_outputs

@@ -22,7 +22,7 @@ from slate_rl.core.artifacts import QUALITIES, RESERVED_ENV_NAMES, agent_section
 from slate_rl.core.config import from_dict, load_yaml, to_dict, validate_schema
 from slate_rl.core.errors import ConfigError
 from slate_rl.models.config import GeMSConfig, MFConfig, gems_config_from_tag
-from slate_rl.offline.config import ALGO_CONFIGS, OFFLINE_ALGOS, OfflineConfig, OfflineDataConfig
+from slate_rl.offline.config import ALGO_CONFIGS, OfflineConfig, OfflineDataConfig, load_plugins, offline_algos
 from slate_rl.online.config import AgentBuildConfig, OnlineConfig, ReinforceConfig, SACConfig, SlateQConfig
 from slate_rl.sim.config import PRESETS, EvaluationConfig, LogsConfig, SimulatorConfig, make_env_config
 
@@ -34,7 +34,7 @@ def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     generated from the method's config class (:data:`slate_rl.offline.config.METHODS`). A method's section is
     optional: without it, the method trains with its class's defaults."""
     schema: dict[str, Any] = yaml.safe_load(Path(path).read_text())
-    schema["properties"]["offline"]["properties"]["algos"]["items"]["enum"] = list(OFFLINE_ALGOS)
+    schema["properties"]["offline"]["properties"]["algos"]["items"]["enum"] = list(offline_algos())
     for name, cls in ALGO_CONFIGS.items():
         schema["properties"][name] = method_schema(cls)
     return schema
@@ -107,9 +107,9 @@ SECTIONS: dict[str, tuple[type, tuple[str, ...]]] = {
     "slateq": (SlateQConfig, ()),
     "offline_data": (OfflineDataConfig, ()),
     "offline": (OfflineConfig, ("algos", "seeds", "quality", "qualities", "seeds_per_job")),
-    **{name: (cls, ()) for name, cls in ALGO_CONFIGS.items()},
 }
-"""Each config.yaml section with settings: its dataclass, and the keys only the workflow reads (which jobs to
+"""Each config.yaml section with settings other than the offline methods' (:func:`sections` adds them): its
+dataclass, and the keys only the workflow reads (which jobs to
 plan: names, seeds, qualities, seeds per job). The dataclass's fields plus those keys are the schema's properties of
 the section (tests/test_workflow.py checks it); the rules pass a section's fields to the stages, never these keys
 (:func:`section_args`)."""
@@ -133,8 +133,14 @@ def refuse_templated_configs(paths: list[str] | list[Path]) -> None:
 def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     """Schema validation plus the checks a schema cannot express; raises one ConfigError.
 
-    Returns the config with command-line strings coerced to the types the schema asks for.
+    Returns the config with command-line strings coerced to the types the schema asks for. The ``plugins``
+    modules are loaded first (their offline methods then have their sections in the schema).
     """
+    plugins = config.get("plugins") or []
+    if not (isinstance(plugins, list) and all(isinstance(m, str) for m in plugins)):
+        raise ConfigError(f"config: key 'plugins' must be a list of module names, e.g. [my_package.methods]; got "
+                          f"{plugins!r}")
+    load_plugins(plugins)
     schema = load_schema(schema_path)
     config = _coerce(config, schema, schema)
     validate_schema(config, schema)
@@ -154,7 +160,7 @@ def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PAT
             )
     for name in defined:
         make_env_config(name, defined)  # type checks of every user-defined environment
-    for section, (cls, workflow_keys) in SECTIONS.items():  # the one validator of every section's values
+    for section, (cls, workflow_keys) in sections().items():  # the one validator of every section's values
         values = {k: v for k, v in (config.get(section) or {}).items() if k not in workflow_keys}
         try:
             from_dict(cls, values, section)
@@ -173,11 +179,6 @@ def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PAT
             raise ConfigError(f"config: key {key!r}: unknown dataset quality {value!r}; use {', '.join(QUALITIES)} "
                               "or a mixture defined under 'offline_data.mixtures'")
     return config
-
-
-def offline_algos() -> tuple[str, ...]:
-    """The registered offline methods (the ``{algo}`` wildcard)."""
-    return OFFLINE_ALGOS
 
 
 def method_priority(algo: str) -> int:
@@ -222,7 +223,12 @@ def agent_tags(config: dict[str, Any]) -> list[str]:
 def section_args(config: dict[str, Any], section: str, prefix: str = "") -> str:
     """:func:`config_args` of config.yaml's ``section`` without the keys only the workflow reads
     (:data:`SECTIONS`): the options a stage takes from that section."""
-    return config_args(config.get(section) or {}, skip=SECTIONS[section][1], prefix=prefix)
+    return config_args(config.get(section) or {}, skip=sections()[section][1], prefix=prefix)
+
+
+def sections() -> dict[str, tuple[type, tuple[str, ...]]]:
+    """:data:`SECTIONS` and every registered offline method's section (its config class, no workflow key)."""
+    return {**SECTIONS, **{name: (cls, ()) for name, cls in ALGO_CONFIGS.items()}}
 
 
 def agent_section_args(config: dict[str, Any], tag: str) -> str:

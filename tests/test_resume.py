@@ -1,6 +1,6 @@
 """The one resume helper of the training loops (core.io.save_resume/load_resume): fingerprint, RNG, refusals; and
 `train-agent` killed and rerun, ending with the bytes of an uninterrupted run (train-offline's kill tests:
-tests/test_offline_loop.py, tests/test_offline_multiseed.py)."""
+tests/test_offline_loop.py)."""
 
 from __future__ import annotations
 

@@ -1,142 +1,36 @@
-"""A second simulator, defined in this one file and nowhere in the package: the pipeline runs on anything that
-implements :class:`slate_rl.sim.protocol.Simulator` and whose config dataclass names it.
-
-The toy: a user is a non-negative unit preference vector; an item's relevance is a sigmoid of its score
-``e . u`` (over the table's largest norm); slot ``r`` is examined with probability ``0.85 ** r``; after every
-step the preference drifts towards the mean of the clicked items. No boredom, no topics beyond the table's.
-Every random number is keyed per user (:mod:`slate_rl.core.rng`), so a session does not depend on its batch.
-Used by the pipeline as ``environments: {toy: {simulator: "test_toy_simulator:ToyConfig"}}`` with this
-directory on ``PYTHONPATH``.
-"""
+"""The simulator protocol: a second simulator (``tests/plugins/toy_simulator.py``, one file, no edit of the package)
+is built by the one factory, keeps the protocol's promises, is refused by what needs TopicRec, and runs the tiny
+pipeline's chain."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
 import yaml
 from torch import Tensor
+from toy_simulator import ToyConfig, ToySimulator
 
 from slate_rl.core import rng
 from slate_rl.core.errors import ConfigError, SlateRLError
 from slate_rl.sim.config import env_record, make_env_config
-from slate_rl.sim.core import StepResult
 from slate_rl.sim.protocol import PrivilegedSimulator, Simulator, make_simulator
 
-STREAM_USER = 101
-STREAM_CLICKS = 102
-
-
-@dataclass(frozen=True)
-class ToyConfig:
-    """The toy's parameters (the pipeline reads the sizes and the item-table kind)."""
-
-    SIMULATOR: ClassVar[str] = "test_toy_simulator:ToySimulator"
-
-    embeddings: str = "diffuse"
-    """Item-table kind."""
-    num_items: int = 1000
-    """Catalogue size."""
-    slate_size: int = 10
-    """Items per slate."""
-    num_topics: int = 10
-    """Topics of the item table."""
-    topic_size: int = 2
-    """Dimensions per topic."""
-    episode_length: int = 100
-    """Steps per session."""
-    slope: float = 20.0
-    """Steepness of the relevance sigmoid."""
-    offset: float = 0.75
-    """Score at which relevance is 0.5."""
-    drift: float = 0.1
-    """Weight of the clicked items' mean in the next preference."""
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.slate_size <= self.num_items:
-            raise ConfigError(f"environments.<toy>.slate_size must be in [1, num_items], got {self.slate_size}")
-
-    @property
-    def embedding_dim(self) -> int:
-        return self.num_topics * self.topic_size
-
-
-@dataclass
-class ToyState:
-    key: Tensor
-    """(B,) user keys."""
-    t: Tensor
-    """(B,) steps taken."""
-    user: Tensor
-    """(B, D) preference vectors."""
-
-
-class ToySimulator:
-    def __init__(self, config: ToyConfig, item_embeddings: Tensor, device: torch.device) -> None:
-        self.config, self.device = config, device
-        self.items = item_embeddings.to(device=device, dtype=torch.float32)
-        self.max_norm = float(self.items.norm(dim=1).max())
-        self.examination = 0.85 ** torch.arange(config.slate_size, dtype=torch.float32, device=device)
-
-    def _relevance(self, user: Tensor, slate: Tensor) -> Tensor:
-        score = (self.items[slate] * user[:, None, :]).sum(-1) / self.max_norm
-        return torch.sigmoid(self.config.slope * (score - self.config.offset))
-
-    def _show(self, state: ToyState, slate: Tensor) -> tuple[ToyState, StepResult]:
-        c = self.config
-        oracle = slate < 0
-        if bool(oracle.any()):
-            best = (state.user @ self.items.T).topk(c.slate_size, dim=1).indices
-            slate = torch.where(oracle, best, slate)
-        rel = self._relevance(state.user, slate)
-        prob = rel * self.examination
-        clicks = rng.uniform(state.key, STREAM_CLICKS, state.t, c.slate_size) < prob
-        n = clicks.sum(1, keepdim=True)
-        clicked = (self.items[slate] * clicks[..., None]).sum(1) / n.clamp(min=1)
-        user = torch.where(n > 0, (1 - c.drift) * state.user + c.drift * clicked, state.user)
-        user = user / user.norm(dim=1, keepdim=True)
-        result = StepResult(slate=slate, clicks=clicks, reward=n[:, 0].float(), truncated=state.t >= c.episode_length,
-                            user_effective=state.user, relevance=rel, click_probability=prob)
-        return ToyState(state.key, state.t, user), result
-
-    def reset(self, key: Tensor) -> tuple[ToyState, StepResult]:
-        key = key.to(self.device, torch.int64)
-        user = rng.normal(key, STREAM_USER, 0, self.config.embedding_dim).abs()
-        state = ToyState(key, torch.zeros_like(key), user / user.norm(dim=1, keepdim=True))
-        slate = torch.arange(self.config.slate_size, device=self.device).expand(key.shape[0], -1)
-        state, result = self._show(state, slate)
-        result.reward = torch.zeros_like(result.reward)
-        return state, result
-
-    def step(self, state: ToyState, slate: Tensor, validate: bool = True) -> tuple[ToyState, StepResult]:
-        slate = slate.to(self.device, torch.int64)
-        if validate and (slate.ndim != 2 or slate.shape[1] != self.config.slate_size
-                         or int(slate.min()) < -1 or int(slate.max()) >= self.config.num_items):
-            raise SlateRLError(f"slate of shape {tuple(slate.shape)} is not (batch, {self.config.slate_size}) "
-                               f"of ids in -1..{self.config.num_items - 1}")
-        return self._show(ToyState(state.key, state.t + 1, state.user), slate)
-
-
-TOY = {"simulator": "test_toy_simulator:ToyConfig", "episode_length": 20}
-
-
-@pytest.fixture
-def toy_on_path(monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+TOY = {"simulator": "toy_simulator:ToyConfig", "episode_length": 20}
+PLUGINS = Path(__file__).parent / "plugins"
 
 
 def _keys(n: int) -> Tensor:
     return rng.derive_key(5, torch.arange(n))
 
 
-def test_an_environment_entry_naming_a_simulator_builds_it_through_the_one_factory(toy_on_path):
+def test_an_environment_entry_naming_a_simulator_builds_it_through_the_one_factory():
     config = make_env_config("toy", {"toy": TOY})
     assert isinstance(config, ToyConfig) and config.episode_length == 20
     sim = make_simulator(config)
@@ -150,20 +44,20 @@ def test_an_environment_entry_naming_a_simulator_builds_it_through_the_one_facto
     assert "simulator" not in env_record(make_env_config("diffuse_mix"))
 
 
-def test_bad_simulator_entries_get_one_clear_error(toy_on_path):
+def test_bad_simulator_entries_get_one_clear_error():
     with pytest.raises(ConfigError, match="environments.toy.simulator: cannot import module 'no_such_module'"):
         make_env_config("toy", {"toy": {"simulator": "no_such_module:Config"}})
     with pytest.raises(ConfigError, match="write it as 'module:name'"):
-        make_env_config("toy", {"toy": {"simulator": "test_toy_simulator.ToyConfig"}})
+        make_env_config("toy", {"toy": {"simulator": "toy_simulator.ToyConfig"}})
     with pytest.raises(ConfigError, match="not a simulator config"):
-        make_env_config("toy", {"toy": {"simulator": "test_toy_simulator:ToySimulator"}})
+        make_env_config("toy", {"toy": {"simulator": "toy_simulator:ToySimulator"}})
     with pytest.raises(ConfigError, match="give one of them"):
         make_env_config("toy", {"toy": {**TOY, "base": "focused_mix"}})
     with pytest.raises(ConfigError, match="unknown config key 'environments.toy.boredom_window'"):
         make_env_config("toy", {"toy": {**TOY, "boredom_window": 3}})
 
 
-def test_the_toy_keeps_the_protocol_promises(toy_on_path):
+def test_the_toy_keeps_the_protocol_promises():
     sim = make_simulator(make_env_config("toy", {"toy": TOY}))
     keys = _keys(64)
     state, obs = sim.reset(keys)
@@ -187,7 +81,7 @@ def test_the_toy_keeps_the_protocol_promises(toy_on_path):
         sim.step(state, torch.full((64, 10), 1000))
 
 
-def test_what_needs_topicrec_refuses_the_toy_by_name(toy_on_path):
+def test_what_needs_topicrec_refuses_the_toy_by_name():
     from slate_rl.online.slateq import ClickModel
     from slate_rl.sim.gym_env import TopicRecEnv
 
@@ -197,7 +91,7 @@ def test_what_needs_topicrec_refuses_the_toy_by_name(toy_on_path):
         TopicRecEnv(dict(TOY))
 
 
-def test_the_toy_config_plans_torch_free_except_its_own_module(toy_on_path):
+def test_the_workflow_reads_the_toy_environment_config():
     from slate_rl.pipeline import env_config
 
     assert env_config({"environments": {"toy": TOY}}, "toy").embeddings == "diffuse"
@@ -212,8 +106,7 @@ def test_the_tiny_pipeline_runs_on_the_toy_simulator(tmp_path):
 
     overlay = tmp_path / "toy.yaml"
     overlay.write_text(yaml.safe_dump({"envs": ["toy"], "environments": {"toy": TOY}}))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent),
-                                                                      os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")]))}
     res = snakemake("results/toy/td3bc.json", "--cores", "2", "--configfile", str(TINY), str(overlay),
                     cwd=tmp_path, env=env)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -249,12 +249,12 @@ def test_schema_properties_equal_the_config_dataclasses_of_every_section():
     """One config discipline: each section's dataclass (plus the keys only the workflow reads) is its schema."""
     import dataclasses
 
-    from slate_rl.pipeline import SECTIONS, load_schema
+    from slate_rl.pipeline import load_schema, sections
 
     schema = load_schema()
     with_settings = {k for k, v in schema["properties"].items() if "properties" in v and k != "embeddings"}
-    assert with_settings - {"logger"} == set(SECTIONS)  # every section with settings has its dataclass
-    for section, (cls, workflow_keys) in SECTIONS.items():
+    assert with_settings - {"logger"} == set(sections())  # every section with settings has its dataclass
+    for section, (cls, workflow_keys) in sections().items():
         fields = {f.name for f in dataclasses.fields(cls)}
         assert section == cls.SECTION, cls
         assert set(schema["properties"][section]["properties"]) == fields | set(workflow_keys), section

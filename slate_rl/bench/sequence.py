@@ -45,7 +45,7 @@ from slate_rl.offline.datasets import load_behaviour
 from slate_rl.offline.dd import DDConfig, DecisionDiffuser
 from slate_rl.offline.dt import DecisionTransformer, DTConfig
 from slate_rl.offline.policy import SequencePolicy, read_policy
-from slate_rl.offline.registry import SEQUENCE_ALGOS, algo_from_policy, make_algo
+from slate_rl.offline.registry import ALGO_CONFIGS, algo_from_policy, family, make_algo
 from slate_rl.offline.sequence import SequenceAlgo, SessionSpec
 from slate_rl.online.rollouts import policy_returns
 from slate_rl.sim.protocol import Simulator
@@ -284,9 +284,10 @@ def load_sequence_policy(path: str | Path, sim: Simulator, gems_path: str, exper
     were relabelled into)."""
     payload, meta = read_policy(path)
     name = payload.get("algo")
-    if name not in SEQUENCE_ALGOS:
+    if name not in ALGO_CONFIGS or family(name) != "sequence":
+        sequence = [n for n in ALGO_CONFIGS if family(n) == "sequence"]
         raise ArtifactError(f"{path}: field 'algo' is {name!r}; return conditioning needs a sequence method "
-                            f"({', '.join(SEQUENCE_ALGOS)})")
+                            f"({', '.join(sequence)})")
     if sampling_steps is not None and name != "dd":
         raise ConfigError("--sampling-steps applies to the Decision Diffuser only")
     c = sim.config

@@ -6,9 +6,11 @@ Torch-free, so that the workflow validates config.yaml without importing torch.
 
 from __future__ import annotations
 
+import importlib
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, is_dataclass, replace
 from typing import Any, ClassVar, Literal
 
 from slate_rl.core.artifacts import RESERVED_QUALITIES
@@ -556,14 +558,63 @@ class OfflineDataConfig:
 
 
 METHODS: tuple[Any, ...] = (TD3BCConfig, CQLConfig, IQLConfig, BCConfig, FQLConfig, IDQLConfig, DTConfig, DDConfig)
-"""Every offline method, by its config class (the registration: ``SECTION`` its name, ``METHOD`` the rest), in the
-order of tables and plans."""
+"""The built-in offline methods, by their config classes (the registration: ``SECTION`` its name, ``METHOD`` the
+rest), in the order of tables and plans."""
 ALGO_CONFIGS: dict[str, Any] = {cls.SECTION: cls for cls in METHODS}
-"""The config class of each offline algorithm (its section of config.yaml is named like the algorithm)."""
-OFFLINE_ALGOS = tuple(ALGO_CONFIGS)
-"""The offline algorithms' names (the ``{algo}`` wildcard, ``offline.algos``, ``train-offline --algo``)."""
-DISPLAY_NAMES = {name: cls.METHOD.display for name, cls in ALGO_CONFIGS.items()}
-"""Each offline algorithm's name in tables and plots."""
+"""The config class of every registered offline method by name (its section of config.yaml is named like it): the
+built-in :data:`METHODS`, then those :func:`register_method` adds (plugins, :func:`load_plugins`)."""
+PLUGINS_ENV = "SLATE_RL_PLUGINS"
+"""The environment variable naming the plugin modules (comma-separated) every ``slate-rl`` command loads; the
+workflow sets it from config.yaml's ``plugins``."""
+
+
+def offline_algos() -> tuple[str, ...]:
+    """The registered offline methods' names (the ``{algo}`` wildcard, ``offline.algos``, ``train-offline --algo``)."""
+    return tuple(ALGO_CONFIGS)
+
+
+def display_names() -> dict[str, str]:
+    """Each registered offline method's name in tables and plots."""
+    return {name: cls.METHOD.display for name, cls in ALGO_CONFIGS.items()}
+
+
+def register_method(cls: Any, source: str) -> None:
+    """Add offline method ``cls`` (a config dataclass with ``SECTION`` and ``METHOD``; ``source`` names where it
+    came from in errors) to :data:`ALGO_CONFIGS`; registering the same class again does nothing."""
+    if not (isinstance(cls, type) and is_dataclass(cls) and isinstance(getattr(cls, "SECTION", None), str)
+            and isinstance(getattr(cls, "METHOD", None), Method)):
+        raise ConfigError(f"{source}: {cls!r} is not an offline method's config (a dataclass with SECTION = "
+                          "'<name>' and METHOD = Method(...), see slate_rl.offline.config.Method)")
+    method: Method = getattr(cls, "METHOD")  # noqa: B009 (a narrowed type: the class is checked above)
+    name: str = getattr(cls, "SECTION")  # noqa: B009
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ConfigError(f"{source}: method name {name!r} must be lower-case letters, digits and '_'")
+    known = ALGO_CONFIGS.get(name)
+    if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ConfigError(f"{source}: method name {name!r} is taken by {known.__module__}.{known.__qualname__}; "
+                          "give the method another SECTION")
+    if method.family not in ("td", "sequence"):
+        raise ConfigError(f"{source}: {cls.__name__}.METHOD.family must be td or sequence, got {method.family!r}")
+    ALGO_CONFIGS[name] = cls
+
+
+def load_plugins(modules: Iterable[str]) -> None:
+    """Import each plugin module and register the offline methods of its ``OFFLINE_METHODS`` (a sequence of config
+    classes; see README, "Adding a method, an agent or an environment")."""
+    for module_name in modules:
+        if not module_name:
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigError(f"plugin {module_name!r} cannot be imported ({exc}); install it or put it on "
+                              "PYTHONPATH") from exc
+        methods = getattr(module, "OFFLINE_METHODS", None)
+        if not isinstance(methods, list | tuple) or not methods:
+            raise ConfigError(f"plugin {module_name!r} defines no OFFLINE_METHODS (a tuple of method config "
+                              "classes)")
+        for cls in methods:
+            register_method(cls, f"plugin {module_name}")
 
 
 def with_total_steps(cfg: OfflineConfig, total_steps: int, batch_size: int) -> OfflineConfig:

@@ -21,15 +21,21 @@ from slate_rl.core.config import from_dict, resolve_object
 from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.offline.base import Normalizer, OfflineAlgo
-from slate_rl.offline.config import ALGO_CONFIGS, OFFLINE_ALGOS
+from slate_rl.offline.config import ALGO_CONFIGS, METHODS
 from slate_rl.offline.policy import load_policy, read_policy
 from slate_rl.offline.sequence import SequenceAlgo, SessionSpec
 
-ALGOS = OFFLINE_ALGOS
-SEQUENCE_ALGOS = tuple(name for name in ALGOS if ALGO_CONFIGS[name].METHOD.family == "sequence")
-"""The sequence family (trained on windows of sessions, acting with a per-user context)."""
+ALGOS = tuple(cls.SECTION for cls in METHODS)
+"""The built-in methods (plugins add to :data:`ALGO_CONFIGS`, the registered ones)."""
+SEQUENCE_ALGOS = tuple(cls.SECTION for cls in METHODS if cls.METHOD.family == "sequence")
+"""The built-in sequence family (trained on windows of sessions, acting with a per-user context)."""
 TD_ALGOS = tuple(name for name in ALGOS if name not in SEQUENCE_ALGOS)
-"""The TD family (trained on transitions, acting from the current state)."""
+"""The built-in TD family (trained on transitions, acting from the current state)."""
+
+
+def family(name: str) -> str:
+    """``td`` or ``sequence``: the family of registered method ``name``."""
+    return str(ALGO_CONFIGS[name].METHOD.family)
 
 
 def algo_class(name: str) -> type[OfflineAlgo]:
@@ -52,12 +58,13 @@ def make_algo(name: str, obs_dim: int, action_center: Tensor, action_scale: Tens
     items, slates of 10).
     """
     if name not in ALGO_CONFIGS:
-        raise ConfigError(f"unknown offline algorithm {name!r}; choose one of {', '.join(ALGOS)}")
+        raise ConfigError(f"unknown offline algorithm {name!r}; choose one of {', '.join(ALGO_CONFIGS)} (or register "
+                          "it: README, 'Adding a method, an agent or an environment')")
     config = (configs or {}).get(name) or ALGO_CONFIGS[name]()
     if not isinstance(config, ALGO_CONFIGS[name]):
         raise ConfigError(f"the config of {name} must be a {ALGO_CONFIGS[name].__name__}, got {type(config).__name__}")
     cls: Any = algo_class(name)
-    if name in SEQUENCE_ALGOS:
+    if family(name) == "sequence":
         algo: OfflineAlgo = cls(obs_dim, action_center, action_scale, gamma, total_steps, config, session)
     else:
         algo = cls(obs_dim, action_center, action_scale, gamma, total_steps, config)
@@ -75,8 +82,9 @@ def algo_from_policy(path: str | os.PathLike[str], action_center: Tensor, action
     p = Path(path)
     payload, meta = read_policy(p)
     name = payload.get("algo")
-    if name not in ALGOS:
-        raise ArtifactError(f"{p}: field 'algo' is {name!r}; expected one of {', '.join(ALGOS)}")
+    if name not in ALGO_CONFIGS:
+        raise ArtifactError(f"{p}: field 'algo' is {name!r}; expected one of {', '.join(ALGO_CONFIGS)} (a method "
+                            "of a plugin: load it with $SLATE_RL_PLUGINS)")
     try:
         settings, gamma, total_steps = meta["algo_config"], meta["offline"]["gamma"], meta["offline"]["total_steps"]
     except (KeyError, TypeError) as exc:

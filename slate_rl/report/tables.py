@@ -36,12 +36,11 @@ from slate_rl.core.artifacts import (
 )
 from slate_rl.core.errors import ConfigError
 from slate_rl.core.stats import mean_ci
-from slate_rl.offline.config import DISPLAY_NAMES
+from slate_rl.offline.config import display_names
 from slate_rl.report.results import REFERENCE_POLICIES, Reference, Results, SeedResult
 from slate_rl.report.statistics import compare_seeds, iqm_ci, probability_of_improvement
 
 ONLINE_NAMES = {k: v for k, v in AGENT_DISPLAY_NAMES.items() if k != "sac_gems"}
-OFFLINE_NAMES = DISPLAY_NAMES
 REFERENCE_NAMES = {
     "oracle": "Oracle",
     "eps-greedy": "ε-greedy oracle",
@@ -72,7 +71,7 @@ def display_name(kind: str, method: str) -> str:
         name = AGENT_DISPLAY_NAMES.get(base, base)
         return f"{name} (corrected)" if agent_variant(method) == "corrected" else name
     if kind == "offline":
-        return OFFLINE_NAMES.get(method, method)
+        return display_names().get(method, method)
     return REFERENCE_NAMES.get(method, method)
 
 
@@ -81,7 +80,7 @@ def method_rank(kind: str, method: str) -> int:
     CQL, IQL, BC); unknown methods last."""
     if kind == "online" and method.startswith(SAC_GEMS_PREFIX):
         return 0
-    names = list(ONLINE_NAMES if kind == "online" else OFFLINE_NAMES)
+    names = list(ONLINE_NAMES if kind == "online" else display_names())
     return int(kind == "online") + (names.index(method) if method in names else len(names))
 
 
@@ -383,7 +382,7 @@ def aggregate_offline(reports: Sequence[EnvReport]) -> Aggregate:
     common = set.intersection(*(set(t) for t in per_method.values())) if per_method else set()
     tasks = sorted(common)
     scores = {method: [by_task[t] for t in tasks] for method, by_task in per_method.items()} if tasks else {}
-    labels = {method: OFFLINE_NAMES.get(method, method) for method in scores}
+    labels = {method: display_names().get(method, method) for method in scores}
     rows: list[dict[str, Any]] = []
     for method, strata in scores.items():
         est, low, high = iqm_ci(strata)

@@ -60,7 +60,7 @@ from slate_rl.offline.loop import (
     train_offline,
 )
 from slate_rl.offline.policy import policy_for, save_policy
-from slate_rl.offline.registry import ALGO_CONFIGS, ALGOS, make_algo
+from slate_rl.offline.registry import ALGO_CONFIGS, make_algo
 from slate_rl.offline.sequence import SessionSpec
 from slate_rl.online.sac import SAC
 from slate_rl.sim.config import env_record
@@ -82,7 +82,7 @@ HELP = ("train an offline algorithm (TD3+BC, CQL, IQL, BC, Decision Transformer,
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_env_arguments(parser, embeddings_required=True, device=False)
-    parser.add_argument("--algo", required=True, choices=ALGOS, help="offline algorithm")
+    parser.add_argument("--algo", required=True, choices=tuple(ALGO_CONFIGS), help="offline algorithm")
     parser.add_argument("--dataset", required=True, help="dataset .npz (data/offline/{env}/{quality}.npz)")
     parser.add_argument("--gems", required=True, help="the dataset's GeMS checkpoint")
     parser.add_argument("--expert", required=True, help="the dataset's state encoder: the expert agent's best.ckpt")
@@ -102,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "while training, several times faster once networks produce them)")
     add_reference_arguments(parser)
     add_config_arguments(parser, OfflineConfig)
-    for name in ALGOS:
+    for name in ALGO_CONFIGS:
         add_config_arguments(parser, ALGO_CONFIGS[name], prefix=f"{name}_")
     add_training_arguments(parser)
     parser.add_argument("--policy-output", required=True, help="destination policy .pt")

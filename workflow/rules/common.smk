@@ -1,9 +1,11 @@
 # Config validation (once, at parse time) and helpers shared by the rules. Every name, tag and path
 # comes from slate_rl.core.artifacts; nothing imported here imports torch.
+import os
 import sys
 
 from slate_rl.core import artifacts as A
 from slate_rl.core.errors import ConfigError
+from slate_rl.offline.config import PLUGINS_ENV
 from slate_rl.pipeline import (
     agent_section_args,
     config_args,
@@ -31,6 +33,8 @@ try:
     config.update(validate_config(config, workflow.source_path("../schemas/config.schema.yaml")))
 except ConfigError as exc:
     sys.exit(f"Invalid configuration: {exc}")
+# Every job's slate-rl command loads the same plugins (their offline methods) as this validation did.
+os.environ[PLUGINS_ENV] = ",".join(config.get("plugins") or [])
 
 
 wildcard_constraints:
