@@ -179,6 +179,18 @@ def test_act_stays_in_the_box(case):
     assert bool(((actions >= center - scale) & (actions <= center + scale)).all())
 
 
+@pytest.mark.parametrize("name", TD_ALGOS)
+def test_a_td_method_acts_through_the_context_contract_as_from_its_state(name):
+    """begin/step (how every offline method acts online) is act(states) for a method that keeps no context."""
+    algo = _algo(name)
+    obs, slates = torch.randn(8, OBS), torch.zeros(8, 10, dtype=torch.long)
+    context = algo.begin(8)
+    torch.manual_seed(2)  # FQL acts with fresh noise
+    stepped, context = algo.step(context, obs, slates, slates.bool(), torch.zeros(8))
+    torch.manual_seed(2)
+    assert algo.acts_on_states and context is None and torch.equal(stepped, algo.act(obs))
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_metrics_are_finite_scalars_on_the_device(case):
     algo = _algo(case)

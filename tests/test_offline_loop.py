@@ -16,7 +16,7 @@ from slate_rl.core.io import read_resume_checkpoint
 from slate_rl.data.d4rl import load_dataset, save_dataset
 from slate_rl.models.gems import GeMS
 from slate_rl.models.rankers import GeMSRanker, save_gems_ranker
-from slate_rl.offline.base import OfflineAlgo
+from slate_rl.offline.base import OfflineAlgo, sample_batch
 from slate_rl.offline.datasets import collect_episodes, encode_beliefs
 from slate_rl.offline.diagnostics import DIAGNOSTIC_KEYS, Diagnostics, mean_noise_norm
 from slate_rl.offline.evaluation import evaluate_returns
@@ -25,10 +25,9 @@ from slate_rl.offline.loop import (
     Normalizer,
     OfflineConfig,
     prepare_buffer,
-    sample_batch,
     train_offline,
 )
-from slate_rl.offline.policy import algo_policy, load_policy, policy_for, save_policy, zero_policy
+from slate_rl.offline.policy import load_policy, policy_for, save_policy, zero_policy
 from slate_rl.offline.registry import ALGOS, make_algo
 from slate_rl.offline.sequence import returns_to_go
 from slate_rl.online.loop import evaluate
@@ -175,8 +174,8 @@ def test_saved_policy_acts_like_the_trained_one(dataset, expert, sim, tmp_path):
     other_algo, other_norm = _algo("bc", expert, 30), Normalizer(20)
     other_encoder = build_agent(AGENT, sim.items, 1000, 10, 100, gems=expert.ranker).actor_belief
     assert load_policy(tmp_path / "p.pt", other_algo, other_norm, other_encoder) == {"algo": "bc"}
-    a = algo_policy(expert.actor_belief, expert.ranker, algo, norm)
-    b = algo_policy(other_encoder, expert.ranker, other_algo, other_norm)
+    a = policy_for(expert.actor_belief, expert.ranker, algo, norm)
+    b = policy_for(other_encoder, expert.ranker, other_algo, other_norm)
     assert torch.equal(evaluate(sim, a, 9, 6), evaluate(sim, b, 9, 6))
     with pytest.raises(ArtifactError, match="field 'algo'"):
         load_policy(tmp_path / "p.pt", _algo("td3bc", expert), Normalizer(20), other_encoder)

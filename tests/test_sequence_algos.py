@@ -218,7 +218,8 @@ def test_actions_stay_in_the_box(case):
     center, scale = _box()
     assert actions.shape == (16, H, ACT) and not actions.requires_grad
     assert bool(((actions >= center - scale) & (actions <= center + scale)).all())
-    with pytest.raises(TypeError, match="per-user context"):
+    assert not algo.acts_on_states
+    with pytest.raises(NotImplementedError, match="per-user context only"):
         algo.act(torch.zeros(2, OBS))
 
 

@@ -44,7 +44,7 @@ from slate_rl.offline.config import check_target
 from slate_rl.offline.datasets import load_behaviour
 from slate_rl.offline.dd import DDConfig, DecisionDiffuser
 from slate_rl.offline.dt import DecisionTransformer, DTConfig
-from slate_rl.offline.policy import SequencePolicy, read_policy
+from slate_rl.offline.policy import OfflinePolicy, read_policy
 from slate_rl.offline.registry import ALGO_CONFIGS, algo_from_policy, family, make_algo
 from slate_rl.offline.sequence import SequenceAlgo, SessionSpec
 from slate_rl.online.rollouts import policy_returns
@@ -279,7 +279,7 @@ def relabel_gems(policy_path: str | Path, relabel: Any) -> str:
 
 
 def load_sequence_policy(path: str | Path, sim: Simulator, gems_path: str, expert_path: str,
-                         sampling_steps: int | None = None) -> tuple[SequencePolicy, dict[str, Any]]:
+                         sampling_steps: int | None = None) -> tuple[OfflinePolicy, dict[str, Any]]:
     """A saved DT/DD policy with its state encoder (the expert's) and decoder (its GeMS, or the GeMS its actions
     were relabelled into)."""
     payload, meta = read_policy(path)
@@ -302,10 +302,10 @@ def load_sequence_policy(path: str | Path, sim: Simulator, gems_path: str, exper
                                                                                 c.slate_size),
         None if sampling_steps is None else {"sampling_steps": sampling_steps})
     assert isinstance(algo, SequenceAlgo)
-    return SequencePolicy(encoder, decoder, algo, normalizer), meta
+    return OfflinePolicy(encoder, decoder, algo, normalizer), meta
 
 
-def return_conditioning(sim: Simulator, policy: SequencePolicy, targets: list[float], seed: int, sessions: int
+def return_conditioning(sim: Simulator, policy: OfflinePolicy, targets: list[float], seed: int, sessions: int
                         ) -> list[dict[str, Any]]:
     """Test return at each target (fixed users ``0..sessions-1`` of ``seed``, the evaluation's).
 

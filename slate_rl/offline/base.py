@@ -18,8 +18,15 @@ evaluates, checkpoints and logs. An algorithm sees:
   at the current parameters, no optimisation; each loss moves only its own optimiser's parameters
   (the conformance test checks the gradients). The default ``update`` descends their sum, steps the
   schedulers and then the target networks (``update_targets``).
+* ``begin(batch, target) -> context`` and ``step(context, states, slates, clicks, rewards) -> (actions,
+  context)``: how every method acts online, each session carrying its own context (none by default, and
+  ``step`` is ``act(states)``); the sequence family (:class:`~slate_rl.offline.sequence.SequenceAlgo`)
+  keeps its per-user history there.
 * ``act(observations) -> actions``: the deterministic action for normalised observations,
-  inside the bounds ``center +- scale``.
+  inside the bounds ``center +- scale``, for the methods that act from the current state alone
+  (``acts_on_states``; the TD family).
+* ``sampler(buffer, cfg, generator)``: the loop's source of batches (transitions by default,
+  :func:`sample_batch`; windows of sessions for the sequence family).
 * ``state_dict()`` / ``load_state_dict()``: networks, optimisers (``optimizers()``), schedulers
   and counters, so that a killed run resumes where it stopped.
 
@@ -33,17 +40,36 @@ reference implementations express for a ``[-max_action, max_action]`` box are sc
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+
+from slate_rl.data.buffer import EpisodeBuffer
+from slate_rl.offline.config import OfflineConfig
+
+TRANSITION_FIELDS = ("observations", "actions", "rewards", "next_observations")
+
+
+def sample_batch(buffer: EpisodeBuffer, cfg: OfflineConfig, generator: torch.Generator) -> dict[str, Tensor]:
+    """A batch of transitions in the layout :meth:`OfflineAlgo.update` expects."""
+    tr = buffer.sample_transitions(cfg.batch_size, generator, fields=TRANSITION_FIELDS)
+    if cfg.bootstrap_timeout:
+        dones = torch.zeros_like(tr["rewards"])
+    else:
+        dones = (tr["timesteps"] == buffer.horizon - 1).float()
+    rewards = tr["rewards"] * cfg.reward_scale if cfg.reward_scale != 1.0 else tr["rewards"]
+    return {"observations": tr["observations"], "actions": tr["actions"], "rewards": rewards,
+            "next_observations": tr["next_observations"], "dones": dones}
 
 
 class OfflineAlgo(nn.Module):
     """Base class: subclasses implement ``update``, ``act`` and ``optimizers``."""
 
     name = "offline"
+    acts_on_states: ClassVar[bool] = True
+    """Whether the method acts from the current state alone (``act``); otherwise only through ``begin``/``step``."""
 
     def __init__(self, obs_dim: int, action_center: Tensor, action_scale: Tensor, gamma: float) -> None:
         super().__init__()
@@ -117,9 +143,25 @@ class OfflineAlgo(nn.Module):
         self.update_targets(self.tick())
         return metrics
 
+    def sampler(self, buffer: EpisodeBuffer, cfg: OfflineConfig, generator: torch.Generator
+                ) -> Callable[[], dict[str, Tensor]]:
+        """The batches the loop trains on: transitions of ``buffer`` (:func:`sample_batch`)."""
+        return lambda: sample_batch(buffer, cfg, generator)
+
+    def begin(self, batch: int, target: float | None = None) -> Any:
+        """The context of ``batch`` new sessions (``target``: a return to condition on, for the methods that
+        take one); none by default."""
+        return None
+
+    def step(self, context: Any, states: Tensor, slates: Tensor, clicks: Tensor, rewards: Tensor
+             ) -> tuple[Tensor, Any]:
+        """The actions of one step of every session (normalised ``states``, the observed ``slates``/``clicks``,
+        the ``rewards`` of the previous actions) and the new context; by default ``act(states)``."""
+        return self.act(states), context
+
     @torch.no_grad()
     def act(self, observations: Tensor) -> Tensor:
-        raise NotImplementedError
+        raise NotImplementedError(f"{self.name} acts with a per-user context only: begin() and step()")
 
     def describe(self) -> dict[str, Any] | None:
         """What the result JSON states about how the method was fitted to the data (none by default)."""

@@ -48,7 +48,7 @@ from slate_rl.offline.base import Normalizer, OfflineAlgo
 from slate_rl.offline.config import OfflineConfig
 from slate_rl.offline.datasets import encode_beliefs
 from slate_rl.offline.nets import EnsembleQ
-from slate_rl.offline.sequence import SequenceAlgo, returns_to_go
+from slate_rl.offline.sequence import returns_to_go
 from slate_rl.online.base import Agent
 from slate_rl.online.rollouts import run_agent_sessions, user_keys
 from slate_rl.sim.protocol import Simulator
@@ -84,7 +84,7 @@ class Diagnostics:
                  decoder: GeMSRanker, buffer: EpisodeBuffer, cfg: OfflineConfig, metadata: Mapping[str, Any]) -> None:
         self.sim, self.policy, self.algo, self.encoder, self.normalizer, self.decoder, self.cfg = (
             sim, policy, algo, encoder, normalizer, decoder, cfg)
-        self.acts_on_states = not isinstance(algo, SequenceAlgo)
+        self.acts_on_states = algo.acts_on_states
         noise = (metadata.get("behaviour") or {}).get("noise")
         self.noise = None if noise is None or not self.acts_on_states else float(noise)
         if self.acts_on_states:

@@ -1,9 +1,10 @@
 """The one offline training loop: dataset in the replay buffer, batches, guard, evaluation, resume.
 
 Every algorithm (:mod:`slate_rl.offline.registry`) is a loss module with ``update(batch)``; this
-loop owns everything else, for both families: TD methods get batches of transitions
-(:func:`sample_batch`), sequence methods (:class:`~slate_rl.offline.sequence.SequenceAlgo`) fit
-their dataset statistics once and get windows of sessions from their own ``sample``:
+loop owns everything else, for both families; the batches come from the algorithm's ``sampler``: TD
+methods get transitions (:func:`~slate_rl.offline.base.sample_batch`), sequence methods
+(:class:`~slate_rl.offline.sequence.SequenceAlgo`) fit their dataset statistics once and get windows of
+sessions from their own ``sample``:
 
 * the dataset lives in the :class:`~slate_rl.data.buffer.EpisodeBuffer` (whole episodes, so
   sequence methods can sample sessions from the same object); states are normalised once, in
@@ -44,10 +45,6 @@ from slate_rl.core.rng import cuda_devices
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.offline.base import Normalizer, OfflineAlgo
 from slate_rl.offline.config import OfflineConfig
-from slate_rl.offline.sequence import SequenceAlgo
-
-TRANSITION_FIELDS = ("observations", "actions", "rewards", "next_observations")
-
 
 Validation = Callable[[], float | tuple[float, dict[str, float | None]]]
 """A validation callback: the validation return, or the return and its diagnostics
@@ -133,18 +130,6 @@ class Guard:
                 "offline.gamma or offline.reward_scale, or the learning rates (see the run's log for Q statistics)")
 
 
-def sample_batch(buffer: EpisodeBuffer, cfg: OfflineConfig, generator: torch.Generator) -> dict[str, Tensor]:
-    """A batch of transitions in the layout :meth:`OfflineAlgo.update` expects."""
-    tr = buffer.sample_transitions(cfg.batch_size, generator, fields=TRANSITION_FIELDS)
-    if cfg.bootstrap_timeout:
-        dones = torch.zeros_like(tr["rewards"])
-    else:
-        dones = (tr["timesteps"] == buffer.horizon - 1).float()
-    rewards = tr["rewards"] * cfg.reward_scale if cfg.reward_scale != 1.0 else tr["rewards"]
-    return {"observations": tr["observations"], "actions": tr["actions"], "rewards": rewards,
-            "next_observations": tr["next_observations"], "dones": dones}
-
-
 def train_offline(
     algo: OfflineAlgo,
     buffer: EpisodeBuffer,
@@ -164,15 +149,7 @@ def train_offline(
     state = OfflineState()
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    if isinstance(algo, SequenceAlgo):
-        algo.fit_dataset(buffer)
-        seq = algo
-
-        def sample() -> dict[str, Tensor]:
-            return seq.sample(buffer, seq.batch_windows, generator)
-    else:
-        def sample() -> dict[str, Tensor]:
-            return sample_batch(buffer, cfg, generator)
+    sample = algo.sampler(buffer, cfg, generator)
     last = Path(last_path)
     refused = _load_last(last, algo, state, generator, fingerprint) if last.is_file() else None
     if refused:

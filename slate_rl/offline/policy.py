@@ -27,7 +27,6 @@ from slate_rl.core.io import load_checkpoint, save_torch
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.rankers import GeMSRanker
 from slate_rl.offline.base import Normalizer, OfflineAlgo
-from slate_rl.offline.sequence import SequenceAlgo
 from slate_rl.online.base import Agent
 
 POLICY_FORMAT = "slate_rl.offline_policy"
@@ -54,20 +53,17 @@ class LatentPolicy(Agent):
         return self.ranker.rank(action), action, belief
 
 
-def algo_policy(encoder: BeliefEncoder, ranker: GeMSRanker, algo: OfflineAlgo, normalizer: Normalizer) -> LatentPolicy:
-    """The deterministic policy of a trained offline algorithm."""
-    return LatentPolicy(encoder, ranker, lambda b: algo.act(normalizer(b)))
+class OfflinePolicy(Agent):
+    """A trained offline method of either family acting online: ``encoder`` (frozen) gives the normalised belief
+    of each user, the method acts through its ``begin``/``step`` contract from its per-user context (carried in
+    ``hidden`` with the belief; a TD method keeps none and acts from the state), ``ranker`` decodes. The reward
+    of the previous action is the number of clicks in the current observation. The method is a submodule, so
+    ``eval()`` (the evaluation's) switches its dropout off. ``target``: the return a sequence method conditions
+    on (None: its own)."""
 
+    name = "offline_policy"
 
-class SequencePolicy(Agent):
-    """A sequence method acting online: ``encoder`` (frozen) gives the normalised belief of each user,
-    the method acts from its per-user context (carried in ``hidden`` with the belief), ``ranker``
-    decodes. The reward of the previous action is the number of clicks in the current observation.
-    The method is a submodule, so ``eval()`` (the evaluation's) switches its dropout off."""
-
-    name = "sequence_policy"
-
-    def __init__(self, encoder: BeliefEncoder, ranker: GeMSRanker, algo: SequenceAlgo, normalizer: Normalizer,
+    def __init__(self, encoder: BeliefEncoder, ranker: GeMSRanker, algo: OfflineAlgo, normalizer: Normalizer,
                  target: float | None = None) -> None:
         super().__init__()
         self.encoder = copy.deepcopy(encoder).requires_grad_(False)
@@ -89,11 +85,9 @@ class SequencePolicy(Agent):
 
 
 def policy_for(encoder: BeliefEncoder, ranker: GeMSRanker, algo: OfflineAlgo, normalizer: Normalizer,
-               target: float | None = None) -> Agent:
+               target: float | None = None) -> OfflinePolicy:
     """The policy of a trained offline algorithm of either family (``target``: sequence methods only)."""
-    if isinstance(algo, SequenceAlgo):
-        return SequencePolicy(encoder, ranker, algo, normalizer, target)
-    return algo_policy(encoder, ranker, algo, normalizer)
+    return OfflinePolicy(encoder, ranker, algo, normalizer, target)
 
 
 def zero_policy(encoder: BeliefEncoder, ranker: GeMSRanker) -> LatentPolicy:

@@ -36,8 +36,9 @@ statistics) plus its entry in :mod:`slate_rl.offline.registry`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +46,7 @@ from torch import Tensor, nn
 from slate_rl.core.errors import ArtifactError
 from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.offline.base import OfflineAlgo
+from slate_rl.offline.config import OfflineConfig
 
 Context = dict[str, Any]
 
@@ -92,6 +94,7 @@ class SequenceAlgo(OfflineAlgo):
 
     return_discount = 1.0
     """Discount of the return-to-go the method conditions on (1: undiscounted, as DT)."""
+    acts_on_states: ClassVar[bool] = False
 
     def __init__(self, obs_dim: int, action_center: Tensor, action_scale: Tensor, gamma: float,
                  session: SessionSpec | None = None) -> None:
@@ -136,6 +139,13 @@ class SequenceAlgo(OfflineAlgo):
     def fit_states(self, buffer: EpisodeBuffer) -> None:
         """Further statistics of a method (none by default)."""
 
+    def sampler(self, buffer: EpisodeBuffer, cfg: OfflineConfig, generator: torch.Generator
+                ) -> Callable[[], dict[str, Tensor]]:
+        """Windows of sessions (:meth:`sample`, ``batch_windows`` per update), after fitting the dataset
+        statistics (:meth:`fit_dataset`); ``cfg``'s batch and reward settings are the TD family's."""
+        self.fit_dataset(buffer)
+        return lambda: self.sample(buffer, self.batch_windows, generator)
+
     def sample(self, buffer: EpisodeBuffer, batch_size: int, generator: torch.Generator) -> dict[str, Tensor]:
         """``batch_size`` windows of ``self.window`` steps (see the module doc)."""
         d, h, length, dev = buffer.data, buffer.horizon, self.window, buffer.device
@@ -167,6 +177,3 @@ class SequenceAlgo(OfflineAlgo):
              ) -> tuple[Tensor, Context]:
         raise NotImplementedError
 
-    def act(self, observations: Tensor) -> Tensor:
-        raise TypeError(f"{self.name} acts with a per-user context: use begin() and step() "
-                        "(slate_rl.offline.policy.sequence_policy)")
