@@ -6,23 +6,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 import test_offline_algos as conformance
-import yaml
-from test_workflow import TINY, _config, snakemake
+from test_workflow import _config, tiny_with_plugins
 
 from slate_rl.core.errors import ConfigError
 from slate_rl.offline.config import ALGO_CONFIGS, display_names, load_plugins, offline_algos
 from slate_rl.offline.registry import make_algo
 from slate_rl.pipeline import load_schema, method_priority, section_args, validate_config
 from slate_rl.stages.train_offline import add_arguments
-
-PLUGINS = Path(__file__).parent / "plugins"
 
 
 @pytest.fixture
@@ -90,11 +85,8 @@ def test_bad_plugins_get_one_clear_error(monkeypatch, tmp_path):
 
 @pytest.mark.e2e
 def test_the_tiny_pipeline_trains_and_reports_the_plugins_method(tmp_path):
-    overlay = tmp_path / "plugin.yaml"
-    overlay.write_text(yaml.safe_dump({"plugins": ["toy_method"], "offline": {"algos": ["toylin", "bc"]}}))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")]))}
-    res = snakemake("results/diffuse_mix/toylin.json", "--cores", "2", "--configfile", str(TINY), str(overlay),
-                    cwd=tmp_path, env=env)
+    res = tiny_with_plugins(tmp_path, "results/diffuse_mix/toylin.json",
+                            {"plugins": ["toy_method"], "offline": {"algos": ["toylin", "bc"]}})
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads((tmp_path / "results/diffuse_mix/toylin.json").read_text())
     assert result["algo"] == "toylin" and np.isfinite(result["return_mean"])

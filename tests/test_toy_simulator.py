@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import fields
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 from torch import Tensor
 from toy_simulator import ToyConfig, ToySimulator
 
@@ -23,7 +20,6 @@ from slate_rl.sim.config import env_record, make_env_config
 from slate_rl.sim.protocol import PrivilegedSimulator, Simulator, make_simulator
 
 TOY = {"simulator": "toy_simulator:ToyConfig", "episode_length": 20}
-PLUGINS = Path(__file__).parent / "plugins"
 
 
 def _keys(n: int) -> Tensor:
@@ -102,13 +98,9 @@ def test_the_workflow_reads_the_toy_environment_config():
 def test_the_tiny_pipeline_runs_on_the_toy_simulator(tmp_path):
     """The card's chain (logs, embeddings, GeMS, SAC+GeMS, datasets, TD3+BC, aggregate) on the toy: no file of
     the package names it."""
-    from test_workflow import TINY, snakemake
+    from test_workflow import tiny_with_plugins
 
-    overlay = tmp_path / "toy.yaml"
-    overlay.write_text(yaml.safe_dump({"envs": ["toy"], "environments": {"toy": TOY}}))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")]))}
-    res = snakemake("results/toy/td3bc.json", "--cores", "2", "--configfile", str(TINY), str(overlay),
-                    cwd=tmp_path, env=env)
+    res = tiny_with_plugins(tmp_path, "results/toy/td3bc.json", {"envs": ["toy"], "environments": {"toy": TOY}})
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads((tmp_path / "results/toy/td3bc.json").read_text())
     assert result["env"] == "toy" and np.isfinite(result["return_mean"])

@@ -32,6 +32,15 @@ def snakemake(*args: str, cwd: Path = REPO, timeout: int = 600,
     )
 
 
+def tiny_with_plugins(tmp_path: Path, target: str, overlay: dict) -> subprocess.CompletedProcess[str]:
+    """``target`` built from the tiny config plus ``overlay``, with ``tests/plugins`` on ``PYTHONPATH``."""
+    path = tmp_path / "overlay.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "tests" / "plugins"),
+                                                                      os.environ.get("PYTHONPATH")]))}
+    return snakemake(target, "--cores", "2", "--configfile", str(TINY), str(path), cwd=tmp_path, env=env)
+
+
 def _job_counts(output: str) -> dict[str, int]:
     counts = {}
     lines = output.splitlines()

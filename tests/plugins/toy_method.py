@@ -1,17 +1,16 @@
 """A plugin: an offline method defined in this one file and registered by config.yaml's ``plugins: [toy_method]``
 (with this directory on ``PYTHONPATH``), the package unchanged. The method: a linear policy fitted to the data
-actions by least squares, ``center + scale * tanh(W s + b)``."""
+actions by least squares (BC's loss), ``center + scale * tanh(W s + b)``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slate_rl.offline.base import OfflineAlgo, adam
+from slate_rl.offline.bc import BC
 from slate_rl.offline.config import Method, TDSteps
 
 
@@ -26,26 +25,17 @@ class ToyLinearConfig(TDSteps):
     """Learning rate."""
 
 
-class ToyLinear(OfflineAlgo):
+class ToyLinear(BC):
+    """BC's loss and acting over a linear actor."""
+
     name = "toylin"
 
     def __init__(self, obs_dim: int, action_center: Tensor, action_scale: Tensor, gamma: float,
                  total_steps: int = 1, config: ToyLinearConfig | None = None) -> None:
-        super().__init__(obs_dim, action_center, action_scale, gamma)
-        self.cfg = config or ToyLinearConfig()
-        self.actor = nn.Linear(obs_dim, self.action_dim)
+        OfflineAlgo.__init__(self, obs_dim, action_center, action_scale, gamma)
+        self.cfg = config or ToyLinearConfig()  # type: ignore[assignment]
+        self.actor = nn.Sequential(nn.Linear(obs_dim, self.action_dim))
         self.actor_opt = adam(self.actor.parameters(), self.cfg.lr)
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"actor": self.actor_opt}
-
-    @torch.no_grad()
-    def act(self, observations: Tensor) -> Tensor:
-        return self.squash(self.actor(observations))
-
-    def losses(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        loss = F.mse_loss(torch.tanh(self.actor(batch["observations"])), self.normalise(batch["actions"]))
-        return {"actor": loss}, {"actor_loss": loss.detach()}
 
 
 OFFLINE_METHODS = (ToyLinearConfig,)
