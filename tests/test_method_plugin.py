@@ -70,7 +70,7 @@ def test_bad_plugins_get_one_clear_error(monkeypatch, tmp_path):
         "    SECTION: ClassVar[str] = 'bc'\n    METHOD: ClassVar[Method] = Method('B', 'clash:X', 'td')\n\n\n"
         "OFFLINE_METHODS = (BC,)\n")
     (tmp_path / "not_config.py").write_text("OFFLINE_METHODS = (int,)\n")
-    for module, message in [("no_such_plugin", "plugin 'no_such_plugin' cannot be imported"),
+    for module, message in [("no_such_plugin", "plugins: cannot import module 'no_such_plugin'"),
                             ("no_methods", "defines no OFFLINE_METHODS"),
                             ("clash", "method name 'bc' is taken by slate_rl.offline.config.BCConfig"),
                             ("not_config", "is not an offline method's config")]:

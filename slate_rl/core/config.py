@@ -220,17 +220,22 @@ def bounded_int(limit: int | None, minimum: int | None = None) -> Any:
     return convert
 
 
-def resolve_object(spec: str, key: str) -> Any:
-    """The object a ``"module:name"`` string names (config key ``key``, named in the error), imported by module name
-    (the module must be importable: installed, or on ``PYTHONPATH``)."""
-    module_name, sep, name = spec.partition(":")
-    if not sep or not module_name or not name:
-        raise ConfigError(f"{key} is {spec!r}; write it as 'module:name', e.g. 'my_package.sim:MyConfig'")
+def import_module(module_name: str, key: str) -> Any:
+    """Module ``module_name`` (named by config key ``key``, named in the error), which must be importable:
+    installed, or on ``PYTHONPATH``."""
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"{key}: cannot import module {module_name!r} ({exc}); install it or put it on "
                           "PYTHONPATH") from exc
+
+
+def resolve_object(spec: str, key: str) -> Any:
+    """The object a ``"module:name"`` string names (config key ``key``, named in the error; :func:`import_module`)."""
+    module_name, sep, name = spec.partition(":")
+    if not sep or not module_name or not name:
+        raise ConfigError(f"{key} is {spec!r}; write it as 'module:name', e.g. 'my_package.sim:MyConfig'")
+    module = import_module(module_name, key)
     try:
         return getattr(module, name)
     except AttributeError:

@@ -6,7 +6,6 @@ Torch-free, so that the workflow validates config.yaml without importing torch.
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -14,7 +13,7 @@ from dataclasses import dataclass, field, is_dataclass, replace
 from typing import Any, ClassVar, Literal
 
 from slate_rl.core.artifacts import RESERVED_QUALITIES
-from slate_rl.core.config import check_fields
+from slate_rl.core.config import check_fields, import_module
 from slate_rl.core.errors import ConfigError
 
 
@@ -604,11 +603,7 @@ def load_plugins(modules: Iterable[str]) -> None:
     for module_name in modules:
         if not module_name:
             continue
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ConfigError(f"plugin {module_name!r} cannot be imported ({exc}); install it or put it on "
-                              "PYTHONPATH") from exc
+        module = import_module(module_name, "plugins")
         methods = getattr(module, "OFFLINE_METHODS", None)
         if not isinstance(methods, list | tuple) or not methods:
             raise ConfigError(f"plugin {module_name!r} defines no OFFLINE_METHODS (a tuple of method config "

@@ -209,9 +209,8 @@ def env_record(config: SimulatorConfig) -> dict[str, Any]:
     return record
 
 
-SIMULATOR_FIELDS = ("num_items", "slate_size", "episode_length", "embeddings", "num_topics", "topic_size",
-                    "embedding_dim")
-"""The attributes of :class:`SimulatorConfig`, checked on a simulator's config class."""
+SIMULATOR_FIELDS = tuple(name for name, value in vars(SimulatorConfig).items() if isinstance(value, property))
+"""The attributes of :class:`SimulatorConfig` (its properties), checked on a simulator's config class."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -35,16 +35,6 @@ from slate_rl.sim.core import StepResult
 from slate_rl.sim.embeddings import default_embeddings_seed, generate_item_embeddings, load_item_embeddings
 
 
-class UserState(Protocol):
-    """The state of B users; the pipeline reads only the step counter (and SlateQ the user vector)."""
-
-    t: Tensor
-    """(B,) int64 steps taken since reset."""
-
-
-S = TypeVar("S", bound=UserState)
-
-
 @runtime_checkable
 class Simulator(Protocol):
     """A batched slate simulator.
@@ -53,7 +43,8 @@ class Simulator(Protocol):
     not depend on the batch it shares) and shows the initial slate; ``step(state, slates)`` shows one slate
     (B, k) of item ids per user, ``-1`` marking a slot the simulator fills with its oracle's item of that rank.
     Both return the new state and a :class:`~slate_rl.sim.core.StepResult` (slate shown, clicks, reward =
-    number of clicks, ``truncated`` at ``episode_length``, and the privileged fields).
+    number of clicks, ``truncated`` at ``episode_length``, and the privileged fields). The state is the
+    simulator's own; the pipeline reads only its ``t``, the (B,) steps taken since reset (and SlateQ its ``user``).
     """
 
     config: Any
