@@ -77,10 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from slate_rl.core.device import set_threads
     from slate_rl.core.errors import SlateRLError
-    from slate_rl.offline.config import PLUGINS_ENV, load_plugins
+    from slate_rl.pipeline import PLUGINS_ENV, load_plugins
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:  # plugins first: their offline methods are choices and options of train-offline
+    try:  # plugins first: their methods and agents are choices and options of train-offline and train-agent
         load_plugins(os.environ.get(PLUGINS_ENV, "").split(","))
     except SlateRLError as exc:
         print(f"error: ${PLUGINS_ENV}: {exc}", file=sys.stderr)

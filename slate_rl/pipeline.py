@@ -13,30 +13,70 @@ import json
 import shlex
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from slate_rl.core.artifacts import QUALITIES, RESERVED_ENV_NAMES, agent_section, sac_gems_tag, variant_tag
-from slate_rl.core.config import from_dict, load_yaml, to_dict, validate_schema
+from slate_rl.core.artifacts import QUALITIES, RESERVED_ENV_NAMES
+from slate_rl.core.config import from_dict, import_module, load_yaml, to_dict, validate_schema
 from slate_rl.core.errors import ConfigError
 from slate_rl.models.config import GeMSConfig, MFConfig, gems_config_from_tag
-from slate_rl.offline.config import ALGO_CONFIGS, OfflineConfig, OfflineDataConfig, load_plugins, offline_algos
-from slate_rl.online.config import AgentBuildConfig, OnlineConfig, ReinforceConfig, SACConfig, SlateQConfig
+from slate_rl.offline.config import ALGO_CONFIGS, OfflineConfig, OfflineDataConfig, offline_algos, register_method
+from slate_rl.online.config import (
+    AgentBuildConfig,
+    OnlineConfig,
+    agent_configs,
+    agent_names,
+    agent_option_prefix,
+    agent_section,
+    needs_gems,
+    register_agent,
+    variant_agents,
+    variant_tag,
+)
 from slate_rl.sim.config import PRESETS, EvaluationConfig, LogsConfig, SimulatorConfig, make_env_config
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+PLUGINS_ENV = "SLATE_RL_PLUGINS"
+"""The environment variable naming the plugin modules (comma-separated) every ``slate-rl`` command loads; the
+workflow sets it from config.yaml's ``plugins``."""
+
+
+def load_plugins(modules: Iterable[str]) -> None:
+    """Import each plugin module and register what it defines: the offline methods of its ``OFFLINE_METHODS`` (config
+    classes, :func:`~slate_rl.offline.config.register_method`) and the online agents of its ``ONLINE_AGENTS``
+    (:class:`~slate_rl.online.config.AgentKind` objects, :func:`~slate_rl.online.config.register_agent`); see README,
+    "Adding a method, an agent or an environment"."""
+    for module_name in modules:
+        if not module_name:
+            continue
+        module = import_module(module_name, "plugins")
+        found = {key: getattr(module, key, None) for key in ("OFFLINE_METHODS", "ONLINE_AGENTS")}
+        if not any(isinstance(v, list | tuple) and v for v in found.values()):
+            raise ConfigError(f"plugin {module_name!r} defines no OFFLINE_METHODS (a tuple of method config classes) "
+                              "and no ONLINE_AGENTS (a tuple of AgentKinds)")
+        for cls in found["OFFLINE_METHODS"] or ():
+            register_method(cls, f"plugin {module_name}")
+        for kind in found["ONLINE_AGENTS"] or ():
+            register_agent(kind, f"plugin {module_name}")
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
-    """The config schema: the YAML file, with each offline method's section and its name in ``offline.algos``
-    generated from the method's config class (:data:`slate_rl.offline.config.METHODS`). A method's section is
-    optional: without it, the method trains with its class's defaults."""
+    """The config schema: the YAML file, with what the registrations say generated: each offline method's section
+    and its name in ``offline.algos`` (:data:`slate_rl.offline.config.ALGO_CONFIGS`), each agent's name in
+    ``agents.names``, its ``agents.variants`` key when it has variants, and each agent config section
+    (:data:`slate_rl.online.config.AGENT_KINDS`). A generated section is optional: without it, its class's defaults
+    hold."""
     schema: dict[str, Any] = yaml.safe_load(Path(path).read_text())
-    schema["properties"]["offline"]["properties"]["algos"]["items"]["enum"] = list(offline_algos())
-    for name, cls in ALGO_CONFIGS.items():
-        schema["properties"][name] = method_schema(cls)
+    props = schema["properties"]
+    props["offline"]["properties"]["algos"]["items"]["enum"] = list(offline_algos())
+    props["agents"]["properties"]["names"]["items"]["enum"] = list(agent_names())
+    props["agents"]["properties"]["variants"]["properties"] = {name: {"$ref": "#/$defs/variant"}
+                                                               for name in variant_agents()}
+    for name, cls in {**agent_configs(), **ALGO_CONFIGS}.items():
+        props[name] = method_schema(cls)
     return schema
 
 
@@ -56,7 +96,7 @@ def _type_schema(tp: Any, where: str) -> dict[str, Any]:
 
 
 def method_schema(cls: type) -> dict[str, Any]:
-    """The schema section of an offline method's config class: its fields' types (ranges are the class's
+    """The schema section of a config class (an offline method's, an agent's): its fields' types (ranges are the class's
     ``__post_init__``'s, checked by :func:`validate_config`)."""
     hints = typing.get_type_hints(cls)
     doc = (cls.__doc__ or cls.__name__).strip().splitlines()[0]
@@ -102,13 +142,11 @@ SECTIONS: dict[str, tuple[type, tuple[str, ...]]] = {
     "gems": (GeMSConfig, ()),
     "agents": (AgentBuildConfig, ("names", "seeds", "variants")),
     "online": (OnlineConfig, ("seeds_per_job",)),
-    "sac": (SACConfig, ()),
-    "reinforce": (ReinforceConfig, ()),
-    "slateq": (SlateQConfig, ()),
     "offline_data": (OfflineDataConfig, ()),
     "offline": (OfflineConfig, ("algos", "seeds", "quality", "qualities", "seeds_per_job")),
 }
-"""Each config.yaml section with settings other than the offline methods' (:func:`sections` adds them): its
+"""Each config.yaml section with settings other than the agents' and the offline methods' (:func:`sections` adds
+them): its
 dataclass, and the keys only the workflow reads (which jobs to
 plan: names, seeds, qualities, seeds per job). The dataclass's fields plus those keys are the schema's properties of
 the section (tests/test_workflow.py checks it); the rules pass a section's fields to the stages, never these keys
@@ -216,8 +254,13 @@ def agent_tags(config: dict[str, Any]) -> list[str]:
     """Agent tags of config.yaml's ``agents.names``: sac_gems gets the configured GeMS tag, the baselines of
     ``agents.variants`` their variant's tag (``<name>_corrected`` for the corrected one)."""
     variants = config["agents"].get("variants", {})
-    return [sac_gems_tag(gems_tag(config)) if name == "sac_gems" else variant_tag(name, variants.get(name, "published"))
+    return [variant_tag(name, variants.get(name, "published"), gems_tag(config) if needs_gems(name) else None)
             for name in config["agents"]["names"]]
+
+
+def behaviour_tag(config: dict[str, Any]) -> str:
+    """The tag of the agent that collects the offline datasets: SAC over the configured GeMS (the paper's method)."""
+    return variant_tag("sac_gems", "published", gems_tag(config))
 
 
 def section_args(config: dict[str, Any], section: str, prefix: str = "") -> str:
@@ -227,15 +270,16 @@ def section_args(config: dict[str, Any], section: str, prefix: str = "") -> str:
 
 
 def sections() -> dict[str, tuple[type, tuple[str, ...]]]:
-    """:data:`SECTIONS` and every registered offline method's section (its config class, no workflow key)."""
-    return {**SECTIONS, **{name: (cls, ()) for name, cls in ALGO_CONFIGS.items()}}
+    """:data:`SECTIONS`, every registered agent's config section and every registered offline method's section (its
+    config class, no workflow key)."""
+    return {**SECTIONS, **{name: (cls, ()) for name, cls in {**agent_configs(), **ALGO_CONFIGS}.items()}}
 
 
 def agent_section_args(config: dict[str, Any], tag: str) -> str:
     """train-agent's options of the config section of agent ``tag`` (:func:`agent_section`) and of no other
     agent's: editing ``slateq`` leaves the SAC jobs' commands, hence their params, unchanged."""
     section = agent_section(tag)
-    return section_args(config, section, prefix="" if section == "sac" else f"{section}_")
+    return section_args(config, section, prefix=agent_option_prefix(section))
 
 
 def seeds_per_job(config: dict[str, Any], section: str) -> int:

@@ -59,3 +59,18 @@ def paper_embeddings_dir() -> Path:
     if d is None:
         pytest.skip("the paper's item tables (../shared/data/gems_paper) are not beside this checkout")
     return d
+
+
+@pytest.fixture()
+def plugin():
+    """``plugin("module")`` loads a plugin module as config.yaml's ``plugins`` does; the registries of offline methods
+    and online agents are restored afterwards."""
+    from slate_rl.offline.config import ALGO_CONFIGS
+    from slate_rl.online.config import AGENT_KINDS
+    from slate_rl.pipeline import load_plugins
+
+    saved = [(registry, dict(registry)) for registry in (ALGO_CONFIGS, AGENT_KINDS)]
+    yield lambda module: load_plugins([module])
+    for registry, before in saved:
+        registry.clear()
+        registry.update(before)

@@ -13,23 +13,33 @@ from slate_rl.data.buffer import EpisodeBuffer
 from slate_rl.models.gems import GeMS
 from slate_rl.models.rankers import GeMSRanker
 from slate_rl.online.base import Agent
-from slate_rl.online.config import ReinforceConfig, SACConfig, SlateQConfig
-from slate_rl.online.loop import OnlineConfig, train_online
-from slate_rl.online.registry import (
-    agent_from_checkpoint,
-    build_agent,
-    load_agent,
-    make_agent,
-    make_ranker,
+from slate_rl.online.config import AGENTS as BUILT_IN
+from slate_rl.online.config import (
+    AgentKind,
+    ReinforceConfig,
+    SACConfig,
+    SlateQConfig,
+    agent_kind,
     parse_agent_tag,
-    save_agent,
+    variant_tag,
 )
+from slate_rl.online.loop import OnlineConfig, train_online
+from slate_rl.online.registry import agent_from_checkpoint, build_agent, load_agent, save_agent
 from slate_rl.online.rollouts import run_agent_sessions, user_keys
 from slate_rl.online.slateq import ClickModel
 from slate_rl.sim.protocol import make_simulator
 
-AGENTS = ["sac_gems_d8_beta1_lc0.5_scratch_s1", "sac_topk_ideal", "sac_topk_mf", "sac_kargmax", "sac_wknn",
-          "reinforce", "slateq", "sac_wknn_corrected", "reinforce_corrected", "slateq_corrected"]
+GEMS_TAG = "d8_beta1_lc0.5_scratch_s1"
+
+
+def kind_tags(kind: AgentKind) -> list[str]:
+    """Every tag of a registered agent (both variants where it has them), over a d = 8 GeMS where it needs one."""
+    return [variant_tag(kind.name, v, GEMS_TAG) for v in (("published", "corrected") if kind.variants else
+                                                          ("published",))]
+
+
+AGENTS = [tag for kind in BUILT_IN for tag in kind_tags(kind)]
+"""The built-in agents' tags: each gets the conformance checks (a plugin's agent calls :func:`check_conformance`)."""
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +48,13 @@ def sim():
 
 
 def _agent(tag, sim, seed=0, belief_table="ranker"):
+    """Agent ``tag`` in its registration's small version, with everything an agent may need."""
     torch.manual_seed(seed)
     gems = GeMSRanker(GeMS(latent_dim=8), torch.zeros(8), torch.ones(8) * 2)
     mf = torch.rand(1000, 20)
-    ranker, table = make_ranker(tag, sim.items, gems, mf, belief_table=belief_table)
-    return make_agent(tag, ranker, table, 1000, 10, click_model=ClickModel.of(sim))
+    kind = agent_kind(tag)
+    return build_agent(tag, sim.items, 1000, 10, 100, gems, mf, kind.config(**kind.small), belief_table,
+                       ClickModel.of(sim))
 
 
 def _episodes(sim, agent, n=6, seed=3):
@@ -52,6 +64,13 @@ def _episodes(sim, agent, n=6, seed=3):
 
 @pytest.mark.parametrize("tag", AGENTS)
 def test_conformance(tag, sim, tmp_path):
+    check_conformance(tag, sim, tmp_path)
+
+
+def check_conformance(tag, sim, tmp_path):
+    """What every agent must do: collect sessions, learn from them (every trainable parameter moves; a ranker
+    stays frozen; a target network moves without gradients), round-trip a checkpoint, act deterministically the
+    same after loading, with actions in the ranker's box or distinct-item slates."""
     agent = _agent(tag, sim)
     eps = _episodes(sim, agent)
     assert eps["slates"].shape == (6, 101, 10) and eps["actions"].shape == (6, 100, agent.action_dim)
@@ -241,10 +260,10 @@ def test_slateq_ranks_by_relevance_times_item_value_and_uses_true_click_probabil
 
 
 @pytest.mark.parametrize(("tag", "settings"), [
-    ("sac_gems_d8_beta1_lc0.5_scratch_s1", {"sac": SACConfig(hidden=24, belief_dim=12)}),
-    ("sac_wknn_corrected", {"sac": SACConfig(hidden=24, belief_dim=12)}),
-    ("reinforce", {"reinforce": ReinforceConfig(hidden=24, belief_dim=12)}),
-    ("slateq_corrected", {"slateq": SlateQConfig(hidden=24, belief_dim=12)}),
+    ("sac_gems_d8_beta1_lc0.5_scratch_s1", {"config": SACConfig(hidden=24, belief_dim=12)}),
+    ("sac_wknn_corrected", {"config": SACConfig(hidden=24, belief_dim=12)}),
+    ("reinforce", {"config": ReinforceConfig(hidden=24, belief_dim=12)}),
+    ("slateq_corrected", {"config": SlateQConfig(hidden=24, belief_dim=12)}),
 ])
 @pytest.mark.parametrize("belief_table", ["scratch", "ranker"])
 def test_a_checkpoint_alone_rebuilds_its_agent(tag, settings, belief_table, sim, tmp_path):

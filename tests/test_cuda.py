@@ -13,7 +13,7 @@ import torch
 from slate_rl.models.gems import GeMS, gems_loss
 from slate_rl.models.rankers import GeMSRanker
 from slate_rl.offline.registry import make_algo
-from slate_rl.online.registry import make_agent, make_ranker
+from slate_rl.online.registry import build_agent
 from slate_rl.online.rollouts import run_agent_sessions, user_keys
 from slate_rl.sim.policies import make_policy
 from slate_rl.sim.protocol import make_simulator
@@ -68,8 +68,8 @@ def test_sac_gems_update_on_cuda():
     sim = make_simulator("focused_topdown", device=CUDA)
     torch.manual_seed(0)
     gems = GeMSRanker(GeMS(latent_dim=8), torch.zeros(8), torch.ones(8) * 2)
-    ranker, table = make_ranker("sac_gems_d8_beta1_lc0.5_scratch_s1", sim.items.cpu(), gems, torch.rand(1000, 20))
-    agent = make_agent("sac_gems_d8_beta1_lc0.5_scratch_s1", ranker, table, 1000, 10).to(CUDA)
+    agent = build_agent("sac_gems_d8_beta1_lc0.5_scratch_s1", sim.items.cpu(), 1000, 10, 100, gems,
+                        belief_table="ranker").to(CUDA)
     _, episodes = run_agent_sessions(sim, agent, user_keys(3, 0, 8, sim.device), "train")
     before = {n: p.detach().clone() for n, p in agent.named_parameters() if p.requires_grad}
     metrics = agent.update(episodes)

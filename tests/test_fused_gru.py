@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.gems import GeMS
 from slate_rl.models.rankers import GeMSRanker
-from slate_rl.online.registry import make_agent
+from slate_rl.online.sac import SAC
 
 
 def _grads(enc: BeliefEncoder, slates: torch.Tensor, clicks: torch.Tensor, fused: bool, weights: torch.Tensor):
@@ -59,7 +59,7 @@ def test_sac_update_with_the_fused_gru_equals_the_nn_gru_update():
     torch.manual_seed(0)
     gems = GeMSRanker(GeMS(latent_dim=8), torch.zeros(8), torch.ones(8))
     table = gems.gems.items.weight.detach().clone()
-    agent = make_agent("sac_gems_d8_beta1_lc0.5_scratch_s0", gems, table, 1000, 10).double()
+    agent = SAC(gems, 1000, table.shape[1], 10, item_table=table).double()
     twin = copy.deepcopy(agent)
     gen = torch.Generator().manual_seed(1)
     ep = {"slates": torch.randint(0, 1000, (20, 101, 10), generator=gen),

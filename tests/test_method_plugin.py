@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -14,20 +13,16 @@ import test_offline_algos as conformance
 from test_workflow import _config, tiny_with_plugins
 
 from slate_rl.core.errors import ConfigError
-from slate_rl.offline.config import ALGO_CONFIGS, display_names, load_plugins, offline_algos
+from slate_rl.offline.config import ALGO_CONFIGS, display_names, offline_algos
 from slate_rl.offline.registry import make_algo
-from slate_rl.pipeline import load_schema, method_priority, section_args, validate_config
+from slate_rl.pipeline import load_plugins, load_schema, method_priority, section_args, validate_config
 from slate_rl.stages.train_offline import add_arguments
 
 
 @pytest.fixture
-def toy_method() -> Iterator[type]:
-    """The plugin loaded as config.yaml's ``plugins`` loads it; the registry restored afterwards."""
-    before = dict(ALGO_CONFIGS)
-    load_plugins(["toy_method"])
-    yield ALGO_CONFIGS["toylin"]
-    ALGO_CONFIGS.clear()
-    ALGO_CONFIGS.update(before)
+def toy_method(plugin) -> type:
+    plugin("toy_method")
+    return ALGO_CONFIGS["toylin"]
 
 
 def test_the_registration_is_all_the_pipeline_needs(toy_method):

@@ -19,7 +19,8 @@ from slate_rl.models.stacked import StackedBeliefEncoder, StackedLinear
 from slate_rl.online.config import OnlineConfig, SACConfig
 from slate_rl.online.loop import evaluate, train_online, train_seeds
 from slate_rl.online.multiseed import StackedSAC, seed_generator
-from slate_rl.online.registry import load_agent, make_agent, save_agent
+from slate_rl.online.registry import load_agent, save_agent
+from slate_rl.online.reinforce import Reinforce
 from slate_rl.online.rollouts import user_keys
 from slate_rl.online.sac import SAC
 from slate_rl.sim.config import make_env_config
@@ -39,9 +40,7 @@ def _ranker(num_items: int = ITEMS, item_dim: int = ITEM_DIM, k: int = K) -> GeM
 def _sac(seed: int, ranker: GeMSRanker, num_items: int = ITEMS, k: int = K, dtype=torch.float32) -> SAC:
     torch.manual_seed(seed)
     table = torch.randn(num_items, ranker.gems.item_dim)
-    agent = make_agent(TAG, ranker, table, num_items, k, SMALL)
-    assert isinstance(agent, SAC)
-    return agent.to(dtype)
+    return SAC(ranker, num_items, table.shape[1], k, SMALL, table).to(dtype)
 
 
 def _episodes(seed: int, batch: int = 3, steps: int = 5, dtype=torch.float64) -> dict[str, torch.Tensor]:
@@ -145,7 +144,7 @@ def test_multiseed_refuses_other_agents_and_bad_input(tmp_path):
     ranker = _ranker()
     cfg = OnlineConfig(total_steps=1, warmup_sessions=0, val_interval=1, val_sessions=2)
     torch.manual_seed(0)
-    reinforce = make_agent("reinforce", None, torch.randn(ITEMS, ITEM_DIM), ITEMS, K, item_dim=ITEM_DIM)
+    reinforce = Reinforce(ITEMS, ITEM_DIM, K, item_table=torch.randn(ITEMS, ITEM_DIM), variant="published")
     with pytest.raises(ConfigError, match="not Reinforce"):  # one seed at a time
         train_seeds(sim, [reinforce, reinforce], cfg, [0, 1], lambda i, a, s: None,
                     [tmp_path / "l0.ckpt", tmp_path / "l1.ckpt"], progress=False)
@@ -373,7 +372,7 @@ def test_a_group_killed_while_testing_resumes_every_seed(tmp_path, monkeypatch):
 def test_exactly_the_plain_sac_agents_train_their_seeds_together():
     """stackable (what train-agent --seeds stacks) accepts the SAC agents with a ranker and no other agent;
     check_stackable refuses the others with one ConfigError."""
-    from slate_rl.core import artifacts
+    from slate_rl.online.config import agent_kind, agent_names, variant_tag
     from slate_rl.online.multiseed import check_stackable, stackable
     from slate_rl.online.registry import build_agent
     from slate_rl.online.slateq import ClickModel
@@ -381,9 +380,10 @@ def test_exactly_the_plain_sac_agents_train_their_seeds_together():
     sim = make_simulator(make_env_config("focused_topdown", num_items=ITEMS, slate_size=K, episode_length=4))
     ranker = _ranker(item_dim=sim.items.shape[1])
     mf = torch.randn(ITEMS, sim.items.shape[1])
-    for name in artifacts.AGENT_NAMES:
-        tag = artifacts.sac_gems_tag("d4_beta1_lc0.5_scratch_s0") if name == "sac_gems" else name
-        agent = build_agent(tag, sim.items, ITEMS, K, 4, ranker, mf, SMALL, click_model=ClickModel.of(sim))
+    for name in agent_names():
+        tag = variant_tag(name, "published", "d4_beta1_lc0.5_scratch_s0")
+        small = SMALL if agent_kind(tag).config is SACConfig else None
+        agent = build_agent(tag, sim.items, ITEMS, K, 4, ranker, mf, small, click_model=ClickModel.of(sim))
         expected = name in ("sac_gems", "sac_topk_ideal", "sac_topk_mf", "sac_kargmax")
         assert stackable(agent) == expected, name
         if not expected:

@@ -96,7 +96,7 @@ def _gems(seed: int = 0) -> GeMSRanker:
 
 def _agent(sim: TopicRec, gems: GeMSRanker, seed: int = 0):
     torch.manual_seed(seed)
-    return build_agent(TAG, sim.items, NUM_ITEMS, K, HORIZON, gems=gems, sac=SACConfig(hidden=32),
+    return build_agent(TAG, sim.items, NUM_ITEMS, K, HORIZON, gems=gems, config=SACConfig(hidden=32),
                        belief_table="ranker")
 
 
@@ -1053,7 +1053,7 @@ def test_cli_bad_inputs_give_one_error_line(cli_inputs, collected, tmp_path, cap
     expert = cli_inputs["best"]
     if case == "non-GeMS agent":
         expert = tmp_path / "topk" / "best.ckpt"
-        other = build_agent("sac_topk_ideal", tiny_sim.items, NUM_ITEMS, K, HORIZON, sac=SACConfig(hidden=32))
+        other = build_agent("sac_topk_ideal", tiny_sim.items, NUM_ITEMS, K, HORIZON, config=SACConfig(hidden=32))
         save_agent(expert, other, "sac_topk_ideal", {"step": 0})
     if case == "replay without last.ckpt":
         expert = tmp_path / "lonely" / "best.ckpt"

@@ -12,14 +12,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from slate_rl.core.artifacts import VARIANT_AGENTS, variant_tag
 from slate_rl.core.errors import ConfigError
 from slate_rl.data.logs import LoggedSessions
 from slate_rl.models.gems import GeMS
 from slate_rl.models.mf import interactions
 from slate_rl.models.rankers import GeMSRanker
 from slate_rl.online.base import first_clicks
-from slate_rl.online.registry import agent_variant, build_agent, parse_agent_tag
+from slate_rl.online.config import agent_variant, parse_agent_tag, variant_agents, variant_tag
+from slate_rl.online.registry import build_agent
 from slate_rl.online.reinforce import Reinforce, returns_to_go
 from slate_rl.online.rollouts import run_agent_sessions, user_keys
 from slate_rl.online.sac import SAC
@@ -210,7 +210,7 @@ def test_slateq_published_epsilon_schedule_and_whole_slate_exploration(sim):
     slates, _, _ = agent.act(s, c, None, privileged=rel)
     same = (slates == greedy).all(dim=1)
     assert same.float().mean() > 0.95 and ((slates == greedy).sum(1)[~same] < 5).all()
-    corrected = _build("slateq_corrected", sim, slateq=SlateQConfig(epsilon=0.5))
+    corrected = _build("slateq_corrected", sim, config=SlateQConfig(epsilon=0.5))
     g2, _, _ = corrected.act(s, c, None, deterministic=True, privileged=rel)
     mixed, _, _ = corrected.act(s, c, None, privileged=rel)
     assert ((mixed == g2).sum(1) > 0).float().mean() > 0.9  # per-slot exploration keeps part of the slate
@@ -281,7 +281,7 @@ def test_mf_published_validation_reuses_the_training_users():
 
 # ---------------------------------------------------------------- tags and labels
 
-@given(st.sampled_from(VARIANT_AGENTS), st.sampled_from(["published", "corrected"]))
+@given(st.sampled_from(variant_agents()), st.sampled_from(["published", "corrected"]))
 def test_variant_tags_round_trip(base, variant):
     tag = variant_tag(base, variant)
     assert parse_agent_tag(tag) == (base, None) and agent_variant(tag) == variant

@@ -447,15 +447,20 @@ def test_a_yaml_syntax_error_in_config_yaml_stops_snakemake_with_file_and_line(t
     assert f"{tmp_path / 'config.yaml'}, line" in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
 
 
-def test_make_agent_without_its_ranker_is_a_clear_error():
+def test_build_agent_without_what_it_needs_is_a_clear_error():
     from slate_rl.core.errors import ConfigError
-    from slate_rl.models.rankers import KArgmax, TopK
-    from slate_rl.online.registry import make_agent
-    from slate_rl.online.wolpertinger import Wolpertinger
+    from slate_rl.online.config import SACConfig, SlateQConfig
+    from slate_rl.online.registry import build_agent
+    from slate_rl.online.slateq import SlateQ
 
-    with pytest.raises(ConfigError, match="sac_topk_ideal needs a ranker"):
-        make_agent("sac_topk_ideal", None, None, 1000, 10)
     table = torch.rand(1000, 20)
-    with pytest.raises(ConfigError, match="sac_wknn acts through a kargmax ranker, not TopK"):
-        make_agent("sac_wknn", TopK(table, 10), table, 1000, 10)
-    assert isinstance(make_agent("sac_wknn", KArgmax(table, 10), table, 1000, 10), Wolpertinger)
+    with pytest.raises(ConfigError, match=r"sac_gems_d8_beta1_lc0.5_scratch_s0 needs a GeMS checkpoint \(--gems\)"):
+        build_agent("sac_gems_d8_beta1_lc0.5_scratch_s0", table, 1000, 10, 100)
+    with pytest.raises(ConfigError, match=r"sac_topk_mf needs MF item embeddings \(--mf\)"):
+        build_agent("sac_topk_mf", table, 1000, 10, 100)
+    with pytest.raises(ConfigError, match="slateq needs the simulator's click model"):
+        build_agent("slateq", table, 1000, 10, 100)
+    with pytest.raises(ConfigError, match="agent slateq_corrected takes SlateQConfig settings, not SACConfig"):
+        build_agent("slateq_corrected", table, 1000, 10, 100, config=SACConfig())
+    corrected = build_agent("slateq_corrected", table, 1000, 10, 100, config=SlateQConfig(hidden=8))
+    assert isinstance(corrected, SlateQ) and corrected.variant == "corrected"  # no click model needed

@@ -283,14 +283,16 @@ def test_every_section_reports_its_own_key_names(section, values, key):
         validate_config(cfg)
 
 
-def test_the_schema_names_what_core_artifacts_names():
-    """The schema (YAML, read by Snakemake) repeats a few names of slate_rl.core.artifacts: they must agree."""
+def test_the_schema_names_what_core_artifacts_and_the_registrations_name():
+    """The schema (YAML, read by Snakemake) repeats a few names of slate_rl.core.artifacts, and the agents' are
+    generated from their registrations: they must agree."""
     from slate_rl.core import artifacts
+    from slate_rl.online.config import agent_names, variant_agents
     from slate_rl.pipeline import load_schema
 
     props = load_schema()["properties"]
-    assert tuple(props["agents"]["properties"]["names"]["items"]["enum"]) == artifacts.AGENT_NAMES
-    assert set(props["agents"]["properties"]["variants"]["properties"]) == set(artifacts.VARIANT_AGENTS)
+    assert tuple(props["agents"]["properties"]["names"]["items"]["enum"]) == agent_names()
+    assert set(props["agents"]["properties"]["variants"]["properties"]) == set(variant_agents())
     assert set(props["evaluation"]["properties"]["reference_policies"]["items"]["enum"]) == set(
         artifacts.REFERENCE_POLICIES)
     mixtures = props["offline_data"]["properties"]["mixtures"]

@@ -22,7 +22,7 @@ from slate_rl.models.gems import GeMS
 from slate_rl.models.rankers import GeMSRanker
 from slate_rl.online.base import Agent
 from slate_rl.online.loop import OnlineConfig, train_online
-from slate_rl.online.registry import make_agent
+from slate_rl.online.sac import SAC
 from slate_rl.sim.protocol import Simulator
 
 PAPER_STEPS = 100_000
@@ -36,8 +36,8 @@ def random_gems_ranker(device: torch.device) -> GeMSRanker:
 
 def sac_gems_agent(gems: GeMSRanker, num_items: int = 1000, slate_size: int = 10) -> Agent:
     """A SAC+GeMS agent on ``gems`` (its belief tables start from the GeMS item table), on its device."""
-    return make_agent("sac_gems_d32_beta1_lc0.5_scratch_s0", gems, gems.gems.items.weight.detach().clone(),
-                      num_items, slate_size).to(gems.action_center.device)
+    table = gems.gems.items.weight.detach().clone()
+    return SAC(gems, num_items, table.shape[1], slate_size, item_table=table).to(gems.action_center.device)
 
 
 def measure(sim: Simulator, sessions_per_step: int, steps: int) -> dict[str, Any]:

@@ -1,23 +1,10 @@
 """The facts of the pipeline's artifacts, written once: names, tag grammars, paths, evaluation constants.
 
 The Snakefile, :mod:`slate_rl.pipeline`, the stages and the report read these; nothing else
-spells an agent tag, a GeMS tag, a dataset quality, an algorithm name or an artifact path.
+spells a GeMS tag, a dataset quality or an artifact path. The names and tags of agents and offline
+methods derive from their registrations (:mod:`slate_rl.online.config`, :mod:`slate_rl.offline.config`).
 This module imports the standard library only, so that ``snakemake -n`` never imports torch.
 
-Agent tags (the ``{agent_tag}`` of artifact paths):
-
-=============================  ===========================================================
-``sac_gems_<gems_tag>``        SAC in the latent space of a GeMS checkpoint (the paper's method)
-``sac_topk_ideal``             SAC + TopK over the simulator's item table (privileged)
-``sac_topk_mf``                SAC + TopK over MF item embeddings
-``sac_kargmax``                SAC + kargmax over the simulator's item table (privileged)
-``sac_wknn``                   SAC + Wolpertinger (k-NN refinement greedy by target Q, simulator's table)
-``reinforce``                  REINFORCE + softmax over items (slate-level, no ranker)
-``slateq``                     SlateQ with the simulator's true click model (privileged, no ranker)
-=============================  ===========================================================
-
-The baselines whose published code has bugs (:data:`VARIANT_AGENTS`) take the suffix
-``_corrected`` for the corrected variant; the bare tag is the published one.
 GeMS tags: ``d<latent_dim>_beta<beta>_lc<lambda_click>_<item_table>_s<seed>[_std]``.
 """
 
@@ -57,76 +44,11 @@ def parse_gems_tag(tag: str) -> dict[str, Any]:
             "item_table": g["item_table"], "seed": int(g["seed"]), "sample_scale": "std" if g["std"] else "variance"}
 
 
-# --------------------------------------------------------------------------------------------- agent tags
-AGENT_DISPLAY_NAMES = {
-    "sac_gems": "SAC+GeMS",
-    "sac_topk_ideal": "SAC+TopK (ideal)",
-    "sac_topk_mf": "SAC+TopK (MF)",
-    "sac_kargmax": "SAC+kargmax",
-    "sac_wknn": "SAC+WkNN",
-    "reinforce": "REINFORCE+SoftMax",
-    "slateq": "SlateQ",
-}
-"""The agents (config.yaml's ``agents.names``, in the papers' order) and the names readers know them by."""
-AGENT_NAMES = tuple(AGENT_DISPLAY_NAMES)
+# --------------------------------------------------------------------------------------------- agent variants
 Variant = Literal["published", "corrected"]
 VARIANTS: tuple[Variant, ...] = ("published", "corrected")
-VARIANT_AGENTS = ("sac_wknn", "reinforce", "slateq")
-"""Baselines with a ``published`` and a ``corrected`` variant (the tag suffix ``_corrected``)."""
-CORRECTED_SUFFIX = "_corrected"
-SAC_GEMS_PREFIX = "sac_gems_"
-AGENT_TAG_WILDCARD = "|".join([
-    rf"{SAC_GEMS_PREFIX}{GEMS_TAG_WILDCARD}",
-    *(name for name in AGENT_NAMES if name not in ("sac_gems", *VARIANT_AGENTS)),
-    rf"(?:{'|'.join(VARIANT_AGENTS)})(?:{CORRECTED_SUFFIX})?",
-])
-
-AGENT_SECTIONS = {"reinforce": "reinforce", "slateq": "slateq"}
-"""The config section that holds an agent's settings, by agent kind; the kinds not listed (SAC with a ranker,
-SAC+WkNN) read ``sac``. A job and its resume fingerprint carry their agent's section only."""
-
-
-def sac_gems_tag(gems: str) -> str:
-    """The tag of SAC+GeMS over the GeMS checkpoint named ``gems``."""
-    return SAC_GEMS_PREFIX + gems
-
-
-def parse_agent_tag(tag: str) -> tuple[str, str | None]:
-    """``sac_gems_<gems_tag>`` -> ("sac_gems", gems_tag); ``<base>_corrected`` -> (base, None); other tags ->
-    (tag, None). The variant is :func:`agent_variant`."""
-    if not re.fullmatch(AGENT_TAG_WILDCARD, tag):
-        raise ConfigError(
-            f"unknown agent {tag!r}; choose sac_gems_<gems tag> (e.g. sac_gems_d32_beta1_lc0.5_scratch_s58407201), "
-            f"{', '.join(AGENT_NAMES[1:-1])} or {AGENT_NAMES[-1]} ({', '.join(VARIANT_AGENTS)} with an "
-            f"optional {CORRECTED_SUFFIX!r} suffix for the corrected variant)"
-        )
-    if tag.startswith(SAC_GEMS_PREFIX):
-        return "sac_gems", tag[len(SAC_GEMS_PREFIX):]
-    return tag.removesuffix(CORRECTED_SUFFIX), None
-
-
-def agent_section(tag: str) -> str:
-    """The config section of the agent ``tag`` (:data:`AGENT_SECTIONS`); train-agent's options of that section
-    have the prefix ``<section>_`` except ``sac``'s."""
-    kind, _ = parse_agent_tag(tag)
-    return AGENT_SECTIONS.get(kind, "sac")
-
-
-def agent_variant(tag: str) -> Variant:
-    """``published`` or ``corrected`` (the tag's suffix); ``published`` for agents without variants."""
-    parse_agent_tag(tag)
-    return "corrected" if tag.endswith(CORRECTED_SUFFIX) else "published"
-
-
-def variant_tag(base: str, variant: str) -> str:
-    """The tag of ``base`` (e.g. ``slateq``) in ``variant``; inverse of parse_agent_tag + agent_variant."""
-    if variant not in VARIANTS:
-        raise ConfigError(f"agent variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
-    if variant == "corrected":
-        if base not in VARIANT_AGENTS:
-            raise ConfigError(f"agent {base} has no corrected variant; only {', '.join(VARIANT_AGENTS)} have")
-        return base + CORRECTED_SUFFIX
-    return base
+"""The variants of a baseline whose published code has bugs: the published code's behaviour, and the corrected
+one. The agents and their tag grammar are the registered agents' (:mod:`slate_rl.online.config`)."""
 
 
 # ------------------------------------------------------------------- datasets, algorithms, reference policies

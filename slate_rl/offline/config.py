@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, is_dataclass, replace
 from typing import Any, ClassVar, Literal
 
 from slate_rl.core.artifacts import RESERVED_QUALITIES
-from slate_rl.core.config import check_fields, import_module
+from slate_rl.core.config import check_fields
 from slate_rl.core.errors import ConfigError
 
 
@@ -561,10 +561,7 @@ METHODS: tuple[Any, ...] = (TD3BCConfig, CQLConfig, IQLConfig, BCConfig, FQLConf
 rest), in the order of tables and plans."""
 ALGO_CONFIGS: dict[str, Any] = {cls.SECTION: cls for cls in METHODS}
 """The config class of every registered offline method by name (its section of config.yaml is named like it): the
-built-in :data:`METHODS`, then those :func:`register_method` adds (plugins, :func:`load_plugins`)."""
-PLUGINS_ENV = "SLATE_RL_PLUGINS"
-"""The environment variable naming the plugin modules (comma-separated) every ``slate-rl`` command loads; the
-workflow sets it from config.yaml's ``plugins``."""
+built-in :data:`METHODS`, then those :func:`register_method` adds (plugins, :func:`slate_rl.pipeline.load_plugins`)."""
 
 
 def offline_algos() -> tuple[str, ...]:
@@ -595,21 +592,6 @@ def register_method(cls: Any, source: str) -> None:
     if method.family not in ("td", "sequence"):
         raise ConfigError(f"{source}: {cls.__name__}.METHOD.family must be td or sequence, got {method.family!r}")
     ALGO_CONFIGS[name] = cls
-
-
-def load_plugins(modules: Iterable[str]) -> None:
-    """Import each plugin module and register the offline methods of its ``OFFLINE_METHODS`` (a sequence of config
-    classes; see README, "Adding a method, an agent or an environment")."""
-    for module_name in modules:
-        if not module_name:
-            continue
-        module = import_module(module_name, "plugins")
-        methods = getattr(module, "OFFLINE_METHODS", None)
-        if not isinstance(methods, list | tuple) or not methods:
-            raise ConfigError(f"plugin {module_name!r} defines no OFFLINE_METHODS (a tuple of method config "
-                              "classes)")
-        for cls in methods:
-            register_method(cls, f"plugin {module_name}")
 
 
 def with_total_steps(cfg: OfflineConfig, total_steps: int, batch_size: int) -> OfflineConfig:

@@ -12,16 +12,57 @@
   (sampled from the replay buffer, or the episodes just collected when ``on_policy``).
 * ``state_dict()`` / ``load_state_dict()``: networks, optimisers (``optimizers()``) and
   counters (buffers).
+
+An agent is built by its registration's builder (:class:`slate_rl.online.config.AgentKind`) from the
+:class:`AgentInputs` :func:`slate_rl.online.registry.build_agent` gathers.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from slate_rl.core.config import Variant
+from slate_rl.models.belief import scratch_item_table
+from slate_rl.online.config import BeliefTable
 from slate_rl.sim.policies import random_slates
+
+
+@dataclass
+class AgentInputs:
+    """What an agent's builder gets: its tag and settings, the environment's sizes, and what it needs."""
+
+    tag: str
+    variant: Variant
+    config: Any
+    """The agent's settings (an instance of its registration's config class)."""
+    sim_items: Tensor
+    """The simulator's item table (privileged rankers act over it; its device is the agent's)."""
+    num_items: int
+    slate_size: int
+    episode_length: int
+    belief_table: BeliefTable
+    gems: Any = None
+    """The GeMS ranker (:class:`~slate_rl.models.rankers.GeMSRanker`) of an agent that needs ``gems``."""
+    mf_items: Tensor | None = None
+    """The MF item table of an agent that needs ``mf``."""
+    click_model: Any = None
+    """The simulator's click model (:class:`~slate_rl.online.slateq.ClickModel`) of one that needs ``click_model``."""
+
+    @property
+    def item_dim(self) -> int:
+        return int(self.sim_items.shape[1])
+
+    def encoder_table(self, ranker_table: Tensor | None) -> Tensor | None:
+        """The item table the agent's belief encoders start from: with ``belief_table`` ``scratch`` (the published
+        code) a fresh N(0, 1) draw from torch's global generator, whatever the ranker; with ``ranker``
+        ``ranker_table`` (``None``: the encoder draws its own)."""
+        if self.belief_table == "scratch":
+            return scratch_item_table(self.num_items, self.item_dim, self.sim_items.device)
+        return ranker_table
 
 
 def first_clicks(slates: Tensor, clicks: Tensor) -> tuple[Tensor, Tensor]:
@@ -43,6 +84,9 @@ class Agent(nn.Module):
     published loop does this for REINFORCE); off-policy agents always warm up without learning."""
     privileged = False
     """True for agents that use the simulator's click model (relevances, click probabilities)."""
+    own_ranker = False
+    """True when the agent's ranker is its own (e.g. SAC+WkNN's k-NN table copied from its scratch table), not an
+    artifact the caller gives: a checkpoint then restores the ranker too."""
     build: dict[str, Any] = {}
     """How the agent was built (tag, config section, belief table): set by
     :func:`slate_rl.online.registry.build_agent`, stored in its checkpoints, so that a checkpoint alone rebuilds

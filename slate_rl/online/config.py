@@ -1,5 +1,17 @@
 """Settings of the online agents and their training loop (config.yaml's ``online``, ``sac``,
-``reinforce``, ``slateq`` sections and ``agents.belief_table``).
+``reinforce``, ``slateq`` sections and ``agents.belief_table``), and the agents' registrations.
+
+**Registration.** An online agent is known to the pipeline by its :class:`AgentKind` (name, display name,
+builder, config class, what it needs, whether it has variants, test sizes). The built-in kinds are
+:data:`AGENTS`; a plugin module adds its own with ``ONLINE_AGENTS`` (:func:`slate_rl.pipeline.load_plugins`).
+Everything else derives from the registered kinds: the tag grammar (:func:`parse_agent_tag`, the
+``{agent_tag}`` wildcard), config.yaml's ``agents.names`` and ``agents.variants`` and each config section's
+schema, ``train-agent``'s options, the workflow's inputs of an agent job, the report's names and order.
+
+**Agent tags** (the ``{agent_tag}`` of artifact paths): a kind that needs a GeMS checkpoint is tagged
+``<name>_<gems tag>`` (``sac_gems_d32_beta1_lc0.5_scratch_s58407201``); a kind with variants is tagged
+``<name>`` for the ``published`` variant and ``<name>_corrected`` for the ``corrected`` one; any other
+kind ``<name>``.
 
 Torch-free, so that the workflow validates config.yaml without importing torch.
 """
@@ -7,10 +19,13 @@ Torch-free, so that the workflow validates config.yaml without importing torch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import ClassVar, Literal
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, is_dataclass
+from typing import Any, ClassVar, Literal
 
-from slate_rl.core.config import check_fields
+from slate_rl.core.artifacts import GEMS_TAG_WILDCARD, VARIANTS
+from slate_rl.core.config import Variant, check_fields
 from slate_rl.core.errors import ConfigError
 
 BeliefTable = Literal["scratch", "ranker"]
@@ -184,3 +199,172 @@ class AgentBuildConfig:
     belief_table: BeliefTable = "scratch"
     """Initial item table of the belief encoders: scratch (a fresh N(0, 1) table, the published code) or ranker
     (the ranker's table for SAC agents, today's earlier behaviour)."""
+
+
+# ------------------------------------------------------------------------------------------ registration
+AgentNeed = Literal["gems", "mf", "click_model"]
+NEEDS: dict[str, str] = {"gems": "a GeMS checkpoint (--gems)", "mf": "MF item embeddings (--mf)",
+                         "click_model": "the simulator's click model (ClickModel.of(sim))"}
+"""What an agent may need besides the simulator's item table, and how a user gives it."""
+CORRECTED_SUFFIX = "_corrected"
+
+
+@dataclass(frozen=True)
+class AgentKind:
+    """What the pipeline knows of an online agent: its registration (see the module doc)."""
+
+    name: str
+    """The agent's name: config.yaml's ``agents.names`` entry and the base of its tags."""
+    display: str
+    """Name in tables and plots."""
+    build: str
+    """``"module:function"`` of its builder, ``function(inputs: AgentInputs) -> Agent``
+    (:class:`slate_rl.online.registry.AgentInputs`): an untrained agent, networks drawn from torch's global
+    generator."""
+    config: type
+    """Its settings' dataclass (its ``SECTION`` is the config.yaml section; agents may share one, e.g. ``sac``)."""
+    needs: tuple[AgentNeed, ...] = ()
+    """What it needs besides the simulator's table (:data:`NEEDS`): ``gems`` (its tags name the GeMS checkpoint),
+    ``mf``, ``click_model`` (privileged: the simulator's click model)."""
+    variants: bool = False
+    """Whether it has a ``published`` (its published code, bugs included) and a ``corrected`` variant."""
+    small: Mapping[str, Any] = field(default_factory=dict)
+    """Settings of its small, fast version, for the conformance tests (``tests/test_agents.py``)."""
+
+
+AGENTS: tuple[AgentKind, ...] = (
+    AgentKind("sac_gems", "SAC+GeMS", "slate_rl.online.sac:build_sac_gems", SACConfig, ("gems",)),
+    AgentKind("sac_topk_ideal", "SAC+TopK (ideal)", "slate_rl.online.sac:build_sac_topk_ideal", SACConfig),
+    AgentKind("sac_topk_mf", "SAC+TopK (MF)", "slate_rl.online.sac:build_sac_topk_mf", SACConfig, ("mf",)),
+    AgentKind("sac_kargmax", "SAC+kargmax", "slate_rl.online.sac:build_sac_kargmax", SACConfig),
+    AgentKind("sac_wknn", "SAC+WkNN", "slate_rl.online.wolpertinger:build_sac_wknn", SACConfig, variants=True),
+    AgentKind("reinforce", "REINFORCE+SoftMax", "slate_rl.online.reinforce:build_reinforce", ReinforceConfig,
+              variants=True),
+    AgentKind("slateq", "SlateQ", "slate_rl.online.slateq:build_slateq", SlateQConfig, ("click_model",),
+              variants=True),
+)
+"""The built-in agents, in the papers' order (SAC+GeMS, then the baselines): the order of tables."""
+AGENT_KINDS: dict[str, AgentKind] = {kind.name: kind for kind in AGENTS}
+"""Every registered agent by name: the built-in :data:`AGENTS`, then those :func:`register_agent` adds."""
+
+
+def register_agent(kind: Any, source: str) -> None:
+    """Add ``kind`` (an :class:`AgentKind`; ``source`` names where it came from in errors) to
+    :data:`AGENT_KINDS`; registering an equal kind again does nothing."""
+    if not isinstance(kind, AgentKind):
+        raise ConfigError(f"{source}: {kind!r} is not an online agent's registration (an AgentKind, see "
+                          "slate_rl.online.config.AgentKind)")
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", kind.name) or kind.name.endswith(CORRECTED_SUFFIX):
+        raise ConfigError(f"{source}: agent name {kind.name!r} must be lower-case letters, digits and '_', not "
+                          f"ending in {CORRECTED_SUFFIX!r}")
+    known = AGENT_KINDS.get(kind.name)
+    if known is not None and known != kind:
+        raise ConfigError(f"{source}: agent name {kind.name!r} is taken (builder {known.build}); give the agent "
+                          "another name")
+    if not (isinstance(kind.config, type) and is_dataclass(kind.config)
+            and isinstance(getattr(kind.config, "SECTION", None), str)):
+        raise ConfigError(f"{source}: agent {kind.name}: config must be a dataclass with SECTION = '<section>'")
+    unknown = [n for n in kind.needs if n not in NEEDS]
+    if unknown:
+        raise ConfigError(f"{source}: agent {kind.name}: unknown need {unknown[0]!r}; choose from {', '.join(NEEDS)}")
+    AGENT_KINDS[kind.name] = kind
+
+
+def agent_names() -> tuple[str, ...]:
+    """The registered agents' names (config.yaml's ``agents.names``), in table order."""
+    return tuple(AGENT_KINDS)
+
+
+def agent_display_names() -> dict[str, str]:
+    """Each registered agent's name in tables and plots."""
+    return {name: kind.display for name, kind in AGENT_KINDS.items()}
+
+
+def variant_agents() -> tuple[str, ...]:
+    """The registered agents with a ``published`` and a ``corrected`` variant."""
+    return tuple(name for name, kind in AGENT_KINDS.items() if kind.variants)
+
+
+def agent_configs() -> dict[str, type]:
+    """The config class of each registered agent's section, by section name (``sac``, ``reinforce``...)."""
+    out: dict[str, type] = {}
+    for kind in AGENT_KINDS.values():
+        section = kind.config.SECTION  # type: ignore[attr-defined]
+        if out.setdefault(section, kind.config) is not kind.config:
+            raise ConfigError(f"agent {kind.name}: section {section!r} is already {out[section].__name__}'s; give "
+                              f"{kind.config.__name__} another SECTION")
+    return out
+
+
+def agent_option_prefix(section: str) -> str:
+    """The prefix of ``train-agent``'s options of an agent config section: none for ``sac``, ``<section>_``
+    otherwise (``--slateq-epsilon``)."""
+    return "" if section == "sac" else f"{section}_"
+
+
+def needs_gems(name: str) -> bool:
+    """Whether registered agent ``name`` acts through a GeMS checkpoint (its tags then name the checkpoint)."""
+    return "gems" in AGENT_KINDS[name].needs
+
+
+def agent_tag_wildcard() -> str:
+    """The regular expression of every registered agent's tags (the ``{agent_tag}`` wildcard)."""
+    def pattern(kind: AgentKind) -> str:
+        if "gems" in kind.needs:
+            return f"{kind.name}_{GEMS_TAG_WILDCARD}"
+        return f"{kind.name}(?:{CORRECTED_SUFFIX})?" if kind.variants else kind.name
+    return "|".join(pattern(kind) for kind in AGENT_KINDS.values())
+
+
+def parse_agent_tag(tag: str) -> tuple[str, str | None]:
+    """``<name>_<gems_tag>`` -> (name, gems_tag) for an agent that needs GeMS; ``<name>_corrected`` -> (name,
+    None); ``<name>`` -> (name, None). The variant is :func:`agent_variant`; an unknown tag is one ConfigError."""
+    for kind in AGENT_KINDS.values():
+        if "gems" in kind.needs:
+            prefix = kind.name + "_"
+            if tag.startswith(prefix) and re.fullmatch(GEMS_TAG_WILDCARD, tag[len(prefix):]):
+                return kind.name, tag[len(prefix):]
+        elif tag == kind.name or kind.variants and tag == kind.name + CORRECTED_SUFFIX:
+            return kind.name, None
+    gems = [k.name for k in AGENT_KINDS.values() if "gems" in k.needs]
+    plain = [k.name for k in AGENT_KINDS.values() if "gems" not in k.needs]
+    raise ConfigError(
+        f"unknown agent {tag!r}; choose "
+        + "".join(f"{g}_<gems tag> (e.g. {g}_d32_beta1_lc0.5_scratch_s58407201), " for g in gems)
+        + f"{', '.join(plain)} ({', '.join(variant_agents())} with an optional {CORRECTED_SUFFIX!r} suffix for the "
+        "corrected variant)")
+
+
+def agent_kind(tag: str) -> AgentKind:
+    """The registration of the agent ``tag`` names."""
+    return AGENT_KINDS[parse_agent_tag(tag)[0]]
+
+
+def agent_section(tag: str) -> str:
+    """The config section of agent ``tag`` (its kind's config class's): a job and its resume fingerprint carry
+    their agent's section only."""
+    return str(agent_kind(tag).config.SECTION)  # type: ignore[attr-defined]
+
+
+def agent_variant(tag: str) -> Variant:
+    """``published`` or ``corrected`` (the tag's suffix); ``published`` for agents without variants."""
+    kind = agent_kind(tag)
+    return "corrected" if kind.variants and tag.endswith(CORRECTED_SUFFIX) else "published"
+
+
+def variant_tag(name: str, variant: str, gems: str | None = None) -> str:
+    """The tag of agent ``name`` in ``variant`` (over GeMS checkpoint ``gems`` for an agent that needs one);
+    inverse of :func:`parse_agent_tag` + :func:`agent_variant`."""
+    if variant not in VARIANTS:
+        raise ConfigError(f"agent variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    kind = AGENT_KINDS.get(name)
+    if kind is None:
+        parse_agent_tag(name)  # the error listing the agents
+        raise AssertionError(name)
+    if variant == "corrected" and not kind.variants:
+        raise ConfigError(f"agent {name} has no corrected variant; only {', '.join(variant_agents())} have")
+    if "gems" in kind.needs:
+        if gems is None:
+            raise ConfigError(f"agent {name} needs a GeMS tag")
+        return f"{name}_{gems}"
+    return name + CORRECTED_SUFFIX if variant == "corrected" else name

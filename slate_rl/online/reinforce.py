@@ -31,7 +31,7 @@ from torch import Tensor
 from slate_rl.core.config import Variant
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.nets import mlp
-from slate_rl.online.base import SlateAgent, first_clicks
+from slate_rl.online.base import AgentInputs, SlateAgent, first_clicks
 from slate_rl.online.config import ReinforceConfig
 
 
@@ -136,3 +136,9 @@ class Reinforce(SlateAgent):
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"policy": self.opt}
+
+
+def build_reinforce(inputs: AgentInputs) -> Reinforce:
+    """REINFORCE + softmax over items (slate-level, no ranker)."""
+    return Reinforce(inputs.num_items, inputs.item_dim, inputs.slate_size, inputs.config,
+                     inputs.encoder_table(None), inputs.episode_length, inputs.variant)

@@ -38,8 +38,8 @@ from torch import Tensor, nn
 
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.nets import mlp, soft_update
-from slate_rl.models.rankers import Ranker
-from slate_rl.online.base import Agent
+from slate_rl.models.rankers import KArgmax, Ranker, TopK
+from slate_rl.online.base import Agent, AgentInputs
 from slate_rl.online.config import SACConfig
 
 
@@ -187,3 +187,32 @@ class SAC(Agent):
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"actor": self.actor_opt, "critic": self.critic_opt, "alpha": self.alpha_opt}
+
+
+# ------------------------------------------------------------------ builders (their registrations: online/config.py)
+def sac_over(inputs: AgentInputs, ranker: Ranker, ranker_table: Tensor) -> SAC:
+    """SAC acting through ``ranker``, its belief encoders starting from :meth:`AgentInputs.encoder_table`."""
+    table = inputs.encoder_table(ranker_table)
+    assert table is not None
+    return SAC(ranker, inputs.num_items, table.shape[1], inputs.slate_size, inputs.config, table)
+
+
+def build_sac_gems(inputs: AgentInputs) -> SAC:
+    """SAC in the latent space of a GeMS checkpoint (the paper's method)."""
+    return sac_over(inputs, inputs.gems, inputs.gems.gems.items.weight.detach().clone())
+
+
+def build_sac_topk_ideal(inputs: AgentInputs) -> SAC:
+    """SAC + TopK over the simulator's item table (privileged)."""
+    return sac_over(inputs, TopK(inputs.sim_items, inputs.slate_size), inputs.sim_items)
+
+
+def build_sac_topk_mf(inputs: AgentInputs) -> SAC:
+    """SAC + TopK over MF item embeddings."""
+    assert inputs.mf_items is not None
+    return sac_over(inputs, TopK(inputs.mf_items, inputs.slate_size), inputs.mf_items)
+
+
+def build_sac_kargmax(inputs: AgentInputs) -> SAC:
+    """SAC + kargmax over the simulator's item table (privileged)."""
+    return sac_over(inputs, KArgmax(inputs.sim_items, inputs.slate_size), inputs.sim_items)

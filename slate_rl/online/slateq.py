@@ -50,7 +50,7 @@ from slate_rl.core.config import Variant
 from slate_rl.core.errors import ConfigError
 from slate_rl.models.belief import BeliefEncoder
 from slate_rl.models.nets import mlp, soft_update
-from slate_rl.online.base import SlateAgent, first_clicks
+from slate_rl.online.base import AgentInputs, SlateAgent, first_clicks
 from slate_rl.online.config import SlateQConfig
 from slate_rl.sim.core import TopicRec
 from slate_rl.sim.protocol import Simulator
@@ -220,3 +220,9 @@ class SlateQ(SlateAgent):
         soft_update(self.q_target, self.q, self.cfg.tau)
         self.updates.add_(1)
         return {k: float(v) for k, v in metrics.items()}
+
+
+def build_slateq(inputs: AgentInputs) -> SlateQ:
+    """SlateQ with the simulator's true click model (privileged, no ranker)."""
+    return SlateQ(inputs.num_items, inputs.item_dim, inputs.slate_size, inputs.config, inputs.encoder_table(None),
+                  inputs.variant, inputs.click_model, inputs.episode_length)

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from slate_rl.core.config import Variant
 from slate_rl.models.rankers import KArgmax
+from slate_rl.online.base import AgentInputs
 from slate_rl.online.sac import SAC, SACConfig
 
 
@@ -119,3 +120,15 @@ class Wolpertinger(SAC):
         proto = self.ranker.uniform_actions(slates.shape[0], width)
         slate = self._nearest(proto.view(-1, self.slate_size, self.item_dim), 1).squeeze(-1)
         return slate, self.items[slate].flatten(1), hidden
+
+
+def build_sac_wknn(inputs: AgentInputs) -> Wolpertinger:
+    """SAC+WkNN over the simulator's table; with ``belief_table`` ``scratch`` (the published code) its k-NN table is
+    a frozen copy of the agent's scratch table, its own (restored from its checkpoints)."""
+    table = inputs.encoder_table(inputs.sim_items)
+    assert table is not None
+    scratch = inputs.belief_table == "scratch"
+    agent = Wolpertinger(KArgmax(table.clone() if scratch else table, inputs.slate_size), inputs.num_items,
+                         table.shape[1], inputs.slate_size, inputs.config, table, variant=inputs.variant)
+    agent.own_ranker = scratch
+    return agent

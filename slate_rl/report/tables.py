@@ -28,19 +28,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from slate_rl.core.artifacts import (
-    AGENT_DISPLAY_NAMES,
-    SAC_GEMS_PREFIX,
-    agent_variant,
-    parse_agent_tag,
-)
 from slate_rl.core.errors import ConfigError
 from slate_rl.core.stats import mean_ci
 from slate_rl.offline.config import display_names
+from slate_rl.online.config import agent_display_names, agent_names, agent_variant, parse_agent_tag
 from slate_rl.report.results import REFERENCE_POLICIES, Reference, Results, SeedResult
 from slate_rl.report.statistics import compare_seeds, iqm_ci, probability_of_improvement
 
-ONLINE_NAMES = {k: v for k, v in AGENT_DISPLAY_NAMES.items() if k != "sac_gems"}
 REFERENCE_NAMES = {
     "oracle": "Oracle",
     "eps-greedy": "ε-greedy oracle",
@@ -68,7 +62,7 @@ def display_name(kind: str, method: str) -> str:
             base, _ = parse_agent_tag(method)
         except ConfigError:  # not a tag of this version: shown as it is
             return method
-        name = AGENT_DISPLAY_NAMES.get(base, base)
+        name = agent_display_names().get(base, base)
         return f"{name} (corrected)" if agent_variant(method) == "corrected" else name
     if kind == "offline":
         return display_names().get(method, method)
@@ -76,12 +70,17 @@ def display_name(kind: str, method: str) -> str:
 
 
 def method_rank(kind: str, method: str) -> int:
-    """Position of a method in the papers' usual order (SAC+GeMS, then the online baselines; TD3+BC,
-    CQL, IQL, BC); unknown methods last."""
-    if kind == "online" and method.startswith(SAC_GEMS_PREFIX):
-        return 0
-    names = list(ONLINE_NAMES if kind == "online" else display_names())
-    return int(kind == "online") + (names.index(method) if method in names else len(names))
+    """Position of a method in the papers' usual order (the registered agents': SAC+GeMS, then the online
+    baselines; the registered offline methods': TD3+BC, CQL, IQL, BC...); unknown methods last."""
+    if kind == "online":
+        names = list(agent_names())
+        try:
+            method, _ = parse_agent_tag(method)
+        except ConfigError:
+            return len(names)
+    else:
+        names = list(display_names())
+    return names.index(method) if method in names else len(names)
 
 
 def normalized_score(ret: float, random_return: float, expert_return: float) -> float:

@@ -8,12 +8,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from slate_rl.core.artifacts import check_environment, parse_agent_tag, parse_gems_tag
+from slate_rl.core.artifacts import check_environment, parse_gems_tag
 from slate_rl.core.config import SIZE_MAXIMA, bounded_int
 from slate_rl.core.config import finite_float as finite_float  # the stages' type of real-valued options
 from slate_rl.core.errors import ArtifactError, ConfigError
 from slate_rl.core.io import file_sha256
 from slate_rl.models.rankers import GeMSRanker, load_gems_ranker
+from slate_rl.online.config import parse_agent_tag
 from slate_rl.sim.config import PRESETS, SimulatorConfig, env_record, make_env_config
 from slate_rl.sim.embeddings import DEFAULT_EMBEDDINGS_SEEDS
 from slate_rl.sim.protocol import Simulator, item_table, make_simulator
@@ -103,10 +104,11 @@ def simulator_from_args(args: argparse.Namespace) -> tuple[Simulator, dict[str, 
 
 
 def agent_gems(args: argparse.Namespace, sim: Simulator) -> GeMSRanker | None:
-    """The GeMS checkpoint (``--gems``) of a ``sac_gems_<tag>`` agent (``--agent``), ``None`` for other agents;
-    one trained for another environment, or whose settings differ from the tag's, is refused naming both."""
-    kind, gems_tag = parse_agent_tag(args.agent)
-    if kind != "sac_gems" or gems_tag is None:
+    """The GeMS checkpoint (``--gems``) of an agent that needs one (``--agent``, e.g. ``sac_gems_<tag>``), ``None``
+    for other agents; one trained for another environment, or whose settings differ from the tag's, is refused
+    naming both."""
+    _, gems_tag = parse_agent_tag(args.agent)
+    if gems_tag is None:
         return None
     if not args.gems:
         raise ConfigError(f"agent {args.agent} needs --gems (the GeMS checkpoint of {gems_tag})")

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from slate_rl.core.artifacts import TEST_SEED, TEST_SESSIONS, agent_section
+from slate_rl.core.artifacts import TEST_SEED, TEST_SESSIONS
 from slate_rl.core.config import add_arguments as add_config_arguments
 from slate_rl.core.config import from_namespace, to_dict
 from slate_rl.core.errors import ArtifactError
@@ -42,13 +42,20 @@ from slate_rl.core.io import copy_file, fingerprint, remove_stale_temp_files, wr
 from slate_rl.core.logger import RunLogger
 from slate_rl.core.stats import mean_ci
 from slate_rl.online.base import Agent
-from slate_rl.online.config import AgentBuildConfig
+from slate_rl.online.config import (
+    AgentBuildConfig,
+    agent_configs,
+    agent_kind,
+    agent_names,
+    agent_option_prefix,
+    agent_section,
+    agent_variant,
+    parse_agent_tag,
+)
 from slate_rl.online.loop import LoopState, OnlineConfig, evaluate, train_seeds
 from slate_rl.online.multiseed import stackable
-from slate_rl.online.registry import agent_variant, build_agent, load_agent, parse_agent_tag, save_agent
-from slate_rl.online.reinforce import ReinforceConfig
-from slate_rl.online.sac import SACConfig
-from slate_rl.online.slateq import ClickModel, SlateQConfig
+from slate_rl.online.registry import build_agent, load_agent, save_agent
+from slate_rl.online.slateq import ClickModel
 from slate_rl.sim.config import env_record
 from slate_rl.sim.embeddings import load_item_embeddings
 from slate_rl.sim.protocol import Simulator
@@ -63,16 +70,16 @@ from slate_rl.stages.common import (
 )
 
 NAME = "train-agent"
-HELP = "train an online agent (SAC+GeMS/TopK/kargmax/WkNN, REINFORCE, SlateQ) and test it (data/agents, results)"
+HELP = "train an online agent (SAC+GeMS, its baselines, registered ones) and test it (data/agents, results)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_env_arguments(parser, embeddings_required=True, device=False)
-    parser.add_argument("--agent", required=True, help="agent tag, e.g. sac_gems_d32_beta1_lc0.5_scratch_s58407201, "
-                        "sac_topk_ideal, sac_topk_mf, sac_kargmax, sac_wknn, reinforce, slateq; "
-                        "sac_wknn/reinforce/slateq are the published variants, <tag>_corrected the corrected ones")
-    parser.add_argument("--gems", default=None, help="GeMS checkpoint (sac_gems_* agents)")
-    parser.add_argument("--mf", default=None, help="MF item embeddings .npy (sac_topk_mf)")
+    parser.add_argument("--agent", required=True, help="agent tag (slate_rl.online.config.parse_agent_tag), e.g. "
+                        "sac_gems_d32_beta1_lc0.5_scratch_s58407201 or slateq_corrected; registered agents: "
+                        f"{', '.join(agent_names())}")
+    parser.add_argument("--gems", default=None, help="GeMS checkpoint (agents that need GeMS: sac_gems_*)")
+    parser.add_argument("--mf", default=None, help="MF item embeddings .npy (agents that need MF: sac_topk_mf)")
     parser.add_argument("--seed", type=int, default=None, help="training seed (users, networks, sampling)")
     parser.add_argument("--seeds", default=None,
                         help="instead of --seed: comma-separated seeds trained in one process (a plain SAC agent's "
@@ -82,27 +89,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-sessions", type=size_int("test_sessions"), default=TEST_SESSIONS, help="test users")
     add_config_arguments(parser, OnlineConfig)
     add_config_arguments(parser, AgentBuildConfig)
-    add_config_arguments(parser, SACConfig)
-    add_config_arguments(parser, ReinforceConfig, prefix="reinforce_")
-    add_config_arguments(parser, SlateQConfig, prefix="slateq_")
+    for section, cls in agent_configs().items():
+        add_config_arguments(parser, cls, prefix=agent_option_prefix(section))
     add_training_arguments(parser)
     parser.add_argument("--output-dir", required=True, help="directory of best.ckpt and last.ckpt")
     parser.add_argument("--results", required=True, help="destination results .json")
 
 
-def agent_settings(args: argparse.Namespace
-                   ) -> tuple[OnlineConfig, AgentBuildConfig, SACConfig, ReinforceConfig, SlateQConfig]:
-    """The loop's and the agents' config sections from train-agent's options."""
-    return (from_namespace(OnlineConfig, args), from_namespace(AgentBuildConfig, args), from_namespace(SACConfig, args),
-            from_namespace(ReinforceConfig, args, prefix="reinforce_"),
-            from_namespace(SlateQConfig, args, prefix="slateq_"))
+def agent_settings(args: argparse.Namespace) -> tuple[OnlineConfig, AgentBuildConfig, Any]:
+    """The loop's config section, the build settings and ``--agent``'s own settings from train-agent's options."""
+    section = agent_section(args.agent)
+    return (from_namespace(OnlineConfig, args), from_namespace(AgentBuildConfig, args),
+            from_namespace(agent_configs()[section], args, prefix=agent_option_prefix(section)))
 
 
 def run_meta(args: argparse.Namespace, agent: Agent, seed: int, env_config: dict[str, Any],
              online: OnlineConfig) -> dict[str, Any]:
     """The metadata of one seed's run (checkpoints, results JSON, logger; without ``online.total_steps``, its
     resume fingerprint). It holds the config section of its own agent only (``agent.build``,
-    :func:`~slate_rl.core.artifacts.agent_section`): another agent's settings do not discard a resume."""
+    :func:`~slate_rl.online.config.agent_section`): another agent's settings do not discard a resume."""
     section = agent_section(args.agent)
     return {"env": args.env, "env_config": env_config, "agent": args.agent, "variant": agent_variant(args.agent),
             "belief_table": agent.build["belief_table"], "seed": seed,
@@ -129,11 +134,10 @@ class SeedRun:
 
 def run(args: argparse.Namespace) -> None:
     seeds, (outs, results) = seed_outputs(args, NAME, "output_dir", "results")
-    online, build, sac, reinforce, slateq = agent_settings(args)
-    kind, _ = parse_agent_tag(args.agent)
+    online, build, agent_config = agent_settings(args)
     sim, table_source = simulator_from_args(args)
     c = sim.config
-    click_model = ClickModel.of(sim) if kind == "slateq" else None
+    click_model = ClickModel.of(sim) if "click_model" in agent_kind(args.agent).needs else None
     gems = agent_gems(args, sim)
     mf = (torch.from_numpy(load_item_embeddings(args.mf, c.num_items, c.embedding_dim, nonnegative=False))
           .to(sim.device) if args.mf else None)
@@ -142,8 +146,8 @@ def run(args: argparse.Namespace) -> None:
         """Seed ``seed``'s agent, initialised from ``torch.manual_seed(seed)`` as a ``--seed`` run's, and its
         resume checkpoint (``last.ckpt`` of a finished run becomes the resume state, to extend it)."""
         torch.manual_seed(seed)
-        agent = build_agent(args.agent, sim.items, c.num_items, c.slate_size, c.episode_length, gems, mf, sac,
-                            reinforce, slateq, build.belief_table, click_model)
+        agent = build_agent(args.agent, sim.items, c.num_items, c.slate_size, c.episode_length, gems, mf, agent_config,
+                            build.belief_table, click_model)
         out.mkdir(parents=True, exist_ok=True)
         meta = run_meta(args, agent, seed, env_record(c), online)
         # Everything that shapes training: inputs, every environment parameter, agent settings and the

@@ -1,13 +1,15 @@
 # Config validation (once, at parse time) and helpers shared by the rules. Every name, tag and path
-# comes from slate_rl.core.artifacts; nothing imported here imports torch.
+# comes from slate_rl.core.artifacts or a registration; nothing imported here imports torch.
 import os
 import sys
 
 from slate_rl.core import artifacts as A
 from slate_rl.core.errors import ConfigError
-from slate_rl.offline.config import PLUGINS_ENV
+from slate_rl.online.config import AGENT_KINDS, agent_tag_wildcard, parse_agent_tag
 from slate_rl.pipeline import (
+    PLUGINS_ENV,
     agent_section_args,
+    behaviour_tag,
     config_args,
     embeddings_source_arg,
     env_config,
@@ -33,7 +35,7 @@ try:
     config.update(validate_config(config, workflow.source_path("../schemas/config.schema.yaml")))
 except ConfigError as exc:
     sys.exit(f"Invalid configuration: {exc}")
-# Every job's slate-rl command loads the same plugins (their offline methods) as this validation did.
+# Every job's slate-rl command loads the same plugins (their methods and agents) as this validation did.
 os.environ[PLUGINS_ENV] = ",".join(config.get("plugins") or [])
 
 
@@ -41,7 +43,7 @@ wildcard_constraints:
     env=r"[A-Za-z0-9_]+",
     kind="|".join(A.EMBEDDING_KINDS),
     gems_tag=A.GEMS_TAG_WILDCARD,
-    agent_tag=A.AGENT_TAG_WILDCARD,
+    agent_tag=agent_tag_wildcard(),
     seed=r"\d+",
     policy="|".join(A.REFERENCE_POLICIES),
     algo="|".join(offline_algos()),
@@ -85,13 +87,12 @@ def gems_item_table(wildcards):
 
 
 def agent_inputs(wildcards):
-    """What an agent needs besides the simulator's table: its GeMS checkpoint or MF table."""
-    kind, gems = A.parse_agent_tag(wildcards.agent_tag)
-    if kind == "sac_gems":
-        return {"gems": A.path(A.GEMS, env=wildcards.env, gems_tag=gems)}
-    if kind == "sac_topk_mf":
-        return {"mf": A.path(A.MF, env=wildcards.env)}
-    return {}
+    """The files an agent needs besides the simulator's table (its registration's needs): its GeMS checkpoint,
+    the MF table."""
+    name, gems = parse_agent_tag(wildcards.agent_tag)
+    needs = AGENT_KINDS[name].needs
+    files = {"gems": A.path(A.GEMS, env=wildcards.env, gems_tag=gems)} if "gems" in needs else {}
+    return {**files, **({"mf": A.path(A.MF, env=wildcards.env)} if "mf" in needs else {})}
 
 
 def agent_input_args(wildcards, input):

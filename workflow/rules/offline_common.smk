@@ -3,7 +3,7 @@
 
 
 def behaviour_dir(wildcards):
-    return A.path(A.AGENT_DIR, env=wildcards.env, agent_tag=A.sac_gems_tag(gems_tag(config)),
+    return A.path(A.AGENT_DIR, env=wildcards.env, agent_tag=behaviour_tag(config),
                   seed=config["offline_data"]["behaviour_seed"])
 
 
