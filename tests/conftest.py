@@ -1,4 +1,5 @@
-"""Shared fixtures: paths of the repository and of the shared reference data."""
+"""Shared fixtures: paths of the repository and of the shared reference data, a stage killed at a call, a small
+logs file."""
 
 from __future__ import annotations
 
@@ -46,6 +47,25 @@ def kill_at_call(monkeypatch):
         monkeypatch.setattr(module, name, killed_at_the_call)
 
     return arm
+
+
+@pytest.fixture(scope="module")
+def logs_file(tmp_path_factory) -> Path:
+    """60 logged sessions of focused_topdown (a few seconds to train on)."""
+    import numpy as np
+
+    from slate_rl.data.logs import LoggedSessions, save_logs
+    from slate_rl.sim.policies import EpsilonGreedyOracle
+    from slate_rl.sim.protocol import make_simulator
+    from slate_rl.sim.rollout import run_sessions
+
+    sim = make_simulator("focused_topdown")
+    out = run_sessions(sim, EpsilonGreedyOracle(1000, 10, 0.5), 60, seed=3, batch_size=60, record=True)
+    logs = LoggedSessions(out.slates, out.clicks, out.reset_slates, out.reset_clicks, out.returns.astype(np.float32),
+                          {"env": "focused_topdown", "env_config": sim.config.__dict__})
+    path = tmp_path_factory.mktemp("logs") / "focused_topdown.npz"
+    save_logs(path, logs)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -13,10 +13,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sim_helpers import keys
+from test_resume import _pretrain_gems, _train_mf
 
 from slate_rl.cli import main
 from slate_rl.core.config import from_dict
 from slate_rl.core.errors import ArtifactError, ConfigError, SlateRLError
+from slate_rl.data.logs import save_logs
 from slate_rl.sim.config import PRESETS, TopicRecConfig, make_env_config
 from slate_rl.sim.core import TopicRec
 from slate_rl.sim.embeddings import load_item_embeddings
@@ -395,6 +397,62 @@ def test_mixture_weights_must_be_finite() -> None:
         mixture_counts({"a": float("nan")}, 10)
 
 
+def _config() -> dict:
+    import yaml
+    from test_workflow import REPO
+
+    from slate_rl.pipeline import validate_config
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    validate_config(config)  # the defaults pass
+    return config
+
+
+@pytest.mark.parametrize("name", ["online", "reference"])
+def test_a_mixture_cannot_take_a_results_folder_name(name):
+    from slate_rl.core.errors import ConfigError
+    from slate_rl.pipeline import validate_config
+
+    config = _config()
+    config["offline_data"]["mixtures"] = {name: {"expert": 1, "random": 1}}
+    with pytest.raises(ConfigError, match=f"offline_data.mixtures.{name}.*taken"):
+        validate_config(config)
+
+
+@pytest.mark.parametrize(("section", "key"), [("logs", "sessions"), ("offline_data", "episodes"),
+                                              ("evaluation", "test_sessions"), ("online", "buffer_capacity")])
+def test_sizes_have_upper_bounds(section, key):
+    from slate_rl.core.errors import ConfigError
+    from slate_rl.pipeline import validate_config
+
+    config = _config()
+    config[section][key] = 100_000_000_000
+    with pytest.raises(ConfigError, match=f"{section}.{key}.*maximum"):
+        validate_config(config)
+
+
+def test_a_size_beyond_memory_on_the_command_line_is_one_line(capsys):
+    # refused by the option's upper bound before any work (an allocation that still fails: test_bad_input.py)
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate-policy", "--policy", "random", "--device", "cpu", "--env", "focused_topdown",
+              "--sessions", "100000000000"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "Traceback" not in err
+    assert [line for line in err.splitlines() if "error:" in line] == [
+        "slate-rl evaluate-policy: error: argument --sessions: must be <= 10000000, got 100000000000"]
+
+
+def test_a_yaml_syntax_error_names_file_and_line(tmp_path):
+    from slate_rl.core.config import load_yaml
+    from slate_rl.core.errors import ConfigError
+
+    path = tmp_path / "config.yaml"
+    path.write_text("logs:\n  sessions: 10\n  epsilon: [0.5\nmf:\n  dim: 3\n")
+    with pytest.raises(ConfigError) as exc:
+        load_yaml(path)
+    assert str(path) in str(exc.value) and "line 4" in str(exc.value)
+
+
 # --------------------------------------------------------------------------- trained artifacts, mismatched inputs
 
 
@@ -445,6 +503,39 @@ def test_inputs_of_another_environment_or_gems_are_refused_naming_both(tmp_path,
         agent_gems(args, sim)
     args.env = "focused_topdown"
     assert agent_gems(args, sim).action_dim == 4
+
+
+@pytest.mark.parametrize("damage", ["nan", "inconsistent"])
+def test_logs_with_bad_returns_are_rejected_by_train_mf_and_pretrain_gems(logs_file, tmp_path, damage, capsys):
+    from slate_rl.data.logs import load_logs
+
+    logs = load_logs(logs_file)
+    logs.returns = logs.returns.copy()
+    logs.returns[7] = np.nan if damage == "nan" else logs.returns[7] + 3
+    bad = tmp_path / "bad.npz"
+    save_logs(bad, logs)
+    for run in (_train_mf, _pretrain_gems):
+        assert run(bad, tmp_path) == 2
+        err = capsys.readouterr().err
+        assert str(bad) in err and "'returns'" in err and "Traceback" not in err
+        assert ("NaN" in err) if damage == "nan" else ("session 7" in err)
+
+
+def test_a_dataset_of_a_redefined_environment_is_rejected(tmp_path):
+    from test_offline_data import VALID, _meta
+
+    from slate_rl.core.config import to_dict
+    from slate_rl.core.errors import ArtifactError
+    from slate_rl.data.d4rl import load_dataset, save_dataset
+    from slate_rl.sim.config import make_env_config
+
+    before = make_env_config("mine", {"mine": {"base": "focused_mix"}})
+    after = make_env_config("mine", {"mine": {"base": "focused_mix", "diversity_penalty": 3.0}})
+    path = tmp_path / "expert.npz"
+    save_dataset(path, VALID, {**_meta(VALID), "env": "mine", "env_config": to_dict(before)})
+    assert load_dataset(path, expect_env="mine", expect_env_config=to_dict(before)).metadata["env"] == "mine"
+    with pytest.raises(ArtifactError, match=r"env_config.diversity_penalty' is 1.0, but environment 'mine' now has 3"):
+        load_dataset(path, expect_env="mine", expect_env_config=to_dict(after))
 
 
 # --------------------------------------------------------------------------- one line instead of a traceback

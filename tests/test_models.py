@@ -1,4 +1,5 @@
-"""MF, GeMS and the rankers: loss normalisation, learning floors on tiny data, checkpoints."""
+"""MF, GeMS and the rankers: loss normalisation, learning floors on tiny data, checkpoints; GeMS's published
+defaults (the training sample uses the variance, pretraining walks the slates in the published order)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from slate_rl.core.config import replace
 from slate_rl.core.errors import ArtifactError
 from slate_rl.data.batches import TensorBatches
 from slate_rl.data.logs import LoggedSessions
@@ -239,3 +241,74 @@ def test_pretrain_gems_stage_writes_checkpoint_and_metrics(tiny_logs, tmp_path, 
     ranker = load_gems_ranker(ckpt, num_items=1000, latent_dim=4)
     assert ranker.meta["tag"] == m["tag"]
     assert not (tmp_path / "g.ckpt.work").exists()
+
+
+# --------------------------------------------------------------------------- the published defaults
+
+
+def test_gems_training_sample_uses_the_variance_by_default() -> None:
+    """z = mu + eps * exp(logvar) (published) by default; exp(logvar / 2) with sample_scale=std.
+    Checked through the decoder input: with the same eps the two samples differ as var vs std."""
+    torch.manual_seed(0)
+    model = GeMS(latent_dim=4)
+    slates, clicks = torch.randint(0, 1000, (32, 10)), torch.rand(32, 10) < 0.3
+    seen: list[torch.Tensor] = []
+    handle = model.decoder.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
+    mu, logvar = model.encode(slates, clicks)
+    for scale in ("variance", "std"):
+        torch.manual_seed(1)
+        gems_loss(model, slates, clicks, 1.0, 0.5, sample_scale=scale)
+    handle.remove()
+    torch.manual_seed(1)
+    eps = torch.randn_like(mu)
+    torch.testing.assert_close(seen[0], mu + eps * logvar.exp())
+    torch.testing.assert_close(seen[1], mu + eps * (0.5 * logvar).exp())
+    assert GeMSConfig().sample_scale == "variance"
+    std = replace(GeMSConfig(), sample_scale="std")
+    assert std.tag.endswith("_std") and gems_config_from_tag(std.tag) == std
+    assert gems_config_from_tag(GeMSConfig().tag) == GeMSConfig()
+    with pytest.raises(Exception, match="sample_scale"):
+        replace(GeMSConfig(), sample_scale="var")
+
+
+class _Stop(Exception):
+    """Raised by the captured fit: the test needs the batches, not a trained GeMS."""
+
+
+@pytest.mark.parametrize("shuffle", [None, "--shuffle"])
+def test_gems_pretraining_walks_the_slates_in_the_published_order_by_default(tmp_path, monkeypatch, shuffle) -> None:
+    """The published DataLoader does not shuffle: every epoch the training sessions in turn, each session's
+    slates in step order. ``gems.shuffle: true`` (``--shuffle``) draws a seeded order per epoch instead."""
+    import numpy as np
+
+    from slate_rl.cli import main
+    from slate_rl.data.logs import LoggedSessions, save_logs
+    from slate_rl.sim.policies import EpsilonGreedyOracle
+    from slate_rl.sim.rollout import run_sessions
+    from slate_rl.stages import pretrain_gems
+
+    assert GeMSConfig().shuffle is False
+    sim = make_simulator("focused_topdown")
+    out = run_sessions(sim, EpsilonGreedyOracle(1000, 10, 0.5), 20, seed=3, batch_size=20, record=True)
+    logs = LoggedSessions(out.slates, out.clicks, out.reset_slates, out.reset_clicks, out.returns.astype(np.float32),
+                          {"env": "focused_topdown", "env_config": sim.config.__dict__})
+    save_logs(tmp_path / "logs.npz", logs)
+    seen = []
+
+    def capture(system, train, val, **kwargs):
+        seen.append([b["slates"] for b in train])
+        seen.append([b["slates"] for b in train])  # the second epoch
+        raise _Stop
+
+    monkeypatch.setattr(pretrain_gems, "fit", capture)
+    with pytest.raises(_Stop):
+        main(["pretrain-gems", "--logs", str(tmp_path / "logs.npz"), "--latent-dim", "4", "--epochs", "2",
+              "--batch-size", "64", "--device", "cpu", "--no-progress", "--logger-mode", "disabled",
+              "--output", str(tmp_path / "g.ckpt"), "--metrics", str(tmp_path / "g.json"),
+              *([shuffle] if shuffle else [])])
+    in_order = pretrain_gems.examples(logs, slice(2, None))["slates"]  # val_fraction 0.1: sessions 0-1
+    for epoch in seen:
+        walked = torch.cat(epoch)
+        assert sorted(map(tuple, walked.tolist())) == sorted(map(tuple, in_order.tolist()))  # every slate once
+        assert torch.equal(walked, in_order) == (shuffle is None)
+    assert torch.equal(torch.cat(seen[0]), torch.cat(seen[1])) == (shuffle is None)

@@ -95,6 +95,23 @@ def test_a_templated_config_file_is_refused(tmp_path):
     assert f"config file {templated} sets '__use_yte__'" in res.stderr + res.stdout
 
 
+@pytest.mark.e2e
+@pytest.mark.usefixtures("single_thread")
+def test_a_yaml_syntax_error_in_config_yaml_stops_snakemake_with_file_and_line(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copy(REPO / "Snakefile", tmp_path / "Snakefile")
+    shutil.copytree(REPO / "workflow", tmp_path / "workflow")
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text().replace("\nlogs:", "\nlogs: [", 1))
+    exe = shutil.which("snakemake", path=os.path.dirname(sys.executable)) or "snakemake"
+    res = subprocess.run([exe, "-n", "--snakefile", str(tmp_path / "Snakefile"), "--directory", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    assert f"{tmp_path / 'config.yaml'}, line" in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
+
+
 # A sitecustomize that makes every import of torch (and Lightning) fail, as on a login node without them.
 BLOCK_TORCH = """
 import sys
@@ -393,6 +410,18 @@ def test_the_logged_quality_reads_the_environments_logs(tmp_path):
     assert _option(collect[0], "--logs") == "data/logs/diffuse_mix.npz" and "--references" not in collect[0]
     assert [_option(j["shell"], "--dataset") for j in _training_jobs(jobs, "train-offline")] == [
         "data/offline/diffuse_mix/logged.npz"]
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("single_thread")
+def test_last_checkpoint_is_an_output_of_the_online_rule_and_an_input_of_replay_datasets(tmp_path):
+    res = snakemake("-n", "-p", "data/offline/diffuse_mix/replay.npz", "--configfile", str(TINY), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    text = res.stdout + res.stderr
+    last = "data/agents/diffuse_mix/sac_gems_d8_beta1_lc0.5_scratch_s58407201/seed0/last.ckpt"
+    jobs = {block.split("\n", 1)[0].strip(): block for block in text.split("rule ")[1:]}
+    assert last in jobs["online_agent:"].split("output:")[1].split("\n")[0]
+    assert last in jobs["offline_dataset:"].split("input:")[1].split("\n")[0]
 
 
 GROUPED = {"agents": {"names": ["sac_gems", "reinforce"], "seeds": [0, 1, 2, 3, 4]},
