@@ -46,6 +46,7 @@ from slate_rl.stages.common import (
 )
 from slate_rl.stages.offline_references import add_reference_arguments, policy_references_for
 
+
 def noise_levels(text: str) -> list[float]:
     """``"0,0.1,0.4"`` -> [0.0, 0.1, 0.4] (``--sweep-noises``); the range checks are OfflineDataConfig's."""
     try:
