@@ -41,7 +41,10 @@ from slate_rl.models.rankers import GeMSRanker, load_gems_ranker, save_gems_rank
 from slate_rl.offline.config import OfflineDataConfig
 from slate_rl.offline.datasets import (
     NoisyPolicy,
+    StepMixPolicy,
+    UniformPolicy,
     check_label,
+    check_spread,
     collect_episodes,
     encode_beliefs,
     mix_datasets,
@@ -855,6 +858,82 @@ def test_d3rlpy_missing_names_the_extra(tmp_path, monkeypatch):
         to_d3rlpy(load_dataset(path))
 
 
+# --------------------------------------------------------------------------- 8b. data where conditioning can matter
+
+
+class _Constant(Agent):
+    """Always the same latent action (tells two mixed behaviours apart)."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value, self.action_dim = value, A
+        self.ranker = _gems()
+
+    def act(self, slates, clicks, hidden, deterministic=False, privileged=None):
+        action = torch.full((slates.shape[0], A), self.value)
+        return self.ranker.rank(action), action, hidden
+
+
+def test_a_step_mixture_draws_one_expert_probability_per_session(tiny_sim, agent):
+    """Seeded statistical test: the per-session fraction of expert steps follows its p ~ U(0, 1) (mean 1/2, std
+    1/sqrt(12) of p, plus the binomial noise of 10 steps), differs between sessions, and p = 0 / 1 give the other
+    behaviour's and the expert's actions."""
+    expert, other = _Constant(0.5), _Constant(-0.5)
+    torch.manual_seed(0)
+    arrays = _collect(tiny_sim, StepMixPolicy(expert, other), agent.actor_belief, 3, 2000, "eval")
+    frac = (_per_episode(arrays, "actions")[..., 0] > 0).mean(axis=1)
+    # Var(fraction) = Var(p) + E[p (1 - p)] / H = 1/12 + 1/(6 H)
+    assert abs(frac.mean() - 0.5) < 0.03 and abs(frac.var() - (1 / 12 + 1 / (6 * HORIZON))) < 0.015
+    assert stats.kstest(frac, "uniform").statistic < 0.1  # close to U(0, 1) (a 10-step binomial smooths it)
+    for p, value in ((0.0, -0.5), (1.0, 0.5)):
+        fixed = _collect(tiny_sim, StepMixPolicy(expert, other, p), agent.actor_belief, 3, 20, "eval")
+        assert np.all(fixed["actions"] == value)
+    wide = _Constant(0.0)
+    wide.action_dim = A + 1
+    with pytest.raises(ConfigError, match="one action space"):
+        StepMixPolicy(expert, wide)
+
+
+def test_a_noise_sweep_keeps_one_level_per_session(tiny_sim, agent):
+    """Each session draws its level when it starts (uniformly: a seeded chi-square test) and keeps it; a session
+    at level 0 acts with the policy's own action (clipped to the box), the others add noise of their level."""
+    levels = [0.0, 0.3, 1.0]
+    policy = NoisyPolicy(agent, levels)
+    state, obs = tiny_sim.reset(torch.arange(3000))
+    torch.manual_seed(0)
+    _, action, (inner, std) = policy.act(obs.slate, obs.clicks, None, deterministic=True)
+    counts = np.array([(std == x).sum().item() for x in levels])
+    assert counts.sum() == 3000 and stats.chisquare(counts).pvalue > 0.01
+    own = agent.ranker.clip(agent.act(obs.slate, obs.clicks, None, deterministic=True)[1])
+    quiet = std == 0
+    assert torch.allclose(action[quiet], own[quiet]) and not torch.allclose(action[~quiet], own[~quiet])
+    deviation = ((action - own).abs() / agent.ranker.action_scale).mean(dim=1)
+    assert deviation[std == 0.3].mean() < deviation[std == 1.0].mean()
+    _, _, (_, again) = policy.act(obs.slate, obs.clicks, (inner, std), deterministic=True)
+    assert torch.equal(again, std)  # the next steps keep the session's level
+    assert NoisyPolicy(agent, 0.2).levels is None and NoisyPolicy(agent, [0.2, 0.4]).noise is None
+
+
+def test_uniform_policy_acts_like_the_random_quality(tiny_sim, agent):
+    torch.manual_seed(4)
+    a = _collect(tiny_sim, UniformPolicy(agent), agent.actor_belief, 2, 16, "eval")
+    torch.manual_seed(4)
+    b = _collect(tiny_sim, agent, agent.actor_belief, 2, 16, "random")
+    assert np.array_equal(a["actions"], b["actions"]) and np.array_equal(a["slates"], b["slates"])
+
+
+def test_the_spread_check_refuses_a_return_that_does_not_vary_with_the_level():
+    cfg = OfflineDataConfig(label_margin=0.1)
+    check_spread("noise_sweep", [{"level": 0.0, "mean": 120.0}, {"level": 0.8, "mean": 100.0}], cfg)
+    with pytest.raises(ArtifactError, match=r"returns 105.00 at its best level \(0\) and 100.00 at its worst "
+                                            r"\(0.8\).*needs > 110.00"):
+        check_spread("noise_sweep", [{"level": 0.0, "mean": 105.0}, {"level": 0.8, "mean": 100.0}], cfg)
+    with pytest.raises(ConfigError, match="sweep_noises must hold at least two distinct"):
+        OfflineDataConfig(sweep_noises=[0.1, 0.1])
+    with pytest.raises(ConfigError, match="sweep_noises"):
+        OfflineDataConfig(sweep_noises=[0.0, -0.1])
+
+
 # --------------------------------------------------------------------------- 9. the `slate-rl collect` stage
 
 
@@ -953,6 +1032,40 @@ def test_cli_datasets_are_the_checkpoints_behaviour(collected, tiny_sim, loaded_
     assert ds.metadata["behaviour_return"]["mean"] == pytest.approx(online.mean())
     for other in {"train", "eval", "random"} - {mode}:  # the check tells the modes apart
         assert policy_returns(tiny_sim, loaded_expert, 58517, 8, other).mean().item() != pytest.approx(online.mean())
+
+
+@pytest.mark.parametrize(("quality", "extra", "levels"), [
+    ("step_mix", ("--behaviour", "BEST"), [0.0, 0.25, 0.5, 0.75, 1.0]),
+    ("step_mix", ("--step-mix-other", "random"), [0.0, 0.25, 0.5, 0.75, 1.0]),
+    ("noise_sweep", ("--sweep-noises", "0,0.5,2"), [0.0, 0.5, 2.0]),
+])
+def test_cli_swept_qualities_record_the_return_of_each_level(cli_inputs, tmp_path, quality, extra, levels):
+    extra = tuple(str(cli_inputs["best"]) if x == "BEST" else x for x in extra)
+    out = tmp_path / f"{quality}.npz"
+    assert _cli(cli_inputs, quality, out, *extra, "--skip-label-check") == 0
+    ds = load_dataset(out)
+    b = ds.metadata["behaviour"]
+    assert ds.metadata["quality"] == quality and ds.num_episodes == 8 and b["mode"] == "eval"
+    assert [r["level"] for r in b["returns_by_level"]] == levels
+    assert all(np.isfinite(r["mean"]) and r["n"] == 8 for r in b["returns_by_level"])
+    assert b["level"] == ("expert_probability" if quality == "step_mix" else "noise")
+    assert b["sha256"] == file_sha256(cli_inputs["best"]) and b["label_checked"] is False
+    if quality == "step_mix":
+        assert b["other"] == ("random" if "random" in extra else "medium")
+        assert b["other_checkpoint"] == (None if "random" in extra else str(cli_inputs["best"]))
+    assert ds.metadata["behaviour_return"]["source"].startswith("online, 8 users")
+
+
+def test_cli_swept_qualities_refuse_a_false_label_and_a_missing_behaviour(cli_inputs, tmp_path, capsys):
+    out = tmp_path / "noise_sweep.npz"
+    assert _cli(cli_inputs, "noise_sweep", out, "--label-margin", "1000") == 2
+    assert "does not vary with the level" in capsys.readouterr().err and not out.exists()
+    assert not list(tmp_path.iterdir())  # nothing half-written
+    assert _cli(cli_inputs, "step_mix", tmp_path / "step_mix.npz") == 2
+    assert "--quality step_mix mixes the expert with the medium behaviour" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _cli(cli_inputs, "noise_sweep", out, "--sweep-noises", "0,nan")
+    assert "argument --sweep-noises: expected comma-separated finite numbers" in capsys.readouterr().err
 
 
 def _tiny_logs(cli_inputs, name: str, env: str = "tiny", sessions: int = 10) -> Path:

@@ -358,6 +358,21 @@ def _plan(tmp_path: Path, overlay: dict) -> list[dict]:
     return jobs
 
 
+def test_the_swept_qualities_are_planned_with_their_inputs_and_options(tmp_path):
+    """step_mix reads the medium checkpoint when it mixes with the medium behaviour (not with random actions);
+    both swept qualities get the configured levels."""
+    overlay = {"offline_data": {"qualities": ["step_mix", "noise_sweep"], "sweep_noises": [0.0, 0.5]},
+               "offline": {"qualities": ["step_mix"]}}
+    for other, reads_medium in (("medium", True), ("random", False)):
+        overlay["offline_data"]["step_mix_other"] = other
+        jobs = {j["output"][0].rsplit("/", 1)[-1]: j for j in _plan(tmp_path, overlay)
+                if j["rule"] == "offline_dataset"}
+        step, sweep = jobs["step_mix.npz"]["shell"], jobs["noise_sweep.npz"]["shell"]
+        assert ("medium.ckpt" in (_option(step, "--behaviour") or "")) == reads_medium
+        assert _option(step, "--step-mix-other") == other and _option(sweep, "--sweep-noises") == "0.0,0.5"
+        assert _option(sweep, "--behaviour") is None
+
+
 def _training_jobs(jobs: list[dict], stage: str) -> list[dict]:
     return [j for j in jobs if f"slate-rl {stage} " in j["shell"]]
 

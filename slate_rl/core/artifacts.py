@@ -52,9 +52,13 @@ one. The agents and their tag grammar are the registered agents' (:mod:`slate_rl
 
 
 # ------------------------------------------------------------------- datasets, algorithms, reference policies
-QUALITIES = ("expert", "medium", "random", "replay", "logged")
-"""The base dataset qualities (others are mixtures of these): four collected with the behaviour agent, and
-``logged``, the logged epsilon-greedy sessions (data/logs/{env}.npz) in the agent's state and action spaces."""
+QUALITIES = ("expert", "medium", "random", "replay", "logged", "step_mix", "noise_sweep")
+"""The base dataset qualities (others are mixtures of these): four collected with the behaviour agent;
+``logged``, the logged epsilon-greedy sessions (data/logs/{env}.npz) in the agent's state and action spaces; and
+two where the behaviour's quality varies from session to session at the same states, so that a
+return-conditioned method has something to condition on: ``step_mix`` (each step the expert's action with a
+per-session probability, else the medium or random behaviour's) and ``noise_sweep`` (the expert at one of
+several noise levels per session)."""
 RESERVED_QUALITIES = {"online": "results/{env}/online/ holds the online agents' results",
                       "reference": "results/{env}/reference/ holds the reference policies' results",
                       "references": "data/offline/{env}/references.json holds the offline reference policies"}

@@ -532,6 +532,12 @@ class OfflineDataConfig:
     """Seed of the users (each quality gets its own users) and of sampled actions."""
     noise: float = 0.1
     """Gaussian exploration noise on the behaviour's latent actions (std as a fraction of the bounds' half-width)."""
+    step_mix_other: Literal["medium", "random"] = "medium"
+    """The behaviour the ``step_mix`` quality mixes with the expert: each session draws the expert's probability
+    p ~ U(0, 1), then every step acts with the expert (probability p) or with this one (both with ``noise``)."""
+    sweep_noises: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.4, 0.8])
+    """Noise levels of the ``noise_sweep`` quality (fractions of the half-width): the expert acts at one level per
+    session, drawn uniformly among them."""
     deterministic: bool = True
     """Expert and medium act with their mean action plus noise (false: they sample their SAC policy)."""
     label_margin: float = 0.1
@@ -550,6 +556,9 @@ class OfflineDataConfig:
         sec = self.SECTION
         if not 0.0 < self.label_ratio <= 1.0:
             raise ConfigError(f"{sec}.label_ratio must be in (0, 1], got {self.label_ratio}")
+        levels = self.sweep_noises
+        if len(set(levels)) < 2 or not all(math.isfinite(x) and x >= 0 for x in levels):
+            raise ConfigError(f"{sec}.sweep_noises must hold at least two distinct finite levels >= 0, got {levels}")
         for name in self.mixtures:
             if name in RESERVED_QUALITIES:
                 raise ConfigError(f"{sec}.mixtures.{name}: the name {name!r} is taken ({RESERVED_QUALITIES[name]}); "

@@ -11,7 +11,19 @@ Qualities (D4RL's):
 * ``random``: latent actions drawn uniformly inside the GeMS action bounds;
 * ``replay``: the expert run's own replay buffer (``last.ckpt``: the last ``buffer_capacity``
   training sessions, warm-up included);
+* ``step_mix``: a per-step mixture (:class:`StepMixPolicy`): each session draws the expert's probability
+  p ~ U(0, 1) when it starts, then every step shows the expert's slate with probability p, else the
+  ``offline_data.step_mix_other`` behaviour's (medium, or uniform random latent actions), both acting like
+  the expert quality;
+* ``noise_sweep``: the expert at one noise level per session (:class:`NoisyPolicy` with levels), drawn
+  uniformly among ``offline_data.sweep_noises``;
 * mixtures: episodes concatenated from other datasets (:func:`mix_datasets`).
+
+In ``step_mix`` and ``noise_sweep`` the behaviour's quality varies across sessions that share states (a
+session-level mixture reveals its policy in the history, so there the return only matters at the first
+step): they are the data on which return conditioning can matter. Their metadata records the behaviour's
+return at each level on the test users (``behaviour.returns_by_level``), and their label is checked: the best
+level must return more than (1 + ``label_margin``) x the worst (:func:`check_spread`).
 
 **State encoder.** ``observations`` are belief states of *one* GRU per environment, the expert's
 actor belief encoder, whatever the quality: datasets of one environment (and their mixtures)
@@ -38,7 +50,7 @@ import dataclasses
 import math
 import os
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,26 +78,76 @@ from slate_rl.sim.protocol import Simulator
 
 
 class NoisyPolicy(Agent):
-    """A SAC+GeMS behaviour policy with Gaussian exploration noise on its latent action."""
+    """A SAC+GeMS behaviour policy with Gaussian exploration noise on its latent action: one std for every session,
+    or (``noise`` a sequence of levels) one level per session, drawn uniformly among them (torch's global
+    generator) when the session starts."""
 
-    def __init__(self, agent: SAC, noise: float) -> None:
+    def __init__(self, agent: SAC, noise: float | Sequence[float]) -> None:
         super().__init__()
-        self.inner, self.noise = agent, noise
+        self.inner = agent
+        self.noise = float(noise) if isinstance(noise, int | float) else None
+        self.levels = None if self.noise is not None else torch.tensor([float(x) for x in noise])  # type: ignore[union-attr]
         self.action_dim = agent.action_dim
 
     @torch.no_grad()
     def act(self, slates: Tensor, clicks: Tensor, hidden: Any, deterministic: bool = False,
             privileged: Tensor | None = None) -> tuple[Tensor, Tensor, Any]:
-        slate, action, hidden = self.inner.act(slates, clicks, hidden, deterministic)
-        if self.noise > 0:
-            r = self.inner.ranker
-            action = r.clip(action + self.noise * r.action_scale * torch.randn_like(action))
-            slate = r.rank(action)
-        return slate, action, hidden
+        r = self.inner.ranker
+        if self.levels is None:
+            slate, action, hidden = self.inner.act(slates, clicks, hidden, deterministic)
+            if self.noise:
+                action = r.clip(action + self.noise * r.action_scale * torch.randn_like(action))
+                slate = r.rank(action)
+            return slate, action, hidden
+        inner, std = (None, None) if hidden is None else hidden
+        if std is None:  # the session starts: its level
+            std = self.levels[torch.randint(len(self.levels), (slates.shape[0],))].to(slates.device)
+        slate, action, inner = self.inner.act(slates, clicks, inner, deterministic)
+        action = r.clip(action + std[:, None] * r.action_scale * torch.randn_like(action))
+        return r.rank(action), action, (inner, std)
 
     def random_act(self, slates: Tensor, clicks: Tensor, hidden: Any, width: float = 1.0
                    ) -> tuple[Tensor, Tensor, Any]:
         return self.inner.random_act(slates, clicks, hidden, width)
+
+
+class UniformPolicy(Agent):
+    """Uniform random latent actions in the whole action box of ``agent``'s ranker (the random quality's), as
+    ``act``: a behaviour :class:`StepMixPolicy` can mix."""
+
+    def __init__(self, agent: SAC) -> None:
+        super().__init__()
+        self.inner, self.action_dim = agent, agent.action_dim
+
+    @torch.no_grad()
+    def act(self, slates: Tensor, clicks: Tensor, hidden: Any, deterministic: bool = False,
+            privileged: Tensor | None = None) -> tuple[Tensor, Tensor, Any]:
+        return self.inner.random_act(slates, clicks, hidden, 1.0)
+
+
+class StepMixPolicy(Agent):
+    """A per-step mixture of two behaviours: each session draws the expert's probability p ~ U(0, 1) when it starts
+    (or uses a fixed ``p``), then every step acts with ``expert`` with probability p, else with ``other`` (torch's
+    global generator). Both follow the session's whole history, each with its own belief."""
+
+    def __init__(self, expert: Agent, other: Agent, p: float | None = None) -> None:
+        super().__init__()
+        if expert.action_dim != other.action_dim:
+            raise ConfigError(f"a step mixture needs behaviours of one action space, got {expert.action_dim} and "
+                              f"{other.action_dim} latent dimensions")
+        self.expert, self.other, self.p, self.action_dim = expert, other, p, expert.action_dim
+
+    @torch.no_grad()
+    def act(self, slates: Tensor, clicks: Tensor, hidden: Any, deterministic: bool = False,
+            privileged: Tensor | None = None) -> tuple[Tensor, Tensor, Any]:
+        b, device = slates.shape[0], slates.device
+        ha, hb, p = (None, None, None) if hidden is None else hidden
+        if p is None:  # the session starts: its expert probability
+            p = torch.rand(b, device=device) if self.p is None else torch.full((b,), float(self.p), device=device)
+        slate_a, action_a, ha = self.expert.act(slates, clicks, ha, deterministic)
+        slate_b, action_b, hb = self.other.act(slates, clicks, hb, deterministic)
+        pick = (torch.rand(b, device=device) < p)[:, None]
+        return torch.where(pick, slate_a, slate_b), torch.where(pick, action_a, action_b), (ha, hb, p)
 
 
 def behaviour_of(agent: Agent) -> SAC:
@@ -145,6 +207,28 @@ def check_label(quality: str, behaviour: Mapping[str, float], random: Mapping[st
                 f"{tail}Validate the online run more often (online.val_interval) so that a snapshot lands near the "
                 "target, or change online.medium_fraction or offline_data.label_ratio"
             )
+
+
+SWEPT_QUALITIES = ("step_mix", "noise_sweep")
+"""The qualities whose behaviour varies by level from session to session (module doc)."""
+STEP_MIX_LEVELS = (0.0, 0.25, 0.5, 0.75, 1.0)
+"""The expert probabilities at which the ``step_mix`` behaviour's return is measured on the test users."""
+
+
+def check_spread(quality: str, by_level: Sequence[Mapping[str, float]], settings: OfflineDataConfig) -> None:
+    """Refuse a ``step_mix`` or ``noise_sweep`` dataset whose behaviour's return does not vary with its level: the
+    best level must return more than (1 + ``label_margin``) x the worst on the test users, else a condition on the
+    return would have nothing to select and the label would be false."""
+    best = max(by_level, key=lambda r: r["mean"])
+    worst = min(by_level, key=lambda r: r["mean"])
+    need = (1.0 + settings.label_margin) * worst["mean"]
+    if best["mean"] <= need:
+        raise ArtifactError(
+            f"the {quality} behaviour returns {best['mean']:.2f} at its best level ({best['level']:g}) and "
+            f"{worst['mean']:.2f} at its worst ({worst['level']:g}) on the test users, not more than (1 + "
+            f"{settings.label_margin:g}) x apart (needs > {need:.2f}); its return does not vary with the level, the "
+            "dataset would be mislabelled and was not written. Widen offline_data.sweep_noises, mix with "
+            "offline_data.step_mix_other: random, train the agent longer, or change offline_data.label_margin")
 
 
 def collection_mode(quality: str, deterministic: bool) -> Mode:
@@ -258,13 +342,13 @@ class DatasetRequest:
     env: str
     """Environment name (recorded, and checked against mixture components)."""
     quality: str
-    """expert, medium, random, replay, logged, or the name of a mixture."""
+    """expert, medium, random, replay, logged, step_mix, noise_sweep, or the name of a mixture."""
     gems: str
     """The GeMS checkpoint whose latent space the actions live in."""
     expert: str
     """The behaviour agent's best.ckpt: the expert and the state encoder of every quality."""
     behaviour: str | None = None
-    """The checkpoint acting for ``medium`` (the run's medium.ckpt)."""
+    """The checkpoint acting for ``medium``, and mixed with the expert by ``step_mix`` (the run's medium.ckpt)."""
     replay: str | None = None
     """The run's final training state (``replay``); default: last.ckpt beside ``expert``."""
     logs: str | None = None
@@ -286,6 +370,9 @@ class DatasetRequest:
             raise ConfigError(f"--mix builds a mixture; give it its own name, not {self.quality!r}")
         if self.quality == "medium" and not self.behaviour:
             raise ConfigError("--quality medium needs --behaviour (the online run's medium.ckpt)")
+        if self.quality == "step_mix" and self.settings.step_mix_other == "medium" and not self.behaviour:
+            raise ConfigError("--quality step_mix mixes the expert with the medium behaviour: it needs --behaviour "
+                              "(the online run's medium.ckpt), or --step-mix-other random")
         if self.quality == "logged" and not self.logs:
             raise ConfigError("--quality logged needs --logs (the logged sessions, data/logs/{env}.npz)")
         if not self.mix and self.quality not in QUALITIES:
@@ -380,11 +467,25 @@ def _returns(sim: Simulator, policy: Agent, seed: int, sessions: int, mode: Mode
 
 def _collected(req: DatasetRequest, sim: Simulator, gems: GeMSRanker, expert: SAC, expert_meta: dict[str, Any],
                progress: bool) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, Any]]:
-    """Episodes of a behaviour (expert, medium or random), its label checked against the random quality."""
-    path = req.behaviour if req.quality == "medium" and req.behaviour else req.expert
+    """Episodes of a behaviour (expert, medium, random, step_mix or noise_sweep); the label of expert and medium
+    checked against the random quality, that of step_mix and noise_sweep by the spread of its levels' returns."""
+    cfg = req.settings
+    mode = collection_mode(req.quality, cfg.deterministic)
+    mixes_medium = req.quality == "step_mix" and cfg.step_mix_other == "medium"
+    path = req.behaviour if (req.quality == "medium" or mixes_medium) and req.behaviour else req.expert
     policy, meta = (expert, expert_meta) if path == req.expert else load_behaviour(path, sim, gems, req.env)
-    mode = collection_mode(req.quality, req.settings.deterministic)
-    actor = NoisyPolicy(policy, req.settings.noise) if mode != "random" else policy
+    levels: dict[float, Agent] = {}
+    if req.quality == "noise_sweep":
+        actor: Agent = NoisyPolicy(expert, cfg.sweep_noises)
+        levels = {x: NoisyPolicy(expert, x) for x in cfg.sweep_noises}
+    elif req.quality == "step_mix":  # the expert acts too: its checkpoint is the behaviour's, the medium the other
+        best = NoisyPolicy(expert, cfg.noise)
+        other = NoisyPolicy(policy, cfg.noise) if mixes_medium else UniformPolicy(expert)
+        actor = StepMixPolicy(best, other)
+        levels = {p: StepMixPolicy(best, other, p) for p in STEP_MIX_LEVELS}
+        other_path, path, meta = (path if mixes_medium else None), req.expert, expert_meta
+    else:
+        actor = NoisyPolicy(policy, cfg.noise) if mode != "random" else policy
     refs = req.references
     labelled = req.quality in ("expert", "medium")
     if labelled and refs is None:
@@ -394,8 +495,16 @@ def _collected(req: DatasetRequest, sim: Simulator, gems: GeMSRanker, expert: SA
         returns = _from_reference(refs["expert"])
     else:
         returns = _summary(_returns(sim, actor, req.test_seed, req.test_sessions, mode))
-    cfg = req.settings
     checks: dict[str, Any] = {}
+    if levels:
+        by_level = [{"level": x, **_summary(_returns(sim, p, req.test_seed, req.test_sessions, mode))}
+                    for x, p in levels.items()]
+        if cfg.label_check:
+            check_spread(req.quality, by_level, cfg)
+        checks = {"level": "expert_probability" if req.quality == "step_mix" else "noise",
+                  "returns_by_level": by_level,
+                  **({"other": cfg.step_mix_other, "other_checkpoint": other_path} if req.quality == "step_mix"
+                     else {"noises": cfg.sweep_noises})}
     if labelled:
         assert refs is not None
         random, agent = _from_reference(refs["random"]), _from_reference(refs["expert_deterministic"])

@@ -297,7 +297,7 @@ DATASET_COLUMNS = [
 ]
 """Columns of ``{env}_datasets.csv``: the offline methods of each dataset, with the dataset's references."""
 
-QUALITY_ORDER = ("expert", "medium", "random", "replay", "logged")
+QUALITY_ORDER = ("expert", "medium", "random", "replay", "logged", "step_mix", "noise_sweep")
 
 
 def dataset_table(report: EnvReport) -> pd.DataFrame:

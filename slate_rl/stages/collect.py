@@ -46,14 +46,26 @@ from slate_rl.stages.common import (
 )
 from slate_rl.stages.offline_references import add_reference_arguments, policy_references_for
 
+
+def noise_levels(text: str) -> list[float]:
+    """``"0,0.1,0.4"`` -> [0.0, 0.1, 0.4] (``--sweep-noises``); the range checks are OfflineDataConfig's."""
+    try:
+        return [finite_float(item) for item in text.split(",")]
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"expected comma-separated finite numbers, e.g. 0,0.1,0.4; got {text!r}"
+                                         ) from None
+
+
 NAME = "collect"
-HELP = "collect an offline dataset (expert, medium, random, replay, logged or a mixture) in the D4RL layout"
+HELP = ("collect an offline dataset (expert, medium, random, replay, logged, step_mix, noise_sweep or a mixture) in "
+        "the D4RL layout")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_env_arguments(parser, embeddings_required=True, device=False)
     parser.add_argument("--quality", required=True,
-                        help="expert, medium, random, replay, logged, or a mixture name (with --mix)")
+                        help="expert, medium, random, replay, logged, step_mix, noise_sweep, or a mixture name (with "
+                        "--mix)")
     parser.add_argument("--gems", required=True, help="GeMS checkpoint of the agent (its latent space)")
     parser.add_argument("--expert", required=True,
                         help="the SAC+GeMS agent's best.ckpt: expert behaviour and the state encoder of every quality "
@@ -73,6 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", type=finite_float, default=0.1,
                         help="std of Gaussian noise on latent actions, as a fraction of the bounds' half-width "
                         "(default: 0.1)")
+    parser.add_argument("--step-mix-other", choices=("medium", "random"), default="medium",
+                        help="the behaviour --quality step_mix mixes with the expert, step by step: medium (needs "
+                        "--behaviour) or random latent actions (default: medium)")
+    parser.add_argument("--sweep-noises", type=noise_levels, default=[0.0, 0.1, 0.2, 0.4, 0.8],
+                        help="comma-separated noise levels of --quality noise_sweep, one per session (default: "
+                        "0,0.1,0.2,0.4,0.8)")
     parser.add_argument("--stochastic", action="store_true",
                         help="the behaviour samples from its SAC policy instead of acting with its mean action")
     parser.add_argument("--label-margin", type=finite_float, default=0.1,
@@ -99,7 +117,8 @@ def run(args: argparse.Namespace) -> None:
     settings = OfflineDataConfig(episodes=args.episodes, seed=args.seed, noise=args.noise,
                                  deterministic=not args.stochastic, label_margin=args.label_margin,
                                  label_ratio=args.label_ratio, label_check=not args.skip_label_check,
-                                 batch_size=args.batch_size)
+                                 batch_size=args.batch_size, step_mix_other=args.step_mix_other,
+                                 sweep_noises=args.sweep_noises)
     req = DatasetRequest(env=args.env, quality=args.quality, gems=args.gems, expert=args.expert,
                          behaviour=args.behaviour, replay=args.replay, logs=args.logs, mix=tuple(args.mix),
                          settings=settings,

@@ -25,13 +25,14 @@ def references_input(wildcards):
 
 
 def dataset_inputs(wildcards):
-    """The shared inputs, plus the medium checkpoint (medium), the final training state (replay) or the logged
-    sessions (logged); expert and
-    medium also the reference policies their labels are checked against."""
+    """The shared inputs, plus the medium checkpoint (medium; step_mix mixing with it), the final training state
+    (replay) or the logged sessions (logged); expert and medium also the reference policies their labels are
+    checked against."""
     inputs = shared_inputs(wildcards)
     if wildcards.quality in ("expert", "medium"):
         inputs["references"] = references_input(wildcards)
-    if wildcards.quality == "medium":
+    if wildcards.quality == "medium" or (wildcards.quality == "step_mix"
+                                         and config["offline_data"]["step_mix_other"] == "medium"):
         inputs["behaviour"] = behaviour_checkpoint(wildcards, "medium")
     if wildcards.quality == "replay":  # the expert's training buffer
         inputs["replay"] = behaviour_checkpoint(wildcards, "last")
@@ -56,6 +57,7 @@ def collect_options():
     c = config["offline_data"]
     options = (f"--episodes {c['episodes']} --seed {c['seed']} --noise {c['noise']} "
                f"--label-margin {c['label_margin']} --label-ratio {c['label_ratio']} --batch-size {c['batch_size']} "
+               f"--step-mix-other {c['step_mix_other']} --sweep-noises {','.join(map(str, c['sweep_noises']))} "
                f"{TEST_ARGS}")
     options += "" if c["deterministic"] else " --stochastic"
     return options + ("" if c["label_check"] else " --skip-label-check")
