@@ -75,7 +75,7 @@ def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     props["agents"]["properties"]["names"]["items"]["enum"] = list(agent_names())
     props["agents"]["properties"]["variants"]["properties"] = {name: {"$ref": "#/$defs/variant"}
                                                                for name in variant_agents()}
-    for name, cls in {**agent_configs(), **ALGO_CONFIGS}.items():
+    for name, cls in registered_sections().items():
         props[name] = method_schema(cls)
     return schema
 
@@ -272,7 +272,12 @@ def section_args(config: dict[str, Any], section: str, prefix: str = "") -> str:
 def sections() -> dict[str, tuple[type, tuple[str, ...]]]:
     """:data:`SECTIONS`, every registered agent's config section and every registered offline method's section (its
     config class, no workflow key)."""
-    return {**SECTIONS, **{name: (cls, ()) for name, cls in {**agent_configs(), **ALGO_CONFIGS}.items()}}
+    return {**SECTIONS, **{name: (cls, ()) for name, cls in registered_sections().items()}}
+
+
+def registered_sections() -> dict[str, type]:
+    """The config class of every section a registration brings: each agent config section, each offline method's."""
+    return {**agent_configs(), **ALGO_CONFIGS}
 
 
 def agent_section_args(config: dict[str, Any], tag: str) -> str:

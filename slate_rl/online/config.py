@@ -310,7 +310,7 @@ def needs_gems(name: str) -> bool:
 def agent_tag_wildcard() -> str:
     """The regular expression of every registered agent's tags (the ``{agent_tag}`` wildcard)."""
     def pattern(kind: AgentKind) -> str:
-        if "gems" in kind.needs:
+        if needs_gems(kind.name):
             return f"{kind.name}_{GEMS_TAG_WILDCARD}"
         return f"{kind.name}(?:{CORRECTED_SUFFIX})?" if kind.variants else kind.name
     return "|".join(pattern(kind) for kind in AGENT_KINDS.values())
@@ -320,14 +320,14 @@ def parse_agent_tag(tag: str) -> tuple[str, str | None]:
     """``<name>_<gems_tag>`` -> (name, gems_tag) for an agent that needs GeMS; ``<name>_corrected`` -> (name,
     None); ``<name>`` -> (name, None). The variant is :func:`agent_variant`; an unknown tag is one ConfigError."""
     for kind in AGENT_KINDS.values():
-        if "gems" in kind.needs:
+        if needs_gems(kind.name):
             prefix = kind.name + "_"
             if tag.startswith(prefix) and re.fullmatch(GEMS_TAG_WILDCARD, tag[len(prefix):]):
                 return kind.name, tag[len(prefix):]
         elif tag == kind.name or kind.variants and tag == kind.name + CORRECTED_SUFFIX:
             return kind.name, None
-    gems = [k.name for k in AGENT_KINDS.values() if "gems" in k.needs]
-    plain = [k.name for k in AGENT_KINDS.values() if "gems" not in k.needs]
+    gems = [name for name in AGENT_KINDS if needs_gems(name)]
+    plain = [name for name in AGENT_KINDS if not needs_gems(name)]
     raise ConfigError(
         f"unknown agent {tag!r}; choose "
         + "".join(f"{g}_<gems tag> (e.g. {g}_d32_beta1_lc0.5_scratch_s58407201), " for g in gems)
@@ -359,11 +359,10 @@ def variant_tag(name: str, variant: str, gems: str | None = None) -> str:
         raise ConfigError(f"agent variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
     kind = AGENT_KINDS.get(name)
     if kind is None:
-        parse_agent_tag(name)  # the error listing the agents
-        raise AssertionError(name)
+        raise ConfigError(f"unknown agent {name!r}; registered agents: {', '.join(AGENT_KINDS)}")
     if variant == "corrected" and not kind.variants:
         raise ConfigError(f"agent {name} has no corrected variant; only {', '.join(variant_agents())} have")
-    if "gems" in kind.needs:
+    if needs_gems(name):
         if gems is None:
             raise ConfigError(f"agent {name} needs a GeMS tag")
         return f"{name}_{gems}"
